@@ -1,0 +1,208 @@
+"""Weft's controller core: the state machine between the NB, the hosts' OVSDBs and their switches.
+
+Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and hands it a `hub`
+(spawn/sleep/Semaphore/Event); the same core runs on plain threads in tests.
+"""
+import dataclasses
+import logging
+
+from ovsdb import nb, vswitch
+from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
+from ovsdb.server import EmbeddedNbServer
+
+LOG = logging.getLogger("weft.core")
+RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclasses.dataclass
+class Config:
+    state_dir: str = "/var/lib/weft"
+    nb_remote: str = ""          # empty: start the embedded NB ovsdb-server in state_dir
+    underlay_mtu: int = 1500     # the smallest MTU of the hosts' underlay links
+    of_target: str = ""          # OpenFlow target given to joining hosts that name none (tcp:IP:6653)
+
+
+class HostAgent:
+    """Keeps one host's OVSDB connection and makes the host ready whenever it is not."""
+
+    def __init__(self, core, host):
+        self.core = core
+        self.host = host
+        self.conn = None
+        self.error = None
+        self.ready = False
+        self._stopped = False
+        self._kick = core.hub.Event()
+        core.hub.spawn(self._run)
+
+    def _connect(self):
+        attempt = 0
+        while not self._stopped:
+            try:
+                schema = fetch_schema(self.host.ovsdb_remote, vswitch.DATABASE, timeout=5)
+                break
+            except OSError as err:
+                self.error = f"OVSDB: {err.strerror or err}"
+                self.core.host_changed(self.host.name)
+                self.core.hub.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+                attempt += 1
+        if not self._stopped:
+            self.conn = OvsdbConnection(self.core.hub, self.host.ovsdb_remote, schema, vswitch.TABLES,
+                                        on_change=lambda conn: self._kick.set(), name=self.host.name).start()
+
+    def _run(self):
+        self._connect()
+        while not self._stopped:
+            self._kick.wait(timeout=5)
+            self._kick.clear()
+            if not self._stopped:
+                self._check(self.conn)
+
+    def _check(self, conn):
+        if conn.synced:
+            args = (self.host.key, self.host.datapath_type, self.host.of_target)
+            if not vswitch.is_ready(conn, *args):
+                try:
+                    vswitch.ensure_host_ready(conn, *args)
+                    self.error = None
+                except (TransactionError, RuntimeError) as err:
+                    self.error = f"cannot configure br-int: {err}"
+                    LOG.error("host %s: %s", self.host.name, self.error)
+            self.ready = vswitch.is_ready(conn, *args)
+            if self.ready:
+                self.error = None
+        self.core.host_changed(self.host.name)
+
+    @property
+    def ovsdb_connected(self):
+        return bool(self.conn and self.conn.synced)
+
+    def leave(self, force=False):
+        """Undoes what joining did on the host. Without force, refuses when the host is unreachable."""
+        if not self.ovsdb_connected:
+            if not force:
+                raise RuntimeError(f"host {self.host.name!r}: its OVSDB ({self.host.ovsdb_remote}) is not "
+                                   "connected, so Weft cannot undo its configuration there; retry when it "
+                                   "is reachable, or leave with force to forget it anyway")
+        else:
+            self._stopped = True
+            vswitch.remove_host_config(self.conn)
+        self.stop()
+
+    def stop(self):
+        self._stopped = True
+        self._kick.set()
+        if self.conn:
+            self.conn.stop()
+
+
+class WeftCore:
+    def __init__(self, hub, config):
+        self.hub = hub
+        self.config = config
+        self.embedded = None
+        self.nb_conn = None
+        self.agents = {}      # host name -> HostAgent
+        self.switches = {}    # datapath id (== host key) -> switch handle from the app
+        self._wake = hub.Event()
+        self._last_status = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def start(self):
+        remote = self.config.nb_remote
+        if not remote:
+            self.embedded = EmbeddedNbServer(self.config.state_dir)
+            remote = self.embedded.start()
+            LOG.info("embedded NB ovsdb-server on %s (db %s)", remote, self.embedded.db_path)
+        self.nb_conn = OvsdbConnection(self.hub, remote, nb.load_schema(), nb.TABLES,
+                                       on_change=lambda conn: self._wake.set(), name="NB").start()
+        self.hub.spawn(self._reconcile_loop)
+
+    def stop(self):
+        for agent in self.agents.values():
+            agent.stop()
+        if self.nb_conn:
+            self.nb_conn.stop()
+        if self.embedded:
+            self.embedded.stop()
+
+    # --- reading state ------------------------------------------------------------------------------
+    def nb_state(self):
+        return nb.snapshot(self.nb_conn)
+
+    def nb_connected(self):
+        return self.nb_conn.synced
+
+    def nb_status(self):
+        return {"remote": self.nb_conn.remote, "embedded": self.embedded is not None,
+                "connected": self.nb_connected()}
+
+    def default_of_target(self):
+        return self.config.of_target or None
+
+    def host_status(self, name):
+        agent = self.agents.get(name)
+        host = agent.host if agent else None
+        status = {"ovsdb_connected": bool(agent and agent.ovsdb_connected),
+                  "openflow_connected": bool(host and host.key in self.switches),
+                  "ready": bool(agent and agent.ready)}
+        if agent and agent.error:
+            status["error"] = agent.error
+        return status
+
+    def port_up(self, name):
+        return False
+
+    # --- events -------------------------------------------------------------------------------------
+    def host_changed(self, name):
+        self._wake.set()
+
+    def switch_connected(self, dpid, switch):
+        self.switches[dpid] = switch
+        LOG.info("switch %016x connected (host %s)", dpid, self._host_by_key(dpid) or "unknown")
+        self._wake.set()
+
+    def switch_disconnected(self, dpid, switch):
+        if self.switches.get(dpid) is switch:
+            del self.switches[dpid]
+            self._wake.set()
+
+    def leave_host(self, name, force=False):
+        agent = self.agents.pop(name, None)
+        if agent:
+            agent.leave(force=force)
+
+    # --- reconciliation -----------------------------------------------------------------------------
+    def _host_by_key(self, key):
+        return next((a.host.name for a in self.agents.values() if a.host.key == key), None)
+
+    def _reconcile_loop(self):
+        while True:
+            self._wake.wait(timeout=5)
+            self._wake.clear()
+            if not self.nb_connected():
+                continue
+            try:
+                self._reconcile(self.nb_state())
+            except Exception:  # one bad pass must not end the loop that keeps the network running
+                LOG.exception("reconciliation failed; retrying on the next change")
+
+    def _reconcile(self, state):
+        for name, agent in list(self.agents.items()):
+            if name not in state.hosts or state.hosts[name].settings() != agent.host.settings():
+                agent.stop()
+                del self.agents[name]
+        for name, host in state.hosts.items():
+            if name not in self.agents:
+                LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
+                self.agents[name] = HostAgent(self, host)
+        self._publish_host_status(state)
+
+    def _publish_host_status(self, state):
+        for name, host in state.hosts.items():
+            status = {k: str(v).lower() for k, v in self.host_status(name).items()}
+            if host.status != status:
+                try:
+                    nb.set_status(self.nb_conn, "Host", name, status)
+                except TransactionError as err:
+                    LOG.warning("cannot record host %s status: %s", name, err)

@@ -1,0 +1,212 @@
+"""One live replica of an OVSDB database through the `ovs` Python IDL, kept current by a background loop.
+
+The controller runs on eventlet (Ryu), the CLI-free tests on plain threads; both pass a `hub` with
+`spawn(fn)`, `sleep(s)`, `Semaphore()` and `Event()` (ryu.lib.hub has exactly these; `ThreadHub` below is the
+plain-thread one). The IDL is not thread-safe, so every use of it holds `self.lock`.
+"""
+import collections
+import json
+import os
+import select
+import threading
+import time
+
+import ovs.db.idl
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+
+TXN_DONE = (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED)
+
+
+class ThreadHub:
+    """The hub interface on plain threads (for tools and tests that run without eventlet)."""
+
+    @staticmethod
+    def spawn(fn, *args):
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    sleep = staticmethod(time.sleep)
+    Semaphore = threading.Semaphore
+    Event = threading.Event
+
+
+class TransactionError(Exception):
+    """The database refused a transaction; the message is the server's reason."""
+
+
+def fetch_schema(remote, database, timeout=10.0):
+    """Asks a server for a database's schema, so the IDL matches whatever OVS version a host runs."""
+    error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), timeout * 1000)
+    if error:
+        raise OSError(error, f"cannot connect to {remote}: {os.strerror(error)}")
+    rpc = ovs.jsonrpc.Connection(stream)
+    try:
+        error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", [database]))
+    finally:
+        rpc.close()
+    if error or reply.error:
+        raise OSError(error or 0, f"get_schema {database} from {remote} failed: {reply and reply.error}")
+    return reply.result
+
+
+class _Job:
+    def __init__(self, build, attempts, done):
+        self.build, self.attempts, self.done = build, attempts, done
+        self.txn = self.result = self.error = None
+
+
+class OvsdbConnection:
+    """Monitors `tables` ({table: [columns] or None for all}) of a database and calls `on_change(self)`
+    whenever its contents or its connectedness change.
+
+    One loop owns the IDL and its socket: eventlet forbids two green threads waiting on one socket,
+    and the IDL is not thread-safe. Writers queue a job and wake the loop through a pipe; readers
+    take `self.lock`, which the loop holds only while it updates the replica (never while it waits).
+    `on_change` runs on the loop, so it must not call `transact` itself (it would wait on itself).
+    """
+
+    def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None):
+        helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
+        for table, columns in tables.items():
+            if columns is None:
+                helper.register_table(table)
+            else:
+                helper.register_columns(table, columns)
+        self.hub = hub
+        self.remote = remote
+        self.name = name or remote
+        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.lock = hub.Semaphore()
+        self.on_change = on_change
+        self.connected = False
+        self._running = False
+        self._seen_seqno = 0
+        self._jobs = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+
+    def start(self):
+        self._running = True
+        self.hub.spawn(self._loop)
+        return self
+
+    def stop(self):
+        self._running = False
+        self._wakeup()
+
+    @property
+    def synced(self):
+        """True once the replica holds the database's contents and the session is up."""
+        return self.connected and self.idl.has_ever_connected()
+
+    def _wakeup(self):
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _loop(self):
+        try:
+            while self._running:
+                self._drain_wakeups()
+                with self.lock:
+                    self.idl.run()
+                    self._advance_jobs()
+                    # The IDL has no public "is the session up" call; its session object has one.
+                    connected = (self.idl._session.is_connected()
+                                 and self.idl.state == self.idl.IDL_S_MONITORING)
+                    changed = self.idl.change_seqno != self._seen_seqno or connected != self.connected
+                    self._seen_seqno = self.idl.change_seqno
+                    self.connected = connected
+                if changed and self.on_change:
+                    self.on_change(self)
+                poller = ovs.poller.Poller()
+                self.idl.wait(poller)
+                if self._jobs and self._jobs[0].txn is not None:
+                    self._jobs[0].txn.wait(poller)
+                elif self._jobs:
+                    poller.immediate_wake()
+                poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+                poller.timer_wait(1000)
+                poller.block()
+        finally:
+            self.idl.close()
+            for job in self._jobs:
+                job.error = TransactionError(f"the connection to {self.remote} was closed")
+                job.done.set()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_wakeups(self):
+        # Read only what select says is there: eventlet's green os.read would park on an empty pipe.
+        while select.select([self._wake_r], [], [], 0)[0]:
+            os.read(self._wake_r, 512)
+
+    def _advance_jobs(self):
+        """Moves the oldest queued transaction on; one at a time keeps the IDL simple and ordered."""
+        while self._jobs:
+            job = self._jobs[0]
+            try:
+                if job.txn is None:
+                    if not self.synced and not self.idl.has_ever_connected():
+                        return  # nothing to build on yet
+                    job.txn = ovs.db.idl.Transaction(self.idl)
+                    job.result = job.build(job.txn, self.idl.tables)
+                status = job.txn.commit()
+                if status == ovs.db.idl.Transaction.INCOMPLETE:
+                    return
+                if status in TXN_DONE:
+                    job.result = job.result(job.txn) if callable(job.result) else job.result
+                elif status == ovs.db.idl.Transaction.TRY_AGAIN and job.attempts > 1:
+                    job.attempts -= 1
+                    job.txn = None  # rebuild on the next pass, from the replica's fresh contents
+                    return
+                elif status == ovs.db.idl.Transaction.TRY_AGAIN:
+                    job.error = TransactionError("the database kept changing under the transaction; try again")
+                else:
+                    job.error = TransactionError(_describe_error(job.txn, status))
+            except Exception as err:  # a failing build must fail its caller, not the loop
+                if job.txn is not None and job.txn.idl.txn is job.txn:
+                    job.txn.abort()
+                job.error = err
+            self._jobs.popleft()
+            job.done.set()
+
+    def wait_synced(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.synced:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no connection to the OVSDB server at {self.remote}")
+            self.hub.sleep(0.02)
+
+    def rows(self, table):
+        return self.idl.tables[table].rows.values()
+
+    def transact(self, build, attempts=5, timeout=30.0):
+        """Runs `build(txn, tables)` in a transaction on the loop and waits for the commit, retrying
+        when a concurrent write changed what it read. Returns build's result (or, if that is callable,
+        its result called with the committed txn, so it can resolve inserted uuids)."""
+        if not self._running:
+            raise TransactionError(f"not connected to {self.remote}")
+        job = _Job(build, attempts, self.hub.Event())
+        self._jobs.append(job)
+        self._wakeup()
+        job.done.wait(timeout)
+        if not job.done.is_set():
+            raise TransactionError(f"no answer from {self.remote} within {timeout:.0f} s")
+        if job.error:
+            raise job.error
+        return job.result
+
+
+def _describe_error(txn, status):
+    detail = txn.get_error()
+    try:
+        parsed = json.loads(detail)
+        detail = parsed.get("details") or parsed.get("error") or detail
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return f"{status}: {detail}" if detail else status

@@ -1,0 +1,147 @@
+"""Weft's northbound database: plain snapshots to read, and one function per write.
+
+The database enforces what it can by itself (unique names, VNIs, keys, MACs, (network, ip) pairs, and
+no port pointing at a missing network); the API validates the rest before it writes.
+"""
+import dataclasses
+import json
+
+from ovsdb import server
+
+DATABASE = "Weft_NB"
+TABLES = {"Host": None, "Network": None, "Port": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    name: str
+    key: int
+    encap_ip: str
+    ovsdb_remote: str
+    of_target: str | None
+    datapath_type: str
+    status: dict
+
+    def settings(self):
+        """What joining configured (status excluded): a change means the host must be set up anew."""
+        return (self.key, self.encap_ip, self.ovsdb_remote, self.of_target, self.datapath_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    name: str
+    vni: int
+    cidr: str
+    gateway_ip: str
+    mtu: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    name: str
+    key: int
+    network: str
+    mac: str
+    ip: str
+    host: str | None
+    status: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class NbState:
+    hosts: dict
+    networks: dict
+    ports: dict
+
+
+def load_schema():
+    with open(server.SCHEMA_PATH) as f:
+        return json.load(f)
+
+
+def _opt(value):
+    return value[0] if value else None
+
+
+def snapshot(conn):
+    """The NB's current contents as plain, immutable values (read under the connection's lock)."""
+    with conn.lock:
+        networks_by_uuid = {row.uuid: row.name for row in conn.rows("Network")}
+        hosts = {r.name: Host(r.name, r.key, r.encap_ip, r.ovsdb_remote, _opt(r.of_target), r.datapath_type,
+                              dict(r.status)) for r in conn.rows("Host")}
+        networks = {r.name: Network(r.name, r.vni, r.cidr, r.gateway_ip, r.mtu) for r in conn.rows("Network")}
+        ports = {r.name: Port(r.name, r.key, networks_by_uuid.get(r.network.uuid, "?"), r.mac, r.ip,
+                              _opt(r.host), dict(r.status)) for r in conn.rows("Port")}
+    return NbState(hosts, networks, ports)
+
+
+def _find(tables, table, name):
+    for row in tables[table].rows.values():
+        if row.name == name:
+            return row
+    return None
+
+
+def _next_key(tables, table, limit):
+    """Lowest unused key. The unique index on `key` makes two writers that pick the same one conflict."""
+    used = {row.key for row in tables[table].rows.values()}
+    return next(k for k in range(1, limit + 1) if k not in used)
+
+
+def _insert(txn, tables, table, **columns):
+    row = txn.insert(tables[table])
+    for column, value in columns.items():
+        setattr(row, column, value)
+    return row
+
+
+def create_host(conn, name, encap_ip, ovsdb_remote, datapath_type, of_target=None):
+    def build(txn, tables):
+        _insert(txn, tables, "Host", name=name, key=_next_key(tables, "Host", 65535), encap_ip=encap_ip,
+                ovsdb_remote=ovsdb_remote, datapath_type=datapath_type,
+                of_target=[of_target] if of_target else [])
+    conn.transact(build)
+
+
+def create_network(conn, name, vni, cidr, gateway_ip, mtu):
+    conn.transact(lambda txn, tables: _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr,
+                                              gateway_ip=gateway_ip, mtu=mtu) and None)
+
+
+def create_port(conn, name, network, mac, ip):
+    def build(txn, tables):
+        net = _find(tables, "Network", network)
+        if net is None:
+            raise LookupError(f"network {network!r} does not exist")
+        _insert(txn, tables, "Port", name=name, key=_next_key(tables, "Port", 2**31 - 1), network=net,
+                mac=mac, ip=ip)
+    conn.transact(build)
+
+
+def delete(conn, table, name):
+    """Deletes the row named `name`; False if there was none. The database refuses (TransactionError)
+    when a strong reference still points at it (a network with ports)."""
+    def build(txn, tables):
+        row = _find(tables, table, name)
+        if row is not None:
+            row.delete()
+        return row is not None
+    return conn.transact(build)
+
+
+def set_status(conn, table, name, status):
+    """Replaces a row's status map (skips the write when nothing changed)."""
+    def build(txn, tables):
+        row = _find(tables, table, name)
+        if row is not None and dict(row.status) != status:
+            row.status = status
+    conn.transact(build)
+
+
+def set_port_host(conn, name, host):
+    def build(txn, tables):
+        row = _find(tables, "Port", name)
+        if row is not None and _opt(row.host) != host:
+            row.host = [host] if host else []
+    conn.transact(build)
+

@@ -1,0 +1,139 @@
+"""A host's own Open_vSwitch database: make it ready for Weft, undo that, and read port bindings.
+
+Weft owns exactly what it marks with external_ids:weft-owner: br-int (when Weft created it), the one
+flow-based Geneve port and br-int's controller record. Everything else on the host is left alone.
+"""
+from flows.pipeline import TUNNEL_OFPORT
+
+DATABASE = "Open_vSwitch"
+TABLES = {
+    "Open_vSwitch": ["bridges"],
+    "Bridge": ["name", "ports", "datapath_type", "fail_mode", "protocols", "controller", "other_config",
+               "external_ids"],
+    "Port": ["name", "interfaces", "external_ids"],
+    "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
+    "Controller": ["target", "is_connected", "external_ids"],
+}
+INTEGRATION_BRIDGE = "br-int"
+TUNNEL_PORT = "weft-geneve"
+OWNER_KEY = "weft-owner"
+PROTOCOLS = ["OpenFlow13", "OpenFlow14", "OpenFlow15"]
+
+
+def datapath_id(host_key):
+    """br-int's datapath id is the host's NB key, so an OpenFlow connection names its host."""
+    return f"{host_key:016x}"
+
+
+def _find(tables, table, name):
+    return next((r for r in tables[table].rows.values() if r.name == name), None)
+
+
+def _ensure_attrs(row, **values):
+    for column, value in values.items():
+        if getattr(row, column) != value:
+            setattr(row, column, value)
+
+
+def ensure_host_ready(conn, host_key, datapath_type, of_target):
+    """Makes br-int, its Geneve port and its controller target match what Weft wants. Idempotent: a
+    second call on a ready host commits nothing."""
+    def build(txn, tables):
+        root = next(iter(tables["Open_vSwitch"].rows.values()), None)
+        if root is None:
+            raise RuntimeError("the host's Open_vSwitch table is empty (was `ovs-vsctl init` run?)")
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None:
+            bridge = txn.insert(tables["Bridge"])
+            bridge.name = INTEGRATION_BRIDGE
+            bridge.external_ids = {OWNER_KEY: "weft", "weft-created": "true"}
+            bridge.ports = [_new_port(txn, tables, INTEGRATION_BRIDGE, "internal", {})]
+            # A new row reads back only what was written; give the columns read below a value.
+            bridge.other_config, bridge.controller = {}, []
+            bridge.datapath_type, bridge.fail_mode, bridge.protocols = "", [], []
+            root.addvalue("bridges", bridge.uuid)
+        other_config = dict(bridge.other_config)
+        other_config.update({"datapath-id": datapath_id(host_key), "disable-in-band": "true"})
+        _ensure_attrs(bridge, datapath_type=datapath_type, fail_mode=["secure"], protocols=PROTOCOLS,
+                      other_config=other_config)
+        if OWNER_KEY not in bridge.external_ids:
+            bridge.setkey("external_ids", OWNER_KEY, "weft")
+
+        port_names = {p.name for p in bridge.ports}
+        if TUNNEL_PORT not in port_names:
+            bridge.addvalue("ports", _new_port(txn, tables, TUNNEL_PORT, "geneve",
+                                               {"remote_ip": "flow", "key": "flow"}, TUNNEL_OFPORT).uuid)
+        else:
+            iface = _find(tables, "Interface", TUNNEL_PORT)
+            _ensure_attrs(iface, type="geneve", options={"remote_ip": "flow", "key": "flow"},
+                          ofport_request=[TUNNEL_OFPORT])
+
+        targets = [c.target for c in bridge.controller]
+        if of_target and targets != [of_target]:
+            controller = txn.insert(tables["Controller"])
+            controller.target = of_target
+            controller.external_ids = {OWNER_KEY: "weft"}
+            bridge.controller = [controller]
+        elif not of_target and bridge.controller:
+            bridge.controller = []
+    conn.transact(build)
+
+
+def _new_port(txn, tables, name, iface_type, options, ofport_request=None):
+    iface = txn.insert(tables["Interface"])
+    iface.name = name
+    iface.type = iface_type
+    iface.options = options
+    if ofport_request:
+        iface.ofport_request = [ofport_request]
+    port = txn.insert(tables["Port"])
+    port.name = name
+    port.interfaces = [iface]
+    port.external_ids = {OWNER_KEY: "weft"}
+    return port
+
+
+def remove_host_config(conn):
+    """Undoes ensure_host_ready: removes br-int if Weft created it, else only Weft's port and controller."""
+    def build(txn, tables):
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None or OWNER_KEY not in bridge.external_ids:
+            return
+        if bridge.external_ids.get("weft-created") == "true":
+            root = next(iter(tables["Open_vSwitch"].rows.values()))
+            root.delvalue("bridges", bridge.uuid)
+            return
+        bridge.ports = [p for p in bridge.ports if p.name != TUNNEL_PORT]
+        bridge.controller = []
+        bridge.delkey("external_ids", OWNER_KEY)
+    conn.transact(build)
+
+
+def is_ready(conn, host_key, datapath_type, of_target):
+    """What ensure_host_ready would leave, read back from the host's database (for status)."""
+    with conn.lock:
+        tables = conn.idl.tables
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None or bridge.datapath_type != datapath_type or bridge.fail_mode != ["secure"]:
+            return False
+        tunnel = _find(tables, "Interface", TUNNEL_PORT)
+        return (tunnel is not None and tunnel.ofport == [TUNNEL_OFPORT]
+                and bridge.other_config.get("datapath-id") == datapath_id(host_key)
+                and [c.target for c in bridge.controller] == ([of_target] if of_target else []))
+
+
+def bindings(conn):
+    """{iface-id: ofport} for every interface on br-int that carries external_ids:iface-id and has a
+    valid ofport: how Weft learns where a logical port is plugged, whoever plugged it."""
+    with conn.lock:
+        tables = conn.idl.tables
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None:
+            return {}
+        found = {}
+        for port in bridge.ports:
+            for iface in port.interfaces:
+                iface_id = iface.external_ids.get("iface-id")
+                if iface_id and iface.ofport and iface.ofport[0] > 0:
+                    found[iface_id] = iface.ofport[0]
+        return found
