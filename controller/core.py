@@ -105,7 +105,7 @@ class WeftCore:
         self.agents = {}      # host name -> HostAgent
         self.switches = {}    # datapath id (== host key) -> switch handle from the app
         self._wake = hub.Event()
-        self._last_status = {}
+        self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self):
@@ -116,9 +116,11 @@ class WeftCore:
             LOG.info("embedded NB ovsdb-server on %s (db %s)", remote, self.embedded.db_path)
         self.nb_conn = OvsdbConnection(self.hub, remote, nb.load_schema(), nb.TABLES,
                                        on_change=lambda conn: self._wake.set(), name="NB").start()
+        self._running = True
         self.hub.spawn(self._reconcile_loop)
 
     def stop(self):
+        self._running = False
         for agent in self.agents.values():
             agent.stop()
         if self.nb_conn:
@@ -168,19 +170,25 @@ class WeftCore:
             self._wake.set()
 
     def leave_host(self, name, force=False):
-        agent = self.agents.pop(name, None)
+        """Undoes the host's configuration (raises RuntimeError when its OVSDB is unreachable, unless
+        forced); the caller then deletes the NB row."""
+        agent = self.agents.get(name)
+        if agent is None and not force:
+            raise RuntimeError(f"host {name!r}: Weft has no OVSDB connection to it yet; retry shortly, "
+                               "or leave with force to forget it")
         if agent:
             agent.leave(force=force)
+            del self.agents[name]
 
     # --- reconciliation -----------------------------------------------------------------------------
     def _host_by_key(self, key):
         return next((a.host.name for a in self.agents.values() if a.host.key == key), None)
 
     def _reconcile_loop(self):
-        while True:
+        while self._running:
             self._wake.wait(timeout=5)
             self._wake.clear()
-            if not self.nb_connected():
+            if not self._running or not self.nb_connected():
                 continue
             try:
                 self._reconcile(self.nb_state())

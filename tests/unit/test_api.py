@@ -1,0 +1,108 @@
+"""API validation: every bad input gets a 4xx naming the field and the problem, and changes nothing."""
+import json
+
+import pytest
+
+
+def call(api, method, path, body=None, query=""):
+    raw = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+    return api.handle(method, path, raw.encode() if isinstance(raw, str) else raw, query)
+
+
+@pytest.fixture
+def populated(api):
+    assert call(api, "POST", "/v1/networks", {"name": "blue", "cidr": "10.0.0.0/24", "vni": 100})[0] == 201
+    assert call(api, "POST", "/v1/ports", {"name": "p1", "network": "blue", "ip": "10.0.0.5"})[0] == 201
+    assert call(api, "POST", "/v1/hosts", {"name": "h1", "encap_ip": "192.0.2.1",
+                                           "ovsdb": "unix:/nonexistent/db.sock"})[0] == 201
+    return api
+
+
+def nb_contents(core):
+    state = core.nb_state()
+    strip = lambda d: {k: (v.settings() if hasattr(v, "settings") else v) for k, v in d.items()}  # noqa: E731
+    return strip(state.hosts), state.networks, {k: (p.network, p.ip, p.mac) for k, p in state.ports.items()}
+
+
+BAD_REQUESTS = [
+    # (method, path, body, status, words the message must contain)
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.0.0.300/24"}, 400, ["cidr", "not a valid IPv4 network"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.1/24"}, 400, ["cidr", "host bits", "10.9.0.0/24"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "banana"}, 400, ["cidr", "CIDR"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "mtu": 1600}, 400,
+     ["mtu", "too large for the underlay", "1550"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "mtu": 100}, 400, ["mtu", "out of range"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 0}, 400, ["vni", "out of range"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 2**24}, 400, ["vni", "out of range"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": "7"}, 400, ["vni", "not an integer"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 100}, 409, ["vni", "100", "blue"]),
+    ("POST", "/v1/networks", {"name": "blue", "cidr": "10.9.0.0/24"}, 409, ["name", "blue", "already exists"]),
+    ("POST", "/v1/networks", {"name": "bad name!", "cidr": "10.9.0.0/24"}, 400, ["name", "not a valid name"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "gateway": "10.8.0.1"}, 400,
+     ["gateway", "not in 10.9.0.0/24"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "colour": "red"}, 400, ["colour", "unknown"]),
+    ("POST", "/v1/networks", {"cidr": "10.9.0.0/24"}, 400, ["name", "required"]),
+    ("POST", "/v1/networks", "{not json", 400, ["not valid JSON"]),
+    ("POST", "/v1/networks", "[1, 2]", 400, ["JSON object"]),
+    ("DELETE", "/v1/networks/blue", None, 409, ["blue", "port", "p1"]),
+    ("DELETE", "/v1/networks/nope", None, 404, ["nope"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "nope"}, 404, ["network", "nope"]),
+    ("POST", "/v1/ports", {"name": "p1", "network": "blue"}, 409, ["name", "p1", "already exists"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "ip": "10.0.0.5"}, 409, ["ip", "10.0.0.5", "p1"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "ip": "10.0.0.1"}, 409, ["ip", "gateway"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "ip": "10.0.1.5"}, 400, ["ip", "not in 10.0.0.0/24"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "ip": "10.0.0.255"}, 400, ["ip", "broadcast"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "mac": "01:00:00:00:00:01"}, 400, ["mac", "multicast"]),
+    ("POST", "/v1/ports", {"name": "p2", "network": "blue", "mac": "zz"}, 400, ["mac", "not a MAC"]),
+    ("POST", "/v1/hosts", {"name": "h2", "encap_ip": "192.0.2.1", "ovsdb": "tcp:192.0.2.9:6640"}, 409,
+     ["encap_ip", "192.0.2.1", "h1"]),
+    ("POST", "/v1/hosts", {"name": "h1", "encap_ip": "192.0.2.7", "ovsdb": "tcp:192.0.2.7:6640"}, 409,
+     ["name", "h1", "different settings"]),
+    ("POST", "/v1/hosts", {"name": "h2", "encap_ip": "300.1.1.1", "ovsdb": "tcp:192.0.2.9:6640"}, 400,
+     ["encap_ip", "not an IPv4 address"]),
+    ("POST", "/v1/hosts", {"name": "h2", "encap_ip": "192.0.2.9", "ovsdb": "http://x"}, 400, ["ovsdb", "remote"]),
+    ("POST", "/v1/hosts", {"name": "h2", "encap_ip": "192.0.2.9", "ovsdb": "tcp:192.0.2.9:6640",
+                           "datapath_type": "dpdk"}, 400, ["datapath_type", "dpdk"]),
+    ("DELETE", "/v1/hosts/h1", None, 409, ["h1", "OVSDB", "force"]),
+    ("GET", "/v1/nothing", None, 404, ["/v1/nothing"]),
+    ("PUT", "/v1/networks", "{}", 405, ["PUT", "GET, POST"]),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status,words", BAD_REQUESTS,
+                         ids=[f"{m} {p} {w[0]}" for m, p, _, _, w in BAD_REQUESTS])
+def test_bad_input_is_refused_and_changes_nothing(populated, core, method, path, body, status, words):
+    before = nb_contents(core)
+    got_status, got = call(populated, method, path, body)
+    assert got_status == status, got
+    for word in words:
+        assert word in got["error"], got["error"]
+    assert nb_contents(core) == before
+
+
+def test_defaults_allocate_vni_gateway_mtu_ip_and_mac(api):
+    status, net = call(api, "POST", "/v1/networks", {"name": "red", "cidr": "10.5.0.0/24"})
+    assert status == 201
+    assert (net["vni"], net["gateway"], net["mtu"]) == (100, "10.5.0.1", 1550)
+    status, port = call(api, "POST", "/v1/ports", {"name": "a", "network": "red"})
+    assert status == 201 and port["ip"] == "10.5.0.2" and port["mac"].startswith("02:")
+    status, port = call(api, "POST", "/v1/ports", {"name": "b", "network": "red"})
+    assert port["ip"] == "10.5.0.3"
+    assert call(api, "POST", "/v1/networks", {"name": "green", "cidr": "10.6.0.0/24"})[1]["vni"] == 101
+
+
+def test_rejoining_with_same_settings_is_a_no_op(populated):
+    body = {"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/db.sock"}
+    status, host = call(populated, "POST", "/v1/hosts", body)
+    assert status == 200 and host["key"] == 1
+
+
+def test_force_leave_forgets_an_unreachable_host(populated, core):
+    status, _ = call(populated, "DELETE", "/v1/hosts/h1", query="force=true")
+    assert status == 200
+    assert core.nb_state().hosts == {}
+
+
+def test_unreachable_host_reports_the_error(populated, core):
+    status, host = call(populated, "GET", "/v1/hosts/h1")
+    assert status == 200 and host["status"]["ovsdb_connected"] is False

@@ -1,0 +1,58 @@
+"""The NB database itself refuses duplicates and dangling references, whoever writes."""
+import pytest
+
+from ovsdb import nb
+from ovsdb.idl import TransactionError
+
+
+def test_duplicate_network_name_is_refused(core):
+    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    with pytest.raises(TransactionError, match="index on column \"name\""):
+        nb.create_network(core.nb_conn, "blue", 101, "10.1.0.0/24", "10.1.0.1", 1450)
+    assert list(core.nb_state().networks) == ["blue"]
+
+
+def test_duplicate_vni_is_refused(core):
+    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    with pytest.raises(TransactionError, match="index on column \"vni\""):
+        nb.create_network(core.nb_conn, "red", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    assert list(core.nb_state().networks) == ["blue"]
+
+
+def test_vni_out_of_range_is_refused(core):
+    with pytest.raises(TransactionError, match="valid range 1 to 16777215"):
+        nb.create_network(core.nb_conn, "blue", 2**24, "10.0.0.0/24", "10.0.0.1", 1450)
+
+
+def test_duplicate_ip_in_one_network_is_refused_but_allowed_across_networks(core):
+    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    nb.create_network(core.nb_conn, "red", 101, "10.0.0.0/24", "10.0.0.1", 1450)
+    nb.create_port(core.nb_conn, "a", "blue", "02:00:00:00:00:01", "10.0.0.5")
+    nb.create_port(core.nb_conn, "b", "red", "02:00:00:00:00:02", "10.0.0.5")
+    with pytest.raises(TransactionError, match="\"network\" and \"ip\""):
+        nb.create_port(core.nb_conn, "c", "blue", "02:00:00:00:00:03", "10.0.0.5")
+    assert sorted(core.nb_state().ports) == ["a", "b"]
+
+
+def test_host_name_key_and_encap_ip_are_unique(core):
+    nb.create_host(core.nb_conn, "h1", "192.0.2.1", "tcp:192.0.2.1:6640", "system")
+    with pytest.raises(TransactionError, match="encap_ip"):
+        nb.create_host(core.nb_conn, "h2", "192.0.2.1", "tcp:192.0.2.2:6640", "system")
+    with pytest.raises(TransactionError, match="name"):
+        nb.create_host(core.nb_conn, "h1", "192.0.2.3", "tcp:192.0.2.3:6640", "system")
+    nb.create_host(core.nb_conn, "h3", "192.0.2.3", "tcp:192.0.2.3:6640", "system")
+    assert sorted(h.key for h in core.nb_state().hosts.values()) == [1, 2]
+
+
+def test_network_with_ports_cannot_be_deleted(core):
+    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    nb.create_port(core.nb_conn, "a", "blue", "02:00:00:00:00:01", "10.0.0.5")
+    with pytest.raises(TransactionError, match="remaining reference"):
+        nb.delete(core.nb_conn, "Network", "blue")
+    assert "blue" in core.nb_state().networks
+
+
+def test_port_in_missing_network_is_refused(core):
+    with pytest.raises(LookupError, match="nowhere"):
+        nb.create_port(core.nb_conn, "a", "nowhere", "02:00:00:00:00:01", "10.0.0.5")
+    assert core.nb_state().ports == {}

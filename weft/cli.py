@@ -1,0 +1,169 @@
+"""The `weft` command: NB objects through the REST API, and host-local work (lab, attach)."""
+import argparse
+import json
+import sys
+
+from weft.client import ApiClient, ApiError, default_api
+
+COLUMNS = {
+    "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
+    "network": ["name", "vni", "cidr", "gateway", "mtu"],
+    "port": ["name", "network", "ip", "mac", "host", "up"],
+}
+
+
+def _cell(value):
+    if isinstance(value, dict):  # host status: show what is wrong at a glance
+        if value.get("error"):
+            return "error: " + value["error"]
+        flags = [k.replace("_connected", "") for k in ("ovsdb_connected", "openflow_connected") if value.get(k)]
+        return "ready" if value.get("ready") and len(flags) == 2 else "connected: " + (",".join(flags) or "none")
+    return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def print_table(rows, columns, out=sys.stdout):
+    cells = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def _show(result, as_json):
+    if as_json or not isinstance(result, dict):
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in result)
+        for key in sorted(result):
+            print(f"{key.ljust(width)}  {_cell(result[key])}")
+
+
+def _crud(kind, path):
+    """list/show/delete handlers shared by hosts, networks and ports."""
+    def list_(args, api):
+        rows = api.get(path + (f"?network={args.network}" if getattr(args, "network", None) else ""))
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+        else:
+            print_table(rows, COLUMNS[kind])
+
+    def show(args, api):
+        _show(api.get(f"{path}/{args.name}"), args.json)
+
+    def delete(args, api):
+        api.delete(f"{path}/{args.name}" + ("?force=true" if getattr(args, "force", False) else ""))
+        print(f"{kind} {args.name} deleted")
+    return list_, show, delete
+
+
+def _add_crud(sub, kind, path, create, create_args, delete_names=("delete",), delete_args=()):
+    parser = sub.add_parser(kind, help=f"{kind}s")
+    cmds = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    list_, show, delete = _crud(kind, path)
+    p = cmds.add_parser("list", help=f"list {kind}s")
+    p.add_argument("--json", action="store_true")
+    if kind == "port":
+        p.add_argument("--network", help="only this network's ports")
+    p.set_defaults(func=list_)
+    p = cmds.add_parser("show", help=f"show one {kind}")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=show)
+    for i, create_name in enumerate(create[0]):
+        p = cmds.add_parser(create_name, help=f"create a {kind}" if i == 0 else f"same as {create[0][0]}")
+        p.add_argument("name")
+        for flags, kwargs in create_args:
+            p.add_argument(*flags, **kwargs)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=create[1])
+    for i, delete_name in enumerate(delete_names):
+        p = cmds.add_parser(delete_name, help=f"delete a {kind}" if i == 0 else f"same as {delete_names[0]}")
+        p.add_argument("name")
+        for flags, kwargs in delete_args:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(func=delete)
+
+
+def _create(path, fields):
+    def run(args, api):
+        body = {field: getattr(args, attr) for field, attr in fields.items() if getattr(args, attr) is not None}
+        body["name"] = args.name
+        _show(api.post(path, body), args.json)
+    return run
+
+
+def status(args, api):
+    result = api.get("/v1/status")
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    nb = result["nb"]
+    print(f"weft {result['version']} at {api.base}")
+    print(f"NB: {nb['remote']} ({'embedded' if nb['embedded'] else 'external'}, "
+          f"{'connected' if nb['connected'] else 'NOT connected'})")
+    print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
+    rows = [{"name": name, "status": s} for name, s in result["hosts"].items()]
+    if rows:
+        print_table(rows, ["name", "status"])
+    else:
+        print("no hosts joined (weft host join NAME --encap-ip IP --ovsdb REMOTE)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="weft", description="Weft: container networks on Open vSwitch.")
+    parser.add_argument("--api", default=None, help=f"the controller's API URL (env WEFT_API; "
+                                                    f"default {default_api()})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("status", help="controller, NB and host status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=status)
+
+    _add_crud(sub, "host", "/v1/hosts",
+              (("join", "create"), _create("/v1/hosts", {"encap_ip": "encap_ip", "ovsdb": "ovsdb",
+                                                         "datapath_type": "datapath", "of_target": "of_target"})),
+              [(("--encap-ip",), {"required": True, "help": "the host's tunnel endpoint (VTEP) address"}),
+               (("--ovsdb",), {"required": True, "help": "the host's OVSDB remote (tcp:IP:6640, unix:PATH)"}),
+               (("--datapath",), {"choices": ["netdev", "system"], "help": "br-int datapath (default system)"}),
+               (("--of-target",), {"help": "OpenFlow target the host's br-int connects to "
+                                           "(default: the controller's configured of_target)"})],
+              delete_names=("leave", "delete"),
+              delete_args=[(("--force",), {"action": "store_true",
+                                           "help": "forget the host even if its OVSDB is unreachable"})])
+    _add_crud(sub, "network", "/v1/networks",
+              (("create",), _create("/v1/networks", {"cidr": "cidr", "vni": "vni", "mtu": "mtu",
+                                                     "gateway": "gateway"})),
+              [(("--cidr",), {"required": True, "help": "IPv4 subnet, e.g. 10.1.0.0/24"}),
+               (("--vni",), {"type": int, "help": "Geneve VNI (default: the lowest free one from 100)"}),
+               (("--mtu",), {"type": int, "help": "container MTU (default: underlay MTU - 50)"}),
+               (("--gateway",), {"help": "reserved gateway address (default: the subnet's first)"})])
+    _add_crud(sub, "port", "/v1/ports",
+              (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
+              [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {})])
+
+    from weft import lab
+    lab.add_lab_commands(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "lab":
+            return args.func(args) or 0
+        return args.func(args, ApiClient(args.api)) or 0
+    except ApiError as err:
+        print(f"weft: error: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI reports, it never dumps a traceback
+        from weft.lab import LabError
+        if isinstance(err, (LabError, OSError)):
+            print(f"weft: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
