@@ -64,7 +64,8 @@ class NorthboundApi:
         return 200, {"version": VERSION, "nb": self.core.nb_status(),
                      "hosts": {n: self._host_json(h)["status"] for n, h in sorted(state.hosts.items())},
                      "networks": len(state.networks), "ports": len(state.ports),
-                     "ports_up": sum(1 for p in state.ports.values() if self.core.port_up(p.name))}
+                     "ports_up": sum(1 for p in state.ports.values() if self.core.port_up(p.name)),
+                     "packet_ins": self.core.packet_ins}
 
     # --- hosts --------------------------------------------------------------------------------------
     def _host_json(self, host):
@@ -169,7 +170,16 @@ class NorthboundApi:
         return 200, [self._port_json(p) for p in sorted(ports, key=lambda p: p.name)]
 
     def show_port(self, name, body, params):
-        return 200, self._port_json(self._get("ports", name))
+        """`?wait_up=SECONDS` answers as soon as the port is up (or when the time is over): how
+        `weft attach` waits for its flows without polling the API."""
+        port = self._get("ports", name)
+        if "wait_up" in params:
+            try:
+                timeout = float(params["wait_up"])
+            except ValueError:
+                raise v.bad("wait_up", f"{params['wait_up']!r} is not a number of seconds") from None
+            self.core.wait_port_up(name, min(max(timeout, 0.0), 120.0))
+        return 200, self._port_json(port)
 
     def create_port(self, body, params):
         f = v.body_fields(body, ["name", "network"], ["ip", "mac"])

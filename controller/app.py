@@ -16,8 +16,11 @@ from ryu.lib import hub
 from ryu import cfg
 from ryu.ofproto import ofproto_v1_3
 
+from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst)
+
 from controller.api import NorthboundApi
 from controller.core import Config, WeftCore
+from flows.model import Flow
 
 LOG = logging.getLogger("weft.app")
 APP_KEY = "weft_app"
@@ -48,6 +51,7 @@ class WeftApp(app_manager.RyuApp):
         self.core = WeftCore(hub, _config_from_conf())
         self.core.start()
         self.api = NorthboundApi(self.core)
+        self.switches = {}  # Ryu datapath -> OpenFlowSwitch
         kwargs["wsgi"].register(WeftRestController, {APP_KEY: self})
         signal.signal(signal.SIGTERM, self._terminate)
 
@@ -66,12 +70,155 @@ class WeftApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev):
-        self.core.switch_connected(ev.msg.datapath_id, ev.msg.datapath)
+        switch = OpenFlowSwitch(ev.msg.datapath)
+        self.switches[ev.msg.datapath] = switch
+        self.core.switch_connected(ev.msg.datapath_id, switch)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev):
-        if ev.state == DEAD_DISPATCHER and ev.datapath.id is not None:
-            self.core.switch_disconnected(ev.datapath.id, ev.datapath)
+        switch = self.switches.pop(ev.datapath, None) if ev.state == DEAD_DISPATCHER else None
+        if switch:
+            switch.closed()
+            self.core.switch_disconnected(ev.datapath.id, switch)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats_reply(self, ev):
+        self._reply(ev, done=not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        self._reply(ev, done=True)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        switch = self.switches.get(ev.msg.datapath)
+        LOG.error("switch %s refused a message (xid %s): type %s code %s", ev.msg.datapath.id, ev.msg.xid,
+                  ev.msg.type, ev.msg.code)
+        if switch:
+            switch.errors.append((ev.msg.xid, ev.msg.type, ev.msg.code))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        # Forwarding is proactive: nothing should come here. Count it so tests and operators see it.
+        self.core.packet_in(ev.msg.datapath.id)
+
+    def _reply(self, ev, done):
+        switch = self.switches.get(ev.msg.datapath)
+        if switch:
+            switch.reply(ev.msg, done)
+
+
+class SwitchGone(ConnectionError):
+    pass
+
+
+class OpenFlowSwitch:
+    """One connected br-int, as the core sees it: read its flows, send a difference, wait for it."""
+
+    def __init__(self, datapath):
+        self.datapath = datapath
+        self.ofp = datapath.ofproto
+        self.parser = datapath.ofproto_parser
+        self.errors = []
+        self._waiting = {}  # xid -> (event, replies)
+        self._alive = True
+
+    def _request(self, msg, timeout=10.0):
+        if not self._alive:
+            raise SwitchGone(f"switch {self.datapath.id:016x} disconnected")
+        self.datapath.set_xid(msg)
+        event, replies = hub.Event(), []
+        self._waiting[msg.xid] = (event, replies)
+        try:
+            self.datapath.send_msg(msg)
+            event.wait(timeout)
+            if not self._alive:
+                raise SwitchGone(f"switch {self.datapath.id:016x} disconnected")
+            if not event.is_set():
+                raise TimeoutError(f"switch {self.datapath.id:016x} did not answer within {timeout:.0f} s")
+        finally:
+            self._waiting.pop(msg.xid, None)
+        return replies
+
+    def reply(self, msg, done):
+        waiter = self._waiting.get(msg.xid)
+        if waiter:
+            waiter[1].append(msg)
+            if done:
+                waiter[0].set()
+
+    def closed(self):
+        self._alive = False
+        for event, _ in list(self._waiting.values()):
+            event.set()
+
+    def dump_flows(self):
+        """Every flow on the switch, in the pipeline's vocabulary."""
+        request = self.parser.OFPFlowStatsRequest(self.datapath, table_id=self.ofp.OFPTT_ALL)
+        return [flow_from_stats(stat) for reply in self._request(request) for stat in reply.body]
+
+    def apply(self, flow_diff):
+        """Sends a FlowDiff (deletes first, then adds; an add replaces a flow with the same key, cookie
+        included) and waits for the barrier after it, so the switch has processed all of it."""
+        self.errors.clear()
+        for flow in flow_diff.delete:
+            self.datapath.send_msg(self._flow_mod(flow, self.ofp.OFPFC_DELETE_STRICT))
+        for flow in list(flow_diff.modify) + list(flow_diff.add):
+            self.datapath.send_msg(self._flow_mod(flow, self.ofp.OFPFC_ADD))
+        self._request(self.parser.OFPBarrierRequest(self.datapath))
+        if self.errors:
+            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} flow change(s): "
+                               f"first error type {self.errors[0][1]} code {self.errors[0][2]}")
+
+    def _flow_mod(self, flow, command):
+        parser, ofp = self.parser, self.ofp
+        instructions = []
+        actions = [self._action(a) for a in flow.actions if a[0] != "goto"]
+        if actions:
+            instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+        if flow.actions and flow.actions[-1][0] == "goto":
+            instructions.append(parser.OFPInstructionGotoTable(flow.actions[-1][1]))
+        return parser.OFPFlowMod(self.datapath, cookie=flow.cookie, table_id=flow.table, command=command,
+                                 priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
+                                 instructions=instructions, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+
+    def _action(self, action):
+        parser, kind = self.parser, action[0]
+        if kind == "output":
+            return parser.OFPActionOutput(action[1], 0xffff)
+        if kind == "set_field":
+            return parser.OFPActionSetField(**{action[1]: action[2]})
+        if kind == "move":
+            return parser.NXActionRegMove(src_field=action[1], dst_field=action[2], n_bits=action[3],
+                                          src_ofs=0, dst_ofs=0)
+        if kind == "dec_ttl":
+            return parser.OFPActionDecNwTtl()
+        raise ValueError(f"no OpenFlow translation for action {action!r}")
+
+
+def flow_from_stats(stat):
+    """A flow read from the switch, in the same vocabulary the compiler writes, so they compare."""
+    actions = []
+    for inst in stat.instructions:
+        if hasattr(inst, "actions"):
+            actions.extend(_action_from_ofp(a) for a in inst.actions)
+        elif hasattr(inst, "table_id"):
+            actions.append(("goto", inst.table_id))
+    match = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in stat.match._fields2)
+    return Flow(stat.table_id, stat.priority, match, tuple(actions), stat.cookie)
+
+
+def _action_from_ofp(action):
+    name = type(action).__name__
+    if name == "OFPActionOutput":
+        return ("output", action.port)
+    if name == "OFPActionSetField":
+        return ("set_field", action.key, action.value)
+    if name == "NXActionRegMove":
+        return ("move", action.src_field, action.dst_field, action.n_bits)
+    if name == "OFPActionDecNwTtl":
+        return ("dec_ttl",)
+    return ("unknown", name)  # not ours: it differs from any desired flow, so the diff replaces it
 
 
 class WeftRestController(ControllerBase):

@@ -6,6 +6,9 @@ Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and han
 import dataclasses
 import logging
 
+from controller.flowsync import HostFlowSync
+from flows.compiler import Compiler, port_cookie
+from flows.model import Binding, HostState, NetworkState, PortState, Topology
 from ovsdb import nb, vswitch
 from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
 from ovsdb.server import EmbeddedNbServer
@@ -31,6 +34,7 @@ class HostAgent:
         self.conn = None
         self.error = None
         self.ready = False
+        self.bindings = {}    # iface-id -> ofport, read from the host's own OVSDB
         self._stopped = False
         self._kick = core.hub.Event()
         core.hub.spawn(self._run)
@@ -71,6 +75,7 @@ class HostAgent:
             self.ready = vswitch.is_ready(conn, *args)
             if self.ready:
                 self.error = None
+            self.bindings = vswitch.bindings(conn)
         self.core.host_changed(self.host.name)
 
     @property
@@ -104,6 +109,10 @@ class WeftCore:
         self.nb_conn = None
         self.agents = {}      # host name -> HostAgent
         self.switches = {}    # datapath id (== host key) -> switch handle from the app
+        self.syncs = {}       # host name -> HostFlowSync (while its switch is connected)
+        self.compiler = Compiler()
+        self.applied = {}     # host name -> {cookie: flows} acknowledged by the switch's barrier
+        self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self._wake = hub.Event()
         self._running = False
 
@@ -153,7 +162,26 @@ class WeftCore:
         return status
 
     def port_up(self, name):
-        return False
+        """A port is up when it is bound and every host that needs flows for it has acknowledged them."""
+        port = self.compiler.topo.ports.get(name)
+        if port is None or name not in self.compiler.topo.bindings:
+            return False
+        cookie = port_cookie(port)
+        needed = [host for host, flows in self.compiler.flows.items() if flows.get(cookie)]
+        bound_host = self.compiler.topo.bindings[name].host
+        return bound_host in needed and all(
+            self.applied.get(host, {}).get(cookie) == self.compiler.flows[host][cookie] for host in needed)
+
+    def wait_port_up(self, name, timeout):
+        """Waits (polling the in-memory state, cheap) until the port is up; returns whether it is."""
+        for _ in range(int(timeout / 0.005)):
+            if self.port_up(name):
+                return True
+            self.hub.sleep(0.005)
+        return self.port_up(name)
+
+    def packet_in(self, dpid):
+        self.packet_ins += 1
 
     # --- events -------------------------------------------------------------------------------------
     def host_changed(self, name):
@@ -168,6 +196,9 @@ class WeftCore:
         if self.switches.get(dpid) is switch:
             del self.switches[dpid]
             self._wake.set()
+
+    def _flows_applied(self, host, flows):
+        self.applied[host] = flows
 
     def leave_host(self, name, force=False):
         """Undoes the host's configuration (raises RuntimeError when its OVSDB is unreachable, unless
@@ -204,7 +235,49 @@ class WeftCore:
             if name not in self.agents:
                 LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
                 self.agents[name] = HostAgent(self, host)
+        topo = self._topology(state)
+        self.compiler.update(topo)
+        self._sync_switches(state)
         self._publish_host_status(state)
+        self._publish_port_bindings(state, topo)
+
+    def _topology(self, state):
+        """NB state + where OVS says each port is plugged -> the compiler's input."""
+        bindings = {}
+        for host_name in sorted(self.agents):
+            for iface_id, ofport in self.agents[host_name].bindings.items():
+                if iface_id in state.ports and iface_id not in bindings:
+                    bindings[iface_id] = Binding(iface_id, host_name, ofport)
+        return Topology.build(
+            hosts=[HostState(h.name, h.key, h.encap_ip) for h in state.hosts.values()],
+            networks=[NetworkState(n.name, n.vni, n.cidr, n.gateway_ip, n.mtu) for n in state.networks.values()],
+            ports=[PortState(p.name, p.key, p.network, p.mac, p.ip) for p in state.ports.values()],
+            bindings=bindings.values())
+
+    def _sync_switches(self, state):
+        hosts_by_key = {h.key: h.name for h in state.hosts.values()}
+        connected = {hosts_by_key[dpid]: sw for dpid, sw in self.switches.items() if dpid in hosts_by_key}
+        for name, sync in list(self.syncs.items()):
+            if connected.get(name) is not sync.switch:
+                sync.stop()
+                del self.syncs[name]
+                self.applied.pop(name, None)
+        for name, switch in connected.items():
+            agent = self.agents.get(name)
+            if name not in self.syncs and agent and agent.ready:
+                self.syncs[name] = HostFlowSync(self.hub, name, switch, self._flows_applied)
+            if name in self.syncs:
+                self.syncs[name].set_desired(self.compiler.flows.get(name, {}))
+
+    def _publish_port_bindings(self, state, topo):
+        for name, port in state.ports.items():
+            binding = topo.bindings.get(name)
+            host = binding.host if binding else None
+            if port.host != host:
+                try:
+                    nb.set_port_host(self.nb_conn, name, host)
+                except TransactionError as err:
+                    LOG.warning("cannot record port %s binding: %s", name, err)
 
     def _publish_host_status(self, state):
         for name, host in state.hosts.items():
