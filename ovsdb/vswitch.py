@@ -137,3 +137,44 @@ def bindings(conn):
                 if iface_id and iface.ofport and iface.ofport[0] > 0:
                     found[iface_id] = iface.ofport[0]
         return found
+
+
+def _ovsdb_map(mapping):
+    return ["map", sorted(mapping.items())]
+
+
+def plug_port(remote, device, iface_id, mac):
+    """Adds `device` to br-int with external_ids:iface-id, in one transaction, and returns br-int's
+    datapath type. Without br-int (the host has not joined) the mutate matches nothing, so the new,
+    unreferenced rows are dropped by the database and nothing changes."""
+    from ovsdb import rpc
+    ids = _ovsdb_map({"iface-id": iface_id, "attached-mac": mac, OWNER_KEY: "weft"})
+    bridge = [["name", "==", INTEGRATION_BRIDGE]]
+    try:
+        results = rpc.transact(remote, DATABASE, [
+            {"op": "select", "table": "Bridge", "where": bridge, "columns": ["datapath_type"]},
+            {"op": "insert", "table": "Interface", "row": {"name": device, "external_ids": ids}, "uuid-name": "iface"},
+            {"op": "insert", "table": "Port", "uuid-name": "port",
+             "row": {"name": device, "interfaces": ["named-uuid", "iface"], "external_ids": ids}},
+            {"op": "mutate", "table": "Bridge", "where": bridge,
+             "mutations": [["ports", "insert", ["set", [["named-uuid", "port"]]]]]},
+        ])
+    except rpc.OvsdbError as err:
+        if "constraint violation" in str(err):
+            raise rpc.OvsdbError(f"OVS already has a port named {device}") from None
+        raise
+    if not results[0]["rows"]:
+        raise rpc.OvsdbError(f"{remote} has no {INTEGRATION_BRIDGE}: has this host joined "
+                             "(weft host join)?")
+    return results[0]["rows"][0]["datapath_type"]
+
+
+def unplug_port(remote, device):
+    """Removes `device` from br-int if it is there (idempotent)."""
+    from ovsdb import rpc
+    rows = rpc.transact(remote, DATABASE, [
+        {"op": "select", "table": "Port", "where": [["name", "==", device]], "columns": ["_uuid"]}])[0]["rows"]
+    if rows:
+        rpc.transact(remote, DATABASE, [
+            {"op": "mutate", "table": "Bridge", "where": [["name", "==", INTEGRATION_BRIDGE]],
+             "mutations": [["ports", "delete", ["set", [rows[0]["_uuid"]]]]]}])

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-APT_PACKAGES=(openvswitch-switch openvswitch-common iproute2 ethtool tcpdump iperf3 socat docker-compose procps
+APT_PACKAGES=(openvswitch-switch openvswitch-common iproute2 iputils-ping ethtool tcpdump iperf3 socat docker-compose procps
               python3 python3-venv python3-dev gcc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

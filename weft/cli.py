@@ -2,8 +2,13 @@
 import argparse
 import json
 import sys
+import warnings
 
+from weft import lab
+
+from weft.attach import AttachError
 from weft.client import ApiClient, ApiError, default_api
+from weft.lab import LabError
 
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
@@ -140,12 +145,46 @@ def build_parser():
               (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
               [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {})])
 
-    from weft import lab
+    p = sub.add_parser("attach", help="attach a container to a network (run on its host)")
+    p.add_argument("container", help="the container: a netns name, a netns path, or a PID")
+    p.add_argument("--network", required=True)
+    p.add_argument("--ip", help="its address (default: the next free one in the subnet)")
+    p.add_argument("--mac", help="its MAC (default: generated)")
+    p.add_argument("--name", help="port name (default: the netns name)")
+    p.add_argument("--ifname", default="eth0", help="interface name in the container (default eth0)")
+    p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the port to be up")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=attach_cmd)
+    p = sub.add_parser("detach", help="remove a container's port: veth, OVS port, NB port, flows")
+    p.add_argument("name", help="the port name")
+    p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
+    p.set_defaults(func=detach_cmd)
+
     lab.add_lab_commands(sub)
     return parser
 
 
+def attach_cmd(args, api):
+    from weft.attach import attach
+    port = attach(args.container, args.network, ip=args.ip, name=args.name, ifname=args.ifname,
+                  ovsdb=args.ovsdb, api=api, timeout=args.timeout, mac=args.mac)
+    if args.json:
+        print(json.dumps(port, sort_keys=True))
+    else:
+        print(f"{port['name']}: {port['ip']} {port['mac']} on network {port['network']}, host {port['host']}: up")
+
+
+def detach_cmd(args, api):
+    from weft.attach import detach
+    detach(args.name, ovsdb=args.ovsdb, api=api)
+    print(f"port {args.name} detached")
+
+
 def main(argv=None):
+    # The `ovs` library imports eventlet when it is installed, which warns it is deprecated: not news
+    # to a user attaching a container.
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -157,12 +196,9 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI reports, it never dumps a traceback
-        from weft.lab import LabError
-        if isinstance(err, (LabError, OSError)):
-            print(f"weft: error: {err}", file=sys.stderr)
-            return 1
-        raise
+    except (LabError, AttachError, OSError) as err:
+        print(f"weft: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

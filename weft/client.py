@@ -1,6 +1,12 @@
-"""A small JSON client for Weft's REST API (standard library only, so the CLI starts fast)."""
+"""A small JSON client for Weft's REST API (standard library only, so the CLI starts fast).
+
+The API is addressed as http://HOST:PORT, or as unix:/path/to/socket where a relay exposes it on a
+unix socket (the lab does, so commands run inside a host's network namespace reach the controller).
+"""
+import http.client
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 
@@ -27,6 +33,8 @@ class ApiClient:
 
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
+        if self.base.startswith("unix:"):
+            return self._unix_request(method, path, data)
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
@@ -37,6 +45,20 @@ class ApiClient:
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ApiError(None, f"cannot reach the Weft API at {self.base}: {reason}") from None
+        return json.loads(raw) if raw else None
+
+    def _unix_request(self, method, path, data):
+        conn = _UnixHTTPConnection(self.base[len("unix:"):], self.timeout)
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        except OSError as err:
+            raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            raise ApiError(resp.status, _error_message(raw, resp.reason))
         return json.loads(raw) if raw else None
 
     def get(self, path):
@@ -54,3 +76,14 @@ def _error_message(raw, fallback):
         return json.loads(raw)["error"]
     except (ValueError, KeyError, TypeError):
         return raw.decode(errors="replace").strip() or str(fallback)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)

@@ -1,0 +1,714 @@
+"""`weft lab`: a Mininet-style multi-host lab on one machine.
+
+Each host is a network namespace running its own ovsdb-server + ovs-vswitchd (userspace datapath:
+the machine has no openvswitch kernel module). Hosts share an underlay: a Linux bridge in a "fabric"
+namespace, one veth per host, the VTEP IP on the host's br-phy (OVS userspace tunnelling). The lab then
+starts a Weft controller on 127.0.0.1 and joins every host through the REST API, like a real deployment.
+
+Everything the lab makes is recorded in /run/weft/labs/<name>/lab.json *before or right after* it is
+made, so `down` (or the next `up` after a crash) removes exactly that and nothing else.
+"Pitfall N" comments refer to the project's notes on running OVS userspace labs (ovs-userspace-lab.md).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from weft.client import ApiClient, ApiError
+
+LABS_DIR = Path("/run/weft/labs")
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+UNDERLAY_MTU = 1600          # pitfall 2: containers can then use 1550 (Geneve adds 50 bytes)
+# Every lab has its own fabric namespace, so all labs can use the same underlay addresses.
+VTEP_PREFIX = "10.255.0."    # host hN has VTEP 10.255.0.N/24
+MAX_HOSTS = 200
+TIMEOUT = 30.0               # controller start and host join
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+class LabError(Exception):
+    """A lab operation failed; the message is meant for the user (the CLI prints it, no traceback)."""
+
+
+def _stderr(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(msg):
+    pass
+
+
+# ---------------------------------------------------------------- naming and state
+
+def check_name(name):
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise LabError(f"invalid lab name {name!r}: use 1-12 lowercase letters, digits or '-', "
+                       "starting with a letter")
+    return name
+
+
+def lab_dir(name):
+    return LABS_DIR / check_name(name)
+
+
+def _load(name):
+    try:
+        return json.loads((lab_dir(name) / "lab.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _save(st):
+    # Write-then-rename so a crash never leaves a half-written record.
+    path = Path(st["dir"]) / "lab.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _require(name):
+    st = _load(name)
+    if st is None:
+        raise LabError(f"lab {name} is not up (start it with `weft lab up --name {name}`)")
+    return st
+
+
+# ---------------------------------------------------------------- small process helpers
+
+def _run(argv, env=None, input=None):
+    try:
+        res = subprocess.run([str(a) for a in argv], env=env, input=input, capture_output=True,
+                             text=True, timeout=60)
+    except FileNotFoundError:
+        raise LabError(f"command not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"timed out: {' '.join(map(str, argv))}") from None
+    if res.returncode != 0:
+        raise LabError(f"`{' '.join(map(str, argv))}` failed (exit {res.returncode}): "
+                       f"{(res.stderr or res.stdout).strip()}")
+    return res.stdout
+
+
+def _ovs_env(host_dir):
+    # OVS tools derive every default path (db.sock, pidfiles, <daemon>.<pid>.ctl, br-int.mgmt)
+    # from these, so plain `ovs-vsctl`/`ovs-ofctl`/`ovs-appctl` address this host's own OVS.
+    d = str(host_dir)
+    return {"OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d, "OVS_SYSCONFDIR": d}
+
+
+def _full_env(extra):
+    return {**os.environ, **extra}
+
+
+def _netns_exists(ns):
+    return os.path.exists(f"/run/netns/{ns}")
+
+
+def _netns_add(st, ns):
+    # Refuse (before recording it) a namespace we did not make, so `down` never deletes it.
+    if _netns_exists(ns):
+        raise LabError(f"network namespace {ns} already exists but lab {st['name']} did not record it; "
+                       f"if it is a leftover, remove it with `ip netns del {ns}`")
+    st["netns"].append(ns)
+    _save(st)
+    _run(["ip", "netns", "add", ns])
+    _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    # Pitfall 8: IPv6 ND/MLD noise makes captures nondeterministic; `default` covers later links.
+    _sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+
+
+def _sysctl(ns, *settings):
+    _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings])
+
+
+def _proc_state(pid):
+    """The /proc state letter, or None when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _alive(pid):
+    # Pitfall 7: detached daemons are reaped late by PID 1 and `kill -0` succeeds on zombies.
+    return _proc_state(pid) not in (None, "Z", "X")
+
+
+def _is_ours(pid, marker):
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return marker.encode() in cmdline
+
+
+def _record_pid(st, pid, what, group=False, proc=None):
+    """Record a process for `down`. Its command line must mention the lab dir (checked before kill).
+
+    proc: the Popen that started it, stopped here if the check fails (it would be recorded nowhere).
+    """
+    # Popen returns during execve, before the kernel fills in the new /proc/<pid>/cmdline: retry.
+    deadline = time.monotonic() + 2
+    while not _is_ours(pid, st["marker"]):
+        problem = None
+        if not _alive(pid):
+            problem = "exited right after it started"
+        elif time.monotonic() > deadline:
+            problem = f"does not mention {st['dir']} in its command line"
+        if problem:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise LabError(f"{what} (pid {pid}) {problem}")
+        time.sleep(0.01)
+    st["pids"].append({"pid": pid, "what": what, "group": group})
+    _save(st)
+
+
+def _read_pidfile(path):
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        raise LabError(f"cannot read pid file {path}") from None
+
+
+def _signal(entry, sig):
+    try:
+        # Processes we started with start_new_session lead their own group: signal the whole group
+        # so helpers they forked (socat's per-connection children) go too.
+        if entry["group"] and os.getpgid(entry["pid"]) == entry["pid"]:
+            os.killpg(entry["pid"], sig)
+        else:
+            os.kill(entry["pid"], sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(entries, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        for e in entries:
+            try:  # reap it if it is our own child (up and down in one process, e.g. tests)
+                os.waitpid(e["pid"], os.WNOHANG)
+            except ChildProcessError:
+                pass
+        left = [e for e in entries if _alive(e["pid"])]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def _stop_pids(st, progress):
+    # Only pids the lab recorded, and only if their command line still names the lab dir
+    # (a recorded pid may have exited and been reused by someone else's process).
+    ours = [e for e in reversed(st["pids"]) if _alive(e["pid"]) and _is_ours(e["pid"], st["marker"])]
+    for e in ours:
+        _signal(e, signal.SIGTERM)
+    left = _wait_gone(ours, 5)
+    for e in left:
+        progress(f"lab {st['name']}: {e['what']} (pid {e['pid']}) ignored SIGTERM, sending SIGKILL")
+        _signal(e, signal.SIGKILL)
+    left = _wait_gone(left, 5)
+    if left:
+        raise LabError("could not stop: " + ", ".join(f"{e['what']} (pid {e['pid']})" for e in left))
+
+
+def _free_ports(n):
+    # Bind all at once so the kernel hands out distinct ports; a small race with other users remains.
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(path, lines=20):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------- up
+
+def up(name="weft", hosts=2, controller=True, progress=_stderr):
+    """Build the lab (hosts h1..hN, fabric, controller, joined hosts); return info(name)."""
+    d = lab_dir(name)
+    if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
+        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
+    missing = [t for t in ("ip", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
+                           "ovs-appctl", "socat") if not shutil.which(t)]
+    if missing:
+        raise LabError("missing commands: " + ", ".join(missing))
+    if os.geteuid() != 0:
+        raise LabError("weft lab needs root (network namespaces, Open vSwitch)")
+    ryu = controller_argv(0, 0, "")[0]
+    if controller and not os.path.exists(ryu):  # fail before building anything
+        raise LabError(f"{ryu} not found: install Weft with its dependencies (Ryu), or use --no-controller")
+
+    old = _load(name)
+    if old is not None:
+        if old.get("ready") and all(_alive(e["pid"]) for e in old["pids"]):
+            raise LabError(f"lab {name} is already up; run `weft lab down --name {name}` first")
+        progress(f"lab {name}: cleaning up leftovers of a previous run")
+        down(name, progress=_quiet)
+    elif d.exists():
+        shutil.rmtree(d)  # a crash between mkdir and the first record: nothing was started
+
+    t0 = time.monotonic()
+    d.mkdir(parents=True)
+    st = {"name": name, "dir": str(d), "marker": f"{d}/", "ready": False, "api": None,
+          "ofp_port": None, "api_port": None, "fabric": {"netns": f"wl-{name}-fab"},
+          "hosts": {}, "containers": {}, "netns": [], "pids": []}
+    _save(st)
+    try:
+        _make_fabric(st, progress)
+        for i in range(1, hosts + 1):
+            _make_host(st, i, progress)
+        _seed_tunnel_arp(st, progress)
+        if controller:
+            _start_controller(st, progress)
+            _join_hosts(st, progress)
+    except BaseException:
+        progress(f"lab {name}: bring-up failed, tearing down what was made")
+        try:
+            down(name, progress=_quiet)
+        except LabError as err:
+            progress(f"lab {name}: teardown after failure also failed: {err}")
+        raise
+    st["ready"] = True
+    _save(st)
+    where = f"API {st['api']}" if st["api"] else "no controller"
+    progress(f"lab {name}: up with {hosts} hosts in {time.monotonic() - t0:.1f}s ({where})")
+    return info(name)
+
+
+def _make_fabric(st, progress):
+    ns = st["fabric"]["netns"]
+    progress(f"lab {st['name']}: fabric namespace {ns}")
+    _netns_add(st, ns)
+    _run(["ip", "-n", ns, "link", "add", "br0", "mtu", UNDERLAY_MTU, "type", "bridge"])
+    _run(["ip", "-n", ns, "link", "set", "br0", "up"])
+
+
+def _make_host(st, i, progress):
+    host = f"h{i}"
+    ns = f"wl-{st['name']}-{host}"
+    hd = Path(st["dir"]) / host
+    fab = st["fabric"]["netns"]
+    mac = f"02:77:6c:00:00:{i:02x}"  # fixed per host, so peers can pre-seed it (pitfall 3)
+    h = {"netns": ns, "dir": str(hd), "encap_ip": f"{VTEP_PREFIX}{i}", "mac": mac,
+         "ovsdb": f"unix:{hd}/db.sock", "of_target": f"unix:{hd}/ctl.sock"}
+    st["hosts"][host] = h
+    progress(f"{host}: namespace {ns}, underlay {h['encap_ip']}, ovsdb-server and ovs-vswitchd in {hd}")
+    hd.mkdir()
+    _netns_add(st, ns)
+
+    # Underlay veth: `hN` on the fabric bridge, `phy` in the host. Created in the fabric namespace
+    # with the peer placed straight into the host, so no name ever appears in the root namespace.
+    _run(["ip", "-n", fab, "link", "add", host, "mtu", UNDERLAY_MTU, "type", "veth", "peer", "name",
+          "phy", "netns", ns, "mtu", UNDERLAY_MTU, "address", mac])
+    _run(["ip", "-n", fab, "link", "set", host, "master", "br0", "up"])
+    # Pitfall 4: the kernel sees every frame on phy too; keep it from answering ARP / sending
+    # ICMP port-unreachable for the Geneve traffic OVS handles.
+    _sysctl(ns, "net.ipv4.conf.phy.rp_filter=1", "net.ipv6.conf.phy.disable_ipv6=1")
+    _run(["ip", "-n", ns, "link", "set", "phy", "up"])
+
+    env = _full_env(_ovs_env(hd))
+    _run(["ovsdb-tool", "create", hd / "conf.db", SCHEMA])
+    # Daemons run inside the namespace (vswitchd needs it for its tap devices and routes); default
+    # pidfile/ctl/log paths come from OVS_RUNDIR so plain ovs-appctl finds them. --detach returns
+    # once the daemon is ready.
+    _run(["ip", "netns", "exec", ns, "ovsdb-server", hd / "conf.db", f"--remote=punix:{hd}/db.sock",
+          "--pidfile", "--log-file", "--detach", "--no-chdir", "-vconsole:off"], env=env)
+    _record_pid(st, _read_pidfile(hd / "ovsdb-server.pid"), f"{host} ovsdb-server")
+    _run(["ovs-vsctl", "--no-wait", "init"], env=env)
+    _run(["ip", "netns", "exec", ns, "ovs-vswitchd", f"unix:{hd}/db.sock",
+          "--pidfile", "--log-file", "--detach", "--no-chdir", "-vconsole:off"], env=env)
+    _record_pid(st, _read_pidfile(hd / "ovs-vswitchd.pid"), f"{host} ovs-vswitchd")
+
+    # br-phy carries the VTEP IP (OVS userspace tunnelling howto); hwaddr = phy's MAC so the
+    # VTEP's MAC is the one peers pre-seed.
+    _run(["ovs-vsctl", "--timeout=20",
+          "--", "add-br", "br-phy",
+          "--", "set", "bridge", "br-phy", "datapath_type=netdev", "fail_mode=standalone",
+          f'other_config:hwaddr="{mac}"',
+          "--", "set", "interface", "br-phy", f"mtu_request={UNDERLAY_MTU}",
+          "--", "add-port", "br-phy", "phy",
+          "--", "set", "interface", "phy", f"mtu_request={UNDERLAY_MTU}"], env=env)
+    _run(["ip", "-n", ns, "addr", "add", f"{h['encap_ip']}/24", "dev", "br-phy"])
+    _run(["ip", "-n", ns, "link", "set", "br-phy", "up"])
+    _save(st)
+
+
+def _seed_tunnel_arp(st, progress):
+    # Pitfall 3: OVS drops the first packet to a VTEP it has not resolved yet.
+    if len(st["hosts"]) < 2:
+        return
+    progress(f"lab {st['name']}: pre-seeding tunnel ARP entries")
+    for a, ha in st["hosts"].items():
+        env = _full_env(_ovs_env(ha["dir"]))
+        for b, hb in st["hosts"].items():
+            if a != b:
+                _run(["ovs-appctl", "tnl/arp/set", "br-phy", hb["encap_ip"], hb["mac"]], env=env)
+
+
+def controller_argv(ofp_port, api_port, conf):
+    """The controller command line (a function so tests can substitute a stand-in)."""
+    return [str(Path(sys.executable).parent / "ryu-manager"), "--ofp-tcp-listen-port", str(ofp_port),
+            "--wsapi-host", "127.0.0.1", "--wsapi-port", str(api_port), "--config-file", str(conf),
+            "controller.app"]
+
+
+def _start_controller(st, progress):
+    d = Path(st["dir"])
+    ofp, api = _free_ports(2)
+    conf = d / "weft.conf"
+    conf.write_text(f"[weft]\nstate_dir = {d}/controller\nunderlay_mtu = {UNDERLAY_MTU}\n")
+    argv = controller_argv(ofp, api, conf)
+    st.update(ofp_port=ofp, api_port=api, api=f"http://127.0.0.1:{api}")
+    log_path = d / "controller.log"
+    progress(f"lab {st['name']}: starting the controller (OpenFlow 127.0.0.1:{ofp}, {st['api']}), "
+             f"log {log_path}")
+    # `controller.app` is imported by module name: make the source tree importable even when
+    # Weft is not installed.
+    env = _full_env({"PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=d, env=env, start_new_session=True)
+    _record_pid(st, proc.pid, "controller", group=True, proc=proc)
+
+    client = ApiClient(st["api"], timeout=2)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise LabError(f"the controller exited with status {proc.returncode}; "
+                           f"last lines of {log_path}:\n{_tail(log_path)}")
+        try:
+            client.get("/v1/status")
+            break
+        except ApiError as err:
+            if time.monotonic() > deadline:
+                raise LabError(f"the controller did not answer GET {st['api']}/v1/status within "
+                               f"{TIMEOUT:.0f}s ({err.message}); last lines of {log_path}:\n"
+                               f"{_tail(log_path)}") from None
+        time.sleep(0.1)
+
+    # The API listens on the root namespace's loopback, which code running in a host namespace
+    # (weft attach) cannot reach; unix sockets are not namespaced, so a relay bridges them.
+    api_sock = d / "api.sock"
+    with open(d / "api-relay.log", "wb") as log:
+        relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{api_sock},fork,unlink-early", f"TCP:127.0.0.1:{api}"],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    _record_pid(st, relay.pid, "API relay", group=True, proc=relay)
+    st["api_unix"] = f"unix:{api_sock}"
+
+    # Pitfall 9 / notes: OVS only accepts a unix controller target inside its own OVS_RUNDIR and
+    # Ryu only listens on TCP, so each host gets a unix->TCP relay in the root namespace.
+    for host, h in st["hosts"].items():
+        sock = Path(h["dir"]) / "ctl.sock"
+        with open(Path(h["dir"]) / "relay.log", "wb") as log:
+            relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
+                                      f"TCP:127.0.0.1:{ofp}"], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log, start_new_session=True)
+        _record_pid(st, relay.pid, f"{host} controller relay", group=True, proc=relay)
+    for host, h in st["hosts"].items():
+        sock = Path(h["dir"]) / "ctl.sock"
+        deadline = time.monotonic() + 5
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise LabError(f"the relay for {host} did not create {sock}; see {h['dir']}/relay.log")
+            time.sleep(0.01)
+
+
+def _join_hosts(st, progress):
+    client = ApiClient(st["api"])
+    for host, h in st["hosts"].items():
+        progress(f"{host}: joining through POST /v1/hosts")
+        body = {"name": host, "encap_ip": h["encap_ip"], "ovsdb": h["ovsdb"],
+                "datapath_type": "netdev", "of_target": h["of_target"]}
+        try:
+            client.post("/v1/hosts", body)
+        except ApiError as err:
+            raise LabError(f"joining {host} failed: {err.message}") from None
+
+    progress(f"lab {st['name']}: waiting for every host to connect (OVSDB and OpenFlow)")
+    pending = dict.fromkeys(st["hosts"], None)
+    deadline = time.monotonic() + TIMEOUT
+    while pending:
+        for host in list(pending):
+            try:
+                status = (client.get(f"/v1/hosts/{host}") or {}).get("status") or {}
+            except ApiError as err:
+                status = {"error": err.message}
+            pending[host] = status
+            if status.get("ovsdb_connected") is True and status.get("openflow_connected") is True:
+                del pending[host]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            host, status = next(iter(pending.items()))
+            hd = st["hosts"][host]["dir"]
+            raise LabError(f"host {host} did not connect to the controller within {TIMEOUT:.0f}s "
+                           f"(last status {json.dumps(status)}); see {st['dir']}/controller.log and "
+                           f"{hd}/ovs-vswitchd.log")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- down, info, env
+
+def down(name="weft", progress=_stderr):
+    """Stop every recorded process, delete every recorded namespace, remove the lab dir. Idempotent."""
+    d = lab_dir(name)
+    st = _load(name)
+    if st is None:
+        if d.exists():
+            shutil.rmtree(d)  # crashed before recording anything
+        progress(f"lab {name} is not up; nothing to do")
+        return
+    t0 = time.monotonic()
+    progress(f"lab {name}: stopping {len(st['pids'])} processes")
+    _stop_pids(st, progress)
+    for ns in reversed(st["netns"]):  # containers, then hosts, then the fabric
+        if _netns_exists(ns):
+            _run(["ip", "netns", "del", ns])
+    shutil.rmtree(d)
+    progress(f"lab {name}: down in {time.monotonic() - t0:.1f}s")
+
+
+def info(name="weft"):
+    st = _require(name)
+    return {
+        "name": st["name"], "dir": st["dir"], "ready": st["ready"], "api": st["api"],
+        "fabric": dict(st["fabric"]),
+        "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
+                      "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"]}
+                  for h, v in st["hosts"].items()},
+        "containers": {c: dict(v) for c, v in st["containers"].items()},
+        "pids": [dict(e) for e in st["pids"]],
+    }
+
+
+def env(name="weft"):
+    st = _require(name)
+    lines = [f"export WEFT_LAB={name}"]
+    if st["api"]:
+        lines.insert(0, f"export WEFT_API={st['api']}")
+    return "\n".join(lines) + "\n"
+
+
+def host_env(name, host):
+    """The OVS_* variables that point OVS tools at `host`'s own OVS (merge into os.environ)."""
+    st = _require(name)
+    if host not in st["hosts"]:
+        raise LabError(f"no host {host} in lab {name} (hosts: {', '.join(st['hosts'])})")
+    return _ovs_env(st["hosts"][host]["dir"])
+
+
+# ---------------------------------------------------------------- containers and exec
+
+def container_add(name, container, host):
+    """Create an empty container namespace associated with `host`.
+
+    Returns {"netns", "host", "host_netns", "host_dir"}: what the code attaching it to a network
+    (veth into the container, other end a port of br-int in host_netns) needs.
+    """
+    st = _require(name)
+    if not _CONTAINER_RE.match(container or ""):
+        raise LabError(f"invalid container name {container!r}: use up to 32 letters, digits, '_', '.', '-'")
+    if container in st["hosts"] or container == "fabric":
+        raise LabError(f"{container} is a host or the fabric of lab {name}; pick another container name")
+    if container in st["containers"]:
+        raise LabError(f"container {container} already exists in lab {name}")
+    if host not in st["hosts"]:
+        raise LabError(f"no host {host} in lab {name} (hosts: {', '.join(st['hosts'])})")
+    ns = f"wl-{name}-c-{container}"
+    _netns_add(st, ns)
+    st["containers"][container] = {"netns": ns, "host": host}
+    _save(st)
+    h = st["hosts"][host]
+    return {"netns": ns, "host": host, "host_netns": h["netns"], "host_dir": h["dir"]}
+
+
+def container_attach(name, container, network, ip=None, timeout=10.0):
+    """Attach a lab container to a network by running `weft attach` inside its host's namespace, the
+    same code a real host runs (there OVS_RUNDIR points the attach at that host's own OVSDB)."""
+    st = _require(name)
+    c = st["containers"].get(container)
+    if c is None:
+        raise LabError(f"no container {container} in lab {name}")
+    if not st.get("api"):
+        raise LabError(f"lab {name} has no controller to attach through")
+    argv = [sys.executable, "-m", "weft.cli", "attach", c["netns"], "--network", network,
+            "--name", container, "--timeout", str(timeout), "--json"]
+    if ip:
+        argv += ["--ip", ip]
+    cmd, cmd_env = target_cmd(name, c["host"], argv)
+    result = subprocess.run(cmd, env=cmd_env, capture_output=True, text=True)
+    if result.returncode:
+        raise LabError(result.stderr.strip().removeprefix("weft: error: ") or f"attach of {container} failed")
+    st = _require(name)
+    st["containers"][container]["port"] = container
+    _save(st)
+    return json.loads(result.stdout)
+
+
+def container_del(name, container):
+    st = _require(name)
+    c = st["containers"].get(container)
+    if c is None:
+        raise LabError(f"no container {container} in lab {name}")
+    if c.get("port"):
+        cmd, cmd_env = target_cmd(name, c["host"], [sys.executable, "-m", "weft.cli", "detach", c["port"]])
+        result = subprocess.run(cmd, env=cmd_env, capture_output=True, text=True)
+        if result.returncode and "no port named" not in result.stderr:
+            raise LabError(f"detach of {container} failed: {result.stderr.strip()}")
+    st = _require(name)
+    st["containers"].pop(container)
+    if _netns_exists(c["netns"]):
+        _run(["ip", "netns", "del", c["netns"]])
+    st["netns"].remove(c["netns"])
+    _save(st)
+
+
+def target_cmd(name, target, argv):
+    """(argv, env) that run `argv` in a lab namespace: a host (with its OVS_* set), a container or
+    "fabric"."""
+    st = _require(name)
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise LabError("no command given")
+    if target in st["hosts"]:
+        host_env = _ovs_env(st["hosts"][target]["dir"])
+        if st.get("api_unix"):
+            host_env["WEFT_API"] = st["api_unix"]  # `weft` run on the host reaches the controller
+        return ["ip", "netns", "exec", st["hosts"][target]["netns"], *argv], _full_env(host_env)
+    if target in st["containers"]:
+        return ["ip", "netns", "exec", st["containers"][target]["netns"], *argv], dict(os.environ)
+    if target == "fabric":
+        return ["ip", "netns", "exec", st["fabric"]["netns"], *argv], dict(os.environ)
+    raise LabError(f"no host or container {target} in lab {name} (targets: "
+                   f"{', '.join([*st['hosts'], *st['containers'], 'fabric'])})")
+
+
+def exec(name, target, argv):  # noqa: A001 - the CLI verb
+    """Run argv in a lab namespace with inherited stdio; return its exit code."""
+    cmd, environ = target_cmd(name, target, argv)
+    return subprocess.run(cmd, env=environ).returncode
+
+
+def spawn(name, target, argv, what=None, **popen_kw):
+    """Start a background process in a lab namespace and record it so `down` stops it.
+
+    Its command line must mention a path inside the lab dir (e.g. a pid, log or capture file):
+    that is how `down` verifies a recorded pid is still ours before killing it.
+    """
+    st = _require(name)
+    cmd, environ = target_cmd(name, target, argv)
+    if not any(st["marker"] in a for a in cmd):
+        raise LabError(f"a spawned command must mention a path under {st['dir']}/")
+    proc = subprocess.Popen(cmd, env=environ, start_new_session=True, **popen_kw)
+    # `ip netns exec` execs the command, so proc.pid is the command itself.
+    _record_pid(st, proc.pid, what or f"{target}: {argv[0]}", group=True, proc=proc)
+    return proc
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_lab_commands(subparsers):
+    """Register `weft lab ...` on an argparse subparsers object; each command sets func(args) -> int."""
+    lab = subparsers.add_parser("lab", help="a multi-host Open vSwitch lab on this machine")
+    sub = lab.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+
+    def cmd(parser_sub, verb, func, help):
+        p = parser_sub.add_parser(verb, help=help)
+        p.add_argument("--name", default=os.environ.get("WEFT_LAB", "weft"),
+                       help="lab name (default: $WEFT_LAB or weft)")
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd(sub, "up", _cli_up, "build hosts h1..hN, start a controller, join the hosts")
+    p.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
+    p.add_argument("--no-controller", action="store_true", help="build the hosts only")
+    cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
+    cmd(sub, "info", _cli_info, "print the lab as JSON")
+    cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
+
+    container = sub.add_parser("container", help="add or delete container namespaces")
+    csub = container.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    p = cmd(csub, "add", _cli_container_add, "create a container namespace on a host, and attach it")
+    p.add_argument("container")
+    p.add_argument("--host", required=True, help="host the container lives on (h1, h2, ...)")
+    p.add_argument("--network", help="attach it to this network (weft attach, run on the host)")
+    p.add_argument("--ip", help="with --network: its address (default: the next free one)")
+    p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
+    p.add_argument("container")
+
+    p = cmd(sub, "exec", _cli_exec, "run a command in a host (its own OVS), container or fabric")
+    p.add_argument("target", help="h1..hN, a container name, or fabric")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    return lab
+
+
+def _cli_up(args):
+    result = up(args.name, args.hosts, controller=not args.no_controller)
+    if result["api"]:
+        print(result["api"])
+        _stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")
+    return 0
+
+
+def _cli_down(args):
+    down(args.name)
+    return 0
+
+
+def _cli_info(args):
+    print(json.dumps(info(args.name), indent=2))
+    return 0
+
+
+def _cli_env(args):
+    print(env(args.name), end="")
+    return 0
+
+
+def _cli_container_add(args):
+    if args.ip and not args.network:
+        raise LabError("--ip needs --network")
+    created = container_add(args.name, args.container, args.host)
+    if args.network:
+        try:
+            port = container_attach(args.name, args.container, args.network, args.ip)
+        except LabError:
+            container_del(args.name, args.container)
+            raise
+        print(f"{created['netns']} {port['ip']} {port['mac']}")
+    else:
+        print(created["netns"])
+    return 0
+
+
+def _cli_container_del(args):
+    container_del(args.name, args.container)
+    return 0
+
+
+def _cli_exec(args):
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return exec(args.name, args.target, argv)

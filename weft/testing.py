@@ -1,0 +1,187 @@
+"""Mininet-style helpers for integration tests, on top of weft.lab.
+
+    lab = make_lab(hosts=3)                     # pytest fixture factory (tests/integration/conftest.py)
+    lab.container("c1", "h1")
+    assert lab.ping("c1", "10.0.0.2")
+    with lab.tcpdump("fabric", "br0", "udp port 6081", count=1) as cap:
+        lab.ping("c1", "10.0.0.3")
+    assert "Geneve" in cap.text
+"""
+import contextlib
+import itertools
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from weft import lab as weftlab
+from weft.client import ApiClient
+
+OVS_TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
+
+
+def skip_reason():
+    """Why integration tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "integration tests need root (network namespaces, Open vSwitch daemons)"
+    missing = [t for t in OVS_TOOLS if not shutil.which(t)]
+    if missing:
+        return "Open vSwitch binaries missing: " + ", ".join(missing)
+    return None
+
+
+class Lab:
+    """A running lab. Targets are host names (h1...), container names or "fabric"."""
+
+    def __init__(self, name, hosts=2, controller=True, progress=weftlab._stderr):
+        self.name = name
+        weftlab.up(name, hosts, controller=controller, progress=progress)
+        api = self.info["api"]
+        self.api = ApiClient(api) if api else None
+        self._seq = itertools.count(1)
+
+    @property
+    def info(self):
+        return weftlab.info(self.name)
+
+    @property
+    def dir(self):
+        return Path(self.info["dir"])
+
+    def down(self):
+        weftlab.down(self.name)
+
+    def host_env(self, host):
+        return weftlab.host_env(self.name, host)
+
+    def exec(self, target, *cmd, check=True, timeout=60):
+        """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
+        argv, env = weftlab.target_cmd(self.name, target, cmd)
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"[{target}] {' '.join(map(str, cmd))} exited {res.returncode}\n"
+                                 f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return res
+
+    def container(self, name, host):
+        """Create an empty container namespace on host; returns weft.lab.container_add's dict."""
+        return weftlab.container_add(self.name, name, host)
+
+    def ping(self, src, dst_ip, count=1, timeout=2):
+        """True when every one of `count` echo requests from src to dst_ip was answered."""
+        res = self.exec(src, "ping", "-n", "-q", "-c", count, "-i", "0.2", "-W", timeout, dst_ip,
+                        check=False, timeout=count * 0.2 + timeout + 10)
+        m = re.search(r"(\d+) received", res.stdout)
+        return res.returncode == 0 and m is not None and int(m.group(1)) == count
+
+    def address(self, target):
+        """target's first global IPv4 address (a host's is its VTEP IP)."""
+        out = self.exec(target, "ip", "-4", "-j", "addr", "show", "scope", "global").stdout
+        for link in json.loads(out or "[]"):
+            for a in link.get("addr_info", []):
+                return a["local"]
+        raise AssertionError(f"{target} has no IPv4 address")
+
+    def iperf(self, src, dst, seconds=3, dst_ip=None, port=5201):
+        """TCP throughput from src to dst (iperf3), in bits/s as measured by the receiver."""
+        dst_ip = dst_ip or self.address(dst)
+        # -I puts a path under the lab dir on the command line so `down` may kill a leftover server.
+        pidfile = self.dir / f"iperf3-{dst}-{next(self._seq)}.pid"
+        server = weftlab.spawn(self.name, dst, ["iperf3", "-s", "-1", "-p", port, "-I", pidfile],
+                               what=f"{dst}: iperf3 server", stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 5
+            while f":{port} " not in self.exec(dst, "ss", "-Hltn").stdout:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"iperf3 server in {dst} did not start")
+                time.sleep(0.05)
+            res = self.exec(src, "iperf3", "-c", dst_ip, "-p", port, "-t", seconds, "-J",
+                            timeout=seconds + 30)
+            return float(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"])
+        finally:
+            if server.poll() is None:
+                server.terminate()
+            server.wait(timeout=10)
+
+    @contextlib.contextmanager
+    def tcpdump(self, target, iface, filter="", count=None, timeout=5.0, read_flags=("-nn", "-e")):
+        """Capture on iface in target's namespace while the with-block runs.
+
+        With count, waits (up to timeout) after the block for that many packets. The capture's
+        text (tcpdump -r with read_flags) is in `cap.text` after the block.
+        """
+        pcap = self.dir / f"capture-{next(self._seq)}.pcap"
+        argv = ["tcpdump", "-i", iface, "-U", "-w", pcap, *(["-c", count] if count else [])]
+        if filter:
+            argv.append(filter)
+        proc = weftlab.spawn(self.name, target, argv, what=f"{target}: tcpdump",
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cap = Capture()
+        try:
+            # tcpdump says "listening on ..." once the capture is open: start the block only then.
+            ready, _, _ = select.select([proc.stderr], [], [], 5)
+            first = proc.stderr.readline().decode(errors="replace") if ready else ""
+            if "listening on" not in first:
+                raise AssertionError(f"tcpdump in {target} on {iface} did not start: {first.strip()}")
+            yield cap
+            if count:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=timeout)
+            else:
+                time.sleep(0.2)  # let packets still in flight reach the capture
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=10)
+            proc.stderr.close()
+        res = subprocess.run(["tcpdump", "-r", str(pcap), *read_flags], capture_output=True, text=True)
+        cap.text = res.stdout
+        pcap.unlink(missing_ok=True)
+
+
+class Capture:
+    text = ""
+
+    @property
+    def lines(self):
+        return self.text.splitlines()
+
+
+class LabFactory:
+    """Creates labs with unique names (t<pid>x<n>) and takes them all down at close().
+
+    make(hosts, controller, shared=True) returns the same lab for the same arguments within a
+    session; shared=False always builds a fresh one (for tests that change or take down the lab).
+    """
+
+    def __init__(self, progress=weftlab._stderr):
+        self.progress = progress
+        self._seq = itertools.count(1)
+        self._shared = {}
+        self._all = []
+
+    def make(self, hosts=2, controller=True, shared=True):
+        key = (hosts, controller)
+        if shared and key in self._shared:
+            return self._shared[key]
+        lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller,
+                  progress=self.progress)
+        self._all.append(lab)
+        if shared:
+            self._shared[key] = lab
+        return lab
+
+    def close(self):
+        errors = []
+        for lab in self._all:
+            try:
+                lab.down()  # a no-op for labs a test already took down
+            except weftlab.LabError as err:
+                errors.append(f"{lab.name}: {err}")
+        if errors:
+            raise weftlab.LabError("lab teardown failed: " + "; ".join(errors))
