@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +71,28 @@ class Lab:
     def container(self, name, host):
         """Create an empty container namespace on host; returns weft.lab.container_add's dict."""
         return weftlab.container_add(self.name, name, host)
+
+    def attach(self, name, host, network, ip=None):
+        """A container on host attached to network through `weft attach` run on that host; returns the
+        port as the API describes it (up: its flows are acknowledged on every host that needs them)."""
+        weftlab.container_add(self.name, name, host)
+        return weftlab.container_attach(self.name, name, network, ip)
+
+    def weft(self, *args, target=None, check=True):
+        """Runs the `weft` CLI against this lab's controller (in a host namespace when target is set)."""
+        argv = [sys.executable, "-m", "weft.cli", *map(str, args)]
+        if target:
+            return self.exec(target, *argv, check=check)
+        res = subprocess.run(argv, env={**os.environ, "WEFT_API": self.info["api"], "WEFT_LAB": self.name},
+                             capture_output=True, text=True, timeout=60)
+        if check and res.returncode:
+            raise AssertionError(f"weft {' '.join(map(str, args))} exited {res.returncode}: {res.stderr}")
+        return res
+
+    def flow_cookies(self, host):
+        """Counter of cookies of the flows on host's br-int, as ovs-ofctl sees them."""
+        from flows.ofctl import parse_dump_cookies
+        return parse_dump_cookies(self.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout)
 
     def ping(self, src, dst_ip, count=1, timeout=2):
         """True when every one of `count` echo requests from src to dst_ip was answered."""

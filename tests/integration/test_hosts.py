@@ -1,0 +1,170 @@
+"""Hosts joined over OVSDB, checked on the hosts themselves with ovs-vsctl/ovs-ofctl (issue 2)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from weft import lab as weftlab
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def lab3(make_lab):
+    return make_lab(hosts=3)
+
+
+def vsctl(lab, host, *args):
+    return lab.exec(host, "ovs-vsctl", *args).stdout.strip()
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def host_config(lab, host):
+    """What joining configures, read from the host's own OVSDB (volatile status columns left out)."""
+    cols = "--columns=_uuid,name,fail_mode,datapath_type,protocols,other_config,external_ids,controller,ports"
+    iface_cols = "--columns=_uuid,name,type,options,ofport_request,ofport"
+    return (vsctl(lab, host, "--format=json", cols, "list", "Bridge", "br-int"),
+            vsctl(lab, host, "--format=json", iface_cols, "list", "Interface", "weft-geneve"),
+            vsctl(lab, host, "--format=json", "--columns=_uuid,target", "list", "Controller"))
+
+
+def test_every_host_has_br_int_with_geneve_port_and_connected_controller(lab3):
+    for host in ("h1", "h2", "h3"):
+        assert vsctl(lab3, host, "get", "Bridge", "br-int", "fail_mode") == "secure"
+        assert vsctl(lab3, host, "get", "Bridge", "br-int", "datapath_type") == "netdev"
+        assert "OpenFlow13" in vsctl(lab3, host, "get", "Bridge", "br-int", "protocols")
+        assert vsctl(lab3, host, "get", "Interface", "weft-geneve", "type") == "geneve"
+        assert vsctl(lab3, host, "get", "Interface", "weft-geneve", "options") == '{key=flow, remote_ip=flow}'
+        assert vsctl(lab3, host, "get", "Interface", "weft-geneve", "ofport") == "65000"
+        assert vsctl(lab3, host, "get-controller", "br-int") == f"unix:{lab3.info['hosts'][host]['ovs_rundir']}/ctl.sock"
+        # The switch itself answers OpenFlow 1.3 with the datapath id Weft gave it.
+        show = lab3.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "show", "br-int").stdout
+        assert "OFPT_FEATURES_REPLY (OF1.3)" in show
+        # is_connected is refreshed by vswitchd every few seconds (notes, pitfall 6).
+        wait_until(lambda: vsctl(lab3, host, "--columns=is_connected", "--bare", "list", "Controller") == "true",
+                   15, f"{host}'s controller connection")
+    status = lab3.api.get("/v1/status")["hosts"]
+    assert all(s["ovsdb_connected"] and s["openflow_connected"] and s["ready"] for s in status.values())
+
+
+def test_the_bridge_is_left_alone_but_br_phy_is_not_touched(lab3):
+    # br-phy (the lab's underlay bridge) is not Weft's: joining must not have changed it.
+    assert vsctl(lab3, "h1", "get", "Bridge", "br-phy", "fail_mode") == "standalone"
+    assert vsctl(lab3, "h1", "get", "Bridge", "br-phy", "controller") == "[]"
+
+
+def test_joining_again_changes_nothing(lab3):
+    h = lab3.info["hosts"]["h2"]
+    before = host_config(lab3, "h2"), lab3.flow_cookies("h2")
+    result = lab3.weft("host", "join", "h2", "--encap-ip", h["encap_ip"], "--ovsdb", h["ovsdb"],
+                       "--datapath", "netdev", "--of-target", h["of_target"])
+    assert result.returncode == 0
+    time.sleep(1)  # give a (wrong) reconfiguration time to show
+    assert (host_config(lab3, "h2"), lab3.flow_cookies("h2")) == before
+
+
+def test_joining_with_other_settings_is_refused(lab3):
+    h = lab3.info["hosts"]["h2"]
+    result = lab3.weft("host", "join", "h2", "--encap-ip", "10.255.0.99", "--ovsdb", h["ovsdb"],
+                       "--datapath", "netdev", check=False)
+    assert result.returncode == 1
+    assert "different settings" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_leave_removes_what_join_made_and_join_restores_it(lab3):
+    h = lab3.info["hosts"]["h3"]
+    lab3.weft("host", "leave", "h3")
+    assert "br-int" not in vsctl(lab3, "h3", "list-br").split()
+    assert vsctl(lab3, "h3", "--bare", "--columns=target", "list", "Controller") == ""
+    assert "br-phy" in vsctl(lab3, "h3", "list-br").split()  # not Weft's: untouched
+    assert "h3" not in lab3.api.get("/v1/status")["hosts"]
+    lab3.weft("host", "join", "h3", "--encap-ip", h["encap_ip"], "--ovsdb", h["ovsdb"], "--datapath", "netdev",
+              "--of-target", h["of_target"])
+    wait_until(lambda: lab3.api.get("/v1/hosts/h3")["status"]["ready"] and
+               lab3.api.get("/v1/hosts/h3")["status"]["openflow_connected"], 15, "h3 to be ready again")
+    assert vsctl(lab3, "h3", "get", "Interface", "weft-geneve", "type") == "geneve"
+
+
+def test_lab_down_leaves_nothing_behind(make_lab):
+    lab = make_lab(hosts=2, shared=False)
+    info = lab.info
+    pids = [entry["pid"] for entry in info["pids"]]
+    namespaces = [h["netns"] for h in info["hosts"].values()] + [info["fabric"]["netns"]]
+    lab.down()
+    for pid in pids:
+        assert not weftlab._alive(pid), f"pid {pid} survived lab down"
+    for ns in namespaces:
+        assert not os.path.exists(f"/run/netns/{ns}"), f"namespace {ns} survived lab down"
+    assert not os.path.exists(info["dir"])
+    # The netdev datapath's tap devices lived in the hosts' namespaces; none leaked into ours.
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert "br-int" not in links and "br-phy" not in links
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_plain_ryu_manager_starts_listens_for_openflow_and_answers_rest(tmp_path):
+    """The standard launch, from outside the source tree, so the installed package (and its .pth
+    eventlet fix) is what runs."""
+    ryu_manager = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
+    ofp, api = _free_port(), _free_port()
+    conf = tmp_path / "weft.conf"
+    conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = open(tmp_path / "controller.log", "wb")
+    proc = subprocess.Popen([ryu_manager, "--ofp-tcp-listen-port", str(ofp), "--wsapi-port", str(api),
+                             "--config-file", str(conf), "controller.app"], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api}/v1/status", timeout=1) as resp:
+                    status = json.load(resp)
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "controller.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "no REST answer within 30 s"
+                time.sleep(0.2)
+        assert status["nb"]["embedded"] and status["nb"]["connected"]
+        with socket.create_connection(("127.0.0.1", ofp), timeout=2):
+            pass  # OpenFlow listener is up
+        # The REST API is bound to loopback only by default.
+        listening = subprocess.run(["ss", "-Hltn", f"sport = :{api}"], capture_output=True, text=True).stdout
+        assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{api}"]
+        nb_pid = int((tmp_path / "state" / "nb.pid").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        log.close()
+    # Stopping the controller stops its embedded NB server.
+    deadline = time.monotonic() + 5
+    while weftlab._alive(nb_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not weftlab._alive(nb_pid)
+
+
+def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
+    compose = os.path.join(REPO, "docker-compose.yml")
+    result = subprocess.run(["docker-compose", "-f", compose, "config"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = open(compose).read()
+    for command in ("ovsdb-server", "ovs-vswitchd", "ryu-manager", "controller.app", "host join", "--datapath"):
+        assert command in text

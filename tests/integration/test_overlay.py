@@ -1,0 +1,163 @@
+"""The proactive Geneve L2 overlay on a 3-host lab, checked with real packets and ovs-ofctl (issue 3).
+
+Two networks share one CIDR (and so identical IPs); each has 2 containers on each host.
+"""
+import itertools
+import time
+
+import pytest
+
+from flows.compiler import port_cookie
+from flows.model import PortState
+
+CIDR = "10.20.0.0/24"
+HOSTS = ("h1", "h2", "h3")
+
+
+@pytest.fixture(scope="module")
+def overlay(make_lab):
+    lab = make_lab(hosts=3, shared=False)
+    lab.weft("network", "create", "blue", "--cidr", CIDR, "--vni", "5001")
+    lab.weft("network", "create", "red", "--cidr", CIDR, "--vni", "5002")
+    ports = {}
+    for net, host, i in itertools.product(("blue", "red"), HOSTS, (1, 2)):
+        name = f"{net[0]}{host[1]}{i}"  # b11 = blue, h1, first
+        ports[name] = lab.attach(name, host, net)
+    # One address only red has: a blue container must not reach it.
+    ports["r-only"] = lab.attach("r-only", "h2", "red", ip="10.20.0.200")
+    lab.ports = ports
+    yield lab
+    lab.down()
+
+
+def members(lab, net):
+    return [n for n, p in lab.ports.items() if p["network"] == net and n != "r-only"]
+
+
+def test_identical_ips_in_both_networks(overlay):
+    blue_ips = {overlay.ports[n]["ip"] for n in members(overlay, "blue")}
+    red_ips = {overlay.ports[n]["ip"] for n in members(overlay, "red")}
+    assert blue_ips == red_ips  # same CIDR, same allocation order: isolation must not rely on addresses
+
+
+@pytest.mark.parametrize("net", ["blue", "red"])
+def test_all_pairs_ping_within_a_network(overlay, net):
+    failed = [(a, b) for a, b in itertools.permutations(members(overlay, net), 2)
+              if not overlay.ping(a, overlay.ports[b]["ip"], timeout=1)]
+    assert failed == []
+
+
+def test_no_ping_across_networks(overlay):
+    for src in members(overlay, "blue"):
+        assert not overlay.ping(src, "10.20.0.200", timeout=1), f"{src} (blue) reached red's 10.20.0.200"
+
+
+def test_identical_ip_resolves_to_the_own_networks_port(overlay):
+    # b11 and r11 have the same IP; from b12 it must be b11's MAC that answers.
+    target_ip = overlay.ports["b11"]["ip"]
+    assert overlay.ping("b12", target_ip)
+    neigh = overlay.exec("b12", "ip", "neigh", "show", target_ip).stdout
+    assert overlay.ports["b11"]["mac"] in neigh and overlay.ports["r11"]["mac"] not in neigh
+
+
+def test_underlay_carries_geneve_with_the_networks_vni(overlay):
+    dst = overlay.ports["b21"]["ip"]
+    with overlay.tcpdump("fabric", "br0", "udp port 6081", count=2, timeout=5) as capture:
+        assert overlay.ping("b11", dst, count=2)
+    assert "Geneve" in capture.text and "vni 0x1389" in capture.text, capture.text  # 5001
+
+
+def test_arp_between_containers_resolves_without_packet_ins(overlay):
+    before = overlay.api.get("/v1/status")["packet_ins"]
+    for src, dst in (("r11", "r31"), ("r12", "r11")):
+        overlay.exec(src, "ip", "neigh", "flush", "dev", "eth0")
+        assert overlay.ping(src, overlay.ports[dst]["ip"])
+        assert overlay.ports[dst]["mac"] in overlay.exec(src, "ip", "neigh", "show", "dev", "eth0").stdout
+    assert overlay.api.get("/v1/status")["packet_ins"] == before == 0
+
+
+def test_forged_source_ip_or_mac_reaches_nobody(overlay):
+    spoofer, victim = "b12", overlay.ports["b22"]["ip"]
+    assert overlay.ping(spoofer, victim)
+    # Another IP of the same subnet as source: dropped by port security (its ARP too).
+    overlay.exec(spoofer, "ip", "addr", "add", "10.20.0.123/24", "dev", "eth0")
+    try:
+        with overlay.tcpdump("b22", "eth0", "host 10.20.0.123", timeout=1) as capture:
+            forged = overlay.exec(spoofer, "ping", "-c2", "-W1", "-I", "10.20.0.123", victim, check=False)
+        assert forged.returncode != 0
+        assert capture.lines == [], capture.text
+    finally:
+        overlay.exec(spoofer, "ip", "addr", "del", "10.20.0.123/24", "dev", "eth0")
+    # A forged MAC: nothing it sends gets anywhere, ARP included.
+    real_mac = overlay.ports[spoofer]["mac"]
+    overlay.exec(spoofer, "ip", "link", "set", "eth0", "address", "02:66:66:66:66:66")
+    try:
+        overlay.exec(spoofer, "ip", "neigh", "flush", "dev", "eth0")
+        assert not overlay.ping(spoofer, victim, timeout=1)
+    finally:
+        overlay.exec(spoofer, "ip", "link", "set", "eth0", "address", real_mac)
+    assert overlay.ping(spoofer, victim)
+
+
+def test_tcp_same_host_and_cross_host(overlay):
+    assert overlay.iperf("b11", "b12", seconds=3, dst_ip=overlay.ports["b12"]["ip"]) > 1e6
+    assert overlay.iperf("b11", "b31", seconds=3, dst_ip=overlay.ports["b31"]["ip"]) > 1e6
+
+
+def test_detach_removes_the_ports_flows_on_every_host(overlay):
+    port = overlay.attach("tmp", "h1", "blue")
+    cookie = port_cookie(PortState(port["name"], port["key"], "blue", port["mac"], port["ip"]))
+    counts = {h: overlay.flow_cookies(h)[cookie] for h in HOSTS}
+    assert counts["h1"] >= 4 and counts["h2"] >= 1 and counts["h3"] >= 1, counts  # own host and others
+    from weft import lab as weftlab
+    weftlab.container_del(overlay.name, "tmp")
+    deadline = time.monotonic() + 5
+    while any(overlay.flow_cookies(h)[cookie] for h in HOSTS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {h: overlay.flow_cookies(h)[cookie] for h in HOSTS} == {h: 0 for h in HOSTS}
+    assert "wf%08x" % port["key"] not in overlay.exec("h1", "ip", "-br", "link").stdout
+    assert "tmp" not in [p["name"] for p in overlay.api.get("/v1/ports")]
+
+
+def test_attaching_an_existing_port_is_a_clear_error(overlay):
+    from weft import lab as weftlab
+    weftlab.container_add(overlay.name, "dup", "h1")
+    try:
+        result = overlay.weft("attach", f"wl-{overlay.name}-c-dup", "--network", "blue", "--name", "b11",
+                              target="h1", check=False)
+        assert result.returncode == 1
+        assert "already exists" in result.stderr and "Traceback" not in result.stderr
+        # Nothing was left behind in the container.
+        assert "eth0" not in overlay.exec("dup", "ip", "-br", "link").stdout
+    finally:
+        weftlab.container_del(overlay.name, "dup")
+
+
+def test_a_port_plugged_by_another_tool_with_the_iface_id_works(overlay):
+    """Bindings come from OVS itself: plug a veth with plain ovs-vsctl and the right iface-id."""
+    port = overlay.api.post("/v1/ports", {"name": "manual", "network": "red"})
+    ns = overlay.container("manual", "h3")["netns"]
+    h3 = overlay.info["hosts"]["h3"]["netns"]
+    try:
+        overlay.exec("h3", "ip", "link", "add", "mnl0", "type", "veth", "peer", "name", "mnl1")
+        overlay.exec("h3", "ip", "link", "set", "mnl1", "netns", ns)
+        overlay.exec("manual", "ip", "link", "set", "mnl1", "address", port["mac"], "mtu", "1550", "up")
+        overlay.exec("manual", "ip", "addr", "add", port["ip"] + "/24", "dev", "mnl1")
+        overlay.exec("manual", "ethtool", "-K", "mnl1", "tx", "off")
+        overlay.exec("h3", "ip", "link", "set", "mnl0", "up")
+        overlay.exec("h3", "ovs-vsctl", "add-port", "br-int", "mnl0", "--", "set", "Interface", "mnl0",
+                     "external_ids:iface-id=manual")
+        assert overlay.api.get("/v1/ports/manual?wait_up=10")["up"]
+        assert overlay.ping("manual", overlay.ports["r11"]["ip"])
+        # Unplugged: the port goes down.
+        overlay.exec("h3", "ovs-vsctl", "del-port", "br-int", "mnl0")
+        deadline = time.monotonic() + 5
+        while overlay.api.get("/v1/ports/manual")["up"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not overlay.api.get("/v1/ports/manual")["up"]
+    finally:
+        overlay.exec("h3", "ip", "link", "del", "mnl0", check=False)
+        overlay.api.delete("/v1/ports/manual")
+        from weft import lab as weftlab
+        weftlab.container_del(overlay.name, "manual")
+    assert h3
