@@ -33,6 +33,20 @@ class NorthboundApi:
             ("POST", ("ports",), self.create_port),
             ("GET", ("ports", None), self.show_port),
             ("DELETE", ("ports", None), self.delete_port),
+            ("GET", ("routers",), self.list_routers),
+            ("POST", ("routers",), self.create_router),
+            ("GET", ("routers", None), self.show_router),
+            ("DELETE", ("routers", None), self.delete_router),
+            ("POST", ("routers", None, "ports"), self.attach_router),
+            ("DELETE", ("routers", None, "ports", None), self.detach_router),
+            ("POST", ("routers", None, "routes"), self.add_route),
+            ("DELETE", ("routers", None, "routes"), self.delete_route),
+            ("PUT", ("routers", None, "gateway"), self.set_gateway),
+            ("DELETE", ("routers", None, "gateway"), self.clear_gateway),
+            ("GET", ("floating-ips",), self.list_floating_ips),
+            ("POST", ("floating-ips",), self.create_floating_ip),
+            ("DELETE", ("floating-ips", None), self.delete_floating_ip),
+            ("GET", ("trace",), self.trace),
         ]
 
     def handle(self, method, path, raw_body=b"", query=""):
@@ -138,19 +152,22 @@ class NorthboundApi:
         state = self.core.nb_state()
         if name in state.networks:
             raise ApiError(409, f"name: network {name!r} already exists")
-        taken = {n.vni for n in state.networks.values()}
         if "vni" in f:
             vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI)
-            if vni in taken:
-                owner = next(n.name for n in state.networks.values() if n.vni == vni)
-                raise ApiError(409, f"vni: {vni} is already used by network {owner!r}")
+            owner = _key_owner(state, vni)
+            if owner:
+                raise ApiError(409, f"vni: {vni} is already used by {owner}")
         else:
-            vni = next(k for k in range(100, v.MAX_VNI + 1) if k not in taken)
+            vni = _free_key(state)
         self._write(nb.create_network, name, vni, str(net), gateway, mtu)
         return 201, self._network_json(self.core.nb_state().networks[name])
 
     def delete_network(self, name, body, params):
         self._get("networks", name)
+        router = self.core.nb_state().router_of(name)
+        if router:
+            raise ApiError(409, f"network {name!r} is attached to router {router.name!r}; "
+                                f"detach it first (weft router detach {router.name} {name})")
         ports = sorted(p.name for p in self.core.nb_state().ports.values() if p.network == name)
         if ports:
             raise ApiError(409, f"network {name!r} still has {len(ports)} port(s) ({', '.join(ports[:5])}"
@@ -213,8 +230,197 @@ class NorthboundApi:
 
     def delete_port(self, name, body, params):
         self._get("ports", name)
+        for ip, port in self.core.nb_state().floating_ips.items():
+            if port == name:  # a floating IP belongs to its port: it goes with it
+                self._write(nb.delete_floating_ip, ip)
         self._write(nb.delete, "Port", name)
         return 200, {"deleted": name}
+
+    # --- routers ------------------------------------------------------------------------------------
+    def _router_json(self, router):
+        state = self.core.nb_state()
+        return {"name": router.name, "key": router.key,
+                "ports": [{"network": net, "mac": mac, "ip": state.networks[net].gateway_ip,
+                           "cidr": state.networks[net].cidr} for net, mac in sorted(router.ports.items())
+                          if net in state.networks],
+                "routes": [{"cidr": c, "via": via} for c, via in sorted(router.static_routes.items())],
+                "gateway": self._gateway_json(router)}
+
+    def _gateway_json(self, router):
+        if not router.gateway:
+            return None
+        gw = dict(router.gateway)
+        gw["next_hop_mac"] = self.core.next_hop_mac(router.name)
+        return gw
+
+    def list_routers(self, body, params):
+        return 200, [self._router_json(r) for _, r in sorted(self.core.nb_state().routers.items())]
+
+    def show_router(self, name, body, params):
+        return 200, self._router_json(self._get("routers", name))
+
+    def create_router(self, body, params):
+        f = v.body_fields(body, ["name"], [])
+        name = v.name(f["name"])
+        state = self.core.nb_state()
+        if name in state.routers:
+            raise ApiError(409, f"name: router {name!r} already exists")
+        # A router's key is also its conntrack zone on the gateway host, and OVS zones are 16 bits.
+        self._write(nb.create_router, name, _free_key(state, limit=65535))
+        return 201, self._router_json(self.core.nb_state().routers[name])
+
+    def delete_router(self, name, body, params):
+        router = self._get("routers", name)
+        if router.ports or router.gateway:
+            what = ", ".join([*(f"network {n}" for n in sorted(router.ports))] +
+                             (["its gateway"] if router.gateway else []))
+            raise ApiError(409, f"router {name!r} still has {what}; detach them first")
+        self._write(nb.delete, "Router", name)
+        return 200, {"deleted": name}
+
+    def attach_router(self, name, body, params):
+        router = self._get("routers", name)
+        f = v.body_fields(body, ["network"], [])
+        state = self.core.nb_state()
+        network = state.networks.get(f["network"])
+        if network is None:
+            raise ApiError(404, f"network: no network named {f['network']!r}")
+        owner = state.router_of(network.name)
+        if owner:
+            raise ApiError(409, f"network: {network.name!r} is already attached to router {owner.name!r}")
+        net = ipaddress.IPv4Network(network.cidr)
+        for other in router.ports:
+            if net.overlaps(ipaddress.IPv4Network(state.networks[other].cidr)):
+                raise ApiError(409, f"network: {network.name!r} ({network.cidr}) overlaps {other!r} "
+                                    f"({state.networks[other].cidr}), already on router {name!r}")
+        macs = {p.mac for p in state.ports.values()} | {m for r in state.routers.values() for m in r.ports.values()}
+        self._write(nb.attach_router, name, network.name, _random_mac(macs))
+        return 201, self._router_json(self.core.nb_state().routers[name])
+
+    def detach_router(self, name, network, body, params):
+        router = self._get("routers", name)
+        if network not in router.ports:
+            raise ApiError(404, f"network {network!r} is not attached to router {name!r}")
+        vias = sorted(c for c, via in router.static_routes.items()
+                      if len(router.ports) > 1 and _on_network(self.core.nb_state(), network, via))
+        if vias:
+            raise ApiError(409, f"static route(s) {', '.join(vias)} go via {network!r}; delete them first")
+        self._write(nb.detach_router, name, network)
+        return 200, self._router_json(self.core.nb_state().routers[name])
+
+    def add_route(self, name, body, params):
+        router = self._get("routers", name)
+        f = v.body_fields(body, ["cidr", "via"], [])
+        cidr = str(v.ipv4_network(f["cidr"], "cidr", max_prefix=32))
+        via = v.ipv4_address(f["via"], "via")
+        state = self.core.nb_state()
+        if not any(_on_network(state, net, via) for net in router.ports):
+            raise v.bad("via", f"{via} is on no subnet attached to router {name!r} "
+                               f"({', '.join(state.networks[n].cidr for n in sorted(router.ports)) or 'none'})")
+        self._write(nb.set_route, name, cidr, via)
+        return 201, self._router_json(self.core.nb_state().routers[name])
+
+    def delete_route(self, name, body, params):
+        router = self._get("routers", name)
+        cidr = params.get("cidr")
+        if cidr not in router.static_routes:
+            raise ApiError(404, f"cidr: router {name!r} has no route for {cidr!r}")
+        self._write(nb.set_route, name, cidr, None)
+        return 200, self._router_json(self.core.nb_state().routers[name])
+
+    def set_gateway(self, name, body, params):
+        router = self._get("routers", name)
+        f = v.body_fields(body, ["host", "uplink", "ip", "next_hop"], [])
+        state = self.core.nb_state()
+        if f["host"] not in state.hosts:
+            raise ApiError(404, f"host: no host named {f['host']!r}")
+        uplink = v.interface_name(f["uplink"], "uplink")
+        address, _, length = str(f["ip"]).partition("/")
+        address = v.ipv4_address(address, "ip")
+        if not length.isdigit():
+            raise v.bad("ip", f"{f['ip']!r} needs a prefix length, like 203.0.113.10/24")
+        prefixlen = v.integer(int(length), "ip prefix length", 1, 30)
+        subnet = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
+        next_hop = v.address_in(f["next_hop"], subnet, "next_hop")
+        if next_hop == address:
+            raise v.bad("next_hop", f"{next_hop} is the gateway's own address")
+        for other in state.routers.values():
+            if other.name != name and other.gateway.get("ip") == address:
+                raise ApiError(409, f"ip: {address} is already router {other.name!r}'s gateway address")
+            if other.name != name and other.gateway.get("host") == f["host"]:
+                raise ApiError(409, f"host: {f['host']!r} already carries router {other.name!r}'s gateway "
+                                    "(one gateway uplink per host)")
+        if address in state.floating_ips:
+            raise ApiError(409, f"ip: {address} is a floating IP")
+        mac = router.gateway.get("mac") or _random_mac(set())
+        self._write(nb.set_gateway, name, {"host": f["host"], "uplink": uplink, "ip": address,
+                                            "prefixlen": str(subnet.prefixlen), "next_hop": next_hop, "mac": mac})
+        return 200, self._router_json(self.core.nb_state().routers[name])
+
+    def clear_gateway(self, name, body, params):
+        router = self._get("routers", name)
+        if not router.gateway:
+            raise ApiError(404, f"router {name!r} has no gateway")
+        fips = sorted(ip for ip, port in self.core.nb_state().floating_ips.items()
+                      if self._router_of_port(port) == name)
+        if fips:
+            raise ApiError(409, f"floating IPs {', '.join(fips)} use router {name!r}'s gateway; delete them first")
+        self._write(nb.set_gateway, name, {})
+        return 200, self._router_json(self.core.nb_state().routers[name])
+
+    # --- floating IPs -------------------------------------------------------------------------------
+    def _router_of_port(self, port_name):
+        state = self.core.nb_state()
+        port = state.ports.get(port_name)
+        router = state.router_of(port.network) if port else None
+        return router.name if router else None
+
+    def list_floating_ips(self, body, params):
+        return 200, [{"ip": ip, "port": port, "router": self._router_of_port(port)}
+                     for ip, port in sorted(self.core.nb_state().floating_ips.items())]
+
+    def create_floating_ip(self, body, params):
+        f = v.body_fields(body, ["port", "ip"], [])
+        state = self.core.nb_state()
+        port = state.ports.get(f["port"])
+        if port is None:
+            raise ApiError(404, f"port: no port named {f['port']!r}")
+        router = state.router_of(port.network)
+        if router is None or not router.gateway:
+            raise ApiError(409, f"port: {port.name!r} is in network {port.network!r}, which is not attached to "
+                                "a router with a gateway (weft router set-gateway)")
+        gw = router.gateway
+        subnet = ipaddress.IPv4Network(f"{gw['ip']}/{gw['prefixlen']}", strict=False)
+        ip = v.address_in(f["ip"], subnet, "ip", reserved=(gw["ip"], gw["next_hop"]))
+        if ip in state.floating_ips:
+            raise ApiError(409, f"ip: {ip} is already the floating IP of port {state.floating_ips[ip]!r}")
+        if port.name in state.floating_ips.values():
+            raise ApiError(409, f"port: {port.name!r} already has a floating IP")
+        self._write(nb.create_floating_ip, ip, port.name)
+        return 201, {"ip": ip, "port": port.name, "router": router.name}
+
+    def delete_floating_ip(self, ip, body, params):
+        if ip not in self.core.nb_state().floating_ips:
+            raise ApiError(404, f"no floating IP {ip!r}")
+        self._write(nb.delete_floating_ip, ip)
+        return 200, {"deleted": ip}
+
+    # --- trace --------------------------------------------------------------------------------------
+    def trace(self, body, params):
+        if "from" not in params or "to" not in params:
+            raise ApiError(400, "from and to are required (?from=PORT&to=IP)")
+        port = self._get("ports", params["from"])
+        dst = v.ipv4_address(params["to"], "to")
+        proto = params.get("proto", "icmp")
+        if proto not in ("icmp", "tcp", "udp"):
+            raise v.bad("proto", f"{proto!r} is not one of: icmp, tcp, udp")
+        dport = v.integer(int(params["dport"]), "dport", 1, 65535) if params.get("dport", "").isdigit() else None
+        if params.get("dport") and dport is None:
+            raise v.bad("dport", f"{params['dport']!r} is not a port number")
+        try:
+            return 200, self.core.trace(port.name, dst, proto, dport)
+        except ValueError as err:
+            raise ApiError(409, f"cannot trace from {port.name!r}: {err}") from None
 
     # --- helpers ------------------------------------------------------------------------------------
     def _get(self, kind, name):
@@ -230,6 +436,30 @@ class NorthboundApi:
             return fn(self.core.nb_conn, *args)
         except (TransactionError, LookupError) as err:
             raise ApiError(409, f"the NB database refused the change: {err}") from None
+
+
+def _key_owner(state, key):
+    """Networks (VNI) and routers share one 24-bit key space, so a tunnel key names one datapath."""
+    for net in state.networks.values():
+        if net.vni == key:
+            return f"network {net.name!r}"
+    for router in state.routers.values():
+        if router.key == key:
+            return f"router {router.name!r}"
+    return None
+
+
+def _free_key(state, limit=v.MAX_VNI):
+    taken = {n.vni for n in state.networks.values()} | {r.key for r in state.routers.values()}
+    key = next((k for k in range(100, limit + 1) if k not in taken), None)
+    if key is None:
+        raise ApiError(409, f"no free key left below {limit}")
+    return key
+
+
+def _on_network(state, network, ip):
+    net = state.networks.get(network)
+    return net is not None and ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(net.cidr)
 
 
 def _parse_body(raw):

@@ -13,6 +13,7 @@ from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
+from ryu.lib.packet import arp, ether_types, ethernet, packet
 from ryu import cfg
 from ryu.ofproto import ofproto_v1_3
 
@@ -99,8 +100,13 @@ class WeftApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
-        # Forwarding is proactive: nothing should come here. Count it so tests and operators see it.
-        self.core.packet_in(ev.msg.datapath.id)
+        # Forwarding is proactive: the only packets sent up are a gateway next hop's ARP replies.
+        # Anything else is counted, so tests and operators can see the data path stays in OVS.
+        arp_reply = packet.Packet(ev.msg.data).get_protocol(arp.arp)
+        if arp_reply and arp_reply.opcode == arp.ARP_REPLY:
+            self.core.arp_reply(ev.msg.datapath.id, arp_reply.src_ip, arp_reply.src_mac)
+        else:
+            self.core.packet_in(ev.msg.datapath.id)
 
     def _reply(self, ev, done):
         switch = self.switches.get(ev.msg.datapath)
@@ -170,6 +176,16 @@ class OpenFlowSwitch:
             raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} flow change(s): "
                                f"first error type {self.errors[0][1]} code {self.errors[0][2]}")
 
+    def send_arp_request(self, port, src_mac, src_ip, target_ip):
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=src_mac, ethertype=ether_types.ETH_TYPE_ARP))
+        pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip,
+                                 dst_mac="00:00:00:00:00:00", dst_ip=target_ip))
+        pkt.serialize()
+        self.datapath.send_msg(self.parser.OFPPacketOut(
+            self.datapath, buffer_id=self.ofp.OFP_NO_BUFFER, in_port=self.ofp.OFPP_CONTROLLER,
+            actions=[self.parser.OFPActionOutput(port)], data=pkt.data))
+
     def _flow_mod(self, flow, command):
         parser, ofp = self.parser, self.ofp
         instructions = []
@@ -193,7 +209,38 @@ class OpenFlowSwitch:
                                           src_ofs=0, dst_ofs=0)
         if kind == "dec_ttl":
             return parser.OFPActionDecNwTtl()
+        if kind == "controller":
+            return parser.OFPActionOutput(self.ofp.OFPP_CONTROLLER, self.ofp.OFPCML_NO_BUFFER)
+        if kind == "ct":
+            _, commit, zone, table, nat = action
+            return parser.NXActionCT(flags=CT_COMMIT if commit else 0, zone_src="", zone_ofs_nbits=zone,
+                                     recirc_table=CT_NO_RECIRC if table is None else table, alg=0,
+                                     actions=[] if nat is None else [_nat_action(parser, nat)])
         raise ValueError(f"no OpenFlow translation for action {action!r}")
+
+
+CT_COMMIT = 1           # NX_CT_F_COMMIT
+CT_NO_RECIRC = 0xff     # NX_CT_RECIRC_NONE
+NAT_SRC, NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
+OFPP_CONTROLLER = ofproto_v1_3.OFPP_CONTROLLER
+
+
+def _nat_action(parser, nat):
+    if nat[0] == "nat":  # apply the connection's existing mapping (un-NAT replies)
+        return parser.NXActionNAT(flags=0)
+    flags = NAT_SRC if nat[0] == "snat" else NAT_DST
+    return parser.NXActionNAT(flags=flags, range_ipv4_min=nat[1], range_ipv4_max=nat[1])
+
+
+def _nat_from_ofp(actions):
+    for action in actions:
+        if type(action).__name__ == "NXActionNAT":
+            if action.flags & NAT_SRC:
+                return ("snat", action.range_ipv4_min)
+            if action.flags & NAT_DST:
+                return ("dnat", action.range_ipv4_min)
+            return ("nat",)
+    return None
 
 
 def flow_from_stats(stat):
@@ -211,7 +258,10 @@ def flow_from_stats(stat):
 def _action_from_ofp(action):
     name = type(action).__name__
     if name == "OFPActionOutput":
-        return ("output", action.port)
+        return ("controller",) if action.port == OFPP_CONTROLLER else ("output", action.port)
+    if name == "NXActionCT":
+        return ("ct", bool(action.flags & CT_COMMIT), action.zone_ofs_nbits,
+                None if action.recirc_table == CT_NO_RECIRC else action.recirc_table, _nat_from_ofp(action.actions))
     if name == "OFPActionSetField":
         return ("set_field", action.key, action.value)
     if name == "NXActionRegMove":

@@ -5,16 +5,22 @@ Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and han
 """
 import dataclasses
 import logging
+import time
 
 from controller.flowsync import HostFlowSync
 from flows.compiler import Compiler, port_cookie
-from flows.model import Binding, HostState, NetworkState, PortState, Topology
+from flows.trace import format_trace, trace_to_ip, trace_to_json
+from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState, PortState,
+                         RouterPortState, RouterState, RouteState, Topology)
+from flows.pipeline import UPLINK_OFPORT
 from ovsdb import nb, vswitch
 from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
 from ovsdb.server import EmbeddedNbServer
 
 LOG = logging.getLogger("weft.core")
 RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+NEXT_HOP_RETRY = 1.0      # seconds between ARP requests while a gateway's next hop is unresolved
+NEXT_HOP_REFRESH = 30.0   # and between refreshes once resolved
 
 
 @dataclasses.dataclass
@@ -35,6 +41,7 @@ class HostAgent:
         self.error = None
         self.ready = False
         self.bindings = {}    # iface-id -> ofport, read from the host's own OVSDB
+        self.uplink = None    # the gateway uplink interface Weft should plug here, if any
         self._stopped = False
         self._kick = core.hub.Event()
         core.hub.spawn(self._run)
@@ -75,8 +82,23 @@ class HostAgent:
             self.ready = vswitch.is_ready(conn, *args)
             if self.ready:
                 self.error = None
+                self._check_uplink(conn)
             self.bindings = vswitch.bindings(conn)
         self.core.host_changed(self.host.name)
+
+    def _check_uplink(self, conn):
+        if vswitch.current_uplink(conn) == self.uplink:
+            return
+        try:
+            vswitch.ensure_uplink(conn, self.uplink)
+        except TransactionError as err:
+            self.error = f"cannot plug uplink {self.uplink}: {err}"
+            LOG.error("host %s: %s", self.host.name, self.error)
+
+    def set_uplink(self, iface):
+        if iface != self.uplink:
+            self.uplink = iface
+            self._kick.set()
 
     @property
     def ovsdb_connected(self):
@@ -113,6 +135,7 @@ class WeftCore:
         self.compiler = Compiler()
         self.applied = {}     # host name -> {cookie: flows} acknowledged by the switch's barrier
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
+        self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
         self._wake = hub.Event()
         self._running = False
 
@@ -126,7 +149,9 @@ class WeftCore:
         self.nb_conn = OvsdbConnection(self.hub, remote, nb.load_schema(), nb.TABLES,
                                        on_change=lambda conn: self._wake.set(), name="NB").start()
         self._running = True
+        self._arp_sent = {}
         self.hub.spawn(self._reconcile_loop)
+        self.hub.spawn(self._resolve_next_hops)
 
     def stop(self):
         self._running = False
@@ -183,6 +208,54 @@ class WeftCore:
     def packet_in(self, dpid):
         self.packet_ins += 1
 
+    def arp_reply(self, dpid, ip, mac):
+        """An ARP reply the gateway flows sent up from an uplink: a next hop's MAC (control plane only)."""
+        now = time.monotonic()
+        for router in self.nb_state().routers.values():
+            gw = router.gateway
+            host = self.agents.get(gw.get("host"))
+            if gw and gw["next_hop"] == ip and host and host.host.key == dpid:
+                known = self.next_hops.get(router.name)
+                self.next_hops[router.name] = (ip, mac, now)
+                if not known or known[:2] != (ip, mac):
+                    LOG.info("router %s: next hop %s is at %s", router.name, ip, mac)
+                    self._wake.set()
+
+    def next_hop_mac(self, router):
+        return self.next_hops.get(router, (None, None, 0))[1]
+
+    def trace(self, port, dst_ip, proto, dport):
+        """The offline tracer over the compiled pipeline, as JSON (with a human rendering in "text")."""
+        topo = self.compiler.topo
+        result = trace_to_ip(topo, port, dst_ip, proto=proto, dport=dport)
+        body = trace_to_json(result, topo)
+        body["text"] = format_trace(result, topo)
+        return body
+
+    def _resolve_next_hops(self):
+        """Asks each gateway's next hop for its MAC through the uplink (packet-out), retrying until it
+        answers and refreshing after; the reply comes back through a flow to the controller."""
+        while self._running:
+            self.hub.sleep(0.2)
+            if not self.nb_connected():
+                continue
+            now = time.monotonic()
+            for router in self.nb_state().routers.values():
+                gw = router.gateway
+                agent = self.agents.get(gw.get("host")) if gw else None
+                switch = agent and self.switches.get(agent.host.key)
+                if not switch:
+                    continue
+                ip, mac, learned = self.next_hops.get(router.name, (None, None, 0))
+                last = self._arp_sent.get(router.name, 0)
+                due = NEXT_HOP_RETRY if (ip != gw["next_hop"] or not mac) else NEXT_HOP_REFRESH
+                if now - max(last, learned) >= due:
+                    self._arp_sent[router.name] = now
+                    try:
+                        switch.send_arp_request(UPLINK_OFPORT, gw["mac"], gw["ip"], gw["next_hop"])
+                    except Exception as err:  # a switch going away mid-send: retried next round
+                        LOG.debug("ARP for %s failed: %s", gw["next_hop"], err)
+
     # --- events -------------------------------------------------------------------------------------
     def host_changed(self, name):
         self._wake.set()
@@ -235,6 +308,9 @@ class WeftCore:
             if name not in self.agents:
                 LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
                 self.agents[name] = HostAgent(self, host)
+        uplinks = {r.gateway["host"]: r.gateway["uplink"] for r in state.routers.values() if r.gateway}
+        for name, agent in self.agents.items():
+            agent.set_uplink(uplinks.get(name))
         topo = self._topology(state)
         self.compiler.update(topo)
         self._sync_switches(state)
@@ -252,7 +328,22 @@ class WeftCore:
             hosts=[HostState(h.name, h.key, h.encap_ip) for h in state.hosts.values()],
             networks=[NetworkState(n.name, n.vni, n.cidr, n.gateway_ip, n.mtu) for n in state.networks.values()],
             ports=[PortState(p.name, p.key, p.network, p.mac, p.ip) for p in state.ports.values()],
-            bindings=bindings.values())
+            bindings=bindings.values(),
+            routers=[self._router_state(state, r) for r in state.routers.values()])
+
+    def _router_state(self, state, router):
+        gateway = None
+        if router.gateway:
+            gw = router.gateway
+            gateway = GatewayState(gw["host"], gw["mac"], gw["ip"], int(gw["prefixlen"]), gw["next_hop"],
+                                   self.next_hop_mac(router.name)
+                                   if self.next_hops.get(router.name, (None,))[0] == gw["next_hop"] else None)
+        fips = tuple(FloatingIpState(ip, port) for ip, port in sorted(state.floating_ips.items())
+                     if port in state.ports and state.ports[port].network in router.ports)
+        return RouterState(router.name, router.key,
+                           tuple(RouterPortState(net, mac) for net, mac in sorted(router.ports.items())),
+                           tuple(RouteState(cidr, via) for cidr, via in sorted(router.static_routes.items())),
+                           gateway, fips)
 
     def _sync_switches(self, state):
         hosts_by_key = {h.key: h.name for h in state.hosts.values()}

@@ -61,7 +61,13 @@ def ipv4_address(value, field):
     return str(addr)
 
 
-def ipv4_network(value, field="cidr"):
+def interface_name(value, field):
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", value):
+        raise bad(field, f"{value!r} is not a network interface name (1-15 characters)")
+    return value
+
+
+def ipv4_network(value, field="cidr", max_prefix=29):
     if not isinstance(value, str) or "/" not in value:
         raise bad(field, f"{value!r} is not an IPv4 network in CIDR form (like 10.0.0.0/24)")
     try:
@@ -70,8 +76,8 @@ def ipv4_network(value, field="cidr"):
         raise bad(field, f"{value!r} is not a valid IPv4 network") from None
     if str(net) != value:
         raise bad(field, f"{value!r} has host bits set (did you mean {net}?)")
-    if net.prefixlen > 29:
-        raise bad(field, f"/{net.prefixlen} leaves too few addresses (the longest prefix allowed is /29)")
+    if net.prefixlen > max_prefix:
+        raise bad(field, f"/{net.prefixlen} leaves too few addresses (the longest prefix allowed is /{max_prefix})")
     return net
 
 

@@ -1,40 +1,64 @@
 """Topology -> desired flows per host, keyed by the cookie of the object that owns them.
 
-L2 overlay, fully proactive: no flooding, no MAC learning, no packet-in.
+Fully proactive: no flooding, no MAC learning; the only packet-in is the next hop's ARP reply
+on a gateway host's uplink (the controller learns its MAC from it).
 
 Who owns which flows (one cookie per object):
-  STATIC  (every host)        ARP_RESPONDER: drop ARP requests for unknown IPs, send the rest
-                              on to L2_LOOKUP.
+  STATIC  (every host)        CLASSIFY: the uplink port goes to UPLINK_IN. ARP_RESPONDER: drop
+                              ARP requests for unknown IPs, send the rest on to L3_GATE.
+                              L3_GATE: frames not for a router go to L2_LOOKUP. (4)
   NETWORK (hosts that have a  CLASSIFY: Geneve frames with tun_id=VNI enter the network.
            bound port of it)
-  PORT    on its own host     CLASSIFY, 2x PORT_SECURITY, ARP_RESPONDER, L2_LOOKUP, OUTPUT (6)
-          on other hosts of   ARP_RESPONDER, L2_LOOKUP to the tunnel (2)
-          its network
-A network's flows go only to hosts with at least one bound port in it, so tunnels carry its
-traffic only there. A port without a binding (or bound to an unknown host, or in an unknown
-network) has no flows anywhere.
-
-ARP_RESPONDER sends non-ARP-request traffic straight to L2_LOOKUP, skipping the reserved tables
-(ACL_EGRESS .. NAT); the L3 issue will point it at L3_GATE instead.
+  PORT    on its own host     CLASSIFY, 2x PORT_SECURITY, ARP_RESPONDER, L2_LOOKUP, OUTPUT,
+                              + NEIGHBOR if its network has a router (6, routed 7)
+          on other hosts that ARP_RESPONDER, L2_LOOKUP to the tunnel,
+          need its network    + NEIGHBOR if routed (2, routed 3)
+  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (ping
+          the router          reply, enter the router), ROUTING (subnet) (4); per static route:
+                              ROUTING (1); with a gateway: the default route (1)
+          on its gateway      also CLASSIFY (tun_id = router key), UPLINK_IN (ARP reply, next
+          host                hop ARP to controller, IPv4 into ct), L3_GATE (established /
+                              drop), GATEWAY (ct nat), NAT (SNAT, established), UPLINK_OUT
+                              once the next hop MAC is known (10); per floating IP: UPLINK_IN
+                              (ARP, IPv4), L3_GATE (DNAT), NAT (SNAT) (4)
+A host needs a network if it has a bound port in it, or if it needs a router attached to it
+(routing happens on the sender's host, which must reach every subnet of the router). A host
+needs a router if it has a bound port in one of its networks or is its gateway host. Network
+flows (tunnel ingress) go only to hosts with a bound port in the network. A port without a
+binding (or bound to an unknown host, or in an unknown network) has no flows anywhere.
 
 Scale: a port's remote fragment is the same on every host that does not hold it, so it is built
 once per port and the same frozenset is shared by all those hosts (`Compiler._remote`, grouped
-per network). `Compiler.update(topo)` recomputes only what a change touches.
+per network); a router's fragment likewise (`Compiler._router_fragments`).
+`Compiler.update(topo)` recomputes only what a change touches.
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import NamedTuple
 
-from flows.model import (ARP_REPLY, ARP_REQUEST, ETH_TYPE_ARP, ETH_TYPE_IPV4, Binding, Flow,
-                         HostState, NetworkState, PortState, Topology)
-from flows.pipeline import (ARP_RESPONDER, CLASSIFY, FLAG_FROM_TUNNEL, L2_LOOKUP, OFPP_IN_PORT,
-                            OUTPUT, PORT_SECURITY, REG_DATAPATH, REG_FLAGS, REG_INPORT,
-                            REG_OUTPORT, STATIC_COOKIE, TUNNEL_OFPORT, Category, make_cookie)
+from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
+                         ETH_TYPE_IPV4, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
+                         Action, Binding, FloatingIpState, Flow, HostState, NetworkState,
+                         PortState, RouterPortState, RouterState, Topology)
+from flows.pipeline import (ARP_RESPONDER, CLASSIFY, FLAG_FROM_TUNNEL, GATEWAY, L2_LOOKUP,
+                            L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
+                            REG_DATAPATH, REG_FLAGS, REG_INPORT, REG_NEXT_HOP, REG_OUTPORT,
+                            ROUTING, STATIC_COOKIE, TUNNEL_OFPORT, UPLINK_IN, UPLINK_OFPORT,
+                            UPLINK_OUT, Category, make_cookie)
 
-PRIORITY_OBJECT = 100  # a flow for a known port or network
+PRIORITY_SPECIFIC = 110  # beats the object's general flow (ping to the gateway, floating IPs)
+PRIORITY_OBJECT = 100  # a flow for a known port, network or router
 PRIORITY_ARP_UNKNOWN = 50  # ARP request nobody answered
+PRIORITY_ROUTE_BASE = 10  # ROUTING: + 2 * prefix length, + 1 for an attached subnet
+PRIORITY_ROUTER_LAST = 1  # a router's "everything else" (default route, drop from uplink)
 PRIORITY_DEFAULT = 0  # the table's "everything else"
+
+CT_STATE_NEW = (CT_TRK | CT_NEW, CT_TRK | CT_NEW)
+CT_STATE_EST = (CT_TRK | CT_EST, CT_TRK | CT_EST)
 
 HostFlows = dict[int, frozenset[Flow]]  # cookie -> that object's flows on one host
 
@@ -51,6 +75,40 @@ def network_cookie(network: NetworkState) -> int:
     return make_cookie(Category.NETWORK, network.key)
 
 
+def router_cookie(router: RouterState) -> int:
+    return make_cookie(Category.ROUTER, router.key)
+
+
+def route_priority(cidr: str, attached: bool) -> int:
+    """Longest prefix wins; on equal prefixes the attached subnet beats a static route."""
+    return PRIORITY_ROUTE_BASE + 2 * ipaddress.IPv4Network(cidr).prefixlen + attached
+
+
+def _ip_int(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "big")  # hot path: 10x faster than ipaddress
+
+
+def _ip_prefix(cidr: str) -> tuple[str, str]:
+    network = ipaddress.IPv4Network(cidr)
+    return (str(network.network_address), str(network.netmask))
+
+
+def _arp_reply(mac: str, ip: str) -> tuple[Action, ...]:
+    """Turn an ARP request for `ip` into the reply `ip is-at mac`, back out the in_port."""
+    return (("move", "eth_src", "eth_dst", 48),
+            ("set_field", "eth_src", mac),
+            ("set_field", "arp_op", ARP_REPLY),
+            ("move", "arp_sha", "arp_tha", 48),
+            ("set_field", "arp_sha", mac),
+            ("move", "arp_spa", "arp_tpa", 32),
+            ("set_field", "arp_spa", ip),
+            ("output", OFPP_IN_PORT))
+
+
+def _arp_request_for(ip: str) -> tuple:
+    return (("arp_op", ARP_REQUEST), ("arp_tpa", ip), ("eth_type", ETH_TYPE_ARP))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fragments: pure functions of frozen values, memoized (bounded, so a long-running controller
 # does not keep every port it ever saw).
@@ -59,9 +117,12 @@ def network_cookie(network: NetworkState) -> int:
 @lru_cache(maxsize=1)
 def static_flows() -> frozenset[Flow]:
     return frozenset({
+        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", UPLINK_OFPORT),),
+             (("goto", UPLINK_IN.id),), STATIC_COOKIE),
         Flow(ARP_RESPONDER.id, PRIORITY_ARP_UNKNOWN,
              (("arp_op", ARP_REQUEST), ("eth_type", ETH_TYPE_ARP)), (), STATIC_COOKIE),
-        Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (("goto", L2_LOOKUP.id),), STATIC_COOKIE),
+        Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (("goto", L3_GATE.id),), STATIC_COOKIE),
+        Flow(L3_GATE.id, PRIORITY_DEFAULT, (), (("goto", L2_LOOKUP.id),), STATIC_COOKIE),
     })
 
 
@@ -79,26 +140,24 @@ def network_flows(network: NetworkState) -> frozenset[Flow]:
 @lru_cache(maxsize=1 << 16)
 def _arp_responder(port: PortState, vni: int) -> Flow:
     """The same on every host that has the network: built once, shared."""
-    return Flow(
-        ARP_RESPONDER.id, PRIORITY_OBJECT,
-        (("arp_op", ARP_REQUEST), ("arp_tpa", port.ip), ("eth_type", ETH_TYPE_ARP),
-         (REG_DATAPATH, vni)),
-        (("move", "eth_src", "eth_dst", 48),
-         ("set_field", "eth_src", port.mac),
-         ("set_field", "arp_op", ARP_REPLY),
-         ("move", "arp_sha", "arp_tha", 48),
-         ("set_field", "arp_sha", port.mac),
-         ("move", "arp_spa", "arp_tpa", 32),
-         ("set_field", "arp_spa", port.ip),
-         ("output", OFPP_IN_PORT)),
-        port_cookie(port))
+    return Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
+                (*_arp_request_for(port.ip), (REG_DATAPATH, vni)),
+                _arp_reply(port.mac, port.ip), port_cookie(port))
 
 
 @lru_cache(maxsize=1 << 16)
-def local_port_flows(port: PortState, vni: int, ofport: int) -> frozenset[Flow]:
+def _neighbor(port: PortState, vni: int) -> Flow:
+    """A routed packet whose next hop is this port gets its MAC."""
+    return Flow(NEIGHBOR.id, PRIORITY_OBJECT,
+                ((REG_DATAPATH, vni), (REG_NEXT_HOP, _ip_int(port.ip))),
+                (("set_field", "eth_dst", port.mac), ("goto", L2_LOOKUP.id)), port_cookie(port))
+
+
+@lru_cache(maxsize=1 << 16)
+def local_port_flows(port: PortState, vni: int, ofport: int, routed: bool) -> frozenset[Flow]:
     """The port's flows on the host it is plugged into."""
     cookie = port_cookie(port)
-    return frozenset({
+    flows = {
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", ofport),),
              (("set_field", REG_DATAPATH, vni), ("set_field", REG_INPORT, port.key),
               ("goto", PORT_SECURITY.id)),
@@ -116,14 +175,18 @@ def local_port_flows(port: PortState, vni: int, ofport: int) -> frozenset[Flow]:
              (("set_field", REG_OUTPORT, port.key), ("goto", OUTPUT.id)), cookie),
         Flow(OUTPUT.id, PRIORITY_OBJECT, ((REG_OUTPORT, port.key),), (("output", ofport),),
              cookie),
-    })
+    }
+    if routed:
+        flows.add(_neighbor(port, vni))
+    return frozenset(flows)
 
 
 @lru_cache(maxsize=1 << 16)
-def remote_port_flows(port: PortState, vni: int, encap_ip: str) -> frozenset[Flow]:
-    """The port's flows on every other host that has its network: the same on all of them."""
+def remote_port_flows(port: PortState, vni: int, encap_ip: str, routed: bool
+                      ) -> frozenset[Flow]:
+    """The port's flows on every other host that needs its network: the same on all of them."""
     cookie = port_cookie(port)
-    return frozenset({
+    flows = {
         _arp_responder(port, vni),
         # Split horizon: a frame that came from a tunnel is never sent into one again.
         Flow(L2_LOOKUP.id, PRIORITY_OBJECT,
@@ -131,7 +194,127 @@ def remote_port_flows(port: PortState, vni: int, encap_ip: str) -> frozenset[Flo
              (("set_field", "tun_ipv4_dst", encap_ip), ("set_field", "tunnel_id", vni),
               ("output", TUNNEL_OFPORT)),
              cookie),
-    })
+    }
+    if routed:
+        flows.add(_neighbor(port, vni))
+    return frozenset(flows)
+
+
+Attached = tuple[tuple[RouterPortState, NetworkState], ...]  # router ports of known networks
+Floating = tuple[tuple[FloatingIpState, str], ...]  # floating IP, its port's IP
+
+
+@lru_cache(maxsize=4096)
+def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str | None,
+                 on_gateway_host: bool, floating: Floating) -> frozenset[Flow]:
+    """The router's flows on one host. The same on every host but its gateway host, whose
+    default route leads into GATEWAY instead of the tunnel and who also runs the NAT."""
+    cookie, key = router_cookie(router), router.key
+    flows = set()
+    leg_of = {}  # attached subnet -> (router port, network)
+    for rp, net in attached:
+        leg_of[ipaddress.IPv4Network(net.cidr)] = (rp, net)
+        in_net = ((REG_DATAPATH, net.key), ("eth_dst", rp.mac), ("eth_type", ETH_TYPE_IPV4))
+        flows |= {
+            Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
+                 (*_arp_request_for(net.gateway_ip), (REG_DATAPATH, net.key)),
+                 _arp_reply(rp.mac, net.gateway_ip), cookie),
+            # Echo reply in place: swap MACs and IPs (the gateway IP is known, so a move and a
+            # set do it without a scratch register); OVS fixes the ICMP checksum.
+            Flow(L3_GATE.id, PRIORITY_SPECIFIC,
+                 (*in_net, ("icmpv4_type", ICMP_ECHO_REQUEST), ("ip_proto", IP_PROTO_ICMP),
+                  ("ipv4_dst", net.gateway_ip)),
+                 (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", rp.mac),
+                  ("move", "ipv4_src", "ipv4_dst", 32), ("set_field", "ipv4_src", net.gateway_ip),
+                  ("set_field", "icmpv4_type", ICMP_ECHO_REPLY), ("output", OFPP_IN_PORT)),
+                 cookie),
+            Flow(L3_GATE.id, PRIORITY_OBJECT, in_net,
+                 (("set_field", REG_DATAPATH, key), ("goto", ROUTING.id)), cookie),
+            Flow(ROUTING.id, route_priority(net.cidr, attached=True),
+                 ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
+                  ("ipv4_dst", _ip_prefix(net.cidr))),
+                 (*_route_to(rp, net), ("move", "ipv4_dst", REG_NEXT_HOP, 32),
+                  ("goto", NEIGHBOR.id)),
+                 cookie),
+        }
+    for route in router.routes:
+        via = ipaddress.IPv4Address(route.via)
+        leg = next((leg for subnet, leg in leg_of.items() if via in subnet), None)
+        if leg is None:  # validate() rejects this; its network may just not be in the NB yet
+            continue
+        rp, net = leg
+        flows.add(Flow(ROUTING.id, route_priority(route.cidr, attached=False),
+                       ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
+                        ("ipv4_dst", _ip_prefix(route.cidr))),
+                       (*_route_to(rp, net), ("set_field", REG_NEXT_HOP, int(via)),
+                        ("goto", NEIGHBOR.id)),
+                       cookie))
+    if router.gateway is not None and gateway_encap_ip is not None:
+        # The default route: everything not internal leaves through the gateway host.
+        to_gateway = (("goto", GATEWAY.id),) if on_gateway_host else (
+            ("set_field", "tun_ipv4_dst", gateway_encap_ip), ("set_field", "tunnel_id", key),
+            ("output", TUNNEL_OFPORT))
+        flows.add(Flow(ROUTING.id, PRIORITY_ROUTER_LAST,
+                       ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4)),
+                       (("dec_ttl",), *to_gateway), cookie))
+        if on_gateway_host:
+            flows |= _gateway_flows(router, floating, cookie)
+    return frozenset(flows)
+
+
+def _route_to(rp: RouterPortState, net: NetworkState) -> tuple[Action, ...]:
+    """Leave the router through its leg in `net`."""
+    return (("set_field", REG_DATAPATH, net.key), ("set_field", "eth_src", rp.mac), ("dec_ttl",))
+
+
+def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[Flow]:
+    """North-south on the gateway host; the router key is also its conntrack zone."""
+    gw, key = router.gateway, router.key
+    in_router = ((REG_DATAPATH, key),)
+    ipv4 = ("eth_type", ETH_TYPE_IPV4)
+    enter_router = (("set_field", REG_DATAPATH, key), ("ct", False, key, L3_GATE.id, ("nat",)))
+    flows = {
+        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", TUNNEL_OFPORT), ("tunnel_id", key)),
+             (("set_field", REG_DATAPATH, key), ("goto", GATEWAY.id)), cookie),
+        # From the outside.
+        Flow(UPLINK_IN.id, PRIORITY_OBJECT, _arp_request_for(gw.ip), _arp_reply(gw.mac, gw.ip),
+             cookie),
+        Flow(UPLINK_IN.id, PRIORITY_OBJECT,
+             (("arp_op", ARP_REPLY), ("arp_spa", gw.next_hop), ("arp_tpa", gw.ip),
+              ("eth_type", ETH_TYPE_ARP)),
+             (("controller",),), cookie),
+        Flow(UPLINK_IN.id, PRIORITY_OBJECT, (ipv4, ("ipv4_dst", gw.ip)), enter_router, cookie),
+        Flow(L3_GATE.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_EST)),
+             (("goto", ROUTING.id),), cookie),
+        # New connections from the outside, except to a floating IP (below).
+        Flow(L3_GATE.id, PRIORITY_ROUTER_LAST, in_router, (), cookie),
+        # To the outside.
+        Flow(GATEWAY.id, PRIORITY_OBJECT, in_router, (("ct", False, key, NAT.id, ("nat",)),),
+             cookie),
+        Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_NEW)),
+             (("ct", True, key, UPLINK_OUT.id, ("snat", gw.ip)),), cookie),
+        Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_EST)),
+             (("goto", UPLINK_OUT.id),), cookie),
+    }
+    if gw.next_hop_mac is not None:
+        flows.add(Flow(UPLINK_OUT.id, PRIORITY_OBJECT, in_router,
+                       (("set_field", "eth_src", gw.mac), ("set_field", "eth_dst", gw.next_hop_mac),
+                        ("output", UPLINK_OFPORT)),
+                       cookie))
+    for fip, port_ip in floating:
+        flows |= {
+            Flow(UPLINK_IN.id, PRIORITY_OBJECT, _arp_request_for(fip.ip),
+                 _arp_reply(gw.mac, fip.ip), cookie),
+            Flow(UPLINK_IN.id, PRIORITY_OBJECT, (ipv4, ("ipv4_dst", fip.ip)), enter_router,
+                 cookie),
+            Flow(L3_GATE.id, PRIORITY_SPECIFIC,
+                 (*in_router, ("ct_state", CT_STATE_NEW), ipv4, ("ipv4_dst", fip.ip)),
+                 (("ct", True, key, ROUTING.id, ("dnat", port_ip)),), cookie),
+            Flow(NAT.id, PRIORITY_SPECIFIC,
+                 (*in_router, ("ct_state", CT_STATE_NEW), ipv4, ("ipv4_src", port_ip)),
+                 (("ct", True, key, UPLINK_OUT.id, ("snat", fip.ip)),), cookie),
+        }
+    return flows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,21 +323,22 @@ def remote_port_flows(port: PortState, vni: int, encap_ip: str) -> frozenset[Flo
 
 class _Placed:
     """A port that has flows: known network, bound to a known host."""
-    __slots__ = ("port", "network", "binding", "host", "cookie")
+    __slots__ = ("port", "network", "binding", "host", "cookie", "routed")
 
     def __init__(self, port: PortState, network: NetworkState, binding: Binding,
-                 host: HostState) -> None:
+                 host: HostState, routed: bool) -> None:
         self.port, self.network, self.binding, self.host = port, network, binding, host
         self.cookie = port_cookie(port)
+        self.routed = routed
 
     def local(self) -> frozenset[Flow]:
-        return local_port_flows(self.port, self.network.key, self.binding.ofport)
+        return local_port_flows(self.port, self.network.key, self.binding.ofport, self.routed)
 
     def remote(self) -> frozenset[Flow]:
-        return remote_port_flows(self.port, self.network.key, self.host.encap_ip)
+        return remote_port_flows(self.port, self.network.key, self.host.encap_ip, self.routed)
 
 
-def _place(topo: Topology, name: str) -> _Placed | None:
+def _place(topo: Topology, name: str, routed_networks: Mapping[str, str]) -> _Placed | None:
     port = topo.ports.get(name)
     binding = topo.bindings.get(name)
     if port is None or binding is None:
@@ -163,7 +347,7 @@ def _place(topo: Topology, name: str) -> _Placed | None:
     host = topo.hosts.get(binding.host)
     if network is None or host is None:
         return None
-    return _Placed(port, network, binding, host)
+    return _Placed(port, network, binding, host, port.network in routed_networks)
 
 
 def _changed_names(old: Mapping, new: Mapping) -> set[str]:
@@ -175,6 +359,13 @@ def _changed_names(old: Mapping, new: Mapping) -> set[str]:
         if before is not value and before != value:
             changed.add(name)
     return changed
+
+
+class _Needs(NamedTuple):
+    """What one host needs flows for (see the module docstring)."""
+    local_networks: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()  # local ones and those of its routers
+    routers: frozenset[str] = frozenset()
 
 
 class Compiler:
@@ -196,7 +387,13 @@ class Compiler:
         self._ports_of_network: dict[str, set[str]] = {}  # network name -> port names (all)
         self._ports_on_host: dict[str, set[str]] = {}  # host name -> bound port names (all)
         self._remote: dict[str, dict[int, frozenset[Flow]]] = {}  # network -> remote fragments
-        self._host_networks: dict[str, frozenset[str]] = {}  # host -> networks with local ports
+        self._needs: dict[str, _Needs] = {}  # host -> what it needs
+        # Router indexes, rebuilt whenever a router changes (rare).
+        self._router_of_network: dict[str, str] = {}
+        self._routers_of_gateway_host: dict[str, set[str]] = {}
+        self._routers_of_floating_port: dict[str, set[str]] = {}
+        # router -> (its flows elsewhere, its flows on its gateway host)
+        self._router_fragments: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = {}
 
     def update(self, topo: Topology) -> dict[str, HostFlows]:
         """Adopt `topo`; return, per host, the cookies whose flows changed and their new flows.
@@ -204,10 +401,12 @@ class Compiler:
         An empty frozenset means the object no longer has flows on that host. Hosts without
         changes are left out. Cost: an identity scan of the topology plus work proportional to
         what changed (share unchanged objects between topologies, see Topology.replace).
+        A router change re-derives every host's needs and rebuilds the hosts of that router.
         """
         old = self.topo
         changed_hosts = _changed_names(old.hosts, topo.hosts)
         changed_networks = _changed_names(old.networks, topo.networks)
+        changed_routers = _changed_names(old.routers, topo.routers)
         changed_ports = (_changed_names(old.ports, topo.ports)
                          | _changed_names(old.bindings, topo.bindings))
         # Ports whose flows depend on a changed network or host (VNI, encap_ip).
@@ -215,32 +414,45 @@ class Compiler:
             changed_ports |= self._ports_of_network.get(name, set())
         for name in changed_hosts:
             changed_ports |= self._ports_on_host.get(name, set())
+        if changed_routers:
+            routed_before = self._router_of_network.keys()
+            self._index_routers(topo)
+            # Networks that gained or lost a router: their ports gain or lose NEIGHBOR.
+            for name in routed_before ^ self._router_of_network.keys():
+                changed_ports |= self._ports_of_network.get(name, set())
 
         old_placed = {name: self._placed.get(name) for name in changed_ports}
         self._reindex(old, topo, changed_ports)
         new_placed = {name: self._placed.get(name) for name in changed_ports}
         self.topo = topo
+        dirty_routers = self._refresh_routers(changed_routers, changed_networks, changed_hosts,
+                                              changed_ports)
 
-        # Hosts whose set of networks changes get recompiled whole; the rest patch cookies.
+        # Hosts whose needs change get recompiled whole; the rest patch cookies.
         touched_hosts = set(changed_hosts)
         for placed in (*old_placed.values(), *new_placed.values()):
             if placed is not None:
                 touched_hosts.add(placed.binding.host)
+        if changed_routers:
+            touched_hosts |= self._needs.keys() | topo.hosts.keys()
         rebuild = set(changed_hosts)
-        old_networks = dict(self._host_networks)
+        old_needs = {host: self._needs.get(host, _Needs()) for host in touched_hosts}
         for host in touched_hosts:
-            networks = self._networks_of(host)
-            if networks != self._host_networks.get(host, frozenset()):
+            needs = self._needs_of(host) if host in topo.hosts else _Needs()
+            if needs != old_needs[host]:
                 rebuild.add(host)
-            if networks or host in topo.hosts:
-                self._host_networks[host] = networks
+            if host in topo.hosts:
+                self._needs[host] = needs
             else:
-                self._host_networks.pop(host, None)
+                self._needs.pop(host, None)
 
-        for host in touched_hosts | set(old.hosts) | set(topo.hosts):
-            if changed_networks & (old_networks.get(host, frozenset())
-                                   | self._host_networks.get(host, frozenset())):
-                rebuild.add(host)
+        if changed_networks or changed_routers:
+            for host in set(old.hosts) | set(topo.hosts):
+                before = old_needs.get(host) or self._needs.get(host, _Needs())
+                after = self._needs.get(host, _Needs())
+                if (changed_networks & (before.networks | after.networks)
+                        or changed_routers & (before.routers | after.routers)):
+                    rebuild.add(host)
 
         changes: dict[str, HostFlows] = {}
         for host in sorted(set(old.hosts) | set(topo.hosts)):
@@ -254,10 +466,52 @@ class Compiler:
                     c: after.get(c, frozenset()) for c in before.keys() | after.keys()
                     if before.get(c) != after.get(c)}
             else:
-                diff = self._patch_host(host, old_placed, new_placed)
+                diff = self._patch_host(host, old_placed, new_placed, dirty_routers)
             if diff:
                 changes[host] = diff
         return changes
+
+    def _index_routers(self, topo: Topology) -> None:
+        self._router_of_network = {}
+        self._routers_of_gateway_host = {}
+        self._routers_of_floating_port = {}
+        for router in topo.routers.values():
+            for rp in router.ports:
+                self._router_of_network[rp.network] = router.name
+            if router.gateway is not None:
+                self._routers_of_gateway_host.setdefault(router.gateway.host, set()).add(
+                    router.name)
+            for fip in router.floating_ips:
+                self._routers_of_floating_port.setdefault(fip.port, set()).add(router.name)
+
+    def _refresh_routers(self, changed_routers: set[str], changed_networks: set[str],
+                         changed_hosts: set[str], changed_ports: set[str]) -> set[str]:
+        """Recompute the fragments of routers whose inputs changed; return their names."""
+        dirty = set(changed_routers)
+        dirty.update(self._router_of_network[n] for n in changed_networks
+                     if n in self._router_of_network)
+        for host in changed_hosts:  # the default route tunnels to the gateway host's encap_ip
+            dirty |= self._routers_of_gateway_host.get(host, set())
+        for port in changed_ports:  # a floating IP maps to its port's IP
+            dirty |= self._routers_of_floating_port.get(port, set())
+        for name in dirty:
+            router = self.topo.routers.get(name)
+            if router is None:
+                self._router_fragments.pop(name, None)
+                continue
+            topo = self.topo
+            attached = tuple((rp, topo.networks[rp.network]) for rp in router.ports
+                             if rp.network in topo.networks)
+            gateway_host = topo.hosts.get(router.gateway.host) if router.gateway else None
+            encap_ip = gateway_host.encap_ip if gateway_host else None
+            networks = {rp.network for rp, _ in attached}
+            floating = tuple((fip, topo.ports[fip.port].ip) for fip in router.floating_ips
+                             if fip.port in topo.ports
+                             and topo.ports[fip.port].network in networks)
+            self._router_fragments[name] = (
+                router_flows(router, attached, encap_ip, False, ()),
+                router_flows(router, attached, encap_ip, True, floating))
+        return dirty
 
     def _reindex(self, old: Topology, topo: Topology, names: set[str]) -> None:
         # Two passes: take every old entry out before putting new ones in, so a key that moves
@@ -277,43 +531,71 @@ class Compiler:
                 self._ports_of_network.setdefault(port.network, set()).add(name)
             if binding is not None:
                 self._ports_on_host.setdefault(binding.host, set()).add(name)
-            placed = _place(topo, name)
+            placed = _place(topo, name, self._router_of_network)
             if placed is not None:
                 self._placed[name] = placed
                 self._remote.setdefault(placed.network.name, {})[placed.cookie] = placed.remote()
 
-    def _networks_of(self, host: str) -> frozenset[str]:
-        return frozenset(placed.network.name for placed in self._local_ports(host))
+    def _needs_of(self, host: str) -> _Needs:
+        local = frozenset(placed.network.name for placed in self._local_ports(host))
+        routers = {self._router_of_network[n] for n in local if n in self._router_of_network}
+        routers |= self._routers_of_gateway_host.get(host, set())
+        networks = local.union(*({rp.network for rp in self.topo.routers[r].ports}
+                                 for r in routers))
+        return _Needs(local, networks, frozenset(routers))
 
     def _local_ports(self, host: str) -> list[_Placed]:
         return [self._placed[name] for name in self._ports_on_host.get(host, ())
                 if name in self._placed]
 
+    def _router_fragment(self, name: str, host: str) -> frozenset[Flow]:
+        router = self.topo.routers[name]
+        elsewhere, on_gateway = self._router_fragments[name]
+        return on_gateway if router.gateway and router.gateway.host == host else elsewhere
+
     def _compile_host(self, host: str) -> HostFlows:
         result: HostFlows = {STATIC_COOKIE: static_flows()}
-        for name in sorted(self._host_networks.get(host, ())):
-            network = self.topo.networks[name]
+        needs = self._needs.get(host, _Needs())
+        for name in sorted(needs.networks):
             result.update(self._remote.get(name, {}))
+        for name in needs.local_networks:
+            network = self.topo.networks[name]
             result[network_cookie(network)] = network_flows(network)
+        for name in needs.routers:
+            flows = self._router_fragment(name, host)
+            if flows:
+                result[router_cookie(self.topo.routers[name])] = flows
         for placed in self._local_ports(host):
             result[placed.cookie] = placed.local()
         return result
 
     def _patch_host(self, host: str, old_placed: dict[str, _Placed | None],
-                    new_placed: dict[str, _Placed | None]) -> HostFlows:
-        """Replace the flows of changed ports on a host whose networks stay the same."""
+                    new_placed: dict[str, _Placed | None], dirty_routers: set[str]
+                    ) -> HostFlows:
+        """Replace the flows of changed ports and routers on a host whose needs stay the same.
+
+        (A changed router's cookie may move; hosts of changed routers are rebuilt instead.)
+        """
         flows = self.flows[host]
-        networks = self._host_networks.get(host, frozenset())
+        needs = self._needs.get(host, _Needs())
         before: HostFlows = {}
         for placed in old_placed.values():
             if placed is not None and placed.cookie in flows:
                 before[placed.cookie] = flows.pop(placed.cookie)
         for placed in new_placed.values():
-            if placed is None or placed.network.name not in networks:
+            if placed is None or placed.network.name not in needs.networks:
                 continue
             before.setdefault(placed.cookie, flows.get(placed.cookie, frozenset()))
             flows[placed.cookie] = (placed.local() if placed.binding.host == host
                                     else placed.remote())
+        for name in dirty_routers & needs.routers:
+            cookie = router_cookie(self.topo.routers[name])
+            before.setdefault(cookie, flows.get(cookie, frozenset()))
+            new = self._router_fragment(name, host)
+            if new:
+                flows[cookie] = new
+            else:
+                flows.pop(cookie, None)
         return {c: flows.get(c, frozenset()) for c, old in before.items()
                 if flows.get(c, frozenset()) != old}
 

@@ -5,7 +5,8 @@ Regenerate with:  python3 -m flows.docgen > docs/pipeline.md
 from __future__ import annotations
 
 from flows import compiler
-from flows.pipeline import COOKIE_FIELDS, OFPP_IN_PORT, REGISTERS, TABLES, TUNNEL_OFPORT
+from flows.pipeline import (COOKIE_FIELDS, OFPP_IN_PORT, REGISTERS, TABLES, TUNNEL_OFPORT,
+                            UPLINK_OFPORT)
 
 
 def _bits(bits: tuple[int, int]) -> str:
@@ -38,7 +39,9 @@ def generate() -> str:
     lines += [
         "",
         f"The Geneve port is ofport {TUNNEL_OFPORT} on every host (`remote_ip=flow`, "
-        f"`key=flow`, `ofport_request={TUNNEL_OFPORT}`); tun_id is the network VNI. "
+        f"`key=flow`, `ofport_request={TUNNEL_OFPORT}`); tun_id is the network VNI, or a "
+        f"router key for traffic to that router's gateway host. On a gateway host the uplink "
+        f"interface is ofport {UPLINK_OFPORT}. "
         f"ARP replies leave through OFPP_IN_PORT ({OFPP_IN_PORT:#x}).",
         "",
         "## Registers",

@@ -6,11 +6,24 @@ Match fields are Ryu OXM/NXM names, see FIELD_BITS. Values are ints, except MAC 
 (lowercase "aa:bb:cc:dd:ee:ff") and IPv4 fields ("10.0.0.1"). A masked match is a
 (value, mask) tuple of the same types. `Flow.match` is a tuple of (field, value) sorted by field.
 
+`ct_state` is matched as (value, mask) of the CT_* bits below (OVS's own bit values);
+`ct_zone`, `ip_proto`, `nw_ttl`, `icmpv4_type`, `icmpv4_code`, `tcp_*`, `udp_*` are ints.
+OpenFlow prerequisites are spelled out: a match on ipv4_*/ip_proto carries eth_type=0x0800,
+one on icmpv4_* also ip_proto=1, one on arp_* eth_type=0x0806.
+
 Actions are tuples, applied in order:
     ("output", port)                      port: int (OFPP_IN_PORT allowed)
-    ("set_field", field, value)
+    ("set_field", field, value)           also ipv4_src/ipv4_dst, icmpv4_type, eth_*, regs
     ("move", src_field, dst_field, n_bits) NXM move of the low n_bits, offsets 0
-    ("dec_ttl",)
+    ("dec_ttl",)                          OVS drops the packet when the TTL would reach 0
+    ("ct", commit, zone, table, nat)      OVS ct(): commit: bool, zone: int (16 bits),
+                                          table: int | None (recirculate there, with ct_state
+                                          set; the compiler puts nothing after it),
+                                          nat: None | ("nat",) (apply the connection's
+                                          existing mapping, e.g. un-NAT a reply) |
+                                          ("snat", ip) | ("dnat", ip) (new mapping; only
+                                          with commit=True)
+    ("controller",)                       packet-in to the controller, max_len 65535
     ("goto", table_id)                    always last; becomes an OF goto-table instruction
 Empty actions = drop.
 """
@@ -22,7 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from flows.pipeline import OFPP_IN_PORT, TUNNEL_OFPORT
+from flows.pipeline import OFPP_IN_PORT, TUNNEL_OFPORT, UPLINK_OFPORT
 
 MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
 IPV4_FIELDS = frozenset({"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_dst"})
@@ -30,14 +43,31 @@ FIELD_BITS: dict[str, int] = {
     "in_port": 32, "eth_src": 48, "eth_dst": 48, "eth_type": 16, "arp_op": 16,
     "arp_spa": 32, "arp_tpa": 32, "arp_sha": 48, "arp_tha": 48, "ip_proto": 8,
     "ipv4_src": 32, "ipv4_dst": 32, "tunnel_id": 64, "tun_ipv4_dst": 32, "metadata": 64,
-    "nw_ttl": 8, **{f"reg{i}": 32 for i in range(16)},
+    "nw_ttl": 8, "icmpv4_type": 8, "icmpv4_code": 8, "tcp_src": 16, "tcp_dst": 16,
+    "udp_src": 16, "udp_dst": 16, "ct_state": 32, "ct_zone": 16,
+    **{f"reg{i}": 32 for i in range(16)},
 }
-ACTIONS = frozenset({"output", "set_field", "move", "dec_ttl", "goto"})
+ACTIONS = frozenset({"output", "set_field", "move", "dec_ttl", "ct", "controller", "goto"})
+
+# ct_state bits, as OVS numbers them.
+CT_NEW = 0x01
+CT_EST = 0x02
+CT_REL = 0x04
+CT_RPL = 0x08
+CT_INV = 0x10
+CT_TRK = 0x20
+CT_FLAGS = (("new", CT_NEW), ("est", CT_EST), ("rel", CT_REL), ("rpl", CT_RPL), ("inv", CT_INV),
+            ("trk", CT_TRK))  # as ovs-ofctl names them
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
 ARP_REQUEST = 1
 ARP_REPLY = 2
+IP_PROTO_ICMP = 1
+IP_PROTO_TCP = 6
+IP_PROTO_UDP = 17
+ICMP_ECHO_REPLY = 0
+ICMP_ECHO_REQUEST = 8
 
 
 def value_to_int(field_name: str, value: Any) -> int:
@@ -99,6 +129,46 @@ class Binding:
     ofport: int
 
 
+@dataclass(frozen=True, slots=True)
+class RouterPortState:
+    """A router's leg in a network; its IP is that network's gateway_ip."""
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    cidr: str
+    via: str  # next hop, on one of the router's attached subnets
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """The router's way out: the uplink of `host`, source-NATed to `ip`."""
+    host: str
+    mac: str
+    ip: str
+    prefixlen: int
+    next_hop: str
+    next_hop_mac: str | None  # learned by the controller; None: egress is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class FloatingIpState:
+    ip: str
+    port: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    name: str
+    key: int  # same 24-bit space as network VNIs; also the ct zone on the gateway host
+    ports: tuple[RouterPortState, ...]
+    routes: tuple[RouteState, ...] = ()
+    gateway: GatewayState | None = None
+    floating_ips: tuple[FloatingIpState, ...] = ()
+
+
 def _frozen(mapping: Mapping) -> Mapping:
     return MappingProxyType(dict(mapping))
 
@@ -109,20 +179,24 @@ class Topology:
     networks: Mapping[str, NetworkState] = field(default_factory=dict)
     ports: Mapping[str, PortState] = field(default_factory=dict)
     bindings: Mapping[str, Binding] = field(default_factory=dict)  # by port name
+    routers: Mapping[str, RouterState] = field(default_factory=dict)
 
     @classmethod
     def build(cls, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
               ports: Iterable[PortState] = (), bindings: Iterable[Binding] = (),
-              validate: bool = True) -> Topology:
+              validate: bool = True, routers: Iterable[RouterState] = ()) -> Topology:
         topo = cls(_frozen({h.name: h for h in hosts}), _frozen({n.name: n for n in networks}),
-                   _frozen({p.name: p for p in ports}), _frozen({b.port: b for b in bindings}))
+                   _frozen({p.name: p for p in ports}), _frozen({b.port: b for b in bindings}),
+                   _frozen({r.name: r for r in routers}))
         if validate:
             topo.validate()
         return topo
 
     def replace(self, *, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
                 ports: Iterable[PortState] = (), bindings: Iterable[Binding] = (),
-                remove_ports: Iterable[str] = (), remove_bindings: Iterable[str] = ()) -> Topology:
+                routers: Iterable[RouterState] = (), remove_ports: Iterable[str] = (),
+                remove_bindings: Iterable[str] = (),
+                remove_routers: Iterable[str] = ()) -> Topology:
         """A new topology with these objects added or replaced; everything else is shared.
 
         Sharing unchanged objects keeps Compiler.update() cheap (it compares by identity first).
@@ -138,8 +212,17 @@ class Topology:
         new_bindings.update((b.port, b) for b in bindings)
         new_hosts = {**self.hosts, **{h.name: h for h in hosts}}
         new_networks = {**self.networks, **{n.name: n for n in networks}}
+        new_routers = {name: r for name, r in self.routers.items() if name not in remove_routers}
+        new_routers.update((r.name, r) for r in routers)
         return Topology(_frozen(new_hosts), _frozen(new_networks), _frozen(new_ports),
-                        _frozen(new_bindings))
+                        _frozen(new_bindings), _frozen(new_routers))
+
+    def router_of(self, network: str) -> RouterState | None:
+        """The router attached to a network, if any (validate() allows at most one)."""
+        for router in self.routers.values():
+            if any(rp.network == network for rp in router.ports):
+                return router
+        return None
 
     def validate(self) -> None:
         """Raise ValueError on inputs that would make two flows collide on a switch."""
@@ -169,9 +252,65 @@ class Topology:
         unique("(network, ip)", ((p.network, p.ip) for p in self.ports.values()))
         unique("(host, ofport)", ((b.host, b.ofport) for b in self.bindings.values()))
         for b in self.bindings.values():
-            if not 1 <= b.ofport < 0xFF00 or b.ofport == TUNNEL_OFPORT:
+            if not 1 <= b.ofport < 0xFF00 or b.ofport in (TUNNEL_OFPORT, UPLINK_OFPORT):
                 raise ValueError(f"binding {b.port}: ofport {b.ofport} not usable")
+        self._validate_routers()
 
+    def _validate_routers(self) -> None:
+        vnis = {n.key for n in self.networks.values()}
+        router_keys: set[int] = set()
+        attached: dict[str, str] = {}  # network -> router
+        external_ips: set[str] = set()
+        for r in self.routers.values():
+            where = f"router {r.name}"
+            if not 1 <= r.key < 1 << 24 or r.key in vnis or r.key in router_keys:
+                raise ValueError(f"{where}: key {r.key} is not a 24-bit key unused by any "
+                                 "network or router")
+            router_keys.add(r.key)
+            subnets: list[ipaddress.IPv4Network] = []
+            for rp in r.ports:
+                if rp.mac != rp.mac.lower():
+                    raise ValueError(f"{where}: MAC {rp.mac} must be lowercase")
+                if rp.network in attached:
+                    raise ValueError(f"{where}: network {rp.network} is already attached to "
+                                     f"router {attached[rp.network]}")
+                attached[rp.network] = r.name
+                net = self.networks.get(rp.network)
+                if net is None:
+                    continue  # not in the NB yet: the compiler skips it
+                subnet = ipaddress.IPv4Network(net.cidr)
+                for other in subnets:
+                    if subnet.overlaps(other):
+                        raise ValueError(f"{where}: subnet {subnet} of {net.name} overlaps "
+                                         f"{other}")
+                subnets.append(subnet)
+            unique_routes = set()
+            for route in r.routes:
+                if route.cidr in unique_routes:
+                    raise ValueError(f"{where}: duplicate route {route.cidr}")
+                unique_routes.add(route.cidr)
+                if not any(ipaddress.IPv4Address(route.via) in s for s in subnets):
+                    raise ValueError(f"{where}: route {route.cidr} via {route.via}: the next "
+                                     "hop is on no attached subnet")
+            gw = r.gateway
+            if gw is None:
+                if r.floating_ips:
+                    raise ValueError(f"{where}: floating IPs need a gateway")
+                continue
+            if r.key >= 1 << 16:
+                raise ValueError(f"{where}: key {r.key} is its ct zone on the gateway host, "
+                                 "which has 16 bits")
+            if gw.mac != gw.mac.lower():
+                raise ValueError(f"{where}: gateway MAC {gw.mac} must be lowercase")
+            fip_ports = set()
+            for ip in (gw.ip, *(f.ip for f in r.floating_ips)):
+                if ip in external_ips:
+                    raise ValueError(f"{where}: duplicate external IP {ip}")
+                external_ips.add(ip)
+            for fip in r.floating_ips:
+                if fip.port in fip_ports:
+                    raise ValueError(f"{where}: port {fip.port} has two floating IPs")
+                fip_ports.add(fip.port)
 
 # --------------------------------------------------------------------------------------------
 # Flows
@@ -212,8 +351,11 @@ def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
 
 
 __all__ = [
-    "HostState", "NetworkState", "PortState", "Binding", "Topology", "Flow", "sorted_flows",
+    "HostState", "NetworkState", "PortState", "Binding", "RouterPortState", "RouteState",
+    "GatewayState", "FloatingIpState", "RouterState", "Topology", "Flow", "sorted_flows",
     "value_to_int", "int_to_value", "FIELD_BITS", "MAC_FIELDS", "IPV4_FIELDS", "ACTIONS",
     "ETH_TYPE_IPV4", "ETH_TYPE_ARP", "ARP_REQUEST", "ARP_REPLY", "OFPP_IN_PORT",
-    "TUNNEL_OFPORT",
+    "TUNNEL_OFPORT", "UPLINK_OFPORT", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL", "CT_INV", "CT_TRK",
+    "CT_FLAGS",
+    "IP_PROTO_ICMP", "IP_PROTO_TCP", "IP_PROTO_UDP", "ICMP_ECHO_REQUEST", "ICMP_ECHO_REPLY",
 ]

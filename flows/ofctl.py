@@ -4,13 +4,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from flows.model import FIELD_BITS, IPV4_FIELDS, MAC_FIELDS, Flow
+from flows.model import CT_FLAGS, FIELD_BITS, IPV4_FIELDS, MAC_FIELDS, Flow
 from flows.pipeline import OFPP_IN_PORT
 
 # ovs-ofctl spells some fields differently from Ryu.
 _OFCTL_NAMES = {
     "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_proto": "nw_proto",
     "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "tunnel_id": "tun_id", "tun_ipv4_dst": "tun_dst",
+    "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code",
 }
 # move: ovs-ofctl prints NXM names there.
 _NXM_NAMES = {
@@ -20,14 +21,23 @@ _NXM_NAMES = {
     "metadata": "OXM_OF_METADATA", **{f"reg{i}": f"NXM_NX_REG{i}" for i in range(16)},
 }
 # Fields printed in decimal, as ovs-ofctl does; the rest (keys, registers, types) in hex.
-_DECIMAL = frozenset({"in_port", "arp_op", "ip_proto", "nw_ttl"})
+_DECIMAL = frozenset({"in_port", "arp_op", "ip_proto", "nw_ttl", "icmpv4_type", "icmpv4_code",
+                      "tcp_src", "tcp_dst", "udp_src", "udp_dst", "ct_zone"})
+
 
 
 def _name(field: str) -> str:
     return _OFCTL_NAMES.get(field, field)
 
 
+def _ct_state(value: int, mask: int) -> str:
+    """(value, mask) as ovs-ofctl flags, e.g. +new+trk; a bit in the mask but not set is -."""
+    return "".join(("+" if value & bit else "-") + name for name, bit in CT_FLAGS if mask & bit)
+
+
 def _value(field: str, value) -> str:
+    if field == "ct_state":
+        return _ct_state(*value) if isinstance(value, tuple) else _ct_state(value, 0xFF)
     if isinstance(value, tuple):
         return f"{_value(field, value[0])}/{_value(field, value[1])}"
     if field in MAC_FIELDS or field in IPV4_FIELDS or field in _DECIMAL:
@@ -53,6 +63,18 @@ def _action(action: tuple) -> str:
         return f"move:{_NXM_NAMES[src]}{bits(src)}->{_NXM_NAMES[dst]}{bits(dst)}"
     if kind == "dec_ttl":
         return "dec_ttl"
+    if kind == "ct":
+        _, commit, zone, table, nat = action
+        args = ["commit"] if commit else []
+        args.append(f"zone={zone}")
+        if table is not None:
+            args.append(f"table={table}")
+        if nat is not None:
+            kind_to_arg = {"snat": "src", "dnat": "dst"}
+            args.append("nat" if nat[0] == "nat" else f"nat({kind_to_arg[nat[0]]}={nat[1]})")
+        return f"ct({','.join(args)})"
+    if kind == "controller":
+        return "CONTROLLER:65535"
     if kind == "goto":
         return f"goto_table:{action[1]}"
     raise ValueError(f"unknown action {action!r}")

@@ -29,7 +29,8 @@ CLASSIFY = Table(
     "CLASSIFY", 0,
     "Local port: load the network key (metadata) and logical inport (reg14), go to PORT_SECURITY. "
     "Geneve port: network key from tun_id, set the from-tunnel flag, go straight to L2_LOOKUP "
-    "(the sender's host already did port security and ARP).")
+    "(the sender's host already did port security, ARP and routing); on a gateway host, "
+    "tun_id = a router key goes to GATEWAY. Uplink port: go to UPLINK_IN.")
 PORT_SECURITY = Table(
     "PORT_SECURITY", 10,
     "IPv4 and ARP are let through only with the port's own MAC and IP (eth_src, ipv4_src, "
@@ -41,21 +42,42 @@ ARP_RESPONDER = Table(
 ACL_EGRESS = Table(
     "ACL_EGRESS", 30, "Policy from the sending port's point of view (ct, conjunction).",
     reserved_for="ACL issue")
+UPLINK_IN = Table(
+    "UPLINK_IN", 35,
+    "Gateway host, frames from the uplink: ARP requests for the external or a floating IP are "
+    "answered with the external MAC; the next hop's ARP reply goes to the controller; IPv4 to "
+    "the external or a floating IP enters the router (metadata = router key) through "
+    "ct(zone=router, nat) (un-SNAT of replies, un-DNAT of floating-IP traffic), recirculating "
+    "into L3_GATE.")
 L3_GATE = Table(
-    "L3_GATE", 40, "Frames to a router-port MAC go to ROUTING, others to L2_LOOKUP.",
-    reserved_for="L3 issue")
+    "L3_GATE", 40,
+    "IPv4 to a router-port MAC enters the router (metadata = router key) and goes to ROUTING; "
+    "ping to the gateway IP is answered in place. From the uplink: established connections go "
+    "to ROUTING, new ones only to a floating IP (committed with DNAT), the rest is dropped. "
+    "Everything else goes to L2_LOOKUP.")
 ROUTING = Table(
-    "ROUTING", 50, "Longest-prefix match; rewrite metadata, eth_src, dec_ttl.",
-    reserved_for="L3 issue")
+    "ROUTING", 50,
+    "Longest prefix on (router, ipv4_dst), priority growing with the prefix length: attached "
+    "subnets and static routes set the destination network (metadata), the router-port MAC "
+    "as eth_src, the next hop (reg0) and dec_ttl. The default route (lowest priority) leads "
+    "to the router's gateway host: GATEWAY there, the tunnel with tun_id = router key "
+    "elsewhere.")
 NEIGHBOR = Table(
-    "NEIGHBOR", 60, "(network, ipv4_dst) sets eth_dst to the known port MAC.",
-    reserved_for="L3 issue")
+    "NEIGHBOR", 60,
+    "(network, next hop) sets eth_dst to that port's MAC, known from the NB (no ARP); "
+    "unknown next hops are dropped.")
 GATEWAY = Table(
-    "GATEWAY", 70, "ARP and ping for the gateway IPs answered in flows.",
-    reserved_for="L3 issue")
+    "GATEWAY", 70,
+    "Gateway host, traffic leaving a router for the outside: ct(zone=router, nat) applies an "
+    "existing mapping (replies of floating-IP connections) and recirculates into NAT.")
 NAT = Table(
-    "NAT", 80, "SNAT/DNAT with ct on the gateway host.",
-    reserved_for="NAT issue")
+    "NAT", 80,
+    "Gateway host: new outgoing connections are committed with SNAT to the port's floating "
+    "IP or else to the external IP; established ones go on to UPLINK_OUT.")
+UPLINK_OUT = Table(
+    "UPLINK_OUT", 85,
+    "Gateway host: eth_src = external MAC, eth_dst = next hop MAC, output to the uplink; "
+    "while the next hop's MAC is unknown this misses and the packet is dropped.")
 L2_LOOKUP = Table(
     "L2_LOOKUP", 90,
     "(network, eth_dst) of a local port loads the logical outport (reg15) and goes to OUTPUT; "
@@ -68,8 +90,8 @@ ACL_INGRESS = Table(
 OUTPUT = Table("OUTPUT", 110, "Output to the ofport of the logical outport (reg15).")
 
 TABLES: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ACL_EGRESS, L3_GATE, ROUTING, NEIGHBOR, GATEWAY,
-    NAT, L2_LOOKUP, ACL_INGRESS, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ACL_EGRESS, UPLINK_IN, L3_GATE, ROUTING, NEIGHBOR,
+    GATEWAY, NAT, UPLINK_OUT, L2_LOOKUP, ACL_INGRESS, OUTPUT,
 )
 TABLE_BY_ID: dict[int, Table] = {t.id: t for t in TABLES}
 
@@ -92,20 +114,24 @@ REG_INPORT = "reg14"
 REG_OUTPORT = "reg15"
 REG_FLAGS = "reg10"
 REG_CT_ZONE = "reg13"
+REG_NEXT_HOP = "reg0"
 
 # reg10 flag bits. Registers are zero when a packet enters the pipeline, so CLASSIFY may write
 # the whole register; later writers of other flags must use a masked load.
 FLAG_FROM_TUNNEL = 1 << 0
-FLAG_ROUTED = 1 << 1  # reserved for the L3 issue
 
 REGISTERS: tuple[Register, ...] = (
-    Register("datapath", REG_DATAPATH, (0, 23), "logical datapath key = network VNI (24 bits)"),
+    Register("datapath", REG_DATAPATH, (0, 23),
+             "logical datapath key = network VNI or router key (one 24-bit space)"),
+    Register("next_hop", REG_NEXT_HOP, (0, 31),
+             "IPv4 next hop chosen by ROUTING, looked up in NEIGHBOR"),
     Register("inport", REG_INPORT, (0, 31), "logical inport = port key"),
     Register("outport", REG_OUTPORT, (0, 31), "logical outport = port key"),
     Register("from_tunnel", REG_FLAGS, (0, 0),
              "frame came in on the Geneve port: never tunnel it again (split horizon)"),
-    Register("routed", REG_FLAGS, (1, 1), "frame went through ROUTING", reserved_for="L3 issue"),
-    Register("ct_zone", REG_CT_ZONE, (0, 15), "conntrack zone", reserved_for="ACL/NAT issues"),
+    Register("ct_zone", REG_CT_ZONE, (0, 15),
+             "conntrack zone of ACLs (NAT uses the router key as an immediate zone)",
+             reserved_for="ACL issue"),
 )
 
 # --------------------------------------------------------------------------------------------
@@ -115,6 +141,8 @@ REGISTERS: tuple[Register, ...] = (
 # The controller creates one flow-based Geneve port (options remote_ip=flow, key=flow) on every
 # host with ofport_request=TUNNEL_OFPORT, so flows can name it without asking OVSDB.
 TUNNEL_OFPORT = 65000
+# On a router's gateway host the uplink interface is plugged into br-int with this ofport.
+UPLINK_OFPORT = 65001
 OFPP_IN_PORT = 0xFFFFFFF8  # OpenFlow "send back out the port it came in on"
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +166,8 @@ class CookieField:
 
 
 COOKIE_FIELDS: tuple[CookieField, ...] = (
-    CookieField("object key", (0, 39), "port key, network VNI, host key, ...; 0 for STATIC"),
+    CookieField("object key", (0, 39),
+                "port key, network VNI, router key, host key, ...; 0 for STATIC"),
     CookieField("category", (40, 47),
                 ", ".join(f"{c.name}={c.value}" for c in Category)),
     CookieField("round", (48, 63),

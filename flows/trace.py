@@ -1,31 +1,50 @@
-"""Offline packet tracer over compiled flows, following OpenFlow 1.3 semantics.
+"""Offline packet tracer over compiled flows, following OpenFlow 1.3 / OVS semantics.
 
-Each host starts the packet with metadata and registers at 0, as a switch does. In each table
-the highest-priority matching flow wins (masked matches supported; a field the packet does not
-have never matches). Its actions run in order; "goto" continues in another
-table; with no goto the packet leaves the pipeline and is sent to the collected output.
+Each host starts the packet with metadata, registers and ct_state at 0, as a switch does. In
+each table the highest-priority matching flow wins (masked matches supported; a field the
+packet does not have never matches). Its actions run in order; "goto" continues in another
+table; with no goto the packet leaves the pipeline through the collected output.
 Output to TUNNEL_OFPORT hops to the host whose encap_ip is tun_ipv4_dst, arriving with
-in_port=TUNNEL_OFPORT, the same tunnel_id, and metadata/registers zeroed like on a real switch.
+in_port=TUNNEL_OFPORT, the same tunnel_id, and metadata/registers/ct state zeroed like on a real
+switch. Output to UPLINK_OFPORT leaves for the outside ("sent-out-uplink"); a packet from the
+outside is traced by starting it on the gateway host with in_port=UPLINK_OFPORT.
+
+ct is modelled by `Conntrack`: per (host, zone), the committed connections, keyed by
+(ipv4_src, ipv4_dst, ip_proto, source port, destination port), ICMP using its id
+("icmpv4_id", a tracer-only packet field) for both ports. A lookup finds a packet in the
+original or the reply direction: +trk+new if unknown or not yet answered, +trk+est (+rpl for
+the reply direction) once a reply was seen. commit stores the connection with its snat/dnat
+translation; ("nat",) applies an existing translation (reversed for replies). ct with a table
+recirculates there with ct_state set; without one it only commits. Pass one Conntrack to
+several traces so a reply sees the connection its request made.
 
 Packets are dicts of vocabulary fields (see flows.model). Only one output per trace is
 supported: the compiler never emits more.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flows.compiler import compile_all
-from flows.model import (ETH_TYPE_ARP, ETH_TYPE_IPV4, FIELD_BITS, Flow, Topology, int_to_value,
-                         value_to_int, ARP_REQUEST)
-from flows.pipeline import (CLASSIFY, OFPP_IN_PORT, TABLE_BY_ID, TUNNEL_OFPORT, Category,
-                            parse_cookie)
+from flows.model import (ARP_REQUEST, CT_EST, CT_FLAGS, CT_INV, CT_NEW, CT_RPL, CT_TRK,
+                         ETH_TYPE_ARP, ETH_TYPE_IPV4, FIELD_BITS, ICMP_ECHO_REQUEST,
+                         IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, Flow, Topology,
+                         int_to_value, value_to_int)
+from flows.ofctl import to_ofctl
+from flows.pipeline import (CLASSIFY, OFPP_IN_PORT, REG_NEXT_HOP, TABLE_BY_ID, TUNNEL_OFPORT,
+                            UPLINK_OFPORT, Category, parse_cookie)
 
 DELIVERED = "delivered"
 DROPPED = "dropped"
+TO_CONTROLLER = "to-controller"
+SENT_OUT_UPLINK = "sent-out-uplink"
 TUNNELLED_TO_UNKNOWN = "tunnelled-to-unknown"
 LOOP = "loop"  # more hops than max_hops
+
+Compiled = Mapping[str, Mapping[int, frozenset[Flow]]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,8 @@ class Step:
     flow: Flow
     category: str
     key: int
+    changes: tuple[tuple[str, Any], ...] = ()  # fields the flow rewrote, with their new values
+    note: str = ""  # what ct did, where the tunnel went
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ class Verdict:
         if self.kind == DROPPED:
             return f"dropped on host {self.host} in table {self.table}" + (
                 f" ({self.reason})" if self.reason else "")
-        return f"{self.kind} on host {self.host}: {self.reason}"
+        return f"{self.kind} on host {self.host}" + (f": {self.reason}" if self.reason else "")
 
 
 @dataclass(frozen=True)
@@ -65,7 +86,85 @@ class Trace:
         return "\n".join([*lines, str(self.verdict)])
 
 
-_PIPELINE_STATE_ZERO = {"metadata": 0, **{f"reg{i}": 0 for i in range(16)}}
+# --------------------------------------------------------------------------------------------
+# Conntrack
+# --------------------------------------------------------------------------------------------
+
+ConnTuple = tuple[int, int, int, int, int]  # ipv4_src, ipv4_dst, ip_proto, sport, dport
+_PORT_FIELDS = {IP_PROTO_TCP: ("tcp_src", "tcp_dst"), IP_PROTO_UDP: ("udp_src", "udp_dst"),
+                IP_PROTO_ICMP: ("icmpv4_id", "icmpv4_id")}
+
+
+@dataclass
+class _Connection:
+    original: ConnTuple  # as the first packet arrived
+    translated: ConnTuple  # the same after NAT
+    replied: bool = False
+
+
+def _reverse(t: ConnTuple) -> ConnTuple:
+    return (t[1], t[0], t[2], t[4], t[3])
+
+
+def _conn_tuple(pkt: Mapping[str, int]) -> ConnTuple | None:
+    if pkt.get("eth_type") != ETH_TYPE_IPV4:
+        return None
+    proto = pkt.get("ip_proto", 0)
+    sport, dport = _PORT_FIELDS.get(proto, (None, None))
+    return (pkt.get("ipv4_src", 0), pkt.get("ipv4_dst", 0), proto, pkt.get(sport, 0),
+            pkt.get(dport, 0))
+
+
+@dataclass
+class Conntrack:
+    """Committed connections per (host, zone); see the module docstring."""
+    _entries: dict[tuple[str, int, ConnTuple], tuple[_Connection, bool]] = field(
+        default_factory=dict)  # -> (connection, is the reply direction)
+
+    def __len__(self) -> int:
+        return len({id(conn) for conn, _ in self._entries.values()})
+
+    def execute(self, host: str, pkt: dict[str, int], commit: bool, zone: int,
+                nat: tuple | None) -> tuple[int, str]:
+        """Run one ct() on `pkt` (rewritten in place by NAT); return (ct_state, description)."""
+        key = _conn_tuple(pkt)
+        if key is None:
+            return CT_TRK | CT_INV, "not IPv4"
+        found = self._entries.get((host, zone, key))
+        if found is None:
+            conn = _Connection(key, _nat_tuple(key, nat))
+            if commit:
+                self._entries[(host, zone, conn.original)] = (conn, False)
+                self._entries[(host, zone, _reverse(conn.translated))] = (conn, True)
+            is_reply = False
+        else:
+            conn, is_reply = found
+            conn.replied |= is_reply
+        if conn.replied:
+            state = CT_TRK | CT_EST | (CT_RPL if is_reply else 0)
+        else:
+            state = CT_TRK | CT_NEW
+        if nat is not None:
+            src, dst = ((conn.original[1], conn.original[0]) if is_reply
+                        else (conn.translated[0], conn.translated[1]))
+            pkt["ipv4_src"], pkt["ipv4_dst"] = src, dst
+        return state, ("committed" if commit and found is None else "")
+
+
+def _nat_tuple(key: ConnTuple, nat: tuple | None) -> ConnTuple:
+    if nat is None or nat[0] == "nat":
+        return key
+    ip = value_to_int("ipv4_src", nat[1])
+    return (ip, *key[1:]) if nat[0] == "snat" else (key[0], ip, *key[2:])
+
+
+# --------------------------------------------------------------------------------------------
+# Tracer
+# --------------------------------------------------------------------------------------------
+
+_PIPELINE_STATE_ZERO = {"metadata": 0, "ct_state": 0, "ct_zone": 0,
+                        **{f"reg{i}": 0 for i in range(16)}}
+_PIPELINE_ONLY = frozenset({*_PIPELINE_STATE_ZERO, "tunnel_id", "tun_ipv4_dst", "in_port"})
 
 
 def _to_ints(packet: Mapping[str, Any]) -> dict[str, int]:
@@ -74,6 +173,11 @@ def _to_ints(packet: Mapping[str, Any]) -> dict[str, int]:
 
 def _to_values(packet: Mapping[str, int]) -> dict[str, Any]:
     return {f: int_to_value(f, v) for f, v in sorted(packet.items())}
+
+
+def _strip(pkt: dict[str, int]) -> dict[str, int]:
+    """Drop pipeline-only state (metadata, registers, ct and tunnel fields) from a packet."""
+    return {f: v for f, v in pkt.items() if f not in _PIPELINE_ONLY}
 
 
 def _compile_match(flow: Flow) -> tuple[tuple[str, int, int], ...]:
@@ -87,8 +191,8 @@ def _compile_match(flow: Flow) -> tuple[tuple[str, int, int], ...]:
 
 
 class Tracer:
-    def __init__(self, topo: Topology, compiled: Mapping[str, Mapping[int, frozenset[Flow]]]
-                 | None = None, max_hops: int = 8) -> None:
+    def __init__(self, topo: Topology, compiled: Compiled | None = None,
+                 max_hops: int = 8) -> None:
         self.topo = topo
         self.max_hops = max_hops
         compiled = compile_all(topo) if compiled is None else compiled
@@ -111,79 +215,107 @@ class Tracer:
                 return flow
         return None
 
-    def trace(self, host: str, packet: Mapping[str, Any]) -> Trace:
+    def trace(self, host: str, packet: Mapping[str, Any],
+              conntrack: Conntrack | None = None) -> Trace:
+        conntrack = Conntrack() if conntrack is None else conntrack
         pkt = _to_ints(packet)
         steps: list[Step] = []
+
+        def end(kind: str, **verdict: Any) -> Trace:
+            left = verdict.pop("packet", pkt)
+            return Trace(tuple(steps), Verdict(kind, host, packet=_to_values(left), **verdict))
+
         for _ in range(self.max_hops):
-            pkt = {**_PIPELINE_STATE_ZERO, **pkt}  # a switch starts with metadata and regs at 0
-            table, output = CLASSIFY.id, None
-            while True:
+            pkt = {**_PIPELINE_STATE_ZERO, **pkt}  # a switch starts with metadata, regs at 0
+            table = CLASSIFY.id
+            while True:  # through the tables of one host (goto and recirculation)
                 table_name = TABLE_BY_ID[table].name if table in TABLE_BY_ID else str(table)
                 flow = self._lookup(host, table, pkt)
                 if flow is None:
-                    return Trace(tuple(steps), Verdict(DROPPED, host, table=table_name,
-                                                       reason="table miss",
-                                                       packet=_to_values(pkt)))
+                    return end(DROPPED, table=table_name, reason="table miss")
+                before = dict(pkt)
+                kind, arg, note = self._apply(flow, host, pkt, conntrack)
+                next_host = None
+                if kind == "output" and arg == TUNNEL_OFPORT:
+                    remote_ip = int_to_value("tun_ipv4_dst", pkt.get("tun_ipv4_dst", 0))
+                    next_host = self._host_by_ip.get(remote_ip)
+                    note = f"tunnel to {next_host or remote_ip}, tun_id={pkt.get('tunnel_id', 0)}"
                 _, category, key = parse_cookie(flow.cookie)
-                steps.append(Step(host, table_name, flow, _category_name(category), key))
-                next_table = None
-                for action in flow.actions:
-                    kind = action[0]
-                    if kind == "set_field":
-                        pkt[action[1]] = value_to_int(action[1], action[2])
-                    elif kind == "move":
-                        _, src, dst, n_bits = action
-                        mask = (1 << n_bits) - 1
-                        pkt[dst] = (pkt.get(dst, 0) & ~mask) | (pkt.get(src, 0) & mask)
-                    elif kind == "dec_ttl":
-                        pkt["nw_ttl"] = pkt.get("nw_ttl", 64) - 1
-                    elif kind == "output":
-                        if output is not None:
-                            raise NotImplementedError("more than one output")
-                        output = action[1]
-                    elif kind == "goto":
-                        next_table = action[1]
-                    else:
-                        raise ValueError(f"unknown action {action!r}")
-                if next_table is None:
-                    break
-                table = next_table
+                changes = tuple((f, int_to_value(f, v)) for f, v in sorted(pkt.items())
+                                if before.get(f) != v)
+                steps.append(Step(host, table_name, flow, _category_name(category), key,
+                                  changes, note))
+                if kind == "goto":
+                    table = arg
+                    continue
+                if kind == "controller":
+                    return end(TO_CONTROLLER)
+                if kind == "drop":
+                    return end(DROPPED, table=table_name, reason=arg)
+                break
 
-            if output is None:
-                return Trace(tuple(steps), Verdict(DROPPED, host, table=table_name,
-                                                   reason="no output", packet=_to_values(pkt)))
-            if output == OFPP_IN_PORT:
-                output = pkt["in_port"]
+            output = pkt["in_port"] if arg == OFPP_IN_PORT else arg
+            if output == UPLINK_OFPORT:
+                return end(SENT_OUT_UPLINK, packet=_strip(pkt))
             if output != TUNNEL_OFPORT:
                 port = self._port_at.get((host, output))
                 if port is None:
-                    return Trace(tuple(steps), Verdict(DROPPED, host, table=table_name,
-                                                       reason=f"output to unbound ofport {output}",
-                                                       packet=_to_values(pkt)))
-                return Trace(tuple(steps), Verdict(DELIVERED, host, port=port,
-                                                   packet=_to_values(_strip(pkt))))
-            remote_ip = int_to_value("tun_ipv4_dst", pkt.get("tun_ipv4_dst", 0))
-            next_host = self._host_by_ip.get(remote_ip)
+                    return end(DROPPED, table=table_name,
+                               reason=f"output to unbound ofport {output}")
+                return end(DELIVERED, port=port, packet=_strip(pkt))
             if next_host is None:
-                return Trace(tuple(steps), Verdict(TUNNELLED_TO_UNKNOWN, host,
-                                                   reason=f"no host has encap_ip {remote_ip}",
-                                                   packet=_to_values(pkt)))
+                remote_ip = int_to_value("tun_ipv4_dst", pkt["tun_ipv4_dst"])
+                return end(TUNNELLED_TO_UNKNOWN, reason=f"no host has encap_ip {remote_ip}")
             # What the receiving switch sees: the frame, its VNI and our tunnel port.
             pkt = {**_strip(pkt), "in_port": TUNNEL_OFPORT, "tunnel_id": pkt.get("tunnel_id", 0),
                    "tun_ipv4_dst": pkt["tun_ipv4_dst"]}
             host = next_host
         return Trace(tuple(steps), Verdict(LOOP, host, reason=f"more than {self.max_hops} hops"))
 
+    @staticmethod
+    def _apply(flow: Flow, host: str, pkt: dict[str, int], conntrack: Conntrack
+               ) -> tuple[str, Any, str]:
+        """Run a flow's actions on pkt; return (goto, table) | (output, port) |
+        (controller, None) | (drop, reason), and a note on what ct did."""
+        output, note = None, ""
+        for action in flow.actions:
+            kind = action[0]
+            if kind == "set_field":
+                pkt[action[1]] = value_to_int(action[1], action[2])
+            elif kind == "move":
+                _, src, dst, n_bits = action
+                mask = (1 << n_bits) - 1
+                pkt[dst] = (pkt.get(dst, 0) & ~mask) | (pkt.get(src, 0) & mask)
+            elif kind == "dec_ttl":
+                if pkt.get("nw_ttl", 64) <= 1:
+                    return "drop", "TTL exceeded", note
+                pkt["nw_ttl"] = pkt.get("nw_ttl", 64) - 1
+            elif kind == "ct":
+                _, commit, zone, table, nat = action
+                state, done = conntrack.execute(host, pkt, commit, zone, nat)
+                note = "; ".join(filter(None, (
+                    f"ct(zone={zone}{', ' + ' '.join(map(str, nat)) if nat else ''})",
+                    format_ct_state(state), done)))
+                if table is not None:  # the compiler puts nothing after a recirculating ct
+                    pkt["ct_state"], pkt["ct_zone"] = state, zone
+                    return "goto", table, note
+            elif kind == "controller":
+                return "controller", None, note
+            elif kind == "output":
+                if output is not None:
+                    raise NotImplementedError("more than one output")
+                output = action[1]
+            elif kind == "goto":
+                return "goto", action[1], note
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        if output is None:
+            return "drop", "no output", note
+        return "output", output, note
+
     def from_port(self, port_name: str, **packet_overrides: Any) -> Trace:
         host, packet = packet_from_port(self.topo, port_name, **packet_overrides)
         return self.trace(host, packet)
-
-
-def _strip(pkt: dict[str, int]) -> dict[str, int]:
-    """Drop pipeline-only state (metadata, registers, tunnel fields) from a packet."""
-    return {f: v for f, v in pkt.items()
-            if f != "metadata" and not f.startswith("reg") and f not in
-            ("tunnel_id", "tun_ipv4_dst", "in_port")}
 
 
 def _category_name(category: int) -> str:
@@ -192,6 +324,14 @@ def _category_name(category: int) -> str:
     except ValueError:
         return str(category)
 
+
+def format_ct_state(state: int) -> str:
+    return "".join(f"+{name}" for name, bit in CT_FLAGS if state & bit) or "-trk"
+
+
+# --------------------------------------------------------------------------------------------
+# Building packets
+# --------------------------------------------------------------------------------------------
 
 def packet_from_port(topo: Topology, port_name: str, **overrides: Any) -> tuple[str, dict]:
     """A well-formed packet sent by a port (IPv4 by default; ARP request if eth_type=0x0806).
@@ -212,12 +352,118 @@ def packet_from_port(topo: Topology, port_name: str, **overrides: Any) -> tuple[
     return binding.host, {f: v for f, v in packet.items() if v is not None}
 
 
-def trace(topo: Topology, host: str, packet: Mapping[str, Any],
-          compiled: Mapping[str, Mapping[int, frozenset[Flow]]] | None = None) -> Trace:
-    return Tracer(topo, compiled).trace(host, packet)
+SOURCE_PORT = 40000  # what trace_to_ip uses as the client's TCP/UDP port and ICMP id
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
-def trace_from_port(topo: Topology, port_name: str,
-                    compiled: Mapping[str, Mapping[int, frozenset[Flow]]] | None = None,
+def l4_fields(proto: str, sport: int = SOURCE_PORT, dport: int | None = None) -> dict[str, int]:
+    """ip_proto and the transport fields of a first packet: ICMP echo request, TCP or UDP."""
+    if proto == "icmp":
+        return {"ip_proto": IP_PROTO_ICMP, "icmpv4_type": ICMP_ECHO_REQUEST, "icmpv4_code": 0,
+                "icmpv4_id": sport}
+    if proto == "tcp":
+        return {"ip_proto": IP_PROTO_TCP, "tcp_src": sport, "tcp_dst": dport or 80}
+    if proto == "udp":
+        return {"ip_proto": IP_PROTO_UDP, "udp_src": sport, "udp_dst": dport or 53}
+    raise ValueError(f"unknown protocol {proto!r} (icmp, tcp or udp)")
+
+
+def first_hop_mac(topo: Topology, port_name: str, dst_ip: str) -> str:
+    """The eth_dst a port's IP stack would use: its gateway for other subnets (if its network
+    has a router), else the destination port's MAC, else broadcast (unknown)."""
+    port = topo.ports[port_name]
+    network = topo.networks.get(port.network)
+    router = topo.router_of(port.network)
+    on_link = network is not None and (
+        ipaddress.IPv4Address(dst_ip) in ipaddress.IPv4Network(network.cidr))
+    if router is not None and (not on_link or dst_ip == network.gateway_ip):
+        return next(rp.mac for rp in router.ports if rp.network == port.network)
+    if on_link:
+        for other in topo.ports.values():
+            if other.network == port.network and other.ip == dst_ip:
+                return other.mac
+    return BROADCAST
+
+
+def trace_to_ip(topo: Topology, from_port: str, dst_ip: str, proto: str = "icmp",
+                dport: int | None = None, conntrack: Conntrack | None = None,
+                compiled: Compiled | None = None) -> Trace:
+    """Trace what `weft trace --from PORT --to IP` means: a first packet from the port."""
+    if from_port not in topo.ports:
+        raise ValueError(f"unknown port {from_port!r}")
+    if from_port not in topo.bindings:
+        raise ValueError(f"port {from_port!r} is not plugged in anywhere")
+    ipaddress.IPv4Address(dst_ip)  # ValueError if not an address
+    host, packet = packet_from_port(topo, from_port, eth_dst=first_hop_mac(topo, from_port, dst_ip),
+                                    ipv4_dst=dst_ip, **l4_fields(proto, dport=dport))
+    return Tracer(topo, compiled).trace(host, packet, conntrack)
+
+
+def trace(topo: Topology, host: str, packet: Mapping[str, Any], compiled: Compiled | None = None,
+          conntrack: Conntrack | None = None) -> Trace:
+    return Tracer(topo, compiled).trace(host, packet, conntrack)
+
+
+def trace_from_port(topo: Topology, port_name: str, compiled: Compiled | None = None,
                     **packet_overrides: Any) -> Trace:
     return Tracer(topo, compiled).from_port(port_name, **packet_overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+def describe_cookie(topo: Topology, cookie: int) -> str:
+    """The NB object that owns a flow, e.g. "port web1", "network blue", "router r1"."""
+    _, category, key = parse_cookie(cookie)
+    objects = {Category.PORT: ("port", topo.ports), Category.NETWORK: ("network", topo.networks),
+               Category.ROUTER: ("router", topo.routers), Category.HOST: ("host", topo.hosts)}
+    if category == Category.STATIC:
+        return "static"
+    if category in objects:
+        what, by_name = objects[Category(category)]
+        name = next((o.name for o in by_name.values() if o.key == key), f"#{key}")
+        return f"{what} {name}"
+    return f"category {category} key {key}"
+
+
+def _field_text(f: str, v: Any) -> str:
+    if f == "ct_state":
+        return f"ct_state={format_ct_state(v)}"
+    if f == REG_NEXT_HOP:
+        return f"{f}(next hop)={int_to_value('ipv4_dst', v)}"
+    if isinstance(v, int) and (f in ("metadata", "tunnel_id", "eth_type") or f.startswith("reg")):
+        return f"{f}={v:#x}"
+    return f"{f}={v}"
+
+
+def format_trace(trace: Trace, topo: Topology) -> str:
+    """Human-readable: one line per flow hit (host, table, owner, rewrites), then the verdict."""
+    lines = []
+    for step in trace.steps:
+        changes = " ".join(_field_text(f, v) for f, v in step.changes
+                           if f not in ("ct_zone",))
+        line = f"{step.host:<8} {step.table:<14} {describe_cookie(topo, step.flow.cookie):<18}"
+        lines.append(" ".join(filter(None, (line.rstrip() if not changes else line, changes))))
+        if step.note:
+            lines.append(f"{'':<8} {'':<14} -> {step.note}")
+    lines.append(f"=> {trace.verdict}")
+    if trace.verdict.packet is not None:
+        packet = " ".join(_field_text(f, v) for f, v in trace.verdict.packet.items()
+                          if f not in _PIPELINE_ONLY)
+        lines.append(f"   packet: {packet}")
+    return "\n".join(lines)
+
+
+def trace_to_json(trace: Trace, topo: Topology) -> dict:
+    """The same as format_trace, JSON-serialisable."""
+    return {
+        "steps": [{"host": s.host, "table": s.table, "priority": s.flow.priority,
+                   "cookie": f"{s.flow.cookie:#x}", "owner": describe_cookie(topo, s.flow.cookie),
+                   "flow": to_ofctl(s.flow), "changes": dict(s.changes), "note": s.note}
+                  for s in trace.steps],
+        "verdict": {"kind": trace.verdict.kind, "host": trace.verdict.host,
+                    "port": trace.verdict.port, "table": trace.verdict.table,
+                    "reason": trace.verdict.reason, "summary": str(trace.verdict),
+                    "packet": dict(trace.verdict.packet or {})},
+    }

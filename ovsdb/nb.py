@@ -9,7 +9,7 @@ import json
 from ovsdb import server
 
 DATABASE = "Weft_NB"
-TABLES = {"Host": None, "Network": None, "Port": None}
+TABLES = {"Host": None, "Network": None, "Port": None, "Router": None, "Router_Port": None, "Floating_IP": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +48,25 @@ class Port:
 
 
 @dataclasses.dataclass(frozen=True)
+class Router:
+    name: str
+    key: int
+    ports: dict          # network name -> router port MAC
+    static_routes: dict  # cidr -> next hop IP
+    gateway: dict        # {} or {host, uplink, ip, prefixlen, next_hop, mac}
+
+
+@dataclasses.dataclass(frozen=True)
 class NbState:
     hosts: dict
     networks: dict
     ports: dict
+    routers: dict = dataclasses.field(default_factory=dict)
+    floating_ips: dict = dataclasses.field(default_factory=dict)  # external IP -> port name
+
+    def router_of(self, network):
+        """The router a network is attached to, or None."""
+        return next((r for r in self.routers.values() if network in r.ports), None)
 
 
 def load_schema():
@@ -72,7 +87,13 @@ def snapshot(conn):
         networks = {r.name: Network(r.name, r.vni, r.cidr, r.gateway_ip, r.mtu) for r in conn.rows("Network")}
         ports = {r.name: Port(r.name, r.key, networks_by_uuid.get(r.network.uuid, "?"), r.mac, r.ip,
                               _opt(r.host), dict(r.status)) for r in conn.rows("Port")}
-    return NbState(hosts, networks, ports)
+        router_ports = {}
+        for rp in conn.rows("Router_Port"):
+            router_ports.setdefault(rp.router.uuid, {})[networks_by_uuid.get(rp.network.uuid, "?")] = rp.mac
+        routers = {r.name: Router(r.name, r.key, router_ports.get(r.uuid, {}), dict(r.static_routes),
+                                  dict(r.gateway)) for r in conn.rows("Router")}
+        floating_ips = {r.ip: r.port.name for r in conn.rows("Floating_IP")}
+    return NbState(hosts, networks, ports, routers, floating_ips)
 
 
 def _find(tables, table, name):
@@ -110,12 +131,65 @@ def create_network(conn, name, vni, cidr, gateway_ip, mtu):
 
 def create_port(conn, name, network, mac, ip):
     def build(txn, tables):
-        net = _find(tables, "Network", network)
-        if net is None:
-            raise LookupError(f"network {network!r} does not exist")
-        _insert(txn, tables, "Port", name=name, key=_next_key(tables, "Port", 2**31 - 1), network=net,
-                mac=mac, ip=ip)
+        _insert(txn, tables, "Port", name=name, key=_next_key(tables, "Port", 2**31 - 1),
+                network=_must(tables, "Network", network), mac=mac, ip=ip)
     conn.transact(build)
+
+
+def create_router(conn, name, key):
+    conn.transact(lambda txn, tables: _insert(txn, tables, "Router", name=name, key=key) and None)
+
+
+def attach_router(conn, router, network, mac):
+    def build(txn, tables):
+        _insert(txn, tables, "Router_Port", router=_must(tables, "Router", router),
+                network=_must(tables, "Network", network), mac=mac)
+    conn.transact(build)
+
+
+def detach_router(conn, router, network):
+    def build(txn, tables):
+        for rp in list(tables["Router_Port"].rows.values()):
+            if rp.router.name == router and rp.network.name == network:
+                rp.delete()
+    conn.transact(build)
+
+
+def set_route(conn, router, cidr, via):
+    """Adds (via is a next hop) or removes (via None) one static route."""
+    def build(txn, tables):
+        row = _must(tables, "Router", router)
+        if via is None:
+            row.delkey("static_routes", cidr)
+        else:
+            row.setkey("static_routes", cidr, via)
+    conn.transact(build)
+
+
+def set_gateway(conn, router, gateway):
+    def build(txn, tables):
+        _must(tables, "Router", router).gateway = gateway
+    conn.transact(build)
+
+
+def create_floating_ip(conn, ip, port):
+    conn.transact(lambda txn, tables: _insert(txn, tables, "Floating_IP", ip=ip,
+                                              port=_must(tables, "Port", port)) and None)
+
+
+def delete_floating_ip(conn, ip):
+    def build(txn, tables):
+        for row in list(tables["Floating_IP"].rows.values()):
+            if row.ip == ip:
+                row.delete()
+    conn.transact(build)
+
+
+def _must(tables, table, name):
+    row = _find(tables, table, name)
+    if row is None:
+        raise LookupError(f"{table.lower().replace('_', ' ')} {name!r} does not exist")
+    return row
 
 
 def delete(conn, table, name):

@@ -3,7 +3,7 @@
 Weft owns exactly what it marks with external_ids:weft-owner: br-int (when Weft created it), the one
 flow-based Geneve port and br-int's controller record. Everything else on the host is left alone.
 """
-from flows.pipeline import TUNNEL_OFPORT
+from flows.pipeline import TUNNEL_OFPORT, UPLINK_OFPORT
 
 DATABASE = "Open_vSwitch"
 TABLES = {
@@ -91,6 +91,32 @@ def _new_port(txn, tables, name, iface_type, options, ofport_request=None):
     port.interfaces = [iface]
     port.external_ids = {OWNER_KEY: "weft"}
     return port
+
+
+def ensure_uplink(conn, iface):
+    """Plugs the gateway's uplink interface into br-int at the pipeline's fixed UPLINK_OFPORT, or (iface
+    None) unplugs whatever uplink Weft plugged. Weft's uplink ports carry external_ids:weft-role=uplink."""
+    def build(txn, tables):
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None:
+            return
+        ours = [p for p in bridge.ports if p.external_ids.get("weft-role") == "uplink"]
+        keep = [p for p in ours if p.name == iface]
+        if len(keep) != len(ours):
+            bridge.ports = [p for p in bridge.ports if p in keep or p not in ours]
+        if iface and not keep:
+            port = _new_port(txn, tables, iface, "", {}, UPLINK_OFPORT)
+            port.external_ids = {OWNER_KEY: "weft", "weft-role": "uplink"}
+            bridge.addvalue("ports", port.uuid)
+    conn.transact(build)
+
+
+def current_uplink(conn):
+    """The name of the uplink Weft plugged into br-int, or None."""
+    with conn.lock:
+        bridge = _find(conn.idl.tables, "Bridge", INTEGRATION_BRIDGE)
+        ours = [p.name for p in (bridge.ports if bridge else ()) if p.external_ids.get("weft-role") == "uplink"]
+    return ours[0] if len(ours) == 1 else (None if not ours else "<several>")
 
 
 def remove_host_config(conn):

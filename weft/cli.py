@@ -2,6 +2,7 @@
 import argparse
 import json
 import sys
+import urllib.parse
 import warnings
 
 from weft import lab
@@ -145,6 +146,30 @@ def build_parser():
               (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
               [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {})])
 
+    _add_router_commands(sub)
+    p = sub.add_parser("floating-ip", help="1:1 NAT of an external address to a port")
+    fcmds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = fcmds.add_parser("list")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=lambda args, api: _print_rows(api.get("/v1/floating-ips"), ["ip", "port", "router"],
+                                                      args.json))
+    q = fcmds.add_parser("create", help="give a port a floating IP (its router needs a gateway)")
+    q.add_argument("--port", required=True)
+    q.add_argument("--ip", required=True, help="an address of the gateway's external subnet")
+    q.set_defaults(func=lambda args, api: _show(api.post("/v1/floating-ips", {"port": args.port, "ip": args.ip}),
+                                                False))
+    q = fcmds.add_parser("delete")
+    q.add_argument("ip")
+    q.set_defaults(func=lambda args, api: api.delete(f"/v1/floating-ips/{args.ip}") and None)
+
+    p = sub.add_parser("trace", help="follow a packet through the compiled pipeline, offline")
+    p.add_argument("--from", dest="src", required=True, metavar="PORT")
+    p.add_argument("--to", dest="dst", required=True, metavar="IP")
+    p.add_argument("--proto", choices=["icmp", "tcp", "udp"], default="icmp")
+    p.add_argument("--dport", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=trace_cmd)
+
     p = sub.add_parser("attach", help="attach a container to a network (run on its host)")
     p.add_argument("container", help="the container: a netns name, a netns path, or a PID")
     p.add_argument("--network", required=True)
@@ -163,6 +188,91 @@ def build_parser():
 
     lab.add_lab_commands(sub)
     return parser
+
+
+def _print_rows(rows, columns, as_json):
+    if as_json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        print_table(rows, columns)
+
+
+def _show_router(router, as_json):
+    if as_json:
+        print(json.dumps(router, indent=2, sort_keys=True))
+        return
+    print(f"router {router['name']} (key {router['key']})")
+    for port in router["ports"]:
+        print(f"  port   {port['network']}: {port['ip']} ({port['cidr']}) mac {port['mac']}")
+    for route in router["routes"]:
+        print(f"  route  {route['cidr']} via {route['via']}")
+    gw = router["gateway"]
+    if gw:
+        print(f"  gateway on {gw['host']} uplink {gw['uplink']}: {gw['ip']}/{gw['prefixlen']} next hop "
+              f"{gw['next_hop']} ({gw['next_hop_mac'] or 'MAC not resolved yet'})")
+
+
+def _add_router_commands(sub):
+    p = sub.add_parser("router", help="distributed routers between networks, and their gateway")
+    cmds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def command(name, func, help, *arguments, as_json=True):
+        q = cmds.add_parser(name, help=help)
+        for flags, kwargs in arguments:
+            q.add_argument(*flags, **kwargs)
+        if as_json:
+            q.add_argument("--json", action="store_true")
+        q.set_defaults(func=func)
+
+    router = (("router",), {})
+    command("list", lambda a, api: _print_rows(
+        [{**r, "networks": ",".join(p["network"] for p in r["ports"]) or "-",
+          "gateway": (r["gateway"] or {}).get("ip")} for r in api.get("/v1/routers")],
+        ["name", "key", "networks", "gateway"], a.json), "list routers")
+    command("show", lambda a, api: _show_router(api.get(f"/v1/routers/{a.router}"), a.json), "show a router",
+            router)
+    command("create", lambda a, api: _show_router(api.post("/v1/routers", {"name": a.router}), a.json),
+            "create a router", router)
+    command("delete", lambda a, api: print(f"router {a.router} deleted") if api.delete(f"/v1/routers/{a.router}")
+            else None, "delete a router", router, as_json=False)
+    command("attach", lambda a, api: _show_router(api.post(f"/v1/routers/{a.router}/ports", {"network": a.network}),
+                                                  a.json),
+            "attach a network (the router takes its gateway address)", router, (("network",), {}))
+    command("detach", lambda a, api: _show_router(api.delete(f"/v1/routers/{a.router}/ports/{a.network}"), a.json),
+            "detach a network", router, (("network",), {}))
+    route = cmds.add_parser("route", help="static routes")
+    rcmds = route.add_subparsers(dest="route_action", required=True, metavar="ACTION")
+    q = rcmds.add_parser("add", help="add a static route")
+    q.add_argument("router")
+    q.add_argument("cidr")
+    q.add_argument("--via", required=True, help="next hop, on a subnet attached to the router")
+    q.set_defaults(func=lambda a, api: _show_router(
+        api.post(f"/v1/routers/{a.router}/routes", {"cidr": a.cidr, "via": a.via}), False))
+    q = rcmds.add_parser("delete", help="delete a static route")
+    q.add_argument("router")
+    q.add_argument("cidr")
+    q.set_defaults(func=lambda a, api: _show_router(
+        api.delete(f"/v1/routers/{a.router}/routes?cidr={urllib.parse.quote(a.cidr)}"), False))
+    command("set-gateway", lambda a, api: _show_router(api.request("PUT", f"/v1/routers/{a.router}/gateway", {
+        "host": a.host, "uplink": a.uplink, "ip": a.ip, "next_hop": a.next_hop}), a.json),
+        "give the router a way out: SNAT through an uplink on one host", router,
+        (("--host",), {"required": True, "help": "the gateway host"}),
+        (("--uplink",), {"required": True, "help": "its interface to the outside"}),
+        (("--ip",), {"required": True, "help": "external address/prefix, e.g. 192.0.2.10/24"}),
+        (("--next-hop",), {"required": True, "help": "the outside router's address"}))
+    command("clear-gateway", lambda a, api: _show_router(api.delete(f"/v1/routers/{a.router}/gateway"), a.json),
+            "remove the router's gateway", router)
+
+
+def trace_cmd(args, api):
+    query = f"from={urllib.parse.quote(args.src)}&to={urllib.parse.quote(args.dst)}&proto={args.proto}"
+    if args.dport:
+        query += f"&dport={args.dport}"
+    result = api.get(f"/v1/trace?{query}")
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2, sort_keys=True))
+    else:
+        print(result["text"])
 
 
 def attach_cmd(args, api):

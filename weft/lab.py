@@ -245,8 +245,9 @@ def _tail(path, lines=20):
 
 # ---------------------------------------------------------------- up
 
-def up(name="weft", hosts=2, controller=True, progress=_stderr):
-    """Build the lab (hosts h1..hN, fabric, controller, joined hosts); return info(name)."""
+def up(name="weft", hosts=2, controller=True, external=False, progress=_stderr):
+    """Build the lab (hosts h1..hN, fabric, controller, joined hosts, and with `external` an
+    `outside` namespace on its own link to an uplink of h1); return info(name)."""
     d = lab_dir(name)
     if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
@@ -280,6 +281,8 @@ def up(name="weft", hosts=2, controller=True, progress=_stderr):
         for i in range(1, hosts + 1):
             _make_host(st, i, progress)
         _seed_tunnel_arp(st, progress)
+        if external:
+            _make_outside(st, progress)
         if controller:
             _start_controller(st, progress)
             _join_hosts(st, progress)
@@ -295,6 +298,32 @@ def up(name="weft", hosts=2, controller=True, progress=_stderr):
     where = f"API {st['api']}" if st["api"] else "no controller"
     progress(f"lab {name}: up with {hosts} hosts in {time.monotonic() - t0:.1f}s ({where})")
     return info(name)
+
+
+EXTERNAL_CIDR = "192.0.2.0/24"   # TEST-NET-1, only ever inside the lab's own `outside` namespace
+EXTERNAL_NEXT_HOP = "192.0.2.1"
+EXTERNAL_UPLINK = "uplink0"
+
+
+def _make_outside(st, progress):
+    """The world beyond a gateway: a namespace with one link to `uplink0` on h1 (plugged into br-int
+    by the controller when a router's gateway uses it). Tests run their servers there."""
+    ns = f"wl-{st['name']}-out"
+    h1 = st["hosts"]["h1"]["netns"]
+    progress(f"lab {st['name']}: outside namespace {ns} ({EXTERNAL_NEXT_HOP}) linked to h1's {EXTERNAL_UPLINK}")
+    _netns_add(st, ns)
+    _run(["ip", "-n", h1, "link", "add", EXTERNAL_UPLINK, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    _run(["ip", "-n", h1, "link", "set", EXTERNAL_UPLINK, "up"])
+    # The kernel of h1 must leave the uplink's frames to OVS (pitfall 4), and IPv6 noise stays out.
+    _run(["ip", "netns", "exec", h1, "sysctl", "-qw", f"net.ipv6.conf.{EXTERNAL_UPLINK}.disable_ipv6=1"])
+    _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+    _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    _run(["ip", "-n", ns, "addr", "add", f"{EXTERNAL_NEXT_HOP}/24", "dev", "eth0"])
+    _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    _run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])  # pitfall 1
+    st["external"] = {"netns": ns, "host": "h1", "uplink": EXTERNAL_UPLINK, "cidr": EXTERNAL_CIDR,
+                      "next_hop": EXTERNAL_NEXT_HOP, "free_ips": [f"192.0.2.{i}" for i in range(10, 30)]}
+    _save(st)
 
 
 def _make_fabric(st, progress):
@@ -501,6 +530,7 @@ def info(name="weft"):
                   for h, v in st["hosts"].items()},
         "containers": {c: dict(v) for c, v in st["containers"].items()},
         "pids": [dict(e) for e in st["pids"]],
+        **({"external": dict(st["external"])} if st.get("external") else {}),
     }
 
 
@@ -531,8 +561,8 @@ def container_add(name, container, host):
     st = _require(name)
     if not _CONTAINER_RE.match(container or ""):
         raise LabError(f"invalid container name {container!r}: use up to 32 letters, digits, '_', '.', '-'")
-    if container in st["hosts"] or container == "fabric":
-        raise LabError(f"{container} is a host or the fabric of lab {name}; pick another container name")
+    if container in st["hosts"] or container in ("fabric", "outside"):
+        raise LabError(f"{container} is a host or a lab namespace of lab {name}; pick another container name")
     if container in st["containers"]:
         raise LabError(f"container {container} already exists in lab {name}")
     if host not in st["hosts"]:
@@ -602,6 +632,8 @@ def target_cmd(name, target, argv):
         return ["ip", "netns", "exec", st["containers"][target]["netns"], *argv], dict(os.environ)
     if target == "fabric":
         return ["ip", "netns", "exec", st["fabric"]["netns"], *argv], dict(os.environ)
+    if target == "outside" and st.get("external"):
+        return ["ip", "netns", "exec", st["external"]["netns"], *argv], dict(os.environ)
     raise LabError(f"no host or container {target} in lab {name} (targets: "
                    f"{', '.join([*st['hosts'], *st['containers'], 'fabric'])})")
 
@@ -645,6 +677,8 @@ def add_lab_commands(subparsers):
     p = cmd(sub, "up", _cli_up, "build hosts h1..hN, start a controller, join the hosts")
     p.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
     p.add_argument("--no-controller", action="store_true", help="build the hosts only")
+    p.add_argument("--external", action="store_true",
+                   help="add an `outside` namespace linked to an uplink of h1 (for router gateways)")
     cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
     cmd(sub, "info", _cli_info, "print the lab as JSON")
     cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
@@ -666,7 +700,7 @@ def add_lab_commands(subparsers):
 
 
 def _cli_up(args):
-    result = up(args.name, args.hosts, controller=not args.no_controller)
+    result = up(args.name, args.hosts, controller=not args.no_controller, external=args.external)
     if result["api"]:
         print(result["api"])
         _stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")

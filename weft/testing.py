@@ -38,9 +38,9 @@ def skip_reason():
 class Lab:
     """A running lab. Targets are host names (h1...), container names or "fabric"."""
 
-    def __init__(self, name, hosts=2, controller=True, progress=weftlab._stderr):
+    def __init__(self, name, hosts=2, controller=True, external=False, progress=weftlab._stderr):
         self.name = name
-        weftlab.up(name, hosts, controller=controller, progress=progress)
+        weftlab.up(name, hosts, controller=controller, external=external, progress=progress)
         api = self.info["api"]
         self.api = ApiClient(api) if api else None
         self._seq = itertools.count(1)
@@ -188,11 +188,11 @@ class LabFactory:
         self._shared = {}
         self._all = []
 
-    def make(self, hosts=2, controller=True, shared=True):
-        key = (hosts, controller)
+    def make(self, hosts=2, controller=True, shared=True, external=False):
+        key = (hosts, controller, external)
         if shared and key in self._shared:
             return self._shared[key]
-        lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller,
+        lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller, external=external,
                   progress=self.progress)
         self._all.append(lab)
         if shared:

@@ -25,7 +25,7 @@ def test_same_host_delivery():
     assert result.verdict.kind == DELIVERED
     assert (result.verdict.port, result.verdict.host) == ("a2", "h1")
     assert [s.table for s in result.steps] == [
-        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "L2_LOOKUP", "OUTPUT"]
+        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "L3_GATE", "L2_LOOKUP", "OUTPUT"]
     assert {s.host for s in result.steps} == {"h1"}
     assert str(result.verdict) == "delivered to port a2 on host h1"
 
