@@ -22,6 +22,7 @@ from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs
 from controller.api import NorthboundApi
 from controller.core import Config, WeftCore
 from flows.model import Flow
+from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.app")
 APP_KEY = "weft_app"
@@ -167,14 +168,20 @@ class OpenFlowSwitch:
         """Sends a FlowDiff (deletes first, then adds; an add replaces a flow with the same key, cookie
         included) and waits for the barrier after it, so the switch has processed all of it."""
         self.errors.clear()
-        for flow in flow_diff.delete:
-            self.datapath.send_msg(self._flow_mod(flow, self.ofp.OFPFC_DELETE_STRICT))
-        for flow in list(flow_diff.modify) + list(flow_diff.add):
-            self.datapath.send_msg(self._flow_mod(flow, self.ofp.OFPFC_ADD))
+        sent = {}
+        changes = [(f, self.ofp.OFPFC_DELETE_STRICT) for f in flow_diff.delete] + \
+                  [(f, self.ofp.OFPFC_ADD) for f in (*flow_diff.modify, *flow_diff.add)]
+        for flow, command in changes:
+            msg = self._flow_mod(flow, command)
+            self.datapath.set_xid(msg)
+            sent[msg.xid] = flow
+            self.datapath.send_msg(msg)
         self._request(self.parser.OFPBarrierRequest(self.datapath))
         if self.errors:
-            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} flow change(s): "
-                               f"first error type {self.errors[0][1]} code {self.errors[0][2]}")
+            xid, err_type, code = self.errors[0]
+            flow = sent.get(xid)
+            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} flow change(s), first "
+                               f"with error type {err_type} code {code}: {to_ofctl(flow) if flow else '?'}")
 
     def send_arp_request(self, port, src_mac, src_ip, target_ip):
         pkt = packet.Packet()

@@ -289,9 +289,10 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
         # New connections from the outside, except to a floating IP (below).
         Flow(L3_GATE.id, PRIORITY_ROUTER_LAST, in_router, (), cookie),
         # To the outside.
-        Flow(GATEWAY.id, PRIORITY_OBJECT, in_router, (("ct", False, key, NAT.id, ("nat",)),),
+        # (ct with nat needs an IPv4 match in the same flow: OVS refuses it otherwise.)
+        Flow(GATEWAY.id, PRIORITY_OBJECT, (*in_router, ipv4), (("ct", False, key, NAT.id, ("nat",)),),
              cookie),
-        Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_NEW)),
+        Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ipv4, ("ct_state", CT_STATE_NEW)),
              (("ct", True, key, UPLINK_OUT.id, ("snat", gw.ip)),), cookie),
         Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_EST)),
              (("goto", UPLINK_OUT.id),), cookie),

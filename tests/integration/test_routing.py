@@ -1,0 +1,149 @@
+"""Distributed routing and the external gateway on a 3-host lab with an `outside` (issue 4).
+
+blue 10.30.1.0/24 and green 10.30.2.0/24 on router r1, containers on every host; solo 10.30.3.0/24
+has no router. The gateway is h1's uplink to `outside` (192.0.2.1), SNAT to 192.0.2.10.
+"""
+import re
+import subprocess
+import time
+
+import pytest
+
+from weft import lab as weftlab
+
+SERVER_PORT = 8000
+
+
+@pytest.fixture(scope="module")
+def routed(make_lab):
+    lab = make_lab(hosts=3, shared=False, external=True)
+    ext = lab.info["external"]
+    for name, cidr in (("blue", "10.30.1.0/24"), ("green", "10.30.2.0/24"), ("solo", "10.30.3.0/24")):
+        lab.weft("network", "create", name, "--cidr", cidr)
+    lab.weft("router", "create", "r1")
+    lab.weft("router", "attach", "r1", "blue")
+    lab.weft("router", "attach", "r1", "green")
+    lab.ports = {}
+    for name, host, net in (("b1", "h1", "blue"), ("b2", "h2", "blue"), ("g1", "h1", "green"),
+                            ("g3", "h3", "green"), ("s2", "h2", "solo")):
+        lab.ports[name] = lab.attach(name, host, net)
+    lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
+             "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
+    lab.external_ip = ext["free_ips"][0]
+    deadline = time.monotonic() + 10
+    while not lab.api.get("/v1/routers/r1")["gateway"]["next_hop_mac"]:
+        assert time.monotonic() < deadline, "the gateway's next hop MAC was never resolved"
+        time.sleep(0.1)
+    yield lab
+    lab.down()
+
+
+def ip(lab, name):
+    return lab.ports[name]["ip"]
+
+
+def serve_peer_address(lab, target, port=SERVER_PORT):
+    """A TCP server in target that answers each connection with the address it came from."""
+    return weftlab.spawn(lab.name, target, ["socat", f"TCP-LISTEN:{port},reuseaddr,fork",
+                                            f"SYSTEM:echo $SOCAT_PEERADDR # {lab.dir}/server"],
+                         what=f"{target}: test server", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def connect(lab, src, dst_ip, port=SERVER_PORT, timeout=2):
+    """What the server at dst_ip:port said (the source address it saw), or None if no connection."""
+    res = lab.exec(src, "socat", "-T", str(timeout), "-", f"TCP:{dst_ip}:{port},connect-timeout={timeout}",
+                   check=False, timeout=timeout + 10)
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
+
+
+def wait_listening(lab, target, port=SERVER_PORT):
+    deadline = time.monotonic() + 5
+    while f":{port} " not in lab.exec(target, "ss", "-Hltn").stdout:
+        assert time.monotonic() < deadline, f"no server listening in {target}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("src,dst", [("b1", "g1"), ("b2", "g3"), ("g3", "b1"), ("g1", "b2")])
+def test_ping_across_subnets_same_host_and_cross_host(routed, src, dst):
+    assert routed.ping(src, ip(routed, dst))
+
+
+def test_the_receiver_sees_ttl_one_less_than_sent(routed):
+    with routed.tcpdump("g3", "eth0", f"icmp and src {ip(routed, 'b1')}", count=1,
+                        read_flags=("-nn", "-v")) as capture:
+        assert routed.ping("b1", ip(routed, "g3"))
+    assert re.search(r"\bttl 63\b", capture.text), capture.text  # Linux sends 64; one routed hop
+
+
+def test_gateway_answers_ping_and_arp_with_zero_packet_ins(routed):
+    before = routed.api.get("/v1/status")["packet_ins"]
+    router_mac = next(p["mac"] for p in routed.api.get("/v1/routers/r1")["ports"] if p["network"] == "green")
+    routed.exec("g3", "ip", "neigh", "flush", "dev", "eth0")
+    assert routed.ping("g3", "10.30.2.1")
+    assert router_mac in routed.exec("g3", "ip", "neigh", "show", "10.30.2.1").stdout
+    assert routed.api.get("/v1/status")["packet_ins"] == before
+
+
+def test_a_network_without_router_reaches_no_other_subnet(routed):
+    assert not routed.ping("s2", ip(routed, "b2"), timeout=1)
+    assert not routed.ping("s2", "10.30.3.1", timeout=1)  # its gateway address answers only with a router
+
+
+def test_outbound_tcp_is_source_natted_to_the_external_ip(routed):
+    server = serve_peer_address(routed, "outside")
+    try:
+        wait_listening(routed, "outside")
+        for src in ("b1", "g3"):  # from the gateway host and from another host
+            assert connect(routed, src, routed.info["external"]["next_hop"]) == routed.external_ip
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
+def test_unsolicited_inbound_connections_fail_but_a_floating_ip_accepts(routed):
+    outside, fip = "outside", routed.info["external"]["free_ips"][1]
+    routed.exec(outside, "ip", "route", "replace", "10.30.0.0/16", "via", routed.external_ip)
+    server = serve_peer_address(routed, "b2")
+    try:
+        wait_listening(routed, "b2")
+        assert connect(routed, outside, ip(routed, "b2"), timeout=1) is None
+        assert connect(routed, outside, routed.external_ip, timeout=1) is None
+        routed.weft("floating-ip", "create", "--port", "b2", "--ip", fip)
+        time.sleep(0.5)
+        assert connect(routed, outside, fip) == routed.info["external"]["next_hop"]
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+    out = serve_peer_address(routed, outside)
+    try:
+        wait_listening(routed, outside)
+        # Outbound from the port with a floating IP leaves with that address.
+        assert connect(routed, "b2", routed.info["external"]["next_hop"]) == fip
+    finally:
+        out.terminate()
+        out.wait(timeout=5)
+        routed.weft("floating-ip", "delete", fip)
+
+
+def test_trace_explains_a_routed_path(routed):
+    result = routed.weft("trace", "--from", "b1", "--to", ip(routed, "g3")).stdout
+    assert "router r1" in result and "h3" in result and "delivered" in result.lower()
+
+
+def test_detaching_the_router_port_cuts_routing_and_removes_its_flows(routed):
+    assert routed.ping("b1", ip(routed, "g3"))
+    routed.weft("router", "detach", "r1", "green")
+    try:
+        deadline = time.monotonic() + 5
+        hosts = ("h1", "h2", "h3")
+        dumps = {}
+        while time.monotonic() < deadline:
+            dumps = {h: routed.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout for h in hosts}
+            if not any("10.30.2.0/24" in d for d in dumps.values()):
+                break
+            time.sleep(0.1)
+        assert not any("10.30.2.0/24" in d for d in dumps.values()), "routes to green still on a switch"
+        assert not routed.ping("b1", ip(routed, "g3"), timeout=1)
+    finally:
+        routed.weft("router", "attach", "r1", "green")
+    assert routed.api.get(f"/v1/ports/g3?wait_up=5")["up"]
