@@ -271,8 +271,8 @@ def _action_from_ofp(action):
                 None if action.recirc_table == CT_NO_RECIRC else action.recirc_table, _nat_from_ofp(action.actions))
     if name == "OFPActionSetField":
         return ("set_field", action.key, action.value)
-    if name == "NXActionRegMove":
-        return ("move", action.src_field, action.dst_field, action.n_bits)
+    if name == "NXActionRegMove":  # Ryu reads NXM fields back as "eth_src_nxm"; the pipeline says "eth_src"
+        return ("move", action.src_field.removesuffix("_nxm"), action.dst_field.removesuffix("_nxm"), action.n_bits)
     if name == "OFPActionDecNwTtl":
         return ("dec_ttl",)
     return ("unknown", name)  # not ours: it differs from any desired flow, so the diff replaces it

@@ -182,6 +182,10 @@ class WeftCore:
         status = {"ovsdb_connected": bool(agent and agent.ovsdb_connected),
                   "openflow_connected": bool(host and host.key in self.switches),
                   "ready": bool(agent and agent.ready)}
+        sync = self.syncs.get(name)
+        if sync:  # how much flow traffic this switch has needed since it connected
+            status["flow_mods"] = sync.flow_mods
+            status["flow_batches"] = sync.batches
         if agent and agent.error:
             status["error"] = agent.error
         return status
@@ -372,7 +376,7 @@ class WeftCore:
 
     def _publish_host_status(self, state):
         for name, host in state.hosts.items():
-            status = {k: str(v).lower() for k, v in self.host_status(name).items()}
+            status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow_")}
             if host.status != status:
                 try:
                     nb.set_status(self.nb_conn, "Host", name, status)

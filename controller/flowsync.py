@@ -7,6 +7,7 @@ barrier, and only the barrier's reply makes the batch count as applied (that is 
 import logging
 
 from flows.diff import diff_flows
+from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.flowsync")
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
@@ -61,6 +62,10 @@ class HostFlowSync:
     def _sync(self, desired):
         if self.installed is None:
             flow_diff = diff_flows(_union(desired, desired), self.switch.dump_flows())
+            LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete", self.host,
+                     len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete))
+            for flow in [*flow_diff.modify, *flow_diff.delete][:5]:
+                LOG.debug("host %s: differs: %s", self.host, to_ofctl(flow))
         else:
             changed = [c for c in desired.keys() | self.installed.keys()
                        if desired.get(c) != self.installed.get(c)]

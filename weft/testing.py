@@ -94,6 +94,29 @@ class Lab:
         from flows.ofctl import parse_dump_cookies
         return parse_dump_cookies(self.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout)
 
+    def flow_ages(self, host):
+        """{flow as ovs-ofctl prints it, counters left out: its age in seconds} for host's br-int."""
+        ages = {}
+        dump = self.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+        for line in dump.splitlines()[1:]:
+            age = float(re.search(r"duration=([\d.]+)s", line).group(1))
+            ages[re.sub(r"(duration|n_packets|n_bytes)=[^,]*, ", "", line.strip())] = age
+        return ages
+
+    def reconnect_switch(self, host, timeout=15):
+        """Makes host's br-int drop its OpenFlow connection and come back; returns the host's API
+        status once the controller has synced it again. (It points br-int elsewhere; the controller
+        sees its target changed in the host's OVSDB and puts it back.)"""
+        self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.api.get(f"/v1/hosts/{host}")["status"]
+            if status.get("openflow_connected") and status.get("flow_batches", 0) >= 1:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host} did not reconnect and resync: {status}")
+            time.sleep(0.1)
+
     def ping(self, src, dst_ip, count=1, timeout=2):
         """True when every one of `count` echo requests from src to dst_ip was answered."""
         res = self.exec(src, "ping", "-n", "-q", "-c", count, "-i", "0.2", "-W", timeout, dst_ip,

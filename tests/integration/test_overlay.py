@@ -161,3 +161,15 @@ def test_a_port_plugged_by_another_tool_with_the_iface_id_works(overlay):
         from weft import lab as weftlab
         weftlab.container_del(overlay.name, "manual")
     assert h3
+
+
+
+def test_switch_reconnect_sends_only_the_difference(overlay):
+    """A switch that reconnects is read, not wiped: it already has every flow, so nothing is sent."""
+    before = overlay.flow_ages("h2")
+    status = overlay.reconnect_switch("h2")
+    assert status["flow_mods"] == 0
+    after = overlay.flow_ages("h2")
+    assert after.keys() == before.keys()
+    assert all(after[flow] >= before[flow] for flow in before)  # not deleted and re-added
+    assert overlay.ping("b21", overlay.ports["b11"]["ip"])

@@ -130,6 +130,13 @@ def test_trace_explains_a_routed_path(routed):
     assert "router r1" in result and "h3" in result and "delivered" in result.lower()
 
 
+def test_gateway_switch_reconnect_sends_nothing(routed):
+    """Conntrack/NAT flows read back from the switch compare equal to the compiled ones."""
+    before = routed.flow_ages("h1")
+    assert routed.reconnect_switch("h1")["flow_mods"] == 0
+    assert routed.flow_ages("h1").keys() == before.keys()
+
+
 def test_detaching_the_router_port_cuts_routing_and_removes_its_flows(routed):
     assert routed.ping("b1", ip(routed, "g3"))
     routed.weft("router", "detach", "r1", "green")
