@@ -17,10 +17,11 @@ from ryu.lib.packet import arp, ether_types, ethernet, packet
 from ryu import cfg
 from ryu.ofproto import ofproto_v1_3
 
+from oslo_config.cfg import Error as ConfigError
 from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst)
 
 from controller.api import NorthboundApi
-from controller.core import Config, WeftCore
+from controller.core import Config, WeftCore, check_config
 from flows.model import Flow
 from flows.ofctl import to_ofctl
 
@@ -40,8 +41,14 @@ CONF.set_default("wsapi_host", "127.0.0.1")
 
 
 def _config_from_conf():
-    return Config(state_dir=CONF.weft.state_dir, nb_remote=CONF.weft.nb_remote,
-                  underlay_mtu=CONF.weft.underlay_mtu, of_target=CONF.weft.of_target)
+    """The [weft] options, checked: a bad value stops the controller with a message naming it."""
+    try:
+        config = Config(state_dir=CONF.weft.state_dir, nb_remote=CONF.weft.nb_remote,
+                        underlay_mtu=CONF.weft.underlay_mtu, of_target=CONF.weft.of_target)
+        check_config(config)
+    except (ValueError, ConfigError) as err:
+        raise SystemExit(f"weft: bad configuration: {err}") from None
+    return config
 
 
 class WeftApp(app_manager.RyuApp):

@@ -5,6 +5,7 @@ Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and han
 """
 import dataclasses
 import logging
+import os
 import time
 
 from controller.flowsync import HostFlowSync
@@ -29,6 +30,22 @@ class Config:
     nb_remote: str = ""          # empty: start the embedded NB ovsdb-server in state_dir
     underlay_mtu: int = 1500     # the smallest MTU of the hosts' underlay links
     of_target: str = ""          # OpenFlow target given to joining hosts that name none (tcp:IP:6653)
+
+
+def check_config(config):
+    """Raises ValueError naming the first bad option."""
+    from controller import validate
+    if not 576 + validate.GENEVE_OVERHEAD <= config.underlay_mtu <= 65535:
+        raise ValueError(f"[weft] underlay_mtu: {config.underlay_mtu} is out of range "
+                         f"({576 + validate.GENEVE_OVERHEAD}..65535)")
+    for remote in filter(None, config.nb_remote.split(",")):
+        if not validate.REMOTE_RE.match(remote):
+            raise ValueError(f"[weft] nb_remote: {remote!r} is not an OVSDB remote (unix:/path, tcp:IP:PORT, "
+                             "ssl:IP:PORT; several separated by commas)")
+    if config.of_target and not validate.REMOTE_RE.match(config.of_target):
+        raise ValueError(f"[weft] of_target: {config.of_target!r} is not an OpenFlow target (tcp:IP:PORT)")
+    if not config.nb_remote and not os.path.isabs(config.state_dir):
+        raise ValueError(f"[weft] state_dir: {config.state_dir!r} must be an absolute path")
 
 
 class HostAgent:

@@ -168,3 +168,23 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     text = open(compose).read()
     for command in ("ovsdb-server", "ovs-vswitchd", "ryu-manager", "controller.app", "host join", "--datapath"):
         assert command in text
+
+
+@pytest.mark.parametrize("option,value,words", [
+    ("underlay_mtu", "abc", ["underlay_mtu", "abc"]),
+    ("underlay_mtu", "100", ["underlay_mtu", "out of range"]),
+    ("nb_remote", "http://nb:6641", ["nb_remote", "not an OVSDB remote"]),
+    ("of_target", "localhost", ["of_target", "not an OpenFlow target"]),
+])
+def test_bad_configuration_stops_the_controller_with_a_clear_message(tmp_path, option, value, words):
+    ryu_manager = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
+    conf = tmp_path / "weft.conf"
+    conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\n{option} = {value}\n")
+    result = subprocess.run([ryu_manager, "--ofp-tcp-listen-port", str(_free_port()), "--wsapi-port",
+                             str(_free_port()), "--config-file", str(conf), "controller.app"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "weft: bad configuration" in result.stderr and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+    assert not (tmp_path / "state" / "nb.pid").exists()  # it stopped before starting anything

@@ -173,3 +173,19 @@ def test_switch_reconnect_sends_only_the_difference(overlay):
     assert after.keys() == before.keys()
     assert all(after[flow] >= before[flow] for flow in before)  # not deleted and re-added
     assert overlay.ping("b21", overlay.ports["b11"]["ip"])
+
+
+def test_a_failed_attach_rolls_back_everything_and_says_why(overlay):
+    from weft import lab as weftlab
+    netns = weftlab.container_add(overlay.name, "doomed", "h2")["netns"]
+    try:
+        before = overlay.exec("h2", "ip", "-br", "link").stdout
+        result = overlay.weft("attach", netns, "--network", "red", "--name", "doomed",
+                              "--ovsdb", "unix:/nonexistent/db.sock", target="h2", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "/nonexistent/db.sock" in result.stderr  # names what went wrong
+        assert "doomed" not in [p["name"] for p in overlay.api.get("/v1/ports")]
+        assert overlay.exec("h2", "ip", "-br", "link").stdout == before  # no veth left on the host
+        assert "eth0" not in overlay.exec("doomed", "ip", "-br", "link").stdout
+    finally:
+        weftlab.container_del(overlay.name, "doomed")
