@@ -176,15 +176,19 @@ class NorthboundApi:
         return 200, {"deleted": name}
 
     # --- ports --------------------------------------------------------------------------------------
-    def _port_json(self, port):
+    def _port_json(self, port, state=None):
+        # The network's addressing rides along: it is what `weft attach` configures in the container.
+        net = (state or self.core.nb_state()).networks.get(port.network)
         return {"name": port.name, "network": port.network, "mac": port.mac, "ip": port.ip, "key": port.key,
-                "host": port.host, "up": self.core.port_up(port.name)}
+                "host": port.host, "up": self.core.port_up(port.name),
+                "cidr": net and net.cidr, "gateway": net and net.gateway_ip, "mtu": net and net.mtu}
 
     def list_ports(self, body, params):
-        ports = self.core.nb_state().ports.values()
+        state = self.core.nb_state()
+        ports = state.ports.values()
         if "network" in params:
             ports = [p for p in ports if p.network == params["network"]]
-        return 200, [self._port_json(p) for p in sorted(ports, key=lambda p: p.name)]
+        return 200, [self._port_json(p, state) for p in sorted(ports, key=lambda p: p.name)]
 
     def show_port(self, name, body, params):
         """`?wait_up=SECONDS` answers as soon as the port is up (or when the time is over): how

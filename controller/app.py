@@ -70,6 +70,7 @@ class WeftApp(app_manager.RyuApp):
 
     def _shutdown(self):
         LOG.info("SIGTERM: stopping")
+        hub.spawn_after(3, os._exit, 0)  # whatever stop() waits on, the process ends
         self.core.stop()
         os._exit(0)
 

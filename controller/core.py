@@ -154,6 +154,7 @@ class WeftCore:
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
         self._wake = hub.Event()
+        self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -219,12 +220,16 @@ class WeftCore:
             self.applied.get(host, {}).get(cookie) == self.compiler.flows[host][cookie] for host in needed)
 
     def wait_port_up(self, name, timeout):
-        """Waits (polling the in-memory state, cheap) until the port is up; returns whether it is."""
-        for _ in range(int(timeout / 0.005)):
+        """Waits until the port is up (woken by each acknowledged flow batch); returns whether it is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            applied = self._applied_event  # taken before the check, so no batch can slip between
             if self.port_up(name):
                 return True
-            self.hub.sleep(0.005)
-        return self.port_up(name)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            applied.wait(timeout=remaining)
 
     def packet_in(self, dpid):
         self.packet_ins += 1
@@ -293,6 +298,8 @@ class WeftCore:
 
     def _flows_applied(self, host, flows):
         self.applied[host] = flows
+        applied, self._applied_event = self._applied_event, self.hub.Event()
+        applied.set()
 
     def leave_host(self, name, force=False):
         """Undoes the host's configuration (raises RuntimeError when its OVSDB is unreachable, unless

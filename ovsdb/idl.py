@@ -87,6 +87,8 @@ class OvsdbConnection:
         self._jobs = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
 
     def start(self):
         self._running = True
@@ -103,9 +105,14 @@ class OvsdbConnection:
         return self.connected and self.idl.has_ever_connected()
 
     def _wakeup(self):
+        # One byte in the pipe is enough to wake the loop. Writing only when none is pending also
+        # keeps two green threads from ever writing at once (eventlet refuses that).
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"x")
-        except OSError:
+        except OSError:  # closed (the loop ended) or full (a wake-up is already there)
             pass
 
     def _loop(self):
@@ -142,6 +149,7 @@ class OvsdbConnection:
 
     def _drain_wakeups(self):
         # Read only what select says is there: eventlet's green os.read would park on an empty pipe.
+        self._wake_pending = False
         while select.select([self._wake_r], [], [], 0)[0]:
             os.read(self._wake_r, 512)
 

@@ -7,8 +7,7 @@ import http.client
 import json
 import os
 import socket
-import urllib.error
-import urllib.request
+import urllib.parse
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -34,21 +33,12 @@ class ApiClient:
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
         if self.base.startswith("unix:"):
-            return self._unix_request(method, path, data)
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as err:
-            raise ApiError(err.code, _error_message(err.read(), err.reason)) from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ApiError(None, f"cannot reach the Weft API at {self.base}: {reason}") from None
-        return json.loads(raw) if raw else None
-
-    def _unix_request(self, method, path, data):
-        conn = _UnixHTTPConnection(self.base[len("unix:"):], self.timeout)
+            conn = _UnixHTTPConnection(self.base[len("unix:"):], self.timeout)
+        else:
+            url = urllib.parse.urlsplit(self.base)
+            if url.scheme != "http" or not url.hostname:
+                raise ApiError(None, f"{self.base!r} is not an API address (http://HOST:PORT or unix:/PATH)")
+            conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=self.timeout)
         try:
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()

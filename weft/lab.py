@@ -442,7 +442,8 @@ def _start_controller(st, progress):
     # (weft attach) cannot reach; unix sockets are not namespaced, so a relay bridges them.
     api_sock = d / "api.sock"
     with open(d / "api-relay.log", "wb") as log:
-        relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{api_sock},fork,unlink-early", f"TCP:127.0.0.1:{api}"],
+        relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{api_sock},fork,unlink-early,backlog=128",
+                                  f"TCP:127.0.0.1:{api}"],
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     _record_pid(st, relay.pid, "API relay", group=True, proc=relay)
     st["api_unix"] = f"unix:{api_sock}"
@@ -452,7 +453,7 @@ def _start_controller(st, progress):
     for host, h in st["hosts"].items():
         sock = Path(h["dir"]) / "ctl.sock"
         with open(Path(h["dir"]) / "relay.log", "wb") as log:
-            relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
+            relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early,backlog=128",
                                       f"TCP:127.0.0.1:{ofp}"], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, start_new_session=True)
         _record_pid(st, relay.pid, f"{host} controller relay", group=True, proc=relay)
@@ -524,6 +525,7 @@ def info(name="weft"):
     st = _require(name)
     return {
         "name": st["name"], "dir": st["dir"], "ready": st["ready"], "api": st["api"],
+        "api_unix": st.get("api_unix"),
         "fabric": dict(st["fabric"]),
         "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
                       "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"]}
@@ -627,6 +629,8 @@ def target_cmd(name, target, argv):
         host_env = _ovs_env(st["hosts"][target]["dir"])
         if st.get("api_unix"):
             host_env["WEFT_API"] = st["api_unix"]  # `weft` run on the host reaches the controller
+        # `python -m weft.cli` on a host runs this same copy of Weft, wherever the caller's cwd is.
+        host_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         return ["ip", "netns", "exec", st["hosts"][target]["netns"], *argv], _full_env(host_env)
     if target in st["containers"]:
         return ["ip", "netns", "exec", st["containers"][target]["netns"], *argv], dict(os.environ)

@@ -8,22 +8,23 @@ The fix must be in place before *any* import of `ryu.app.wsgi`, including plain 
 wrapper of ours runs. So `weft-eventlet-compat.pth` (installed into site-packages) imports this module at
 interpreter start; it adds a lazy import hook that costs nothing until `eventlet.wsgi` is imported.
 """
-import importlib.abc
-import importlib.util
 import sys
 
 _TARGET = "eventlet.wsgi"
 
 
-class _EventletWsgiFixer(importlib.abc.MetaPathFinder):
+class _EventletWsgiFixer:
+    """A meta path finder (duck-typed: importing importlib.abc would cost every interpreter ~20 ms)."""
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname != _TARGET:
             return None
-        sys.meta_path.remove(self)  # find the real module with the remaining finders
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
+        spec = None
+        for finder in sys.meta_path:  # the real module, from the finders after this one
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
         if spec is None or spec.loader is None:
             return None
         real_exec = spec.loader.exec_module
