@@ -4,21 +4,21 @@ This is the only module that imports Ryu. It turns Ryu events into calls on the 
 core (controller/core.py), serves the REST API on Ryu's WSGI server, and translates the pipeline's
 flows (flows/) to and from OpenFlow messages.
 """
+import json
 import logging
 import os
 import signal
 
+from oslo_config.cfg import Error as ConfigError
+from ryu import cfg  # ryu.cfg.CONF is the one ryu-manager parses (not oslo's global CONF)
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
 from ryu.lib.packet import arp, ether_types, ethernet, packet
-from ryu import cfg
-from ryu.ofproto import ofproto_v1_3
-
-from oslo_config.cfg import Error as ConfigError
 from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst)
+from ryu.ofproto import ofproto_v1_3
 
 from controller.api import NorthboundApi
 from controller.core import Config, WeftCore, check_config
@@ -111,7 +111,10 @@ class WeftApp(app_manager.RyuApp):
     def _packet_in(self, ev):
         # Forwarding is proactive: the only packets sent up are a gateway next hop's ARP replies.
         # Anything else is counted, so tests and operators can see the data path stays in OVS.
-        arp_reply = packet.Packet(ev.msg.data).get_protocol(arp.arp)
+        try:
+            arp_reply = packet.Packet(ev.msg.data).get_protocol(arp.arp)
+        except Exception:  # a malformed frame must not take the handler down with it
+            arp_reply = None
         if arp_reply and arp_reply.opcode == arp.ARP_REPLY:
             self.core.arp_reply(ev.msg.datapath.id, arp_reply.src_ip, arp_reply.src_mac)
         else:
@@ -295,9 +298,4 @@ class WeftRestController(ControllerBase):
     def dispatch(self, req, path, **_):
         status, body = self.app.api.handle(req.method, req.path, req.body, req.query_string)
         return Response(status=status, content_type="application/json", charset="utf-8",
-                        body=(json_dumps(body) + "\n").encode())
-
-
-def json_dumps(value):
-    import json
-    return json.dumps(value, indent=1, sort_keys=True)
+                        body=(json.dumps(body, indent=1, sort_keys=True) + "\n").encode())

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 
+from controller import validate
 from controller.flowsync import HostFlowSync
 from flows.compiler import Compiler, port_cookie
 from flows.trace import format_trace, trace_to_ip, trace_to_json
@@ -34,7 +35,6 @@ class Config:
 
 def check_config(config):
     """Raises ValueError naming the first bad option."""
-    from controller import validate
     if not 576 + validate.GENEVE_OVERHEAD <= config.underlay_mtu <= 65535:
         raise ValueError(f"[weft] underlay_mtu: {config.underlay_mtu} is out of range "
                          f"({576 + validate.GENEVE_OVERHEAD}..65535)")
