@@ -213,6 +213,14 @@ def _stop_pids(st, progress):
     # Only pids the lab recorded, and only if their command line still names the lab dir
     # (a recorded pid may have exited and been reused by someone else's process).
     ours = [e for e in reversed(st["pids"]) if _alive(e["pid"]) and _is_ours(e["pid"], st["marker"])]
+    # The controller stops its embedded NB server itself; should the controller die first (killed,
+    # crashed), the server it started is found through its pidfile, in the lab dir, and stopped too.
+    try:
+        nb_pid = int((Path(st["dir"]) / "controller" / "nb.pid").read_text().strip())
+        if _alive(nb_pid) and _is_ours(nb_pid, st["marker"]):
+            ours.append({"pid": nb_pid, "what": "embedded NB ovsdb-server", "group": False})
+    except (OSError, ValueError):
+        pass
     for e in ours:
         _signal(e, signal.SIGTERM)
     left = _wait_gone(ours, 5)

@@ -109,6 +109,15 @@ def test_lab_down_leaves_nothing_behind(make_lab):
     for ns in namespaces:
         assert not os.path.exists(f"/run/netns/{ns}"), f"namespace {ns} survived lab down"
     assert not os.path.exists(info["dir"])
+    # Nor any process that was started for it (recorded or not, e.g. the controller's NB server).
+    leftovers = []
+    for proc in os.listdir("/proc"):
+        try:
+            if proc.isdigit() and (info["dir"] + "/").encode() in open(f"/proc/{proc}/cmdline", "rb").read():
+                leftovers.append(proc)
+        except OSError:
+            pass
+    assert leftovers == []
     # The netdev datapath's tap devices lived in the hosts' namespaces; none leaked into ours.
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert "br-int" not in links and "br-phy" not in links
