@@ -60,13 +60,13 @@ class EmbeddedNbServer:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        if self._proc:
-            self._proc.wait(timeout=5)
-        else:
-            for _ in range(500):
-                if not _alive(self.pid):
-                    break
-                time.sleep(0.01)
+        # Poll rather than Popen.wait(): under eventlet's monkey-patching the latter stalled for seconds.
+        for _ in range(500):
+            if self._proc:
+                self._proc.poll()  # reaps our child, so it does not linger as a zombie
+            if not _alive(self.pid):
+                break
+            time.sleep(0.01)
         self.pid = self._proc = None
 
     def _prepare_db(self):
