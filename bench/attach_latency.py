@@ -1,0 +1,258 @@
+"""Port-up latency: start of an attach -> first ping reply from a container on the other host.
+
+Lab with 2 hosts; a probe container on h2 (attached first) pings every new container from one
+process with a raw ICMP socket (bench/_probe.py: every 5 ms, then backing off). Containers on h1 are
+attached 40 one after another, then 20 at once, through two paths, each in a fresh lab:
+  programmatic: weft.attach.attach() in a long-lived worker inside h1's namespace (bench/_attach_worker.py),
+                the path a CNI plugin would use;
+  cli:          `weft attach` (python -m weft.cli attach) run in h1's namespace (ip netns exec + env,
+                as `weft lab exec h1` does).
+Containers get net.ipv4.neigh.eth0.retrans_time_ms=10 and mcast_solicit=1 right after the attach
+returns (pitfall 1). Times: "ping" = reply - start; "call" = attach return - start; "ping - call".
+In the burst, "start" is the start of the burst for every container.
+
+    .venv/bin/python bench/attach_latency.py [--quick] [--paths programmatic,cli] [--seq 40] [--burst 20]
+Targets: programmatic p50 <= 26 ms sequential, <= 200 ms burst of 20; CLI p50 <= 250 ms.
+OVN (same lab): p50 26 / p90 34 / p99 46 ms sequential, p50 392 ms burst of 20.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import _common
+import _netns
+from _common import median, pct, table
+from _labutil import BENCH, PY, LineProc, api_unix, new_lab
+
+from weft import lab as weftlab
+from weft.attach import netns_path
+
+REPO = _common.REPO
+WAIT = 15.0  # seconds to wait for a ping reply before calling a port failed
+
+
+class Probe:
+    def __init__(self, lab):
+        self.lp = LineProc(lab, "probe", [PY, BENCH / "_probe.py", lab.dir / "probe.tag"], "probe pinger")
+        assert self.lp.get(10) == "READY"
+        self.up = {}
+        self.cv = threading.Condition()
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self):
+        while True:
+            try:
+                line = self.lp.get(None)
+            except RuntimeError:
+                return
+            _, ip, t = line.split()
+            with self.cv:
+                self.up[ip] = float(t)
+                self.cv.notify_all()
+
+    def add(self, ip):
+        self.lp.send(f"ADD {ip}")
+
+    def wait(self, ips, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not all(ip in self.up for ip in ips):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cv.wait(left)
+            return {ip: self.up.get(ip) for ip in ips}
+
+    def close(self):
+        self.lp.send("QUIT")
+        self.lp.close()
+
+
+class Programmatic:
+    def __init__(self, lab):
+        self.lp = LineProc(lab, "h1", [PY, BENCH / "_attach_worker.py", "--api", api_unix(lab),
+                                       "--tag", lab.dir / "worker.tag"], "attach worker")
+        assert json.loads(self.lp.get(30)).get("ready")
+        self.seq = 0
+
+    def start(self, reqs):
+        for r in reqs:
+            self.seq += 1
+            r["id"] = self.seq
+        self.lp.send("\n".join(json.dumps(r) for r in reqs))
+
+    def results(self, n):
+        return [json.loads(self.lp.get(60)) for _ in range(n)]
+
+    def close(self):
+        self.lp.send(json.dumps({"quit": True}))
+        self.lp.close()
+
+
+def cli_attach(lab, req):
+    # `python -m weft.cli` is what .venv/bin/weft runs, but from this tree (PYTHONPATH, see _common).
+    argv = [PY, "-m", "weft.cli", "attach", req["netns"], "--network", req["network"], "--name",
+            req["name"], "--ip", req["ip"], "--json"]
+    cmd, env = weftlab.target_cmd(lab.name, "h1", argv)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_path(path, n_seq, n_burst):
+    lab = new_lab({"programmatic": "p", "cli": "c"}[path])
+    try:
+        lab.api.post("/v1/networks", {"name": "n1", "cidr": "10.1.0.0/16"})
+        lab.container("probe", "h2")
+        weftlab.container_attach(lab.name, "probe", "n1", ip="10.1.0.2")
+        lab.exec("probe", "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=10",
+                 "net.ipv4.neigh.eth0.mcast_solicit=1")
+        probe = Probe(lab)
+        worker = Programmatic(lab) if path == "programmatic" else None
+        ips = (f"10.1.1.{i}" for i in range(1, 255))
+        samples = {"sequential": [], "burst": []}
+
+        def make(prefix, i):
+            c = lab.container(f"{prefix}{i}", "h1")
+            return {"netns": c["netns"], "network": "n1", "name": f"{prefix}{i}", "ip": next(ips)}
+
+        def run(reqs, kind):
+            for r in reqs:
+                probe.add(r["ip"])
+            t_start = time.monotonic()
+            if worker:
+                worker.start(reqs)
+                res = {r["id"]: r for r in worker.results(len(reqs))}
+                done = [(r, res[r["id"]]) for r in reqs]
+            else:
+                done = [None] * len(reqs)
+
+                def one(i, r, t0):
+                    p = cli_attach(lab, r)
+                    _, err = p.communicate()
+                    t1 = time.monotonic()
+                    if not p.returncode:
+                        _netns.fast_arp(netns_path(r["netns"]))
+                    done[i] = (r, {"t0": t0, "t1": t1, "error": err.strip() if p.returncode else None})
+                threads = [threading.Thread(target=one, args=(i, r, time.monotonic()))
+                           for i, r in enumerate(reqs)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            up = probe.wait([r["ip"] for r in reqs])
+            for r, res in done:
+                if res.get("error"):
+                    print(f"  {r['name']}: attach failed: {res['error']}", file=sys.stderr)
+                t0 = t_start if kind == "burst" else res["t0"]
+                samples[kind].append({"call": res["t1"] - t0,
+                                      "ping": (up[r["ip"]] - t0) if up[r["ip"]] else None,
+                                      "phases": res.get("phases"), "acc": res.get("acc"), "t0": res["t0"],
+                                      "error": res.get("error")})
+
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for i in range(n_seq):
+            run([make("s", i)], "sequential")
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # In the CLI path each sequential attach is one child process (ip netns exec execs python);
+        # in the programmatic path the worker is not reaped yet, so this is only `ip` and sysctl.
+        samples["cpu_per_cli"] = ((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n_seq
+                                  if worker is None else None)
+        reqs = [make("b", i) for i in range(n_burst)]
+        run(reqs, "burst")
+        probe.close()
+        if worker:
+            worker.close()
+        return samples
+    finally:
+        lab.down()
+
+
+def stats_row(label, xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return [label, "-", "-", "-", "-"]
+    return [label, f"{pct(xs, 50) * 1e3:.0f}", f"{pct(xs, 90) * 1e3:.0f}", f"{pct(xs, 99) * 1e3:.0f}",
+            f"{len(xs)}"]
+
+
+PHASES = [("before POST (netns check, imports)", "t0", "POST /v1/ports start"),
+          ("POST /v1/ports", "POST /v1/ports start", "POST /v1/ports end"),
+          ("veth with its peer born in the container (host side, IPRoute)", "POST /v1/ports end", "netns1 start"),
+          ("container side: setns + addr, up, route (IPRoute)", "netns1 start", "netns1 end"),
+          ("OVSDB plug", "ovsdb plug start", "ovsdb plug end"),
+          ("tx checksum off (setns + ioctl)", "netns2 start", "netns2 end"),
+          ("GET ?wait_up (flows on every host)", "GET /v1/ports?wait_up start", "GET /v1/ports?wait_up end")]
+
+
+def breakdown(samples):
+    rows = []
+    samples = {k: v for k, v in samples.items() if k != "cpu_per_cli"}
+    for label, a, b in PHASES:
+        vals = {}
+        for kind, ss in samples.items():
+            d = []
+            for s in ss:
+                ph = dict(s["phases"] or [])
+                ph["t0"] = s["t0"]
+                if a in ph and b in ph:
+                    d.append(ph[b] - ph[a])
+            vals[kind] = f"{median(d) * 1e3:.1f}" if d else "-"
+        rows.append([label, vals.get("sequential", "-"), vals.get("burst", "-")])
+    labels = sorted({k for ss in samples.values() for s in ss for k in (s["acc"] or {})})
+    for label in labels:
+        vals = {kind: [s["acc"][label] for s in ss if s["acc"] and label in s["acc"]]
+                for kind, ss in samples.items()}
+        rows.append([f"  of which {label} (sum per attach)",
+                     *(f"{median(vals[k]) * 1e3:.1f}" if vals.get(k) else "-" for k in ("sequential", "burst"))])
+    calls = {kind: [s["call"] for s in ss if not s["error"]] for kind, ss in samples.items()}
+    rows.append(["whole attach call (successful ones)",
+                 *(f"{median(calls[k]) * 1e3:.1f}" if calls.get(k) else "-" for k in ("sequential", "burst"))])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="10 sequential, burst of 5")
+    ap.add_argument("--paths", default="programmatic,cli",
+                    help="comma-separated: programmatic, cli (default both)")
+    ap.add_argument("--seq", type=int)
+    ap.add_argument("--burst", type=int)
+    a = ap.parse_args()
+    n_seq = a.seq or (10 if a.quick else 40)
+    n_burst = a.burst or (5 if a.quick else 20)
+    results = {p: run_path(p, n_seq, n_burst) for p in a.paths.split(",")}
+
+    _common.header(f"attach_latency: {n_seq} sequential + burst of {n_burst}, 2 hosts", sys.argv)
+    rows = []
+    for p, samples in results.items():
+        for kind, ss in samples.items():
+            if kind == "cpu_per_cli":
+                continue
+            fails = sum(1 for s in ss if s["ping"] is None)
+            errors = [s["error"] for s in ss if s.get("error")]
+            rows.append(stats_row(f"{p}, {kind}: ping (start -> first reply)", [s["ping"] for s in ss]))
+            rows.append(stats_row(f"{p}, {kind}: attach call", [s["call"] for s in ss]))
+            rows.append(stats_row(f"{p}, {kind}: ping - call",
+                                  [s["ping"] - s["call"] if s["ping"] is not None else None for s in ss]))
+            if fails:
+                rows.append([f"{p}, {kind}: no reply within {WAIT:.0f} s", "", "", "", str(fails)])
+            if errors:
+                first = errors[0].strip().splitlines()[-1][:120]
+                rows.append([f"{p}, {kind}: attach failed (first error: {first})", "", "", "", str(len(errors))])
+    print(table(["path, phase", "p50 ms", "p90 ms", "p99 ms", "n"], rows))
+    if results.get("cli", {}).get("cpu_per_cli"):
+        print(f"\nCPU time (user+sys) of one `weft attach` process, sequential: "
+              f"{results['cli']['cpu_per_cli'] * 1e3:.0f} ms")
+    for p in ("programmatic",):
+        if p in results:
+            print(f"\nWhere the {p} attach call spends its time (medians, ms):\n")
+            print(table(["step", "sequential", "burst"], breakdown(results[p])))
+    print("\nTargets: programmatic p50 <= 26 ms sequential, <= 200 ms burst of 20; CLI p50 <= 250 ms. "
+          "OVN: p50 26 / p90 34 / p99 46 ms sequential, p50 392 ms burst of 20.")
+
+
+if __name__ == "__main__":
+    main()
