@@ -222,11 +222,11 @@ class NorthboundApi:
             ip = next((str(a) for a in net.hosts() if str(a) not in used and str(a) != network.gateway_ip), None)
             if ip is None:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
-        macs = {p.mac for p in state.ports.values()}
+        macs = {p.mac for p in state.ports.values()} | {m for r in state.routers.values() for m in r.ports.values()}
         if "mac" in f:
             mac = v.mac(f["mac"])
             if mac in macs:
-                raise ApiError(409, f"mac: {mac} is already used by another port")
+                raise ApiError(409, f"mac: {mac} is already used by another port or a router")
         else:
             mac = _random_mac(macs)
         self._write(nb.create_port, name, network.name, mac, ip)
@@ -297,8 +297,11 @@ class NorthboundApi:
             if net.overlaps(ipaddress.IPv4Network(state.networks[other].cidr)):
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) overlaps {other!r} "
                                     f"({state.networks[other].cidr}), already on router {name!r}")
-        macs = {p.mac for p in state.ports.values()} | {m for r in state.routers.values() for m in r.ports.values()}
-        self._write(nb.attach_router, name, network.name, _random_mac(macs))
+        mac = router_port_mac(router.key, network.vni)
+        owner = next((p.name for p in state.ports.values() if p.mac == mac), None)
+        if owner:
+            raise ApiError(409, f"network: the router port's MAC {mac} is taken by port {owner!r}")
+        self._write(nb.attach_router, name, network.name, mac)
         return 201, self._router_json(self.core.nb_state().routers[name])
 
     def detach_router(self, name, network, body, params):
@@ -473,6 +476,13 @@ def _parse_body(raw):
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+
+
+def router_port_mac(router_key, vni):
+    """A router leg's MAC, derived from what it joins: detaching and re-attaching a network gives it
+    the same MAC back, so containers that cached their gateway's MAC keep working. 0a:... is locally
+    administered and never generated for ports (02:...); router keys fit 16 bits, VNIs 24."""
+    return "0a:" + ":".join(f"{b:02x}" for b in (router_key.to_bytes(2, "big") + vni.to_bytes(3, "big")))
 
 
 def _random_mac(taken):

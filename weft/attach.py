@@ -12,12 +12,13 @@ import os
 from ovsdb import rpc, vswitch
 from weft import netns
 from weft.client import ApiClient, ApiError
+from weft.errors import WeftError
 
 DEFAULT_TIMEOUT = 10.0
 
 
-class AttachError(Exception):
-    pass
+class AttachError(WeftError):
+    """Attach or detach failed (after rolling back what it had made)."""
 
 
 def netns_path(container):

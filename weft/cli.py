@@ -4,11 +4,9 @@ import json
 import sys
 import urllib.parse
 
-from weft import lab
-
-from weft.attach import AttachError
+from weft import labcli
 from weft.client import ApiClient, ApiError, default_api
-from weft.lab import LabError
+from weft.errors import WeftError
 
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
@@ -185,7 +183,7 @@ def build_parser():
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
     p.set_defaults(func=detach_cmd)
 
-    lab.add_lab_commands(sub)
+    labcli.add_lab_commands(sub)
     return parser
 
 
@@ -305,7 +303,7 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
-    except (LabError, AttachError, OSError) as err:
+    except (WeftError, OSError) as err:
         print(f"weft: error: {err}", file=sys.stderr)
         return 1
 

@@ -9,7 +9,6 @@ Everything the lab makes is recorded in /run/weft/labs/<name>/lab.json *before o
 made, so `down` (or the next `up` after a crash) removes exactly that and nothing else.
 "Pitfall N" comments refer to the project's notes on running OVS userspace labs (ovs-userspace-lab.md).
 """
-import argparse
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from weft.client import ApiClient, ApiError
+from weft.errors import WeftError
 
 LABS_DIR = Path("/run/weft/labs")
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -36,7 +36,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
-class LabError(Exception):
+class LabError(WeftError):
     """A lab operation failed; the message is meant for the user (the CLI prints it, no traceback)."""
 
 
@@ -670,91 +670,3 @@ def spawn(name, target, argv, what=None, **popen_kw):
     # `ip netns exec` execs the command, so proc.pid is the command itself.
     _record_pid(st, proc.pid, what or f"{target}: {argv[0]}", group=True, proc=proc)
     return proc
-
-
-# ---------------------------------------------------------------- CLI
-
-def add_lab_commands(subparsers):
-    """Register `weft lab ...` on an argparse subparsers object; each command sets func(args) -> int."""
-    lab = subparsers.add_parser("lab", help="a multi-host Open vSwitch lab on this machine")
-    sub = lab.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
-
-    def cmd(parser_sub, verb, func, help):
-        p = parser_sub.add_parser(verb, help=help)
-        p.add_argument("--name", default=os.environ.get("WEFT_LAB", "weft"),
-                       help="lab name (default: $WEFT_LAB or weft)")
-        p.set_defaults(func=func)
-        return p
-
-    p = cmd(sub, "up", _cli_up, "build hosts h1..hN, start a controller, join the hosts")
-    p.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
-    p.add_argument("--no-controller", action="store_true", help="build the hosts only")
-    p.add_argument("--external", action="store_true",
-                   help="add an `outside` namespace linked to an uplink of h1 (for router gateways)")
-    cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
-    cmd(sub, "info", _cli_info, "print the lab as JSON")
-    cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
-
-    container = sub.add_parser("container", help="add or delete container namespaces")
-    csub = container.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
-    p = cmd(csub, "add", _cli_container_add, "create a container namespace on a host, and attach it")
-    p.add_argument("container")
-    p.add_argument("--host", required=True, help="host the container lives on (h1, h2, ...)")
-    p.add_argument("--network", help="attach it to this network (weft attach, run on the host)")
-    p.add_argument("--ip", help="with --network: its address (default: the next free one)")
-    p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
-    p.add_argument("container")
-
-    p = cmd(sub, "exec", _cli_exec, "run a command in a host (its own OVS), container or fabric")
-    p.add_argument("target", help="h1..hN, a container name, or fabric")
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
-    return lab
-
-
-def _cli_up(args):
-    result = up(args.name, args.hosts, controller=not args.no_controller, external=args.external)
-    if result["api"]:
-        print(result["api"])
-        _stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")
-    return 0
-
-
-def _cli_down(args):
-    down(args.name)
-    return 0
-
-
-def _cli_info(args):
-    print(json.dumps(info(args.name), indent=2))
-    return 0
-
-
-def _cli_env(args):
-    print(env(args.name), end="")
-    return 0
-
-
-def _cli_container_add(args):
-    if args.ip and not args.network:
-        raise LabError("--ip needs --network")
-    created = container_add(args.name, args.container, args.host)
-    if args.network:
-        try:
-            port = container_attach(args.name, args.container, args.network, args.ip)
-        except LabError:
-            container_del(args.name, args.container)
-            raise
-        print(f"{created['netns']} {port['ip']} {port['mac']}")
-    else:
-        print(created["netns"])
-    return 0
-
-
-def _cli_container_del(args):
-    container_del(args.name, args.container)
-    return 0
-
-
-def _cli_exec(args):
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return exec(args.name, args.target, argv)

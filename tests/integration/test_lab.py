@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from weft import lab as weftlab
+from weft import labcli
 
 
 def _netns_inode(ns):
@@ -96,7 +97,7 @@ def test_containers(lab3):
 
 def test_cli(lab3, capsys):
     parser = argparse.ArgumentParser(prog="weft")
-    weftlab.add_lab_commands(parser.add_subparsers(dest="command", required=True))
+    labcli.add_lab_commands(parser.add_subparsers(dest="command", required=True))
 
     def run(*argv):
         args = parser.parse_args(["lab", *argv])

@@ -82,6 +82,14 @@ def test_router_port_takes_the_gateway_address_and_its_own_mac(routed):
     assert router["gateway"]["next_hop_mac"] is None  # nothing answered ARP: no switch here
 
 
+def test_a_reattached_leg_keeps_its_mac(routed):
+    before = {p["network"]: p["mac"] for p in call(routed, "GET", "/v1/routers/r1")[1]["ports"]}
+    assert call(routed, "DELETE", "/v1/routers/r1/ports/green")[0] == 200
+    assert call(routed, "POST", "/v1/routers/r1/ports", {"network": "green"})[0] == 201
+    after = {p["network"]: p["mac"] for p in call(routed, "GET", "/v1/routers/r1")[1]["ports"]}
+    assert after == before and before["green"].startswith("0a:")
+
+
 def test_router_keys_never_collide_with_network_vnis(routed, core):
     state = core.nb_state()
     vnis = {n.vni for n in state.networks.values()}

@@ -1,0 +1,106 @@
+"""`weft lab ...`: the command line of the lab (weft/lab.py does the work).
+
+Kept apart so that every other `weft` command starts without importing the lab.
+"""
+import argparse
+import json
+import os
+
+
+def _lab():
+    from weft import lab
+    return lab
+
+
+
+def add_lab_commands(subparsers):
+    """Register `weft lab ...` on an argparse subparsers object; each command sets func(args) -> int."""
+    lab_parser = subparsers.add_parser("lab", help="a multi-host Open vSwitch lab on this machine")
+    sub = lab_parser.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+
+    def cmd(parser_sub, verb, func, help):
+        p = parser_sub.add_parser(verb, help=help)
+        p.add_argument("--name", default=os.environ.get("WEFT_LAB", "weft"),
+                       help="lab name (default: $WEFT_LAB or weft)")
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd(sub, "up", _cli_up, "build hosts h1..hN, start a controller, join the hosts")
+    p.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
+    p.add_argument("--no-controller", action="store_true", help="build the hosts only")
+    p.add_argument("--external", action="store_true",
+                   help="add an `outside` namespace linked to an uplink of h1 (for router gateways)")
+    cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
+    cmd(sub, "info", _cli_info, "print the lab as JSON")
+    cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
+
+    container = sub.add_parser("container", help="add or delete container namespaces")
+    csub = container.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    p = cmd(csub, "add", _cli_container_add, "create a container namespace on a host, and attach it")
+    p.add_argument("container")
+    p.add_argument("--host", required=True, help="host the container lives on (h1, h2, ...)")
+    p.add_argument("--network", help="attach it to this network (weft attach, run on the host)")
+    p.add_argument("--ip", help="with --network: its address (default: the next free one)")
+    p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
+    p.add_argument("container")
+
+    p = cmd(sub, "exec", _cli_exec, "run a command in a host (its own OVS), container or fabric")
+    p.add_argument("target", help="h1..hN, a container name, or fabric")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    return lab_parser
+
+
+def _cli_up(args):
+    lab = _lab()
+    result = lab.up(args.name, args.hosts, controller=not args.no_controller, external=args.external)
+    if result["api"]:
+        print(result["api"])
+        lab._stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")
+    return 0
+
+
+def _cli_down(args):
+    lab = _lab()
+    lab.down(args.name)
+    return 0
+
+
+def _cli_info(args):
+    lab = _lab()
+    print(json.dumps(lab.info(args.name), indent=2))
+    return 0
+
+
+def _cli_env(args):
+    lab = _lab()
+    print(lab.env(args.name), end="")
+    return 0
+
+
+def _cli_container_add(args):
+    lab = _lab()
+    if args.ip and not args.network:
+        raise lab.LabError("--ip needs --network")
+    created = lab.container_add(args.name, args.container, args.host)
+    if args.network:
+        try:
+            port = lab.container_attach(args.name, args.container, args.network, args.ip)
+        except lab.LabError:
+            lab.container_del(args.name, args.container)
+            raise
+        print(f"{created['netns']} {port['ip']} {port['mac']}")
+    else:
+        print(created["netns"])
+    return 0
+
+
+def _cli_container_del(args):
+    lab = _lab()
+    lab.container_del(args.name, args.container)
+    return 0
+
+
+def _cli_exec(args):
+    lab = _lab()
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return lab.exec(args.name, args.target, argv)
