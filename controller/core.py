@@ -389,20 +389,26 @@ class WeftCore:
                 self.syncs[name].set_desired(self.compiler.flows.get(name, {}))
 
     def _publish_port_bindings(self, state, topo):
+        """Records bindings in the NB (for `weft port list` and other controllers): one write for all."""
+        changed = {}
         for name, port in state.ports.items():
             binding = topo.bindings.get(name)
-            host = binding.host if binding else None
-            if port.host != host:
-                try:
-                    nb.set_port_host(self.nb_conn, name, host)
-                except TransactionError as err:
-                    LOG.warning("cannot record port %s binding: %s", name, err)
+            if port.host != (binding.host if binding else None):
+                changed[name] = binding.host if binding else None
+        if changed:
+            try:
+                nb.set_port_hosts(self.nb_conn, changed)
+            except TransactionError as err:
+                LOG.warning("cannot record the bindings of %s: %s", ", ".join(sorted(changed)), err)
 
     def _publish_host_status(self, state):
+        changed = {}
         for name, host in state.hosts.items():
             status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow_")}
             if host.status != status:
-                try:
-                    nb.set_status(self.nb_conn, "Host", name, status)
-                except TransactionError as err:
-                    LOG.warning("cannot record host %s status: %s", name, err)
+                changed[name] = status
+        if changed:
+            try:
+                nb.set_host_statuses(self.nb_conn, changed)
+            except TransactionError as err:
+                LOG.warning("cannot record the status of %s: %s", ", ".join(sorted(changed)), err)

@@ -55,7 +55,7 @@ def fetch_schema(remote, database, timeout=10.0):
 class _Job:
     def __init__(self, build, attempts, done):
         self.build, self.attempts, self.done = build, attempts, done
-        self.txn = self.result = self.error = None
+        self.result = self.error = None
 
 
 class OvsdbConnection:
@@ -85,6 +85,8 @@ class OvsdbConnection:
         self._running = False
         self._seen_seqno = 0
         self._jobs = collections.deque()
+        self._txn, self._batch = None, []  # the transaction in flight and the jobs it carries
+        self._solo = 0  # after a refused batch: how many jobs to commit one by one
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -132,8 +134,8 @@ class OvsdbConnection:
                     self.on_change(self)
                 poller = ovs.poller.Poller()
                 self.idl.wait(poller)
-                if self._jobs and self._jobs[0].txn is not None:
-                    self._jobs[0].txn.wait(poller)
+                if self._txn is not None:
+                    self._txn.wait(poller)
                 elif self._jobs:
                     poller.immediate_wake()
                 poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
@@ -154,34 +156,54 @@ class OvsdbConnection:
             os.read(self._wake_r, 512)
 
     def _advance_jobs(self):
-        """Moves the oldest queued transaction on; one at a time keeps the IDL simple and ordered."""
-        while self._jobs:
-            job = self._jobs[0]
-            try:
-                if job.txn is None:
-                    if not self.synced and not self.idl.has_ever_connected():
-                        return  # nothing to build on yet
-                    job.txn = ovs.db.idl.Transaction(self.idl)
-                    job.result = job.build(job.txn, self.idl.tables)
-                status = job.txn.commit()
-                if status == ovs.db.idl.Transaction.INCOMPLETE:
-                    return
-                if status in TXN_DONE:
-                    job.result = job.result(job.txn) if callable(job.result) else job.result
-                elif status == ovs.db.idl.Transaction.TRY_AGAIN and job.attempts > 1:
+        """Commits the queued writes: all that are waiting go in one transaction (a burst of API calls
+        costs one round trip, not one each). If the database refuses that batch, its jobs are retried
+        one by one, so only the write at fault fails, with the database's reason."""
+        Txn = ovs.db.idl.Transaction
+        while self._jobs or self._txn:
+            if self._txn is None and not self._start_batch():
+                return
+            status = self._txn.commit()
+            if status == Txn.INCOMPLETE:
+                return
+            txn, batch, self._txn, self._batch = self._txn, self._batch, None, []
+            if status in TXN_DONE:
+                for job in batch:
+                    self._finish(job, result=job.result(txn) if callable(job.result) else job.result)
+            elif status == Txn.TRY_AGAIN:  # a concurrent write changed what the builds read: rebuild
+                for job in batch:
                     job.attempts -= 1
-                    job.txn = None  # rebuild on the next pass, from the replica's fresh contents
-                    return
-                elif status == ovs.db.idl.Transaction.TRY_AGAIN:
-                    job.error = TransactionError("the database kept changing under the transaction; try again")
-                else:
-                    job.error = TransactionError(_describe_error(job.txn, status))
-            except Exception as err:  # a failing build must fail its caller, not the loop
-                if job.txn is not None and job.txn.idl.txn is job.txn:
-                    job.txn.abort()
-                job.error = err
-            self._jobs.popleft()
-            job.done.set()
+                    if job.attempts < 1:
+                        self._finish(job, error=TransactionError(
+                            "the database kept changing under the transaction; try again"))
+                return  # rebuild on the next pass, from the replica's fresh contents
+            elif len(batch) > 1:
+                self._solo += len(batch)
+            else:
+                self._finish(batch[0], error=TransactionError(_describe_error(txn, status)))
+
+    def _start_batch(self):
+        """Builds the next transaction from the queue; False when there is nothing to commit yet."""
+        if not self._jobs or not self.idl.has_ever_connected():
+            return False
+        batch = [self._jobs[0]] if self._solo else list(self._jobs)
+        txn = ovs.db.idl.Transaction(self.idl)
+        for job in batch:
+            try:
+                job.result = job.build(txn, self.idl.tables)
+            except Exception as err:  # a failing build fails its caller, not its batch or the loop
+                txn.abort()
+                self._finish(job, error=err)
+                return bool(self._jobs) and self._start_batch()
+        self._txn, self._batch = txn, batch
+        return True
+
+    def _finish(self, job, result=None, error=None):
+        if self._solo:
+            self._solo -= 1
+        job.result, job.error = result, error
+        self._jobs.remove(job)
+        job.done.set()
 
     def wait_synced(self, timeout):
         deadline = time.monotonic() + timeout

@@ -203,19 +203,20 @@ def delete(conn, table, name):
     return conn.transact(build)
 
 
-def set_status(conn, table, name, status):
-    """Replaces a row's status map (skips the write when nothing changed)."""
+def set_host_statuses(conn, statuses):
+    """Replaces hosts' status maps ({host name: status}) in one transaction, writing only changes."""
     def build(txn, tables):
-        row = _find(tables, table, name)
-        if row is not None and dict(row.status) != status:
-            row.status = status
+        for row in tables["Host"].rows.values():
+            if row.name in statuses and dict(row.status) != statuses[row.name]:
+                row.status = statuses[row.name]
     conn.transact(build)
 
 
-def set_port_host(conn, name, host):
+def set_port_hosts(conn, hosts):
+    """Records where ports are bound ({port name: host name or None}) in one transaction."""
     def build(txn, tables):
-        row = _find(tables, "Port", name)
-        if row is not None and _opt(row.host) != host:
-            row.host = [host] if host else []
+        for row in tables["Port"].rows.values():
+            if row.name in hosts and _opt(row.host) != hosts[row.name]:
+                row.host = [hosts[row.name]] if hosts[row.name] else []
     conn.transact(build)
 

@@ -56,3 +56,31 @@ def test_port_in_missing_network_is_refused(core):
     with pytest.raises(LookupError, match="nowhere"):
         nb.create_port(core.nb_conn, "a", "nowhere", "02:00:00:00:00:01", "10.0.0.5")
     assert core.nb_state().ports == {}
+
+
+def test_concurrent_writes_are_batched_and_a_refused_one_fails_alone(core):
+    """Writes queued together share one transaction; when the database refuses the batch, each is
+    retried alone, so only the write at fault fails and the others land."""
+    import threading
+    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    results = {}
+
+    def create(name, ip, mac):
+        try:
+            nb.create_port(core.nb_conn, name, "blue", mac, ip)
+            results[name] = "ok"
+        except TransactionError as err:
+            results[name] = str(err)
+
+    # p-dup takes an IP p5 also takes: one of the two must fail, the other 19 ports must land.
+    jobs = [(f"p{i}", f"10.0.0.{i + 10}", f"02:00:00:00:01:{i:02x}") for i in range(20)]
+    jobs.append(("p-dup", "10.0.0.15", "02:00:00:00:02:00"))
+    threads = [threading.Thread(target=create, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [name for name, outcome in results.items() if outcome != "ok"]
+    assert len(failed) == 1 and failed[0] in ("p5", "p-dup")
+    assert '"network" and "ip"' in results[failed[0]]
+    assert len(core.nb_state().ports) == 20
