@@ -153,6 +153,7 @@ class WeftCore:
         self.applied = {}     # host name -> {cookie: flows} acknowledged by the switch's barrier
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
+        self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
         self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
         self._running = False
@@ -188,8 +189,11 @@ class WeftCore:
         return self.nb_conn.synced
 
     def nb_status(self):
-        return {"remote": self.nb_conn.remote, "embedded": self.embedded is not None,
-                "connected": self.nb_connected()}
+        status = {"remote": self.nb_conn.remote, "embedded": self.embedded is not None,
+                  "connected": self.nb_connected()}
+        if self.topology_error:
+            status["error"] = f"flows frozen, the NB is inconsistent: {self.topology_error}"
+        return status
 
     def default_of_target(self):
         return self.config.of_target or None
@@ -339,7 +343,17 @@ class WeftCore:
         uplinks = {r.gateway["host"]: r.gateway["uplink"] for r in state.routers.values() if r.gateway}
         for name, agent in self.agents.items():
             agent.set_uplink(uplinks.get(name))
-        topo = self._topology(state)
+        try:
+            topo = self._topology(state)
+        except ValueError as err:
+            # Inconsistent NB contents (say, two racing writes that each passed the API's checks):
+            # keep every switch on the last consistent flows rather than compile something wrong.
+            if err.args != getattr(self.topology_error, "args", None):
+                LOG.error("the NB is inconsistent, flows are frozen until it is fixed: %s", err)
+            self.topology_error = err
+            self._publish_host_status(state)
+            return
+        self.topology_error = None
         self.compiler.update(topo)
         self._sync_switches(state)
         self._publish_host_status(state)

@@ -103,6 +103,8 @@ def status(args, api):
     print(f"weft {result['version']} at {api.base}")
     print(f"NB: {nb['remote']} ({'embedded' if nb['embedded'] else 'external'}, "
           f"{'connected' if nb['connected'] else 'NOT connected'})")
+    if nb.get("error"):
+        print(f"NB error: {nb['error']}")
     print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
     rows = [{"name": name, "status": s} for name, s in result["hosts"].items()]
     if rows:

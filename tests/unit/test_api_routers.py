@@ -115,3 +115,25 @@ def test_static_routes_and_detach(routed, core):
     assert call(routed, "DELETE", "/v1/routers/r1/routes", query="cidr=172.16.0.0/16")[0] == 200
     assert call(routed, "DELETE", "/v1/routers/r1/ports/green")[0] == 200
     assert list(core.nb_state().routers["r1"].ports) == ["blue"]
+
+
+def test_inconsistent_nb_freezes_flows_and_says_why(routed, core):
+    """Two racing writes can each pass the API's checks and together break a rule (here: overlapping
+    subnets on one router, written straight to the NB as a racing second writer would). The
+    controller keeps the last consistent flows and reports the problem instead of compiling it."""
+    import time
+    from ovsdb import nb
+    time.sleep(0.3)  # let the controller settle on the fixture's writes
+    before = {host: dict(flows) for host, flows in core.compiler.flows.items()}
+    nb.attach_router(core.nb_conn, "r1", "clash", "0a:00:00:00:00:99")
+    deadline = time.monotonic() + 5
+    while not core.topology_error and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status, body = call(routed, "GET", "/v1/status")
+    assert "overlap" in body["nb"]["error"]
+    assert {host: dict(flows) for host, flows in core.compiler.flows.items()} == before
+    nb.detach_router(core.nb_conn, "r1", "clash")
+    deadline = time.monotonic() + 5
+    while core.topology_error and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "error" not in call(routed, "GET", "/v1/status")[1]["nb"]
