@@ -39,7 +39,7 @@ def main():
     topo = scale_topology(a.hosts, a.ports, a.networks)
     build_s = time.perf_counter() - t
 
-    full, full_cold, comp = [], [], None
+    full, comp = [], None
     for _ in range(runs):
         clear_caches()
         gc.collect()

@@ -20,9 +20,7 @@ from _common import median, table
 from _labutil import Lab, quiet
 from dataplane import iperf, rtts
 
-NETS = {"blue": "10.40.1.0/24", "green": "10.40.2.0/24"}
-IPS = {"b1": "10.40.1.11", "g2": "10.40.2.12"}
-PLACE = {"b1": ("h1", "blue"), "g2": ("h2", "green")}
+from routing import IPS, setup  # the same two subnets on r1, containers b1 (h1), b2 and g2 (h2)
 
 
 def main():
@@ -36,13 +34,7 @@ def main():
     lab = Lab(f"b{os.getpid() % 1000000}s"[:12], 2, external=True, progress=quiet)
     try:
         ext = lab.info["external"]
-        for name, cidr in NETS.items():
-            lab.api.post("/v1/networks", {"name": name, "cidr": cidr})
-        lab.api.post("/v1/routers", {"name": "r1"})
-        for net in NETS:
-            lab.api.post("/v1/routers/r1/ports", {"network": net})
-        for c, (host, net) in PLACE.items():
-            lab.attach(c, host, net, ip=IPS[c])
+        setup(lab)
         snat_ip = ext["free_ips"][0]
         lab.api.request("PUT", "/v1/routers/r1/gateway", {"host": ext["host"], "uplink": ext["uplink"],
                                                           "ip": f"{snat_ip}/24", "next_hop": ext["next_hop"]})

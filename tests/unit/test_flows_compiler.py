@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from flows.compiler import Compiler, changed_objects, compile_all, compile_host
+from incremental import L2_EDITS, apply_l2_edit, update_and_check  # tests/unit is on sys.path
 from flows.examples import scale_topology, small_topology
 from flows.model import Binding, HostState, NetworkState, PortState, Topology, sorted_flows
 from flows.ofctl import to_ofctl
@@ -178,7 +179,7 @@ HOSTS = [HostState(f"h{i}", i, f"192.168.0.{i}") for i in range(1, 4)]
 NETS = [NetworkState(f"n{i}", i, "10.0.0.0/24", "10.0.0.1", 1450) for i in range(1, 4)]
 
 edits = st.lists(st.tuples(
-    st.sampled_from(["bind", "unbind", "remove", "move_net", "host_ip", "vni"]),
+    st.sampled_from(L2_EDITS),
     st.integers(1, 6), st.integers(0, 2), st.integers(0, 2)), max_size=12)
 
 
@@ -190,26 +191,5 @@ def test_incremental_equals_full_compile(steps):
     compiler = Compiler()
     compiler.update(topo)
     for kind, n, a, b in steps:
-        name = f"p{n}"
-        if kind == "bind":
-            port = PortState(name, n, NETS[a].name, f"02:00:00:00:00:{n:02x}", f"10.0.0.{n + 1}")
-            topo = topo.replace(ports=[port], bindings=[Binding(name, HOSTS[b].name, n)])
-        elif kind == "unbind":
-            topo = topo.replace(remove_bindings=[name])
-        elif kind == "remove":
-            topo = topo.replace(remove_ports=[name])
-        elif kind == "move_net" and name in topo.ports:
-            old = topo.ports[name]
-            topo = topo.replace(ports=[PortState(name, n, NETS[a].name, old.mac, old.ip)])
-        elif kind == "host_ip":
-            topo = topo.replace(hosts=[HostState(HOSTS[a].name, a + 1, f"192.168.{b + 1}.{a}")])
-        elif kind == "vni":
-            topo = topo.replace(networks=[NetworkState(NETS[a].name, 10 * b + a + 1,
-                                                       "10.0.0.0/24", "10.0.0.1", 1450)])
-        before = {h: dict(f) for h, f in compiler.flows.items()}
-        changes = compiler.update(topo)
-        full = compile_all(topo)
-        assert compiler.flows == full
-        for host in set(before) | set(full):
-            expected = changed_objects(before.get(host, {}), full.get(host, {}))
-            assert set(changes.get(host, {})) == expected
+        update_and_check(compiler, apply_l2_edit(topo, kind, n, a, b, HOSTS, NETS))
+        topo = compiler.topo

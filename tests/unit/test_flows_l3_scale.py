@@ -4,7 +4,8 @@ import time
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flows import compiler as compiler_module
-from flows.compiler import Compiler, changed_objects, compile_all, port_cookie, router_cookie
+from flows.compiler import Compiler, compile_all, port_cookie, router_cookie
+from incremental import L2_EDITS, apply_l2_edit, update_and_check  # tests/unit is on sys.path
 from flows.examples import routed_scale_topology, scale_topology
 from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState,
                          PortState, RouterPortState, RouterState, RouteState, Topology)
@@ -112,7 +113,7 @@ NETS = [NetworkState(f"n{i}", i, f"10.0.{i}.0/24", f"10.0.{i}.1") for i in range
 ROUTER_NAMES = ["ra", "rb"]
 
 edits = st.lists(st.tuples(
-    st.sampled_from(["bind", "unbind", "remove", "move_net", "host_ip", "vni", "attach",
+    st.sampled_from([*L2_EDITS, "attach",
                      "detach", "gateway", "no_gateway", "next_hop_mac", "fip", "route",
                      "drop_router"]),
     st.integers(1, 6), st.integers(0, 2), st.integers(0, 2)), max_size=14)
@@ -138,22 +139,8 @@ def test_incremental_equals_full_compile_with_routers(steps):
     for kind, n, a, b in steps:
         name, router = f"p{n}", ROUTER_NAMES[a % 2]
         net = NETS[b]
-        if kind == "bind":
-            port = PortState(name, n, NETS[a].name, f"02:00:00:00:00:{n:02x}",
-                             f"10.0.{a + 1}.{n + 1}")
-            topo = topo.replace(ports=[port], bindings=[Binding(name, HOSTS[b].name, n)])
-        elif kind == "unbind":
-            topo = topo.replace(remove_bindings=[name])
-        elif kind == "remove":
-            topo = topo.replace(remove_ports=[name])
-        elif kind == "move_net" and name in topo.ports:
-            old = topo.ports[name]
-            topo = topo.replace(ports=[PortState(name, n, NETS[a].name, old.mac, old.ip)])
-        elif kind == "host_ip":
-            topo = topo.replace(hosts=[HostState(HOSTS[a].name, a + 1, f"192.168.{b + 1}.{a}")])
-        elif kind == "vni":
-            topo = topo.replace(networks=[NetworkState(NETS[a].name, 10 * b + a + 1,
-                                                       NETS[a].cidr, NETS[a].gateway_ip)])
+        if kind in L2_EDITS:
+            topo = apply_l2_edit(topo, kind, n, a, b, HOSTS, NETS)
         elif kind == "attach":  # move the network to this router
             for other in topo.routers.values():
                 if other.name != router:
@@ -185,13 +172,7 @@ def test_incremental_equals_full_compile_with_routers(steps):
                                 routes=(RouteState(f"10.9.{n}.0/24", f"10.0.{b + 1}.9"),))
         elif kind == "drop_router":
             topo = topo.replace(remove_routers=[router])
-        before = {h: dict(f) for h, f in compiler.flows.items()}
-        changes = compiler.update(topo)
-        full = compile_all(topo)
-        assert compiler.flows == full
-        for host in set(before) | set(full):
-            expected = changed_objects(before.get(host, {}), full.get(host, {}))
-            assert set(changes.get(host, {})) == expected
+        update_and_check(compiler, topo)
 
 
 def test_a_port_change_patches_only_its_cookie_on_routed_hosts():
