@@ -13,18 +13,14 @@ flows' packet counters are checked afterwards to prove the traffic took them.
 Target: weft/static >= 0.98 (OVN: 0.99 same host, 0.98 across hosts).
 """
 import argparse
-import json
 import re
-import subprocess
 import sys
-import time
 
 import _common
 from _common import median, table
 from _labutil import new_lab
 
 from flows.pipeline import TUNNEL_OFPORT
-from weft import lab as weftlab
 
 COOKIE = "0xbe7cbe7cbe7cbe7c"
 
@@ -35,24 +31,10 @@ def ofport(lab, host, port_name):
     return int(out[0])
 
 
-def iperf(lab, src, dst, dst_ip, seconds, port=5201):
-    """(receiver bits/s, sender retransmits): like weft.testing.Lab.iperf, keeping the retransmits."""
-    pidfile = lab.dir / f"iperf3-{dst}-{time.monotonic_ns()}.pid"
-    server = weftlab.spawn(lab.name, dst, ["iperf3", "-s", "-1", "-p", port, "-I", pidfile],
-                           what=f"{dst}: iperf3 server", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 5
-        while f":{port} " not in lab.exec(dst, "ss", "-Hltn").stdout:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"iperf3 server in {dst} did not start")
-            time.sleep(0.05)
-        res = json.loads(lab.exec(src, "iperf3", "-c", dst_ip, "-p", port, "-t", seconds, "-J",
-                                  timeout=seconds + 30).stdout)["end"]
-        return float(res["sum_received"]["bits_per_second"]), int(res["sum_sent"].get("retransmits", 0))
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        server.wait(timeout=10)
+def iperf(lab, src, dst, dst_ip, seconds):
+    """(receiver bits/s, sender retransmits) of one iperf3 run."""
+    end = lab.iperf_report(src, dst, seconds, dst_ip)
+    return float(end["sum_received"]["bits_per_second"]), int(end["sum_sent"].get("retransmits", 0))
 
 
 def rtts(lab, src, dst_ip, count):
@@ -94,8 +76,7 @@ def main():
         ips = {"a": "10.1.0.11", "b": "10.1.0.12", "c": "10.1.0.13"}
         hosts = {"a": "h1", "b": "h1", "c": "h2"}
         for c, h in hosts.items():
-            lab.container(c, h)
-            weftlab.container_attach(lab.name, c, "n1", ip=ips[c])
+            lab.attach(c, h, "n1", ip=ips[c])
         ports = {c: ofport(lab, h, c) for c, h in hosts.items()}
         vtep = {h: v["encap_ip"] for h, v in lab.info["hosts"].items()}
         static = {

@@ -95,7 +95,7 @@ def first_reply_runs(lab, reps):
     finally:
         prober.close()
     lab.api.post("/v1/routers/r1/ports", {"network": "green"})
-    for c in ("b1", "g2"):  # the router's green port has a new MAC: drop the cached gateway
+    for c in ("b1", "g2"):  # start cold, so the next first reply includes ARP for the gateway
         lab.exec(c, "ip", "neigh", "flush", "all")
     return out
 

@@ -134,6 +134,10 @@ class Lab:
 
     def iperf(self, src, dst, seconds=3, dst_ip=None, port=5201):
         """TCP throughput from src to dst (iperf3), in bits/s as measured by the receiver."""
+        return float(self.iperf_report(src, dst, seconds, dst_ip, port)["sum_received"]["bits_per_second"])
+
+    def iperf_report(self, src, dst, seconds=3, dst_ip=None, port=5201):
+        """iperf3 -J's "end" section for a TCP run from src to dst (received rate, retransmits...)."""
         dst_ip = dst_ip or self.address(dst)
         # -I puts a path under the lab dir on the command line so `down` may kill a leftover server.
         pidfile = self.dir / f"iperf3-{dst}-{next(self._seq)}.pid"
@@ -148,7 +152,7 @@ class Lab:
                 time.sleep(0.05)
             res = self.exec(src, "iperf3", "-c", dst_ip, "-p", port, "-t", seconds, "-J",
                             timeout=seconds + 30)
-            return float(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"])
+            return json.loads(res.stdout)["end"]
         finally:
             if server.poll() is None:
                 server.terminate()

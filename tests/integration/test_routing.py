@@ -153,4 +153,4 @@ def test_detaching_the_router_port_cuts_routing_and_removes_its_flows(routed):
         assert not routed.ping("b1", ip(routed, "g3"), timeout=1)
     finally:
         routed.weft("router", "attach", "r1", "green")
-    assert routed.api.get(f"/v1/ports/g3?wait_up=5")["up"]
+    assert routed.api.get("/v1/ports/g3?wait_up=5")["up"]
