@@ -430,6 +430,8 @@ def _start_controller(st, progress):
                                 cwd=d, env=env, start_new_session=True)
     _record_pid(st, proc.pid, "controller", group=True, proc=proc)
 
+    # REST answers before the embedded NB is connected, and joining a host needs the NB: wait for
+    # both, or the first POST /v1/hosts races the NB connection and gets a 503.
     client = ApiClient(st["api"], timeout=2)
     deadline = time.monotonic() + TIMEOUT
     while True:
@@ -437,13 +439,14 @@ def _start_controller(st, progress):
             raise LabError(f"the controller exited with status {proc.returncode}; "
                            f"last lines of {log_path}:\n{_tail(log_path)}")
         try:
-            client.get("/v1/status")
-            break
+            if ((client.get("/v1/status") or {}).get("nb") or {}).get("connected"):
+                break
+            waiting_for = "its NB database to connect"
         except ApiError as err:
-            if time.monotonic() > deadline:
-                raise LabError(f"the controller did not answer GET {st['api']}/v1/status within "
-                               f"{TIMEOUT:.0f}s ({err.message}); last lines of {log_path}:\n"
-                               f"{_tail(log_path)}") from None
+            waiting_for = f"GET {st['api']}/v1/status ({err.message})"
+        if time.monotonic() > deadline:
+            raise LabError(f"the controller was still waiting for {waiting_for} after "
+                           f"{TIMEOUT:.0f}s; last lines of {log_path}:\n{_tail(log_path)}")
         time.sleep(0.1)
 
     # The API listens on the root namespace's loopback, which code running in a host namespace
