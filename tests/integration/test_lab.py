@@ -181,7 +181,7 @@ class H(BaseHTTPRequestHandler):
         data = json.dumps(body).encode(); self.send_response(code)
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def do_GET(self):
-        if self.path == "/v1/status": return self.reply({})
+        if self.path == "/v1/status": return self.reply({"nb": {"connected": True}})
         h = hosts.get(self.path.rsplit("/", 1)[-1])
         if h is None: return self.reply({"error": "no such host"}, 404)
         self.reply({"name": h["name"], "status": {"ovsdb_connected": True,
@@ -204,7 +204,7 @@ def test_join_path_with_stand_in_controller(make_lab, tmp_path, monkeypatch):
         "--config-file", str(conf)])
     lab = make_lab(hosts=2, controller=True, shared=False)
     info = lab.info
-    assert info["api"].startswith("http://127.0.0.1:") and lab.api.get("/v1/status") == {}
+    assert info["api"].startswith("http://127.0.0.1:") and lab.api.get("/v1/status") == {"nb": {"connected": True}}
     assert f"export WEFT_API={info['api']}" in weftlab.env(lab.name)
     conf = Path(info["dir"], "weft.conf").read_text()
     assert f"state_dir = {info['dir']}/controller" in conf and "underlay_mtu = 1600" in conf
