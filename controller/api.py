@@ -209,27 +209,25 @@ class NorthboundApi:
         network = state.networks.get(f["network"])
         if network is None:
             raise ApiError(404, f"network: no network named {f['network']!r}")
-        if name in state.ports:
-            raise ApiError(409, f"name: port {name!r} already exists (in network {state.ports[name].network!r})")
         net = ipaddress.IPv4Network(network.cidr)
-        used = {p.ip for p in state.ports.values() if p.network == network.name}
-        if "ip" in f:
-            ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,))
-            if ip in used:
-                owner = next(p.name for p in state.ports.values() if p.network == network.name and p.ip == ip)
-                raise ApiError(409, f"ip: {ip} is already used by port {owner!r} in network {network.name!r}")
-        else:
-            ip = next((str(a) for a in net.hosts() if str(a) not in used and str(a) != network.gateway_ip), None)
-            if ip is None:
-                raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
-        macs = {p.mac for p in state.ports.values()} | {m for r in state.routers.values() for m in r.ports.values()}
-        if "mac" in f:
-            mac = v.mac(f["mac"])
-            if mac in macs:
+        ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
+        mac = v.mac(f["mac"]) if "mac" in f else None
+
+        def choose(taken):  # runs inside the NB transaction: see nb.create_port
+            if name in taken.names:
+                raise ApiError(409, f"name: port {name!r} already exists (in network {taken.names[name]!r})")
+            if ip in taken.ips:
+                raise ApiError(409, f"ip: {ip} is already used by port {taken.ips[ip]!r} in network "
+                                    f"{network.name!r}")
+            if mac in taken.macs:
                 raise ApiError(409, f"mac: {mac} is already used by another port or a router")
-        else:
-            mac = _random_mac(macs)
-        self._write(nb.create_port, name, network.name, mac, ip)
+            free_ip = ip or next((str(a) for a in net.hosts()
+                                  if str(a) not in taken.ips and str(a) != network.gateway_ip), None)
+            if free_ip is None:
+                raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
+            return free_ip, mac or _random_mac(taken.macs)
+
+        self._write(nb.create_port, name, network.name, choose)
         return 201, self._port_json(self.core.nb_state().ports[name])
 
     def delete_port(self, name, body, params):

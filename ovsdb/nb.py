@@ -129,10 +129,27 @@ def create_network(conn, name, vni, cidr, gateway_ip, mtu):
                                               gateway_ip=gateway_ip, mtu=mtu) and None)
 
 
-def create_port(conn, name, network, mac, ip):
+@dataclasses.dataclass
+class PortsTaken:
+    """What a new port must not collide with, read inside the write's own transaction."""
+    names: dict     # port name -> its network
+    ips: dict       # IP -> port name, in the new port's network
+    macs: set       # every port's and router port's MAC
+
+
+def create_port(conn, name, network, choose):
+    """Inserts a port with the (ip, mac) that `choose(PortsTaken)` returns. `choose` runs inside the
+    transaction, on the replica plus the rows queued before it in the same batch, so concurrent
+    creates never pick the same address; it raises to refuse."""
     def build(txn, tables):
+        net = _must(tables, "Network", network)
+        ports = tables["Port"].rows.values()
+        taken = PortsTaken(names={p.name: p.network.name for p in ports},
+                           ips={p.ip: p.name for p in ports if p.network.uuid == net.uuid},
+                           macs={p.mac for p in ports} | {rp.mac for rp in tables["Router_Port"].rows.values()})
+        ip, mac = choose(taken)
         _insert(txn, tables, "Port", name=name, key=_next_key(tables, "Port", 2**31 - 1),
-                network=_must(tables, "Network", network), mac=mac, ip=ip)
+                network=net, mac=mac, ip=ip)
     conn.transact(build)
 
 

@@ -91,6 +91,41 @@ def test_defaults_allocate_vni_gateway_mtu_ip_and_mac(api):
     assert call(api, "POST", "/v1/networks", {"name": "green", "cidr": "10.6.0.0/24"})[1]["vni"] == 101
 
 
+def _concurrently(api, bodies):
+    """POSTs every body at once (as a CNI attaching many containers does) -> [(status, reply)]."""
+    import threading
+    results = [None] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def post(i):
+        start.wait()
+        results[i] = call(api, "POST", "/v1/ports", bodies[i])
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_creates_get_distinct_addresses(populated, core):
+    results = _concurrently(populated, [{"name": f"c{i}", "network": "blue"} for i in range(20)])
+    assert [status for status, _ in results] == [201] * 20, results
+    ports = core.nb_state().ports
+    assert len({p.ip for p in ports.values()}) == len({p.mac for p in ports.values()}) == len(ports) == 21
+
+
+def test_concurrent_creates_of_one_ip_or_name_give_one_port_and_a_clear_409(populated, core):
+    results = _concurrently(populated, [{"name": "x1", "network": "blue", "ip": "10.0.0.9"},
+                                        {"name": "x2", "network": "blue", "ip": "10.0.0.9"},
+                                        {"name": "y", "network": "blue"}, {"name": "y", "network": "blue"}])
+    assert sorted(status for status, _ in results) == [201, 201, 409, 409], results
+    errors = sorted(reply["error"] for status, reply in results if status == 409)
+    assert "ip: 10.0.0.9 is already used by port 'x" in errors[0], errors
+    assert "name: port 'y' already exists" in errors[1], errors
+    assert sorted(core.nb_state().ports) in (["p1", "x1", "y"], ["p1", "x2", "y"])
+
+
 def test_rejoining_with_same_settings_is_a_no_op(populated):
     body = {"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/db.sock"}
     status, host = call(populated, "POST", "/v1/hosts", body)
