@@ -4,6 +4,7 @@
 schema fetch and a monitor. A single `transact` is one round trip.
 """
 import os
+import sys
 
 
 class OvsdbError(Exception):
@@ -17,8 +18,7 @@ def default_remote():
 
 def transact(remote, database, ops, timeout=10.0):
     """Runs ops in one transaction; returns the per-op results or raises OvsdbError with the reason."""
-    import ovs.jsonrpc  # here, not at the top: `ovs` pulls in eventlet, too slow for every CLI start
-    import ovs.stream
+    ovs = _ovs_client()
     error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), int(timeout * 1000))
     if error:
         raise OvsdbError(f"cannot connect to the OVSDB server at {remote}: {os.strerror(error)}")
@@ -35,3 +35,21 @@ def transact(remote, database, ops, timeout=10.0):
         if isinstance(result, dict) and "error" in result:
             raise OvsdbError(f"OVSDB refused the transaction: {result['error']}: {result.get('details', '')}")
     return reply.result
+
+
+def _ovs_client():
+    """The `ovs` client modules, imported here rather than at the top (CLI start-up time) and without
+    eventlet. `ovs.poller` imports eventlet only to ask whether it has patched `select`, which it
+    cannot have done if nothing imported it; and importing eventlet from a thread while other threads
+    run (a CNI daemon attaching in parallel) leaves that thread impossible to join."""
+    if "eventlet" in sys.modules or "ovs.poller" in sys.modules:
+        import ovs.jsonrpc
+        import ovs.stream
+        return ovs
+    sys.modules["eventlet"] = None  # makes `from eventlet import ...` raise ImportError, which ovs expects
+    try:
+        import ovs.jsonrpc
+        import ovs.stream
+    finally:
+        del sys.modules["eventlet"]
+    return ovs
