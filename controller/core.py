@@ -208,6 +208,7 @@ class WeftCore:
         if sync:  # how much flow traffic this switch has needed since it connected
             status["flow_mods"] = sync.flow_mods
             status["flow_batches"] = sync.batches
+            status["flows_in_sync"] = self.applied.get(name) == self.compiler.flows.get(name, {})
         if agent and agent.error:
             status["error"] = agent.error
         return status
@@ -361,11 +362,21 @@ class WeftCore:
 
     def _topology(self, state):
         """NB state + where OVS says each port is plugged -> the compiler's input."""
+        claims = {}  # iface-id -> {host: ofport}: normally one host; more when plugged twice
+        for host_name, agent in self.agents.items():
+            for iface_id, ofport in agent.bindings.items():
+                if iface_id in state.ports:
+                    claims.setdefault(iface_id, {})[host_name] = ofport
         bindings = {}
-        for host_name in sorted(self.agents):
-            for iface_id, ofport in self.agents[host_name].bindings.items():
-                if iface_id in state.ports and iface_id not in bindings:
-                    bindings[iface_id] = Binding(iface_id, host_name, ofport)
+        for iface_id, hosts in claims.items():
+            # A port stays where it is bound: a second plug elsewhere (a mistaken attach, another
+            # tool) must not take a running container's port away from it.
+            host = state.ports[iface_id].host
+            if host not in hosts:
+                host = min(hosts)
+            if len(hosts) > 1:
+                LOG.warning("port %s is plugged on %s; bound to %s", iface_id, ", ".join(sorted(hosts)), host)
+            bindings[iface_id] = Binding(iface_id, host, hosts[host])
         return Topology.build(
             hosts=[HostState(h.name, h.key, h.encap_ip) for h in state.hosts.values()],
             networks=[NetworkState(n.name, n.vni, n.cidr, n.gateway_ip, n.mtu) for n in state.networks.values()],

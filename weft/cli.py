@@ -20,7 +20,9 @@ def _cell(value):
         if value.get("error"):
             return "error: " + value["error"]
         flags = [k.replace("_connected", "") for k in ("ovsdb_connected", "openflow_connected") if value.get(k)]
-        return "ready" if value.get("ready") and len(flags) == 2 else "connected: " + (",".join(flags) or "none")
+        if not (value.get("ready") and len(flags) == 2):
+            return "connected: " + (",".join(flags) or "none")
+        return "ready" if value.get("flows_in_sync", True) else "ready, flows syncing"
     return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -103,6 +103,15 @@ class Lab:
             ages[re.sub(r"(duration|n_packets|n_bytes)=[^,]*, ", "", line.strip())] = age
         return ages
 
+    def wait_flows_in_sync(self, host, timeout=15):
+        """Waits until the switch has acknowledged every flow the controller wants on it (changes of
+        an earlier step may still be in flight)."""
+        deadline = time.monotonic() + timeout
+        while not self.api.get(f"/v1/hosts/{host}")["status"].get("flows_in_sync"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host}'s flows did not settle within {timeout} s")
+            time.sleep(0.05)
+
     def reconnect_switch(self, host, timeout=15):
         """Makes host's br-int drop its OpenFlow connection and come back; returns the host's API
         status once the controller has synced it again. (It points br-int elsewhere; the controller

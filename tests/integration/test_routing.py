@@ -132,6 +132,7 @@ def test_trace_explains_a_routed_path(routed):
 
 def test_gateway_switch_reconnect_sends_nothing(routed):
     """Conntrack/NAT flows read back from the switch compare equal to the compiled ones."""
+    routed.wait_flows_in_sync("h1")
     before = routed.flow_ages("h1")
     assert routed.reconnect_switch("h1")["flow_mods"] == 0
     assert routed.flow_ages("h1").keys() == before.keys()
