@@ -41,16 +41,20 @@ def _acc(label, dt):
 
 def _instrument():
     """Wrap the steps attach() calls, to timestamp them (a few µs each)."""
-    orig_request = ApiClient.request
+    orig_send = ApiClient.send
 
-    def request(self, method, path, body=None):
+    def send(self, method, path, body=None):
         label = f"{method} {'/'.join(path.split('?')[0].split('/')[:3])}" + ("?wait_up" if "wait_up" in path else "")
         _mark(label + " start")
-        try:
-            return orig_request(self, method, path, body)
-        finally:
-            _mark(label + " end")
-    ApiClient.request = request
+        answer = orig_send(self, method, path, body)
+
+        def timed_answer():
+            try:
+                return answer()
+            finally:
+                _mark(label + " end")
+        return timed_answer
+    ApiClient.send = send
 
     vs = attach_mod.vswitch
     orig_plug = vs.plug_port
@@ -63,8 +67,8 @@ def _instrument():
             _mark("ovsdb plug end")
     vs.plug_port = plug_port
 
-    # attach() enters the container twice: to configure eth0 (addr, up, route), then for the
-    # tx-checksum ioctl. Number the sections per attach.
+    # attach() enters the container once (eth0: MAC, MTU, addr, up, route, tx-checksum ioctl).
+    # Sections are numbered per attach.
     orig_in_netns = weft_netns.in_netns
 
     @contextlib.contextmanager

@@ -178,12 +178,14 @@ def stats_row(label, xs):
             f"{len(xs)}"]
 
 
+# attach() sends POST /v1/ports, makes the veth and plugs it while the controller answers, then
+# reads the answer, sets the host end's MTU, configures the container end and waits for up.
 PHASES = [("before POST (netns check, imports)", "t0", "POST /v1/ports start"),
-          ("POST /v1/ports", "POST /v1/ports start", "POST /v1/ports end"),
-          ("veth with its peer born in the container (host side, IPRoute)", "POST /v1/ports end", "netns1 start"),
-          ("container side: setns + addr, up, route (IPRoute)", "netns1 start", "netns1 end"),
+          ("POST sent -> OVSDB plug starts (veth made meanwhile)", "POST /v1/ports start", "ovsdb plug start"),
           ("OVSDB plug", "ovsdb plug start", "ovsdb plug end"),
-          ("tx checksum off (setns + ioctl)", "netns2 start", "netns2 end"),
+          ("plug done -> POST answer read", "ovsdb plug end", "POST /v1/ports end"),
+          ("host end MTU", "POST /v1/ports end", "netns1 start"),
+          ("container side: setns + MAC, MTU, up, addr, route, tx csum off", "netns1 start", "netns1 end"),
           ("GET ?wait_up (flows on every host)", "GET /v1/ports?wait_up start", "GET /v1/ports?wait_up end")]
 
 

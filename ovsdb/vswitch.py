@@ -169,12 +169,13 @@ def _ovsdb_map(mapping):
     return ["map", sorted(mapping.items())]
 
 
-def plug_port(remote, device, iface_id, mac):
+def plug_port(remote, device, iface_id):
     """Adds `device` to br-int with external_ids:iface-id, in one transaction, and returns br-int's
     datapath type. Without br-int (the host has not joined) the mutate matches nothing, so the new,
-    unreferenced rows are dropped by the database and nothing changes."""
+    unreferenced rows are dropped by the database and nothing changes. (No attached-mac: attach
+    plugs before the controller has chosen the MAC; `weft port show` has it.)"""
     from ovsdb import rpc
-    ids = _ovsdb_map({"iface-id": iface_id, "attached-mac": mac, OWNER_KEY: "weft"})
+    ids = _ovsdb_map({"iface-id": iface_id, OWNER_KEY: "weft"})
     bridge = [["name", "==", INTEGRATION_BRIDGE]]
     try:
         results = rpc.transact(remote, DATABASE, [

@@ -4,8 +4,14 @@ The controller allocates the port (IP, MAC) and computes its flows; this side do
 a veth whose container end becomes `eth0` (MAC, IP, MTU, default route via the network's gateway),
 whose host end goes into br-int with external_ids:iface-id. Attach returns only once the controller
 reports the port up on every host that needs flows for it; on any failure it undoes what it made.
+
+The steps overlap where they can, since port-up latency is what a container runtime waits for: while
+the controller allocates the port, the veth is made and its host end plugged into br-int (the
+controller ignores an iface-id it does not know yet, and binds it once the port exists); while
+vswitchd adds the port and the controller installs its flows, the container end is configured.
 """
 import errno
+import hashlib
 import ipaddress
 import os
 
@@ -35,9 +41,10 @@ def netns_path(container):
     return path
 
 
-def host_device(port_key):
-    """The host end of a port's veth: derived from the port's key, unique, within IFNAMSIZ."""
-    return f"wf{port_key:08x}"
+def host_device(port_name):
+    """The host end of a port's veth, within IFNAMSIZ. Derived from the port's name, which is known
+    before the controller answers (48 bits of hash: a clash is refused as an existing device)."""
+    return "wf" + hashlib.sha256(port_name.encode()).hexdigest()[:12]
 
 
 def default_name(container, ifname):
@@ -55,47 +62,40 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
     ovsdb = ovsdb or rpc.default_remote()
     ns_path = netns_path(container)
     name = name or default_name(container, ifname)
+    device = host_device(name)
+    port_answer = api.send("POST", "/v1/ports", {k: v for k, v in (("name", name), ("network", network),
+                                                                   ("ip", ip), ("mac", mac)) if v is not None})
+    undo = []
     try:
-        port = api.post("/v1/ports", {k: v for k, v in (("name", name), ("network", network), ("ip", ip),
-                                                        ("mac", mac)) if v is not None})
-    except ApiError as err:
-        if err.status == 409 and "already exists" in err.message:
-            raise AttachError(f"port {name!r} already exists; detach it first (weft detach {name})") from None
-        raise
-    undo = [lambda: api.delete(f"/v1/ports/{name}")]
-    try:
-        device = host_device(port["key"])
-        # The container end is born inside the container, named and addressed: moving an interface
-        # between namespaces afterwards costs the kernel ~20 ms, serialised across attaches.
-        fd = os.open(ns_path, os.O_RDONLY)
-        try:
-            with IPRoute() as ipr:
+        with IPRoute() as ipr:
+            try:
+                # The container end is born inside the container: moving an interface between
+                # namespaces afterwards costs the kernel ~20 ms, serialised across attaches.
+                fd = os.open(ns_path, os.O_RDONLY)
                 try:
-                    ipr.link("add", ifname=device, kind="veth", mtu=port["mtu"],
-                             peer={"ifname": ifname, "net_ns_fd": fd, "address": port["mac"], "mtu": port["mtu"]})
+                    ipr.link("add", ifname=device, kind="veth", state="up", peer={"ifname": ifname, "net_ns_fd": fd})
                 except NetlinkError as err:
                     if err.code == errno.EEXIST:
-                        raise AttachError(f"{device} exists on this host, or the container already has an "
-                                          f"interface named {ifname}") from None
+                        raise AttachError(f"{device} (the host end for port {name!r}) exists on this host, "
+                                          f"or the container already has an interface named {ifname}") from None
                     raise
+                finally:
+                    os.close(fd)
                 undo.append(lambda: _delete_link(device))
-                ipr.link("set", index=ipr.link_lookup(ifname=device)[0], state="up")
-        finally:
-            os.close(fd)
+                datapath_type = vswitch.plug_port(ovsdb, device, name)
+                undo.append(lambda: vswitch.unplug_port(ovsdb, device))
+            finally:  # the answer is read even when the above failed, so a port made for it is undone
+                port = _created_port(port_answer, name)
+                undo.append(lambda: api.delete(f"/v1/ports/{name}"))
+            ipr.link("set", ifname=device, mtu=port["mtu"])
         prefix = ipaddress.IPv4Network(port["cidr"]).prefixlen
         with netns.in_netns(ns_path), IPRoute() as ns:
-            index = ns.link_lookup(ifname=ifname)[0]
-            ns.addr("add", index=index, address=port["ip"], prefixlen=prefix)
-            ns.link("set", index=index, state="up")
-            lo = ns.link_lookup(ifname="lo")
-            if lo:
-                ns.link("set", index=lo[0], state="up")
+            ns.link("set", ifname=ifname, address=port["mac"], mtu=port["mtu"], state="up")
+            ns.addr("add", index=ns.link_lookup(ifname=ifname)[0], address=port["ip"], prefixlen=prefix)
+            ns.link("set", ifname="lo", state="up")
             ns.route("add", dst="0.0.0.0/0", gateway=port["gateway"])
-        datapath_type = vswitch.plug_port(ovsdb, device, name, port["mac"])
-        undo.append(lambda: vswitch.unplug_port(ovsdb, device))
-        if datapath_type == "netdev":
-            # The userspace datapath never completes partial checksums handed over by a veth.
-            with netns.in_netns(ns_path):
+            if datapath_type == "netdev":
+                # The userspace datapath never completes partial checksums handed over by a veth.
                 netns.tx_checksum_off(ifname)
         port = api.get(f"/v1/ports/{name}?wait_up={timeout}")
         if not port["up"]:
@@ -116,12 +116,21 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
         raise AttachError(f"attach failed and was rolled back: {err}") from None
 
 
+def _created_port(answer, name):
+    try:
+        return answer()
+    except ApiError as err:
+        if err.status == 409 and "already exists" in err.message:
+            raise AttachError(f"port {name!r} already exists; detach it first (weft detach {name})") from None
+        raise
+
+
 def detach(name, ovsdb=None, api=None):
     """Removes the port's veth, its OVS port and the NB port (and so every flow for it)."""
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
-    port = api.get(f"/v1/ports/{name}")
-    device = host_device(port["key"])
+    api.get(f"/v1/ports/{name}")  # it must exist: a clear error before anything is removed
+    device = host_device(name)
     try:
         vswitch.unplug_port(ovsdb, device)
     except rpc.OvsdbError as err:

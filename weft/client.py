@@ -31,6 +31,11 @@ class ApiClient:
         self.timeout = timeout
 
     def request(self, method, path, body=None):
+        return self.send(method, path, body)()
+
+    def send(self, method, path, body=None):
+        """Sends a request and returns a function that reads its answer, so the caller can do other
+        work while the controller handles it (attach makes the veth meanwhile)."""
         data = None if body is None else json.dumps(body).encode()
         if self.base.startswith("unix:"):
             conn = _UnixHTTPConnection(self.base[len("unix:"):], self.timeout)
@@ -41,15 +46,22 @@ class ApiClient:
             conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=self.timeout)
         try:
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
         except OSError as err:
-            raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
-        finally:
             conn.close()
-        if resp.status >= 400:
-            raise ApiError(resp.status, _error_message(raw, resp.reason))
-        return json.loads(raw) if raw else None
+            raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
+
+        def answer():
+            try:
+                resp = conn.getresponse()
+                raw = resp.read()
+            except OSError as err:
+                raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
+            finally:
+                conn.close()
+            if resp.status >= 400:
+                raise ApiError(resp.status, _error_message(raw, resp.reason))
+            return json.loads(raw) if raw else None
+        return answer
 
     def get(self, path):
         return self.request("GET", path)

@@ -3,12 +3,14 @@
 Two networks share one CIDR (and so identical IPs); each has 2 containers on each host.
 """
 import itertools
+import re
 import time
 
 import pytest
 
 from flows.compiler import port_cookie
 from flows.model import PortState
+from weft.attach import host_device
 
 CIDR = "10.20.0.0/24"
 HOSTS = ("h1", "h2", "h3")
@@ -115,7 +117,7 @@ def test_detach_removes_the_ports_flows_on_every_host(overlay):
     while any(overlay.flow_cookies(h)[cookie] for h in HOSTS) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert {h: overlay.flow_cookies(h)[cookie] for h in HOSTS} == {h: 0 for h in HOSTS}
-    assert "wf%08x" % port["key"] not in overlay.exec("h1", "ip", "-br", "link").stdout
+    assert host_device(port["name"]) not in overlay.exec("h1", "ip", "-br", "link").stdout
     assert "tmp" not in [p["name"] for p in overlay.api.get("/v1/ports")]
 
 
@@ -166,6 +168,7 @@ def test_a_port_plugged_by_another_tool_with_the_iface_id_works(overlay):
 
 def test_switch_reconnect_sends_only_the_difference(overlay):
     """A switch that reconnects is read, not wiped: it already has every flow, so nothing is sent."""
+    overlay.wait_flows_in_sync("h2")  # an earlier test's removals may still be on their way
     before = overlay.flow_ages("h2")
     status = overlay.reconnect_switch("h2")
     assert status["flow_mods"] == 0
@@ -189,3 +192,44 @@ def test_a_failed_attach_rolls_back_everything_and_says_why(overlay):
         assert "eth0" not in overlay.exec("doomed", "ip", "-br", "link").stdout
     finally:
         weftlab.container_del(overlay.name, "doomed")
+
+
+def test_an_attach_whose_veth_fails_leaves_no_port_behind(overlay):
+    """The veth is made while the controller creates the port: when the veth fails, the port the
+    controller made for it must still be removed."""
+    from weft import lab as weftlab
+    weftlab.container_add(overlay.name, "clash", "h2")
+    try:
+        overlay.exec("clash", "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        before = overlay.exec("h2", "ip", "-br", "link").stdout
+        result = overlay.weft("attach", f"wl-{overlay.name}-c-clash", "--network", "red", "--name", "clash",
+                              target="h2", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "interface named eth0" in result.stderr, result.stderr
+        assert "clash" not in [p["name"] for p in overlay.api.get("/v1/ports")]
+        assert overlay.exec("h2", "ip", "-br", "link").stdout == before
+    finally:
+        weftlab.container_del(overlay.name, "clash")
+
+
+def test_plugging_a_bound_port_again_elsewhere_does_not_take_it_away(overlay):
+    """A running container keeps its port when the same iface-id shows up on another host (a mistaken
+    attach, another tool): the binding stays where it is. b31 lives on h3; h1 sorts first."""
+    ofport_h1 = None
+    try:
+        overlay.exec("h1", "ip", "link", "add", "dup0", "type", "veth", "peer", "name", "dup1")
+        overlay.exec("h1", "ip", "link", "set", "dup0", "up")
+        overlay.exec("h1", "ovs-vsctl", "add-port", "br-int", "dup0", "--", "set", "Interface", "dup0",
+                     "external_ids:iface-id=b31")
+        deadline = time.monotonic() + 5
+        while ofport_h1 in (None, "[]", "-1") and time.monotonic() < deadline:
+            ofport_h1 = overlay.exec("h1", "ovs-vsctl", "get", "Interface", "dup0", "ofport").stdout.strip()
+        # Nothing to wait for when nothing changes: give the controller ample time to (not) react.
+        time.sleep(1.0)
+        assert overlay.api.get("/v1/ports/b31")["host"] == "h3"
+        flows = overlay.exec("h1", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+        assert not re.search(rf"(output|in_port)[:=]{ofport_h1}\b", flows), flows
+        assert overlay.ping("b11", overlay.ports["b31"]["ip"])
+    finally:
+        overlay.exec("h1", "ovs-vsctl", "--if-exists", "del-port", "br-int", "dup0", check=False)
+        overlay.exec("h1", "ip", "link", "del", "dup0", check=False)
