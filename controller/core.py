@@ -156,6 +156,7 @@ class WeftCore:
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
         self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
+        self._nb_cache = (None, None)      # (replica change seqno, its snapshot)
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -183,7 +184,13 @@ class WeftCore:
 
     # --- reading state ------------------------------------------------------------------------------
     def nb_state(self):
-        return nb.snapshot(self.nb_conn)
+        """The NB's contents, rebuilt only when the replica changed: API handlers and the loops read it
+        far more often than it changes, and a rebuild walks every row (half the controller's CPU in
+        an attach run before this)."""
+        seqno = self.nb_conn.change_seqno  # read first: a change during the rebuild only costs a rebuild
+        if self._nb_cache[0] != seqno:
+            self._nb_cache = (seqno, nb.snapshot(self.nb_conn))
+        return self._nb_cache[1]
 
     def nb_connected(self):
         return self.nb_conn.synced

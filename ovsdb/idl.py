@@ -106,6 +106,11 @@ class OvsdbConnection:
         """True once the replica holds the database's contents and the session is up."""
         return self.connected and self.idl.has_ever_connected()
 
+    @property
+    def change_seqno(self):
+        """Changes whenever the replica's contents do."""
+        return self.idl.change_seqno
+
     def _wakeup(self):
         # One byte in the pipe is enough to wake the loop. Writing only when none is pending also
         # keeps two green threads from ever writing at once (eventlet refuses that).
