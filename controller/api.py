@@ -149,17 +149,15 @@ class NorthboundApi:
         gateway = v.address_in(f.get("gateway", str(net.network_address + 1)), net, "gateway")
         underlay = self.core.config.underlay_mtu
         mtu = v.network_mtu(f.get("mtu", underlay - v.GENEVE_OVERHEAD), underlay)
-        state = self.core.nb_state()
-        if name in state.networks:
-            raise ApiError(409, f"name: network {name!r} already exists")
-        if "vni" in f:
-            vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI)
-            owner = _key_owner(state, vni)
-            if owner:
-                raise ApiError(409, f"vni: {vni} is already used by {owner}")
-        else:
-            vni = _free_key(state)
-        self._write(nb.create_network, name, vni, str(net), gateway, mtu)
+        vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI) if "vni" in f else None
+
+        def choose_vni(taken, names):  # runs inside the NB transaction: see nb.tunnel_keys
+            if name in names:
+                raise ApiError(409, f"name: network {name!r} already exists")
+            if vni in taken:
+                raise ApiError(409, f"vni: {vni} is already used by {taken[vni]}")
+            return vni or _free_key(taken)
+        self._write(nb.create_network, name, choose_vni, str(net), gateway, mtu)
         return 201, self._network_json(self.core.nb_state().networks[name])
 
     def delete_network(self, name, body, params):
@@ -264,11 +262,12 @@ class NorthboundApi:
     def create_router(self, body, params):
         f = v.body_fields(body, ["name"], [])
         name = v.name(f["name"])
-        state = self.core.nb_state()
-        if name in state.routers:
-            raise ApiError(409, f"name: router {name!r} already exists")
-        # A router's key is also its conntrack zone on the gateway host, and OVS zones are 16 bits.
-        self._write(nb.create_router, name, _free_key(state, limit=65535))
+        def choose_key(taken, names):  # runs inside the NB transaction: see nb.tunnel_keys
+            if name in names:
+                raise ApiError(409, f"name: router {name!r} already exists")
+            # A router's key is also its conntrack zone on the gateway host; OVS zones are 16 bits.
+            return _free_key(taken, limit=65535)
+        self._write(nb.create_router, name, choose_key)
         return 201, self._router_json(self.core.nb_state().routers[name])
 
     def delete_router(self, name, body, params):
@@ -443,19 +442,7 @@ class NorthboundApi:
             raise ApiError(409, f"the NB database refused the change: {err}") from None
 
 
-def _key_owner(state, key):
-    """Networks (VNI) and routers share one 24-bit key space, so a tunnel key names one datapath."""
-    for net in state.networks.values():
-        if net.vni == key:
-            return f"network {net.name!r}"
-    for router in state.routers.values():
-        if router.key == key:
-            return f"router {router.name!r}"
-    return None
-
-
-def _free_key(state, limit=v.MAX_VNI):
-    taken = {n.vni for n in state.networks.values()} | {r.key for r in state.routers.values()}
+def _free_key(taken, limit=v.MAX_VNI):
     key = next((k for k in range(100, limit + 1) if k not in taken), None)
     if key is None:
         raise ApiError(409, f"no free key left below {limit}")

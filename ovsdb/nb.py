@@ -124,9 +124,20 @@ def create_host(conn, name, encap_ip, ovsdb_remote, datapath_type, of_target=Non
     conn.transact(build)
 
 
-def create_network(conn, name, vni, cidr, gateway_ip, mtu):
-    conn.transact(lambda txn, tables: _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr,
-                                              gateway_ip=gateway_ip, mtu=mtu) and None)
+def tunnel_keys(tables):
+    """Keys in use -> their owner. Network VNIs and router keys share one space (a tunnel key names
+    one datapath), which no single table's unique index can guard: writers read it inside their
+    transaction, so two concurrent creates cannot both take a key."""
+    return {**{r.vni: f"network {r.name!r}" for r in tables["Network"].rows.values()},
+            **{r.key: f"router {r.name!r}" for r in tables["Router"].rows.values()}}
+
+
+def create_network(conn, name, choose_vni, cidr, gateway_ip, mtu):
+    """Inserts a network with the VNI `choose_vni(tunnel_keys, network_names)` returns (or raises)."""
+    def build(txn, tables):
+        vni = choose_vni(tunnel_keys(tables), {r.name for r in tables["Network"].rows.values()})
+        _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu)
+    conn.transact(build)
 
 
 @dataclasses.dataclass
@@ -153,8 +164,12 @@ def create_port(conn, name, network, choose):
     conn.transact(build)
 
 
-def create_router(conn, name, key):
-    conn.transact(lambda txn, tables: _insert(txn, tables, "Router", name=name, key=key) and None)
+def create_router(conn, name, choose_key):
+    """Inserts a router with the key `choose_key(tunnel_keys, router_names)` returns (or raises)."""
+    def build(txn, tables):
+        key = choose_key(tunnel_keys(tables), {r.name for r in tables["Router"].rows.values()})
+        _insert(txn, tables, "Router", name=name, key=key)
+    conn.transact(build)
 
 
 def attach_router(conn, router, network, mac):

@@ -91,15 +91,17 @@ def test_defaults_allocate_vni_gateway_mtu_ip_and_mac(api):
     assert call(api, "POST", "/v1/networks", {"name": "green", "cidr": "10.6.0.0/24"})[1]["vni"] == 101
 
 
-def _concurrently(api, bodies):
-    """POSTs every body at once (as a CNI attaching many containers does) -> [(status, reply)]."""
+def _concurrently(api, bodies, path="/v1/ports"):
+    """POSTs every body at once (as a CNI attaching many containers does) -> [(status, reply)].
+    A body may be (path, body) to mix collections."""
     import threading
     results = [None] * len(bodies)
     start = threading.Barrier(len(bodies))
 
     def post(i):
+        where, body = bodies[i] if isinstance(bodies[i], tuple) else (path, bodies[i])
         start.wait()
-        results[i] = call(api, "POST", "/v1/ports", bodies[i])
+        results[i] = call(api, "POST", where, body)
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
         thread.start()
@@ -124,6 +126,18 @@ def test_concurrent_creates_of_one_ip_or_name_give_one_port_and_a_clear_409(popu
     assert "ip: 10.0.0.9 is already used by port 'x" in errors[0], errors
     assert "name: port 'y' already exists" in errors[1], errors
     assert sorted(core.nb_state().ports) in (["p1", "x1", "y"], ["p1", "x2", "y"])
+
+
+def test_concurrent_networks_and_routers_get_distinct_tunnel_keys(populated, core):
+    """Network VNIs and router keys share one space that no unique index covers: allocated inside
+    the transaction, concurrent creates cannot collide (a collision would freeze every flow)."""
+    bodies = [("/v1/networks", {"name": f"n{i}", "cidr": f"10.{i + 1}.0.0/24"}) for i in range(6)]
+    bodies += [("/v1/routers", {"name": f"r{i}"}) for i in range(6)]
+    results = _concurrently(populated, bodies)
+    assert [status for status, _ in results] == [201] * 12, results
+    state = core.nb_state()
+    keys = [n.vni for n in state.networks.values()] + [r.key for r in state.routers.values()]
+    assert len(keys) == len(set(keys)) == 13 and core.topology_error is None
 
 
 def test_rejoining_with_same_settings_is_a_no_op(populated):

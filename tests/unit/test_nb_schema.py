@@ -5,33 +5,37 @@ from ovsdb import nb
 from ovsdb.idl import TransactionError
 
 
+def _create_network(conn, name, vni, cidr, gateway_ip, mtu):
+    nb.create_network(conn, name, lambda taken, names: vni, cidr, gateway_ip, mtu)
+
+
 def _create_port(conn, name, network, mac, ip):
     """A raw write with a fixed address, past the API's checks: what the database alone enforces."""
     nb.create_port(conn, name, network, lambda taken: (ip, mac))
 
 
 def test_duplicate_network_name_is_refused(core):
-    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
     with pytest.raises(TransactionError, match="index on column \"name\""):
-        nb.create_network(core.nb_conn, "blue", 101, "10.1.0.0/24", "10.1.0.1", 1450)
+        _create_network(core.nb_conn, "blue", 101, "10.1.0.0/24", "10.1.0.1", 1450)
     assert list(core.nb_state().networks) == ["blue"]
 
 
 def test_duplicate_vni_is_refused(core):
-    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
     with pytest.raises(TransactionError, match="index on column \"vni\""):
-        nb.create_network(core.nb_conn, "red", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+        _create_network(core.nb_conn, "red", 100, "10.0.0.0/24", "10.0.0.1", 1450)
     assert list(core.nb_state().networks) == ["blue"]
 
 
 def test_vni_out_of_range_is_refused(core):
     with pytest.raises(TransactionError, match="valid range 1 to 16777215"):
-        nb.create_network(core.nb_conn, "blue", 2**24, "10.0.0.0/24", "10.0.0.1", 1450)
+        _create_network(core.nb_conn, "blue", 2**24, "10.0.0.0/24", "10.0.0.1", 1450)
 
 
 def test_duplicate_ip_in_one_network_is_refused_but_allowed_across_networks(core):
-    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
-    nb.create_network(core.nb_conn, "red", 101, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "red", 101, "10.0.0.0/24", "10.0.0.1", 1450)
     _create_port(core.nb_conn, "a", "blue", "02:00:00:00:00:01", "10.0.0.5")
     _create_port(core.nb_conn, "b", "red", "02:00:00:00:00:02", "10.0.0.5")
     with pytest.raises(TransactionError, match="\"network\" and \"ip\""):
@@ -50,7 +54,7 @@ def test_host_name_key_and_encap_ip_are_unique(core):
 
 
 def test_network_with_ports_cannot_be_deleted(core):
-    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
     _create_port(core.nb_conn, "a", "blue", "02:00:00:00:00:01", "10.0.0.5")
     with pytest.raises(TransactionError, match="remaining reference"):
         nb.delete(core.nb_conn, "Network", "blue")
@@ -67,7 +71,7 @@ def test_concurrent_writes_are_batched_and_a_refused_one_fails_alone(core):
     """Writes queued together share one transaction; when the database refuses the batch, each is
     retried alone, so only the write at fault fails and the others land."""
     import threading
-    nb.create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
+    _create_network(core.nb_conn, "blue", 100, "10.0.0.0/24", "10.0.0.1", 1450)
     results = {}
 
     def create(name, ip, mac):
