@@ -73,7 +73,8 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
                 # namespaces afterwards costs the kernel ~20 ms, serialised across attaches.
                 fd = os.open(ns_path, os.O_RDONLY)
                 try:
-                    ipr.link("add", ifname=device, kind="veth", state="up", peer={"ifname": ifname, "net_ns_fd": fd})
+                    ipr.link("add", ifname=device, kind="veth", state="up",
+                             peer={"ifname": ifname, "net_ns_fd": fd})
                 except NetlinkError as err:
                     if err.code == errno.EEXIST:
                         raise AttachError(f"{device} (the host end for port {name!r}) exists on this host, "
