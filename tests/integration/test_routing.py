@@ -75,6 +75,15 @@ def test_the_receiver_sees_ttl_one_less_than_sent(routed):
     assert re.search(r"\bttl 63\b", capture.text), capture.text  # Linux sends 64; one routed hop
 
 
+def test_ttl_one_is_not_routed_and_raises_no_packet_in(routed):
+    before = routed.api.get("/v1/status")["packet_ins"]
+    ping = ["ping", "-n", "-c", "1", "-W", "1", "-t"]
+    assert routed.exec("b1", *ping, "1", ip(routed, "g3"), check=False).returncode != 0
+    assert routed.exec("b1", *ping, "2", ip(routed, "g3"), check=False).returncode == 0  # one hop is enough
+    assert routed.exec("b1", *ping, "1", ip(routed, "b2"), check=False).returncode == 0  # switched: no hop
+    assert routed.api.get("/v1/status")["packet_ins"] == before
+
+
 def test_gateway_answers_ping_and_arp_with_zero_packet_ins(routed):
     before = routed.api.get("/v1/status")["packet_ins"]
     router_mac = next(p["mac"] for p in routed.api.get("/v1/routers/r1")["ports"] if p["network"] == "green")
