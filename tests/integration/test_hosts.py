@@ -50,6 +50,10 @@ def test_every_host_has_br_int_with_geneve_port_and_connected_controller(lab3):
         assert vsctl(lab3, host, "get", "Interface", "weft-geneve", "options") == '{key=flow, remote_ip=flow}'
         assert vsctl(lab3, host, "get", "Interface", "weft-geneve", "ofport") == "65000"
         assert vsctl(lab3, host, "get-controller", "br-int") == f"unix:{lab3.info['hosts'][host]['ovs_rundir']}/ctl.sock"
+        # Packet-ins to the controller are rate limited by vswitchd.
+        limits = vsctl(lab3, host, "--columns=controller_rate_limit,controller_burst_limit", "--bare",
+                       "list", "Controller")
+        assert limits.split() == ["100", "25"], limits
         # The switch itself answers OpenFlow 1.3 with the datapath id Weft gave it.
         show = lab3.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "show", "br-int").stdout
         assert "OFPT_FEATURES_REPLY (OF1.3)" in show
