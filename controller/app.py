@@ -22,7 +22,7 @@ from ryu.ofproto import ofproto_v1_3
 
 from controller.api import NorthboundApi
 from controller.core import Config, WeftCore, check_config
-from flows.model import Flow
+from flows.model import FIELD_BITS, Flow
 from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.app")
@@ -225,6 +225,9 @@ class OpenFlowSwitch:
         if kind == "move":
             return parser.NXActionRegMove(src_field=action[1], dst_field=action[2], n_bits=action[3],
                                           src_ofs=0, dst_ofs=0)
+        if kind in ("push", "pop"):
+            stack_action = parser.NXActionStackPush if kind == "push" else parser.NXActionStackPop
+            return stack_action(field=action[1], start=0, end=FIELD_BITS[action[1]] - 1)
         if kind == "dec_ttl":
             return parser.OFPActionDecNwTtl()
         if kind == "controller":
@@ -284,6 +287,8 @@ def _action_from_ofp(action):
         return ("set_field", action.key, action.value)
     if name == "NXActionRegMove":  # Ryu reads NXM fields back as "eth_src_nxm"; the pipeline says "eth_src"
         return ("move", action.src_field.removesuffix("_nxm"), action.dst_field.removesuffix("_nxm"), action.n_bits)
+    if name in ("NXActionStackPush", "NXActionStackPop"):
+        return ("push" if name == "NXActionStackPush" else "pop", action.field.removesuffix("_nxm"))
     if name == "OFPActionDecNwTtl":
         return ("dec_ttl",)
     return ("unknown", name)  # not ours: it differs from any desired flow, so the diff replaces it

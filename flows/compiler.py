@@ -13,8 +13,8 @@ Who owns which flows (one cookie per object):
                               + NEIGHBOR if its network has a router (6, routed 7)
           on other hosts that ARP_RESPONDER, L2_LOOKUP to the tunnel,
           need its network    + NEIGHBOR if routed (2, routed 3)
-  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (ping
-          the router          reply, enter the router), ROUTING (subnet) (4); per static route:
+  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (enter
+          the router          the router), ROUTING (subnet; ping reply for its address) (4); per static route:
                               ROUTING (1); with a gateway: the default route (1)
           on its gateway      also CLASSIFY (tun_id = router key), UPLINK_IN (ARP reply, next
           host                hop ARP to controller, IPv4 into ct), L3_GATE (established /
@@ -219,12 +219,13 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
             Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
                  (*_arp_request_for(net.gateway_ip), (REG_DATAPATH, net.key)),
                  _arp_reply(rp.mac, net.gateway_ip), cookie),
-            # Echo reply in place: swap MACs and IPs (the gateway IP is known, so a move and a
-            # set do it without a scratch register); OVS fixes the ICMP checksum.
-            Flow(L3_GATE.id, PRIORITY_SPECIFIC,
-                 (*in_net, ("icmpv4_type", ICMP_ECHO_REQUEST), ("ip_proto", IP_PROTO_ICMP),
-                  ("ipv4_dst", net.gateway_ip)),
-                 (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", rp.mac),
+            # An echo request to any of the router's addresses, from any of its networks, is
+            # answered in place, from the leg it came in by: swap the MACs (through the stack),
+            # set the IPs (the router's address is known); OVS fixes the ICMP checksum.
+            Flow(ROUTING.id, PRIORITY_SPECIFIC,
+                 ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4), ("icmpv4_type", ICMP_ECHO_REQUEST),
+                  ("ip_proto", IP_PROTO_ICMP), ("ipv4_dst", net.gateway_ip)),
+                 (("push", "eth_dst"), ("move", "eth_src", "eth_dst", 48), ("pop", "eth_src"),
                   ("move", "ipv4_src", "ipv4_dst", 32), ("set_field", "ipv4_src", net.gateway_ip),
                   ("set_field", "icmpv4_type", ICMP_ECHO_REPLY), ("output", OFPP_IN_PORT)),
                  cookie),

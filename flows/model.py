@@ -15,6 +15,8 @@ Actions are tuples, applied in order:
     ("output", port)                      port: int (OFPP_IN_PORT allowed)
     ("set_field", field, value)           also ipv4_src/ipv4_dst, icmpv4_type, eth_*, regs
     ("move", src_field, dst_field, n_bits) NXM move of the low n_bits, offsets 0
+    ("push", field) / ("pop", field)      NXM stack: push a whole field, pop into one (a swap:
+                                          push a; move b->a; pop b)
     ("dec_ttl",)                          OVS drops the packet when the TTL would reach 0
     ("ct", commit, zone, table, nat)      OVS ct(): commit: bool, zone: int (16 bits),
                                           table: int | None (recirculate there, with ct_state
@@ -47,7 +49,7 @@ FIELD_BITS: dict[str, int] = {
     "udp_src": 16, "udp_dst": 16, "ct_state": 32, "ct_zone": 16,
     **{f"reg{i}": 32 for i in range(16)},
 }
-ACTIONS = frozenset({"output", "set_field", "move", "dec_ttl", "ct", "controller", "goto"})
+ACTIONS = frozenset({"output", "set_field", "move", "push", "pop", "dec_ttl", "ct", "controller", "goto"})
 
 # ct_state bits, as OVS numbers them.
 CT_NEW = 0x01

@@ -61,6 +61,8 @@ def _action(action: tuple) -> str:
         _, src, dst, n_bits = action
         bits = lambda f: "[]" if n_bits == FIELD_BITS[f] else f"[0..{n_bits - 1}]"  # noqa: E731
         return f"move:{_NXM_NAMES[src]}{bits(src)}->{_NXM_NAMES[dst]}{bits(dst)}"
+    if kind in ("push", "pop"):
+        return f"{kind}:{_NXM_NAMES[action[1]]}[]"
     if kind == "dec_ttl":
         return "dec_ttl"
     if kind == "ct":

@@ -51,8 +51,8 @@ UPLINK_IN = Table(
     "into L3_GATE.")
 L3_GATE = Table(
     "L3_GATE", 40,
-    "IPv4 to a router-port MAC enters the router (metadata = router key) and goes to ROUTING; "
-    "ping to the gateway IP is answered in place. From the uplink: established connections go "
+    "IPv4 to a router-port MAC enters the router (metadata = router key) and goes to ROUTING. "
+    "From the uplink: established connections go "
     "to ROUTING, new ones only to a floating IP (committed with DNAT), the rest is dropped. "
     "Everything else goes to L2_LOOKUP.")
 ROUTING = Table(
@@ -61,7 +61,8 @@ ROUTING = Table(
     "subnets and static routes set the destination network (metadata), the router-port MAC "
     "as eth_src, the next hop (reg0) and dec_ttl. The default route (lowest priority) leads "
     "to the router's gateway host: GATEWAY there, the tunnel with tun_id = router key "
-    "elsewhere.")
+    "elsewhere. Above all routes, an echo request to any of the router's addresses is "
+    "answered in place, back out of the port it came from.")
 NEIGHBOR = Table(
     "NEIGHBOR", 60,
     "(network, next hop) sets eth_dst to that port's MAC, known from the NB (no ARP); "

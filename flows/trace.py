@@ -278,6 +278,7 @@ class Tracer:
         """Run a flow's actions on pkt; return (goto, table) | (output, port) |
         (controller, None) | (drop, reason), and a note on what ct did."""
         output, note = None, ""
+        stack = []  # the compiler pops within the flow that pushed
         for action in flow.actions:
             kind = action[0]
             if kind == "set_field":
@@ -286,6 +287,10 @@ class Tracer:
                 _, src, dst, n_bits = action
                 mask = (1 << n_bits) - 1
                 pkt[dst] = (pkt.get(dst, 0) & ~mask) | (pkt.get(src, 0) & mask)
+            elif kind == "push":
+                stack.append(pkt.get(action[1], 0))
+            elif kind == "pop":
+                pkt[action[1]] = stack.pop()
             elif kind == "dec_ttl":
                 if pkt.get("nw_ttl", 64) <= 1:
                     return "drop", "TTL exceeded", note

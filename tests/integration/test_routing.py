@@ -93,9 +93,17 @@ def test_gateway_answers_ping_and_arp_with_zero_packet_ins(routed):
     assert routed.api.get("/v1/status")["packet_ins"] == before
 
 
+def test_the_router_answers_ping_on_its_other_addresses_too(routed):
+    before = routed.api.get("/v1/status")["packet_ins"]
+    assert routed.ping("b2", "10.30.2.1")  # green's gateway, from blue on h2
+    assert routed.ping("g3", "10.30.1.1")  # blue's gateway, from green on h3
+    assert routed.api.get("/v1/status")["packet_ins"] == before
+
+
 def test_a_network_without_router_reaches_no_other_subnet(routed):
     assert not routed.ping("s2", ip(routed, "b2"), timeout=1)
     assert not routed.ping("s2", "10.30.3.1", timeout=1)  # its gateway address answers only with a router
+    assert not routed.ping("s2", "10.30.1.1", timeout=1)  # nor does another network's router
 
 
 def test_outbound_tcp_is_source_natted_to_the_external_ip(routed):

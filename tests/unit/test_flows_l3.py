@@ -130,6 +130,17 @@ def test_gateway_ping_answered_in_flows(tracer):
     assert (v.packet["eth_src"], v.packet["eth_dst"]) == (R1_GREEN, mac("b"))
 
 
+def test_ping_to_the_routers_address_on_another_network_is_answered_on_the_senders_host(tracer):
+    """a (blue) pings green's gateway address: the router answers from that address, through the
+    leg a reached it by (its MAC), without leaving a's host."""
+    result = to_ip(tracer, "a", "10.1.0.1")
+    v = result.verdict
+    assert (v.kind, v.port, v.host) == (DELIVERED, "a", "h1") and {s.host for s in result.steps} == {"h1"}
+    assert (v.packet["icmpv4_type"], v.packet["ipv4_src"], v.packet["ipv4_dst"]) == (
+        0, "10.1.0.1", TOPO.ports["a"].ip)
+    assert (v.packet["eth_src"], v.packet["eth_dst"], v.packet["nw_ttl"]) == (R1_BLUE, mac("a"), 64)
+
+
 def test_network_without_a_router_reaches_no_other_subnet(tracer):
     assert to_ip(tracer, "l", "10.0.0.2").verdict.kind == DROPPED
     # Even aimed at a router MAC: the lone network has no way into any router.
