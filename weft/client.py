@@ -48,20 +48,23 @@ class ApiClient:
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
         except OSError as err:
             conn.close()
-            raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
+            raise self._unreachable(err) from None
 
         def answer():
             try:
                 resp = conn.getresponse()
                 raw = resp.read()
             except OSError as err:
-                raise ApiError(None, f"cannot reach the Weft API at {self.base}: {err}") from None
+                raise self._unreachable(err) from None
             finally:
                 conn.close()
             if resp.status >= 400:
                 raise ApiError(resp.status, _error_message(raw, resp.reason))
             return json.loads(raw) if raw else None
         return answer
+
+    def _unreachable(self, err):
+        return ApiError(None, f"cannot reach the Weft API at {self.base}: {err}")
 
     def get(self, path):
         return self.request("GET", path)
