@@ -13,12 +13,12 @@ TABLES = {
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
     "Controller": ["target", "is_connected", "external_ids", "controller_rate_limit",
-                   "controller_burst_limit"],
+                   "controller_burst_limit"],  # the last two: PACKET_IN_LIMITS
 }
 # Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; the only
 # ones are a gateway next hop's ARP replies, so this caps what a flood on the uplink can cost the
 # controller (100/s is OVS's minimum).
-PACKET_IN_RATE, PACKET_IN_BURST = 100, 25
+PACKET_IN_LIMITS = {"controller_rate_limit": [100], "controller_burst_limit": [25]}
 INTEGRATION_BRIDGE = "br-int"
 TUNNEL_PORT = "weft-geneve"
 OWNER_KEY = "weft-owner"
@@ -78,15 +78,14 @@ def ensure_host_ready(conn, host_key, datapath_type, of_target):
             controller = txn.insert(tables["Controller"])
             controller.target = of_target
             controller.external_ids = {OWNER_KEY: "weft"}
-            controller.controller_rate_limit = [PACKET_IN_RATE]
-            controller.controller_burst_limit = [PACKET_IN_BURST]
+            for column, value in PACKET_IN_LIMITS.items():  # a new row: nothing to read back yet
+                setattr(controller, column, value)
             bridge.controller = [controller]
         elif not of_target and bridge.controller:
             bridge.controller = []
         else:
             for controller in bridge.controller:
-                _ensure_attrs(controller, controller_rate_limit=[PACKET_IN_RATE],
-                              controller_burst_limit=[PACKET_IN_BURST])
+                _ensure_attrs(controller, **PACKET_IN_LIMITS)
     conn.transact(build)
 
 
@@ -157,7 +156,8 @@ def is_ready(conn, host_key, datapath_type, of_target):
         return (tunnel is not None and tunnel.ofport == [TUNNEL_OFPORT]
                 and bridge.other_config.get("datapath-id") == datapath_id(host_key)
                 and [c.target for c in bridge.controller] == ([of_target] if of_target else [])
-                and all(c.controller_rate_limit == [PACKET_IN_RATE] for c in bridge.controller))
+                and all(getattr(c, column) == value for c in bridge.controller
+                        for column, value in PACKET_IN_LIMITS.items()))
 
 
 def bindings(conn):
