@@ -157,6 +157,7 @@ class WeftCore:
         self._wake = hub.Event()
         self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
         self._nb_cache = (None, None)      # (replica change seqno, its snapshot)
+        self._plugged_twice = {}           # iface-id -> (hosts it is plugged on, host it stays bound to)
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class WeftCore:
             for iface_id, ofport in agent.bindings.items():
                 if iface_id in state.ports:
                     claims.setdefault(iface_id, {})[host_name] = ofport
-        bindings = {}
+        bindings, plugged_twice = {}, {}
         for iface_id, hosts in claims.items():
             # A port stays where it is bound: a second plug elsewhere (a mistaken attach, another
             # tool) must not take a running container's port away from it.
@@ -382,8 +383,12 @@ class WeftCore:
             if host not in hosts:
                 host = min(hosts)
             if len(hosts) > 1:
-                LOG.warning("port %s is plugged on %s; bound to %s", iface_id, ", ".join(sorted(hosts)), host)
+                plugged_twice[iface_id] = (tuple(sorted(hosts)), host)
             bindings[iface_id] = Binding(iface_id, host, hosts[host])
+        for iface_id, (hosts, host) in plugged_twice.items():  # said once, not on every pass
+            if self._plugged_twice.get(iface_id) != (hosts, host):
+                LOG.warning("port %s is plugged on %s; it stays bound to %s", iface_id, ", ".join(hosts), host)
+        self._plugged_twice = plugged_twice
         return Topology.build(
             hosts=[HostState(h.name, h.key, h.encap_ip) for h in state.hosts.values()],
             networks=[NetworkState(n.name, n.vni, n.cidr, n.gateway_ip, n.mtu) for n in state.networks.values()],
