@@ -6,6 +6,7 @@ plain-thread one). The IDL is not thread-safe, so every use of it holds `self.lo
 """
 import collections
 import json
+import logging
 import os
 import select
 import threading
@@ -16,6 +17,7 @@ import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
 
+LOG = logging.getLogger("weft.ovsdb")
 TXN_DONE = (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED)
 
 
@@ -31,6 +33,15 @@ class ThreadHub:
     sleep = staticmethod(time.sleep)
     Semaphore = threading.Semaphore
     Event = threading.Event
+
+
+class _Idl(ovs.db.idl.Idl):
+    """The IDL, with its per-row change notifications passed on to a listener (see OvsdbConnection)."""
+    listener = None
+
+    def notify(self, event, row, updates=None):
+        if self.listener is not None:
+            self.listener.row_changed(event, row)
 
 
 class TransactionError(Exception):
@@ -66,9 +77,16 @@ class OvsdbConnection:
     and the IDL is not thread-safe. Writers queue a job and wake the loop through a pipe; readers
     take `self.lock`, which the loop holds only while it updates the replica (never while it waits).
     `on_change` runs on the loop, so it must not call `transact` itself (it would wait on itself).
+
+    `listener`, if given, keeps its own model of the contents up to date row by row, so that a change
+    costs what it touches and not a walk of the database: `listener.row_changed(event, row)` for each
+    row the server created, updated or deleted ("create"/"update"/"delete"; a deleted row has only
+    its uuid to go by), and `listener.reload(tables)` to rebuild from scratch whenever the replica was
+    loaded anew (first connection, reconnection: the IDL then clears its rows without notifications)
+    or `listener.row_counts()` disagrees with the replica. Both run on the loop, under `self.lock`.
     """
 
-    def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None):
+    def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None):
         helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
         for table, columns in tables.items():
             if columns is None:
@@ -78,12 +96,14 @@ class OvsdbConnection:
         self.hub = hub
         self.remote = remote
         self.name = name or remote
-        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.idl = _Idl(remote, helper)
+        self.idl.listener = self.listener = listener
         self.lock = hub.Semaphore()
         self.on_change = on_change
         self.connected = False
         self._running = False
         self._seen_seqno = 0
+        self._reload_pending = False
         self._jobs = collections.deque()
         self._txn, self._batch = None, []  # the transaction in flight and the jobs it carries
         self._solo = 0  # after a refused batch: how many jobs to commit one by one
@@ -128,13 +148,17 @@ class OvsdbConnection:
                 self._drain_wakeups()
                 with self.lock:
                     self.idl.run()
-                    self._advance_jobs()
                     # The IDL has no public "is the session up" call; its session object has one.
                     connected = (self.idl._session.is_connected()
                                  and self.idl.state == self.idl.IDL_S_MONITORING)
                     changed = self.idl.change_seqno != self._seen_seqno or connected != self.connected
+                    if self.listener is not None:
+                        self._reload_pending |= connected and not self.connected
+                        if connected and (changed or self._reload_pending):
+                            self._check_listener()
                     self._seen_seqno = self.idl.change_seqno
                     self.connected = connected
+                    self._advance_jobs()
                 if changed and self.on_change:
                     self.on_change(self)
                 poller = ovs.poller.Poller()
@@ -153,6 +177,20 @@ class OvsdbConnection:
                 job.done.set()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _check_listener(self):
+        """Rebuilds the listener's model after a (re)load, or if it lost track of the replica. Only
+        between transactions: rows of a transaction in flight sit in the replica before they commit."""
+        if self.idl.txn is not None:
+            return
+        actual = {name: len(table.rows) for name, table in self.idl.tables.items()}
+        if not self._reload_pending and self.listener.row_counts() != actual:
+            LOG.warning("%s: the row-by-row model disagreed with the replica (%s != %s); rebuilding it",
+                        self.name, self.listener.row_counts(), actual)
+            self._reload_pending = True
+        if self._reload_pending:
+            self.listener.reload(self.idl.tables)
+            self._reload_pending = False
 
     def _drain_wakeups(self):
         # Read only what select says is there: eventlet's green os.read would park on an empty pipe.
@@ -193,6 +231,9 @@ class OvsdbConnection:
             return False
         batch = [self._jobs[0]] if self._solo else list(self._jobs)
         txn = ovs.db.idl.Transaction(self.idl)
+        # Where the builds of one batch leave what they picked (a key, an address), so the next build
+        # in the same transaction does not pick it too: the replica has neither until the commit.
+        txn.scratch = {}
         for job in batch:
             try:
                 job.result = job.build(txn, self.idl.tables)

@@ -1,15 +1,24 @@
-"""Weft's northbound database: plain snapshots to read, and one function per write.
+"""Weft's northbound database: a replica kept as plain values, row by row, and one method per write.
 
 The database enforces what it can by itself (unique names, VNIs, keys, MACs, (network, ip) pairs, and
 no port pointing at a missing network); the API validates the rest before it writes.
+
+The replica (`NbReplica`) is updated from the IDL's per-row notifications, so one change costs in
+proportion to that change, not to the database, and it keeps the indexes writes need (free keys and
+addresses, MACs in use), so a create does not scan every port either.
 """
 import dataclasses
+import ipaddress
 import json
+import random
 
 from ovsdb import server
+from ovsdb.idl import OvsdbConnection
 
 DATABASE = "Weft_NB"
 TABLES = {"Host": None, "Network": None, "Port": None, "Router": None, "Router_Port": None, "Floating_IP": None}
+MAX_PORT_KEY = 2**31 - 1
+MAX_HOST_KEY = 65535
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,57 +65,240 @@ class Router:
     gateway: dict        # {} or {host, uplink, ip, prefixlen, next_hop, mac}
 
 
-@dataclasses.dataclass(frozen=True)
-class NbState:
-    hosts: dict
-    networks: dict
-    ports: dict
-    routers: dict = dataclasses.field(default_factory=dict)
-    floating_ips: dict = dataclasses.field(default_factory=dict)  # external IP -> port name
+@dataclasses.dataclass
+class Changes:
+    """The names of what changed since the last `NbReplica.take_changes()`. `everything`: the replica
+    was rebuilt, so whoever derives state from it must do so from scratch."""
+    hosts: set = dataclasses.field(default_factory=set)
+    networks: set = dataclasses.field(default_factory=set)
+    ports: set = dataclasses.field(default_factory=set)
+    routers: set = dataclasses.field(default_factory=set)
+    everything: bool = False
 
-    def router_of(self, network):
-        """The router a network is attached to, or None."""
-        return next((r for r in self.routers.values() if network in r.ports), None)
+    def __bool__(self):
+        return bool(self.everything or self.hosts or self.networks or self.ports or self.routers)
 
 
-def load_schema():
-    with open(server.SCHEMA_PATH) as f:
-        return json.load(f)
+class FreeNumbers:
+    """The lowest number in [low, high] that `taken(n)` says is free, in amortized O(1): a cursor below
+    which everything is taken, moved back only when a number below it is freed."""
+
+    def __init__(self, low, high, taken):
+        self.low, self.high, self._taken = low, high, taken
+        self._cursor = low
+
+    def freed(self, number):
+        self._cursor = max(self.low, min(self._cursor, number))
+
+    def lowest(self, also_taken=frozenset()):
+        """`also_taken`: numbers picked by the same transaction, not in the replica yet."""
+        while self._cursor <= self.high and self._taken(self._cursor):
+            self._cursor += 1
+        number = self._cursor
+        while number <= self.high and (self._taken(number) or number in also_taken):
+            number += 1
+        return number if number <= self.high else None
 
 
 def _opt(value):
     return value[0] if value else None
 
 
-def snapshot(conn):
-    """The NB's current contents as plain, immutable values (read under the connection's lock)."""
-    with conn.lock:
-        networks_by_uuid = {row.uuid: row.name for row in conn.rows("Network")}
-        hosts = {r.name: Host(r.name, r.key, r.encap_ip, r.ovsdb_remote, _opt(r.of_target), r.datapath_type,
-                              dict(r.status)) for r in conn.rows("Host")}
-        networks = {r.name: Network(r.name, r.vni, r.cidr, r.gateway_ip, r.mtu) for r in conn.rows("Network")}
-        ports = {r.name: Port(r.name, r.key, networks_by_uuid.get(r.network.uuid, "?"), r.mac, r.ip,
-                              _opt(r.host), dict(r.status)) for r in conn.rows("Port")}
-        router_ports = {}
-        for rp in conn.rows("Router_Port"):
-            router_ports.setdefault(rp.router.uuid, {})[networks_by_uuid.get(rp.network.uuid, "?")] = rp.mac
-        routers = {r.name: Router(r.name, r.key, router_ports.get(r.uuid, {}), dict(r.static_routes),
-                                  dict(r.gateway)) for r in conn.rows("Router")}
-        floating_ips = {r.ip: r.port.name for r in conn.rows("Floating_IP")}
-    return NbState(hosts, networks, ports, routers, floating_ips)
+class NbReplica:
+    """The NB's contents as plain, immutable values keyed by name, plus the indexes writes need.
+
+    Updated on the IDL loop (see OvsdbConnection's `listener`). The dicts are live: code that may
+    yield (a write, a wait) while it walks one takes a list() of it first."""
+
+    def __init__(self):
+        self.reload({})
+
+    # --- the listener interface of OvsdbConnection --------------------------------------------------
+    def reload(self, tables):
+        self.hosts, self.networks, self.ports, self.routers = {}, {}, {}, {}
+        self.floating_ips = {}        # external IP -> port name
+        self.ports_of_network = {}    # network name -> {port name}
+        self.ports_on_host = {}       # host name -> {port name recorded as bound there}
+        self.ips = {}                 # network name -> {ip: port name}
+        self.macs = {}                # MAC -> what uses it ("port NAME", "router NAME")
+        self.router_of_network = {}   # network name -> router name
+        self.port_keys = FreeNumbers(1, MAX_PORT_KEY, lambda key: key in self._port_of_key)
+        self._port_of_key = {}        # key -> port name
+        self._free_ips = {}           # network name -> FreeNumbers over its addresses (made on demand)
+        self._name_of = {table: {} for table in TABLES}  # uuid -> name (a floating IP's is its ip)
+        self._uuid_of = {table: {} for table in TABLES}  # name -> uuid
+        self._router_rows = {}        # uuid -> (name, key, static routes, gateway)
+        self._router_ports = {}       # uuid -> (router uuid, network name, mac)
+        self._counts = dict.fromkeys(TABLES, 0)
+        self.changes = Changes()
+        for table in TABLES:
+            for row in tables[table].rows.values() if table in tables else ():
+                self.row_changed("create", row)
+        self.changes = Changes(everything=True)
+
+    def row_counts(self):
+        return dict(self._counts)
+
+    def row_changed(self, event, row):
+        table = row._table.name
+        old_name = self._name_of[table].pop(row.uuid, None)
+        if old_name is not None:
+            del self._uuid_of[table][old_name]
+        new_name = None
+        if event != "delete":
+            new_name = row.ip if table == "Floating_IP" else None if table == "Router_Port" else row.name
+            if new_name is not None:
+                self._name_of[table][row.uuid] = new_name
+                self._uuid_of[table][new_name] = row.uuid
+        if event != "update":
+            self._counts[table] += 1 if event == "create" else -1
+        handler = getattr(self, f"_changed_{table.lower()}")
+        handler(row.uuid, old_name, None if event == "delete" else row)
+
+    def uuid_of(self, table, name):
+        return self._uuid_of[table].get(name)
+
+    # --- per table: forget the old value, index the new one (row None: deleted) --------------------
+    def _changed_host(self, uuid, old_name, row):
+        self.hosts.pop(old_name, None)
+        if row is not None:
+            self.hosts[row.name] = Host(row.name, row.key, row.encap_ip, row.ovsdb_remote, _opt(row.of_target),
+                                        row.datapath_type, dict(row.status))
+        self.changes.hosts.add(old_name or row.name)
+
+    def _changed_network(self, uuid, old_name, row):
+        self.networks.pop(old_name, None)
+        self._free_ips.pop(old_name, None)
+        if row is not None:
+            self.networks[row.name] = Network(row.name, row.vni, row.cidr, row.gateway_ip, row.mtu)
+        self.changes.networks.add(old_name or row.name)
+
+    def _changed_port(self, uuid, old_name, row):
+        old = self.ports.pop(old_name, None)
+        if old:
+            self.ports_of_network[old.network].discard(old.name)
+            self.ips[old.network].pop(old.ip, None)
+            self.macs.pop(old.mac, None)
+            self._port_of_key.pop(old.key, None)
+            self.port_keys.freed(old.key)
+            if old.network in self._free_ips:
+                self._free_ips[old.network].freed(int(ipaddress.IPv4Address(old.ip)))
+            if old.host:
+                self.ports_on_host[old.host].discard(old.name)
+        if row is not None:
+            port = Port(row.name, row.key, row.network.name, row.mac, row.ip, _opt(row.host), dict(row.status))
+            self.ports[port.name] = port
+            self.ports_of_network.setdefault(port.network, set()).add(port.name)
+            self.ips.setdefault(port.network, {})[port.ip] = port.name
+            self.macs[port.mac] = f"port {port.name}"
+            self._port_of_key[port.key] = port.name
+            if port.host:
+                self.ports_on_host.setdefault(port.host, set()).add(port.name)
+        self.changes.ports.add(old_name or row.name)
+
+    def _changed_router(self, uuid, old_name, row):
+        self._router_rows.pop(uuid, None)
+        self.routers.pop(old_name, None)
+        if row is not None:
+            self._router_rows[uuid] = (row.name, row.key, dict(row.static_routes), dict(row.gateway))
+        self._rebuild_router(uuid)
+        self.changes.routers.add(old_name or row.name)
+
+    def _changed_router_port(self, uuid, old_name, row):
+        old = self._router_ports.pop(uuid, None)
+        if old:
+            self.macs.pop(old[2], None)
+            self.router_of_network.pop(old[1], None)
+            self._rebuild_router(old[0])
+        if row is not None:
+            router_uuid, network = row.router.uuid, row.network.name
+            self._router_ports[uuid] = (router_uuid, network, row.mac)
+            self.macs[row.mac] = f"router {row.router.name}"
+            self.router_of_network[network] = row.router.name
+            self._rebuild_router(router_uuid)
+
+    def _rebuild_router(self, uuid):
+        """A router's value joins its own row and its Router_Port rows: either changing rebuilds it."""
+        raw = self._router_rows.get(uuid)
+        if raw is not None:
+            legs = {net: mac for router, net, mac in self._router_ports.values() if router == uuid}
+            self.routers[raw[0]] = Router(raw[0], raw[1], legs, raw[2], raw[3])
+            self.changes.routers.add(raw[0])
+
+    def _changed_floating_ip(self, uuid, old_ip, row):
+        ports = [self.floating_ips.pop(old_ip, None)]
+        if row is not None:
+            self.floating_ips[row.ip] = row.port.name
+            ports.append(row.port.name)
+        for port in filter(None, ports):  # a floating IP is part of its router's state
+            router = self.router_of_network.get(self.ports[port].network) if port in self.ports else None
+            if router:
+                self.changes.routers.add(router)
+
+    # --- reading ------------------------------------------------------------------------------------
+    def take_changes(self):
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    def router_of(self, network):
+        """The router a network is attached to, or None."""
+        name = self.router_of_network.get(network)
+        return self.routers.get(name) if name else None
+
+    def _port_key_taken(self, key):
+        return key in self._port_key_owners
+
+    def free_ip(self, network, also_taken=()):
+        """The lowest address of a network that no port (nor its gateway) has, or None."""
+        pool = self._free_ips.get(network)
+        if pool is None:
+            net = self.networks[network]
+            subnet = ipaddress.IPv4Network(net.cidr)
+            used = self.ips.setdefault(network, {})
+            gateway = net.gateway_ip
+
+            def taken(number, used=used, gateway=gateway):
+                ip = str(ipaddress.IPv4Address(number))
+                return ip in used or ip == gateway
+            pool = self._free_ips[network] = FreeNumbers(int(subnet.network_address) + 1,
+                                                          int(subnet.broadcast_address) - 1, taken)
+        number = pool.lowest({int(ipaddress.IPv4Address(ip)) for ip in also_taken})
+        return None if number is None else str(ipaddress.IPv4Address(number))
+
+    def tunnel_keys(self):
+        """Keys in use -> their owner. Network VNIs and router keys share one space (a tunnel key names
+        one datapath), which no single table's unique index can guard: writers read it inside their
+        transaction, so two concurrent creates cannot both take a key."""
+        return {**{n.vni: f"network {n.name!r}" for n in self.networks.values()},
+                **{r.key: f"router {r.name!r}" for r in self.routers.values()}}
 
 
-def _find(tables, table, name):
-    for row in tables[table].rows.values():
-        if row.name == name:
-            return row
-    return None
+class PortsTaken:
+    """What a new port must not collide with: the replica plus what earlier writes of the same
+    transaction picked (the replica has those only after the commit)."""
+
+    def __init__(self, replica, network, picked):
+        self._replica, self._network, self._picked = replica, network, picked
+
+    def port_network(self, name):
+        """The network of the port named `name`, if that name is taken."""
+        port = self._replica.ports.get(name)
+        return port.network if port else self._picked["names"].get(name)
+
+    def ip_owner(self, ip):
+        return (self._replica.ips.get(self._network, {}).get(ip)
+                or self._picked["ips"].get(self._network, {}).get(ip))
+
+    def mac_owner(self, mac):
+        return self._replica.macs.get(mac) or self._picked["macs"].get(mac)
+
+    def free_ip(self):
+        return self._replica.free_ip(self._network, self._picked["ips"].get(self._network, {}))
 
 
-def _next_key(tables, table, limit):
-    """Lowest unused key. The unique index on `key` makes two writers that pick the same one conflict."""
-    used = {row.key for row in tables[table].rows.values()}
-    return next(k for k in range(1, limit + 1) if k not in used)
+def load_schema():
+    with open(server.SCHEMA_PATH) as f:
+        return json.load(f)
 
 
 def _insert(txn, tables, table, **columns):
@@ -116,139 +308,149 @@ def _insert(txn, tables, table, **columns):
     return row
 
 
-def create_host(conn, name, encap_ip, ovsdb_remote, datapath_type, of_target=None):
-    def build(txn, tables):
-        _insert(txn, tables, "Host", name=name, key=_next_key(tables, "Host", 65535), encap_ip=encap_ip,
-                ovsdb_remote=ovsdb_remote, datapath_type=datapath_type,
-                of_target=[of_target] if of_target else [])
-    conn.transact(build)
+class Nb:
+    """The NB connection and its replica, and one method per write. Each write runs inside one
+    transaction on the IDL loop, where it reads the replica (and what its batch-mates picked) to choose
+    keys and addresses, so concurrent writes never pick the same one; a `choose` callback raises to
+    refuse. The database refuses (TransactionError) what breaks its constraints."""
 
+    def __init__(self, hub, remote, on_change=None):
+        self.replica = NbReplica()
+        self.conn = OvsdbConnection(hub, remote, load_schema(), TABLES, on_change=on_change, name="NB",
+                                    listener=self.replica)
 
-def tunnel_keys(tables):
-    """Keys in use -> their owner. Network VNIs and router keys share one space (a tunnel key names
-    one datapath), which no single table's unique index can guard: writers read it inside their
-    transaction, so two concurrent creates cannot both take a key."""
-    return {**{r.vni: f"network {r.name!r}" for r in tables["Network"].rows.values()},
-            **{r.key: f"router {r.name!r}" for r in tables["Router"].rows.values()}}
+    def start(self):
+        self.conn.start()
+        return self
 
+    def stop(self):
+        self.conn.stop()
 
-def create_network(conn, name, choose_vni, cidr, gateway_ip, mtu):
-    """Inserts a network with the VNI `choose_vni(tunnel_keys, network_names)` returns (or raises)."""
-    def build(txn, tables):
-        vni = choose_vni(tunnel_keys(tables), {r.name for r in tables["Network"].rows.values()})
-        _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu)
-    conn.transact(build)
+    @property
+    def connected(self):
+        return self.conn.synced
 
+    def _row(self, tables, table, name):
+        row = tables[table].rows.get(self.replica.uuid_of(table, name))
+        if row is None:
+            raise LookupError(f"{table.lower().replace('_', ' ')} {name!r} does not exist")
+        return row
 
-@dataclasses.dataclass
-class PortsTaken:
-    """What a new port must not collide with, read inside the write's own transaction."""
-    names: dict     # port name -> its network
-    ips: dict       # IP -> port name, in the new port's network
-    macs: set       # every port's and router port's MAC
+    def create_host(self, name, encap_ip, ovsdb_remote, datapath_type, of_target=None):
+        def build(txn, tables):
+            picked = txn.scratch.setdefault("host_keys", set())
+            used = {h.key for h in self.replica.hosts.values()} | picked
+            key = next(k for k in range(1, MAX_HOST_KEY + 1) if k not in used)
+            picked.add(key)
+            _insert(txn, tables, "Host", name=name, key=key, encap_ip=encap_ip, ovsdb_remote=ovsdb_remote,
+                    datapath_type=datapath_type, of_target=[of_target] if of_target else [])
+        self.conn.transact(build)
 
+    def _tunnel_key(self, txn, choose, name_in_use):
+        """Runs `choose(tunnel_keys, name_in_use)` and records its pick for the rest of the batch."""
+        picked = txn.scratch.setdefault("tunnel_keys", {})
+        key = choose({**self.replica.tunnel_keys(), **picked}, name_in_use)
+        picked[key] = "a write of the same batch"
+        return key
 
-def create_port(conn, name, network, choose):
-    """Inserts a port with the (ip, mac) that `choose(PortsTaken)` returns. `choose` runs inside the
-    transaction, on the replica plus the rows queued before it in the same batch, so concurrent
-    creates never pick the same address; it raises to refuse."""
-    def build(txn, tables):
-        net = _must(tables, "Network", network)
-        ports = tables["Port"].rows.values()
-        taken = PortsTaken(names={p.name: p.network.name for p in ports},
-                           ips={p.ip: p.name for p in ports if p.network.uuid == net.uuid},
-                           macs={p.mac for p in ports} | {rp.mac for rp in tables["Router_Port"].rows.values()})
-        ip, mac = choose(taken)
-        _insert(txn, tables, "Port", name=name, key=_next_key(tables, "Port", 2**31 - 1),
-                network=net, mac=mac, ip=ip)
-    conn.transact(build)
+    def create_network(self, name, choose_vni, cidr, gateway_ip, mtu):
+        """Inserts a network with the VNI `choose_vni(tunnel_keys, name_in_use)` returns (or raises)."""
+        def build(txn, tables):
+            names = txn.scratch.setdefault("network_names", set())
+            vni = self._tunnel_key(txn, choose_vni, name in self.replica.networks or name in names)
+            names.add(name)
+            _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu)
+        self.conn.transact(build)
 
+    def create_port(self, name, network, choose):
+        """Inserts a port with the (ip, mac) that `choose(PortsTaken)` returns."""
+        def build(txn, tables):
+            net = self._row(tables, "Network", network)
+            picked = txn.scratch.setdefault("ports", {"names": {}, "ips": {}, "macs": {}, "keys": set()})
+            ip, mac = choose(PortsTaken(self.replica, network, picked))
+            key = self.replica.port_keys.lowest(picked["keys"])
+            if key is None:
+                raise LookupError(f"no free port key left (all {MAX_PORT_KEY} are in use)")
+            picked["names"][name] = network
+            picked["ips"].setdefault(network, {})[ip] = name
+            picked["macs"][mac] = f"port {name}"
+            picked["keys"].add(key)
+            _insert(txn, tables, "Port", name=name, key=key, network=net, mac=mac, ip=ip)
+        self.conn.transact(build)
 
-def create_router(conn, name, choose_key):
-    """Inserts a router with the key `choose_key(tunnel_keys, router_names)` returns (or raises)."""
-    def build(txn, tables):
-        key = choose_key(tunnel_keys(tables), {r.name for r in tables["Router"].rows.values()})
-        _insert(txn, tables, "Router", name=name, key=key)
-    conn.transact(build)
+    def create_router(self, name, choose_key):
+        """Inserts a router with the key `choose_key(tunnel_keys, name_in_use)` returns (or raises)."""
+        def build(txn, tables):
+            names = txn.scratch.setdefault("router_names", set())
+            key = self._tunnel_key(txn, choose_key, name in self.replica.routers or name in names)
+            names.add(name)
+            _insert(txn, tables, "Router", name=name, key=key)
+        self.conn.transact(build)
 
+    def attach_router(self, router, network, mac):
+        def build(txn, tables):
+            _insert(txn, tables, "Router_Port", router=self._row(tables, "Router", router),
+                    network=self._row(tables, "Network", network), mac=mac)
+        self.conn.transact(build)
 
-def attach_router(conn, router, network, mac):
-    def build(txn, tables):
-        _insert(txn, tables, "Router_Port", router=_must(tables, "Router", router),
-                network=_must(tables, "Network", network), mac=mac)
-    conn.transact(build)
+    def detach_router(self, router, network):
+        def build(txn, tables):
+            for uuid, (router_uuid, net, _) in list(self.replica._router_ports.items()):
+                if net == network and router_uuid == self.replica.uuid_of("Router", router):
+                    tables["Router_Port"].rows[uuid].delete()
+        self.conn.transact(build)
 
+    def set_route(self, router, cidr, via):
+        """Adds (via is a next hop) or removes (via None) one static route."""
+        def build(txn, tables):
+            row = self._row(tables, "Router", router)
+            if via is None:
+                row.delkey("static_routes", cidr)
+            else:
+                row.setkey("static_routes", cidr, via)
+        self.conn.transact(build)
 
-def detach_router(conn, router, network):
-    def build(txn, tables):
-        for rp in list(tables["Router_Port"].rows.values()):
-            if rp.router.name == router and rp.network.name == network:
-                rp.delete()
-    conn.transact(build)
+    def set_gateway(self, router, gateway):
+        def build(txn, tables):
+            self._row(tables, "Router", router).gateway = gateway
+        self.conn.transact(build)
 
+    def create_floating_ip(self, ip, port):
+        def build(txn, tables):
+            _insert(txn, tables, "Floating_IP", ip=ip, port=self._row(tables, "Port", port))
+        self.conn.transact(build)
 
-def set_route(conn, router, cidr, via):
-    """Adds (via is a next hop) or removes (via None) one static route."""
-    def build(txn, tables):
-        row = _must(tables, "Router", router)
-        if via is None:
-            row.delkey("static_routes", cidr)
-        else:
-            row.setkey("static_routes", cidr, via)
-    conn.transact(build)
-
-
-def set_gateway(conn, router, gateway):
-    def build(txn, tables):
-        _must(tables, "Router", router).gateway = gateway
-    conn.transact(build)
-
-
-def create_floating_ip(conn, ip, port):
-    conn.transact(lambda txn, tables: _insert(txn, tables, "Floating_IP", ip=ip,
-                                              port=_must(tables, "Port", port)) and None)
-
-
-def delete_floating_ip(conn, ip):
-    def build(txn, tables):
-        for row in list(tables["Floating_IP"].rows.values()):
-            if row.ip == ip:
+    def delete_floating_ip(self, ip):
+        def build(txn, tables):
+            row = tables["Floating_IP"].rows.get(self.replica.uuid_of("Floating_IP", ip))
+            if row is not None:
                 row.delete()
-    conn.transact(build)
+        self.conn.transact(build)
 
+    def delete(self, table, name):
+        """Deletes the row named `name`; False if there was none. The database refuses (TransactionError)
+        when a strong reference still points at it (a network with ports)."""
+        def build(txn, tables):
+            row = tables[table].rows.get(self.replica.uuid_of(table, name))
+            if row is not None:
+                row.delete()
+            return row is not None
+        return self.conn.transact(build)
 
-def _must(tables, table, name):
-    row = _find(tables, table, name)
-    if row is None:
-        raise LookupError(f"{table.lower().replace('_', ' ')} {name!r} does not exist")
-    return row
+    def set_host_statuses(self, statuses):
+        """Replaces hosts' status maps ({host name: status}) in one transaction, writing only changes."""
+        def build(txn, tables):
+            for name, status in statuses.items():
+                row = tables["Host"].rows.get(self.replica.uuid_of("Host", name))
+                if row is not None and dict(row.status) != status:
+                    row.status = status
+        self.conn.transact(build)
 
-
-def delete(conn, table, name):
-    """Deletes the row named `name`; False if there was none. The database refuses (TransactionError)
-    when a strong reference still points at it (a network with ports)."""
-    def build(txn, tables):
-        row = _find(tables, table, name)
-        if row is not None:
-            row.delete()
-        return row is not None
-    return conn.transact(build)
-
-
-def set_host_statuses(conn, statuses):
-    """Replaces hosts' status maps ({host name: status}) in one transaction, writing only changes."""
-    def build(txn, tables):
-        for row in tables["Host"].rows.values():
-            if row.name in statuses and dict(row.status) != statuses[row.name]:
-                row.status = statuses[row.name]
-    conn.transact(build)
-
-
-def set_port_hosts(conn, hosts):
-    """Records where ports are bound ({port name: host name or None}) in one transaction."""
-    def build(txn, tables):
-        for row in tables["Port"].rows.values():
-            if row.name in hosts and _opt(row.host) != hosts[row.name]:
-                row.host = [hosts[row.name]] if hosts[row.name] else []
-    conn.transact(build)
-
+    def set_port_hosts(self, hosts):
+        """Records where ports are bound ({port name: host name or None}) in one transaction."""
+        def build(txn, tables):
+            for name, host in hosts.items():
+                row = tables["Port"].rows.get(self.replica.uuid_of("Port", name))
+                if row is not None and _opt(row.host) != host:
+                    row.host = [host] if host else []
+        self.conn.transact(build)
