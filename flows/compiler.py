@@ -13,6 +13,9 @@ Who owns which flows (one cookie per object):
                               + NEIGHBOR if its network has a router (6, routed 7)
           on other hosts that ARP_RESPONDER, L2_LOOKUP to the tunnel,
           need its network    + NEIGHBOR if routed (2, routed 3)
+          unbound, on every   ARP_RESPONDER, + NEIGHBOR if routed (1, routed 2): a peer's first
+          host that needs     ARP is answered while the port is still being plugged
+          its network
   ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (enter
           the router          the router), ROUTING (subnet; ping reply for its address) (4); per static route:
                               ROUTING (1); with a gateway: the default route (1)
@@ -25,7 +28,8 @@ A host needs a network if it has a bound port in it, or if it needs a router att
 (routing happens on the sender's host, which must reach every subnet of the router). A host
 needs a router if it has a bound port in one of its networks or is its gateway host. Network
 flows (tunnel ingress) go only to hosts with a bound port in the network. A port without a
-binding (or bound to an unknown host, or in an unknown network) has no flows anywhere.
+binding (or bound to an unknown host) has only its ARP answer; a port in an unknown network has no
+flows anywhere.
 
 Scale: a port's remote fragment is the same on every host that does not hold it, so it is built
 once per port and the same frozenset is shared by all those hosts (`Compiler._remote`, grouped
@@ -182,6 +186,14 @@ def local_port_flows(port: PortState, vni: int, ofport: int, routed: bool) -> fr
 
 
 @lru_cache(maxsize=1 << 16)
+def unbound_port_flows(port: PortState, vni: int, routed: bool) -> frozenset[Flow]:
+    """A port in the NB that is plugged nowhere yet: its ARP is answered on every host that has its
+    network, so a peer's first ARP is never lost while the port is being plugged (OVN does the same).
+    Its frames go nowhere until it is bound."""
+    return frozenset({_arp_responder(port, vni), *((_neighbor(port, vni),) if routed else ())})
+
+
+@lru_cache(maxsize=1 << 16)
 def remote_port_flows(port: PortState, vni: int, encap_ip: str, routed: bool
                       ) -> frozenset[Flow]:
     """The port's flows on every other host that needs its network: the same on all of them."""
@@ -324,41 +336,54 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
 # ---------------------------------------------------------------------------------------------
 
 class _Placed:
-    """A port that has flows: known network, bound to a known host."""
+    """A port with flows: its network is known. Bound to a known host, it has its full flows there
+    and its remote fragment elsewhere; unbound, only its ARP answer, on every host of its network."""
     __slots__ = ("port", "network", "binding", "host", "cookie", "routed")
 
-    def __init__(self, port: PortState, network: NetworkState, binding: Binding,
-                 host: HostState, routed: bool) -> None:
+    def __init__(self, port: PortState, network: NetworkState, binding: Binding | None,
+                 host: HostState | None, routed: bool) -> None:
         self.port, self.network, self.binding, self.host = port, network, binding, host
         self.cookie = port_cookie(port)
         self.routed = routed
+
+    @property
+    def bound_host(self) -> str | None:
+        return self.binding.host if self.binding is not None else None
 
     def local(self) -> frozenset[Flow]:
         return local_port_flows(self.port, self.network.key, self.binding.ofport, self.routed)
 
     def remote(self) -> frozenset[Flow]:
+        if self.binding is None:
+            return unbound_port_flows(self.port, self.network.key, self.routed)
         return remote_port_flows(self.port, self.network.key, self.host.encap_ip, self.routed)
+
+    def on(self, host: str) -> frozenset[Flow]:
+        return self.local() if self.bound_host == host else self.remote()
 
 
 def _place(topo: Topology, name: str, routed_networks: Mapping[str, str]) -> _Placed | None:
     port = topo.ports.get(name)
+    network = topo.networks.get(port.network) if port is not None else None
+    if network is None:
+        return None
     binding = topo.bindings.get(name)
-    if port is None or binding is None:
-        return None
-    network = topo.networks.get(port.network)
-    host = topo.hosts.get(binding.host)
-    if network is None or host is None:
-        return None
+    host = topo.hosts.get(binding.host) if binding is not None else None
+    if host is None:  # bound to a host the NB does not know (yet): as good as unbound
+        binding = None
     return _Placed(port, network, binding, host, port.network in routed_networks)
 
 
-def _changed_names(old: Mapping, new: Mapping) -> set[str]:
+def _changed_names(old: Mapping, new: Mapping, candidates: frozenset[str] | None = None) -> set[str]:
+    """Names whose object differs; only among `candidates` when a Delta says what was touched."""
     if old is new:
         return set()
-    changed = {name for name in old if name not in new}
-    for name, value in new.items():
-        before = old.get(name)
-        if before is not value and before != value:
+    if candidates is None:
+        candidates = old.keys() | new.keys()
+    changed = set()
+    for name in candidates:
+        before, after = old.get(name), new.get(name)
+        if before is not after and before != after:
             changed.add(name)
     return changed
 
@@ -406,11 +431,12 @@ class Compiler:
         A router change re-derives every host's needs and rebuilds the hosts of that router.
         """
         old = self.topo
-        changed_hosts = _changed_names(old.hosts, topo.hosts)
-        changed_networks = _changed_names(old.networks, topo.networks)
-        changed_routers = _changed_names(old.routers, topo.routers)
-        changed_ports = (_changed_names(old.ports, topo.ports)
-                         | _changed_names(old.bindings, topo.bindings))
+        delta = topo.delta if topo.delta is not None and topo.delta.parent is old else None
+        changed_hosts = _changed_names(old.hosts, topo.hosts, delta and delta.hosts)
+        changed_networks = _changed_names(old.networks, topo.networks, delta and delta.networks)
+        changed_routers = _changed_names(old.routers, topo.routers, delta and delta.routers)
+        changed_ports = (_changed_names(old.ports, topo.ports, delta and delta.ports)
+                         | _changed_names(old.bindings, topo.bindings, delta and delta.bindings))
         # Ports whose flows depend on a changed network or host (VNI, encap_ip).
         for name in changed_networks:
             changed_ports |= self._ports_of_network.get(name, set())
@@ -433,8 +459,8 @@ class Compiler:
         # Hosts whose needs change get recompiled whole; the rest patch cookies.
         touched_hosts = set(changed_hosts)
         for placed in (*old_placed.values(), *new_placed.values()):
-            if placed is not None:
-                touched_hosts.add(placed.binding.host)
+            if placed is not None and placed.bound_host is not None:
+                touched_hosts.add(placed.bound_host)
         if changed_routers:
             touched_hosts |= self._needs.keys() | topo.hosts.keys()
         rebuild = set(changed_hosts)
@@ -548,7 +574,7 @@ class Compiler:
 
     def _local_ports(self, host: str) -> list[_Placed]:
         return [self._placed[name] for name in self._ports_on_host.get(host, ())
-                if name in self._placed]
+                if name in self._placed and self._placed[name].bound_host == host]
 
     def _router_fragment(self, name: str, host: str) -> frozenset[Flow]:
         router = self.topo.routers[name]
@@ -588,8 +614,7 @@ class Compiler:
             if placed is None or placed.network.name not in needs.networks:
                 continue
             before.setdefault(placed.cookie, flows.get(placed.cookie, frozenset()))
-            flows[placed.cookie] = (placed.local() if placed.binding.host == host
-                                    else placed.remote())
+            flows[placed.cookie] = placed.on(host)
         for name in dirty_routers & needs.routers:
             cookie = router_cookie(self.topo.routers[name])
             before.setdefault(cookie, flows.get(cookie, frozenset()))

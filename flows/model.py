@@ -176,12 +176,33 @@ def _frozen(mapping: Mapping) -> Mapping:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """What `Topology.replace` touched: the names added, replaced or removed, per kind. The
+    compiler trusts it instead of comparing every object, so one change costs what it touches."""
+    parent: Topology
+    hosts: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()
+    ports: frozenset[str] = frozenset()
+    bindings: frozenset[str] = frozenset()
+    routers: frozenset[str] = frozenset()
+
+
+def _replaced(old: Mapping, new: Iterable, remove: Iterable[str], key: str) -> tuple[Mapping, frozenset]:
+    updated = dict(old)
+    removed = [name for name in remove if updated.pop(name, None) is not None]
+    added = {getattr(item, key): item for item in new}
+    updated.update(added)
+    return _frozen(updated), frozenset(added.keys() | set(removed))
+
+
+@dataclass(frozen=True)
 class Topology:
     hosts: Mapping[str, HostState] = field(default_factory=dict)
     networks: Mapping[str, NetworkState] = field(default_factory=dict)
     ports: Mapping[str, PortState] = field(default_factory=dict)
     bindings: Mapping[str, Binding] = field(default_factory=dict)  # by port name
     routers: Mapping[str, RouterState] = field(default_factory=dict)
+    delta: Delta | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(cls, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
@@ -196,28 +217,25 @@ class Topology:
 
     def replace(self, *, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
                 ports: Iterable[PortState] = (), bindings: Iterable[Binding] = (),
-                routers: Iterable[RouterState] = (), remove_ports: Iterable[str] = (),
+                routers: Iterable[RouterState] = (), remove_hosts: Iterable[str] = (),
+                remove_networks: Iterable[str] = (), remove_ports: Iterable[str] = (),
                 remove_bindings: Iterable[str] = (),
                 remove_routers: Iterable[str] = ()) -> Topology:
-        """A new topology with these objects added or replaced; everything else is shared.
+        """A new topology with these objects added, replaced or removed (removing a port removes
+        its binding); everything else is shared, and `delta` says what was touched.
 
-        Sharing unchanged objects keeps Compiler.update() cheap (it compares by identity first).
+        Sharing unchanged objects keeps Compiler.update() cheap; the delta makes it O(change).
         """
-        new_ports = dict(self.ports)
-        new_bindings = dict(self.bindings)
-        for name in remove_ports:
-            new_ports.pop(name, None)
-            new_bindings.pop(name, None)
-        for name in remove_bindings:
-            new_bindings.pop(name, None)
-        new_ports.update((p.name, p) for p in ports)
-        new_bindings.update((b.port, b) for b in bindings)
-        new_hosts = {**self.hosts, **{h.name: h for h in hosts}}
-        new_networks = {**self.networks, **{n.name: n for n in networks}}
-        new_routers = {name: r for name, r in self.routers.items() if name not in remove_routers}
-        new_routers.update((r.name, r) for r in routers)
-        return Topology(_frozen(new_hosts), _frozen(new_networks), _frozen(new_ports),
-                        _frozen(new_bindings), _frozen(new_routers))
+        remove_ports = list(remove_ports)
+        new_hosts, touched_hosts = _replaced(self.hosts, hosts, remove_hosts, "name")
+        new_networks, touched_networks = _replaced(self.networks, networks, remove_networks, "name")
+        new_ports, touched_ports = _replaced(self.ports, ports, remove_ports, "name")
+        new_bindings, touched_bindings = _replaced(self.bindings, bindings,
+                                                   [*remove_ports, *remove_bindings], "port")
+        new_routers, touched_routers = _replaced(self.routers, routers, remove_routers, "name")
+        return Topology(new_hosts, new_networks, new_ports, new_bindings, new_routers,
+                        Delta(self, touched_hosts, touched_networks, touched_ports, touched_bindings,
+                              touched_routers))
 
     def router_of(self, network: str) -> RouterState | None:
         """The router attached to a network, if any (validate() allows at most one)."""
@@ -239,24 +257,49 @@ class Topology:
         unique("port key", (p.key for p in self.ports.values()))
         unique("host encap_ip", (h.encap_ip for h in self.hosts.values()))
         for n in self.networks.values():
-            if not 1 <= n.key < 1 << 24:
-                raise ValueError(f"network {n.name}: key {n.key} is not a 24-bit VNI")
+            self._check_network(n)
         for p in self.ports.values():
-            if not 1 <= p.key <= 1 << 31:
-                raise ValueError(f"port {p.name}: key {p.key} out of range")
-            if p.mac != p.mac.lower():
-                raise ValueError(f"port {p.name}: MAC must be lowercase")
-            net = self.networks.get(p.network)
-            if net is not None and p.ip == net.gateway_ip:
-                raise ValueError(f"port {p.name}: {p.ip} is the gateway of {net.name}")
+            self._check_port(p)
         # Within one network, MACs and IPs key L2_LOOKUP and ARP_RESPONDER flows.
         unique("(network, mac)", ((p.network, p.mac) for p in self.ports.values()))
         unique("(network, ip)", ((p.network, p.ip) for p in self.ports.values()))
         unique("(host, ofport)", ((b.host, b.ofport) for b in self.bindings.values()))
         for b in self.bindings.values():
-            if not 1 <= b.ofport < 0xFF00 or b.ofport in (TUNNEL_OFPORT, UPLINK_OFPORT):
-                raise ValueError(f"binding {b.port}: ofport {b.ofport} not usable")
+            self._check_binding(b)
         self._validate_routers()
+
+    def validate_delta(self) -> None:
+        """validate() for what `delta` touched, when the rest is known to be valid. Uniqueness of
+        keys, addresses and ofports is left to where they come from (the NB's unique indexes, OVS):
+        only the checks they cannot make run here, so the cost is that of the change."""
+        delta = self.delta
+        for name in delta.networks & self.networks.keys():
+            self._check_network(self.networks[name])
+        for name in (delta.ports | delta.networks) & self.ports.keys():
+            self._check_port(self.ports[name])
+        for name in delta.bindings & self.bindings.keys():
+            self._check_binding(self.bindings[name])
+        if delta.routers or delta.networks:
+            self._validate_routers()
+
+    @staticmethod
+    def _check_network(n: NetworkState) -> None:
+        if not 1 <= n.key < 1 << 24:
+            raise ValueError(f"network {n.name}: key {n.key} is not a 24-bit VNI")
+
+    def _check_port(self, p: PortState) -> None:
+        if not 1 <= p.key <= 1 << 31:
+            raise ValueError(f"port {p.name}: key {p.key} out of range")
+        if p.mac != p.mac.lower():
+            raise ValueError(f"port {p.name}: MAC must be lowercase")
+        net = self.networks.get(p.network)
+        if net is not None and p.ip == net.gateway_ip:
+            raise ValueError(f"port {p.name}: {p.ip} is the gateway of {net.name}")
+
+    @staticmethod
+    def _check_binding(b: Binding) -> None:
+        if not 1 <= b.ofport < 0xFF00 or b.ofport in (TUNNEL_OFPORT, UPLINK_OFPORT):
+            raise ValueError(f"binding {b.port}: ofport {b.ofport} not usable")
 
     def _validate_routers(self) -> None:
         vnis = {n.key for n in self.networks.values()}
@@ -354,7 +397,7 @@ def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
 
 __all__ = [
     "HostState", "NetworkState", "PortState", "Binding", "RouterPortState", "RouteState",
-    "GatewayState", "FloatingIpState", "RouterState", "Topology", "Flow", "sorted_flows",
+    "GatewayState", "FloatingIpState", "RouterState", "Topology", "Delta", "Flow", "sorted_flows",
     "value_to_int", "int_to_value", "FIELD_BITS", "MAC_FIELDS", "IPV4_FIELDS", "ACTIONS",
     "ETH_TYPE_IPV4", "ETH_TYPE_ARP", "ARP_REQUEST", "ARP_REPLY", "OFPP_IN_PORT",
     "TUNNEL_OFPORT", "UPLINK_OFPORT", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL", "CT_INV", "CT_TRK",

@@ -7,7 +7,7 @@ from incremental import L2_EDITS, apply_l2_edit, update_and_check  # tests/unit 
 from flows.examples import scale_topology, small_topology
 from flows.model import Binding, HostState, NetworkState, PortState, Topology, sorted_flows
 from flows.ofctl import to_ofctl
-from flows.pipeline import STATIC_COOKIE, Category, make_cookie
+from flows.pipeline import ARP_RESPONDER, STATIC_COOKIE, Category, make_cookie
 
 # A change in the compiler must update these consciously (they are the contract with OVS).
 # Regenerate: python3 -c "from tests.unit.test_flows_compiler import dump; dump()"
@@ -103,12 +103,21 @@ def test_network_flows_only_on_hosts_with_a_port_of_it():
     assert STATIC_COOKIE in compiled["h2"]
 
 
-def test_unplaced_ports_have_no_flows():
+def test_an_unbound_port_is_answered_by_arp_where_its_network_is_and_nothing_more():
+    # (OVN does the same: a peer's first ARP for a port being plugged is never lost.)
     topo = small_topology().replace(
         ports=[PortState("unbound", 9, "blue", "02:00:00:00:00:09", "10.0.0.9"),
+               PortState("bound-nowhere-known", 11, "blue", "02:00:00:00:00:0b", "10.0.0.11"),
                PortState("lost", 10, "green", "02:00:00:00:00:0a", "10.0.0.10")],
-        bindings=[Binding("lost", "h1", 7), Binding("ghost", "h9", 1)])
-    assert compile_all(topo) == compile_all(small_topology())
+        bindings=[Binding("bound-nowhere-known", "h9", 7), Binding("ghost", "h9", 1)])
+    compiled, before = compile_all(topo), compile_all(small_topology())
+    for host in ("h1", "h2"):  # both have blue; green is in no known network
+        extra = {c: f for c, f in compiled[host].items() if before[host].get(c) != f}
+        assert {c & 0xFFFFFFFFFF for c in extra} == {9, 11}
+        for flows in extra.values():
+            assert [f.table for f in flows] == [ARP_RESPONDER.id]
+            (flow,) = flows
+            assert dict(flow.match)["arp_tpa"] in ("10.0.0.9", "10.0.0.11")
 
 
 def test_validate_rejects_colliding_inputs():
