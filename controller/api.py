@@ -78,7 +78,7 @@ class NorthboundApi:
         return 200, {"version": VERSION, "nb": self.core.nb_status(),
                      "hosts": {n: self._host_json(h)["status"] for n, h in sorted(state.hosts.items())},
                      "networks": len(state.networks), "ports": len(state.ports),
-                     "ports_up": sum(1 for p in state.ports.values() if self.core.port_up(p.name)),
+                     "ports_up": sum(1 for p in list(state.ports.values()) if self.core.port_up(p.name)),
                      "packet_ins": self.core.packet_ins}
 
     # --- hosts --------------------------------------------------------------------------------------
@@ -112,15 +112,15 @@ class NorthboundApi:
                                     f"(encap_ip={existing.encap_ip}, ovsdb={existing.ovsdb_remote}, "
                                     f"datapath_type={existing.datapath_type}); leave it first")
             return 200, self._host_json(existing)  # joining again is a no-op
-        for other in state.hosts.values():
+        for other in list(state.hosts.values()):
             if other.encap_ip == encap_ip:
                 raise ApiError(409, f"encap_ip: {encap_ip} is already used by host {other.name!r}")
-        self._write(nb.create_host, name, encap_ip, remote, datapath_type, of_target)
+        self._write(self.core.nb.create_host, name, encap_ip, remote, datapath_type, of_target)
         return 201, self._host_json(self.core.nb_state().hosts[name])
 
     def leave_host(self, name, body, params):
         self._get("hosts", name)
-        bound = sorted(p.name for p in self.core.nb_state().ports.values() if p.host == name)
+        bound = sorted(self.core.nb_state().ports_on_host.get(name, ()))
         if bound:
             raise ApiError(409, f"host {name!r} still has ports bound: {', '.join(bound[:5])}"
                                 f"{' ...' if len(bound) > 5 else ''}; detach them first")
@@ -128,7 +128,7 @@ class NorthboundApi:
             self.core.leave_host(name, force=params.get("force") in ("1", "true", "yes"))
         except RuntimeError as err:
             raise ApiError(409, str(err)) from None
-        self._write(nb.delete, "Host", name)
+        self._write(self.core.nb.delete, "Host", name)
         return 200, {"deleted": name}
 
     # --- networks -----------------------------------------------------------------------------------
@@ -151,13 +151,13 @@ class NorthboundApi:
         mtu = v.network_mtu(f.get("mtu", underlay - v.GENEVE_OVERHEAD), underlay)
         vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI) if "vni" in f else None
 
-        def choose_vni(taken, names):  # runs inside the NB transaction: see nb.tunnel_keys
-            if name in names:
+        def choose_vni(taken, name_in_use):  # runs inside the NB transaction: see NbReplica.tunnel_keys
+            if name_in_use:
                 raise ApiError(409, f"name: network {name!r} already exists")
             if vni in taken:
                 raise ApiError(409, f"vni: {vni} is already used by {taken[vni]}")
             return vni or _free_key(taken)
-        self._write(nb.create_network, name, choose_vni, str(net), gateway, mtu)
+        self._write(self.core.nb.create_network, name, choose_vni, str(net), gateway, mtu)
         return 201, self._network_json(self.core.nb_state().networks[name])
 
     def delete_network(self, name, body, params):
@@ -166,11 +166,11 @@ class NorthboundApi:
         if router:
             raise ApiError(409, f"network {name!r} is attached to router {router.name!r}; "
                                 f"detach it first (weft router detach {router.name} {name})")
-        ports = sorted(p.name for p in self.core.nb_state().ports.values() if p.network == name)
+        ports = sorted(self.core.nb_state().ports_of_network.get(name, ()))
         if ports:
             raise ApiError(409, f"network {name!r} still has {len(ports)} port(s) ({', '.join(ports[:5])}"
                                 f"{' ...' if len(ports) > 5 else ''}); delete them first")
-        self._write(nb.delete, "Network", name)
+        self._write(self.core.nb.delete, "Network", name)
         return 200, {"deleted": name}
 
     # --- ports --------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class NorthboundApi:
 
     def list_ports(self, body, params):
         state = self.core.nb_state()
-        ports = state.ports.values()
+        ports = list(state.ports.values())
         if "network" in params:
             ports = [p for p in ports if p.network == params["network"]]
         return 200, [self._port_json(p, state) for p in sorted(ports, key=lambda p: p.name)]
@@ -211,29 +211,28 @@ class NorthboundApi:
         ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
         mac = v.mac(f["mac"]) if "mac" in f else None
 
-        def choose(taken):  # runs inside the NB transaction: see nb.create_port
-            if name in taken.names:
-                raise ApiError(409, f"name: port {name!r} already exists (in network {taken.names[name]!r})")
-            if ip in taken.ips:
-                raise ApiError(409, f"ip: {ip} is already used by port {taken.ips[ip]!r} in network "
+        def choose(taken):  # runs inside the NB transaction: see nb.Nb.create_port
+            if taken.port_network(name) is not None:
+                raise ApiError(409, f"name: port {name!r} already exists (in network {taken.port_network(name)!r})")
+            if ip and taken.ip_owner(ip):
+                raise ApiError(409, f"ip: {ip} is already used by port {taken.ip_owner(ip)!r} in network "
                                     f"{network.name!r}")
-            if mac in taken.macs:
+            if mac and taken.mac_owner(mac):
                 raise ApiError(409, f"mac: {mac} is already used by another port or a router")
-            free_ip = ip or next((str(a) for a in net.hosts()
-                                  if str(a) not in taken.ips and str(a) != network.gateway_ip), None)
+            free_ip = ip or taken.free_ip()
             if free_ip is None:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
-            return free_ip, mac or _random_mac(taken.macs)
+            return free_ip, mac or _random_mac(taken.mac_owner)
 
-        self._write(nb.create_port, name, network.name, choose)
+        self._write(self.core.nb.create_port, name, network.name, choose)
         return 201, self._port_json(self.core.nb_state().ports[name])
 
     def delete_port(self, name, body, params):
         self._get("ports", name)
-        for ip, port in self.core.nb_state().floating_ips.items():
+        for ip, port in list(self.core.nb_state().floating_ips.items()):
             if port == name:  # a floating IP belongs to its port: it goes with it
-                self._write(nb.delete_floating_ip, ip)
-        self._write(nb.delete, "Port", name)
+                self._write(self.core.nb.delete_floating_ip, ip)
+        self._write(self.core.nb.delete, "Port", name)
         return 200, {"deleted": name}
 
     # --- routers ------------------------------------------------------------------------------------
@@ -262,12 +261,12 @@ class NorthboundApi:
     def create_router(self, body, params):
         f = v.body_fields(body, ["name"], [])
         name = v.name(f["name"])
-        def choose_key(taken, names):  # runs inside the NB transaction: see nb.tunnel_keys
-            if name in names:
+        def choose_key(taken, name_in_use):  # runs inside the NB transaction: see NbReplica.tunnel_keys
+            if name_in_use:
                 raise ApiError(409, f"name: router {name!r} already exists")
             # A router's key is also its conntrack zone on the gateway host; OVS zones are 16 bits.
             return _free_key(taken, limit=65535)
-        self._write(nb.create_router, name, choose_key)
+        self._write(self.core.nb.create_router, name, choose_key)
         return 201, self._router_json(self.core.nb_state().routers[name])
 
     def delete_router(self, name, body, params):
@@ -276,7 +275,7 @@ class NorthboundApi:
             what = ", ".join([*(f"network {n}" for n in sorted(router.ports))] +
                              (["its gateway"] if router.gateway else []))
             raise ApiError(409, f"router {name!r} still has {what}; detach them first")
-        self._write(nb.delete, "Router", name)
+        self._write(self.core.nb.delete, "Router", name)
         return 200, {"deleted": name}
 
     def attach_router(self, name, body, params):
@@ -295,10 +294,10 @@ class NorthboundApi:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) overlaps {other!r} "
                                     f"({state.networks[other].cidr}), already on router {name!r}")
         mac = router_port_mac(router.key, network.vni)
-        owner = next((p.name for p in state.ports.values() if p.mac == mac), None)
+        owner = state.macs.get(mac)
         if owner:
-            raise ApiError(409, f"network: the router port's MAC {mac} is taken by port {owner!r}")
-        self._write(nb.attach_router, name, network.name, mac)
+            raise ApiError(409, f"network: the router port's MAC {mac} is taken by {owner}")
+        self._write(self.core.nb.attach_router, name, network.name, mac)
         return 201, self._router_json(self.core.nb_state().routers[name])
 
     def detach_router(self, name, network, body, params):
@@ -309,7 +308,7 @@ class NorthboundApi:
                       if len(router.ports) > 1 and _on_network(self.core.nb_state(), network, via))
         if vias:
             raise ApiError(409, f"static route(s) {', '.join(vias)} go via {network!r}; delete them first")
-        self._write(nb.detach_router, name, network)
+        self._write(self.core.nb.detach_router, name, network)
         return 200, self._router_json(self.core.nb_state().routers[name])
 
     def add_route(self, name, body, params):
@@ -321,7 +320,7 @@ class NorthboundApi:
         if not any(_on_network(state, net, via) for net in router.ports):
             raise v.bad("via", f"{via} is on no subnet attached to router {name!r} "
                                f"({', '.join(state.networks[n].cidr for n in sorted(router.ports)) or 'none'})")
-        self._write(nb.set_route, name, cidr, via)
+        self._write(self.core.nb.set_route, name, cidr, via)
         return 201, self._router_json(self.core.nb_state().routers[name])
 
     def delete_route(self, name, body, params):
@@ -329,7 +328,7 @@ class NorthboundApi:
         cidr = params.get("cidr")
         if cidr not in router.static_routes:
             raise ApiError(404, f"cidr: router {name!r} has no route for {cidr!r}")
-        self._write(nb.set_route, name, cidr, None)
+        self._write(self.core.nb.set_route, name, cidr, None)
         return 200, self._router_json(self.core.nb_state().routers[name])
 
     def set_gateway(self, name, body, params):
@@ -348,7 +347,7 @@ class NorthboundApi:
         next_hop = v.address_in(f["next_hop"], subnet, "next_hop")
         if next_hop == address:
             raise v.bad("next_hop", f"{next_hop} is the gateway's own address")
-        for other in state.routers.values():
+        for other in list(state.routers.values()):
             if other.name != name and other.gateway.get("ip") == address:
                 raise ApiError(409, f"ip: {address} is already router {other.name!r}'s gateway address")
             if other.name != name and other.gateway.get("host") == f["host"]:
@@ -356,8 +355,8 @@ class NorthboundApi:
                                     "(one gateway uplink per host)")
         if address in state.floating_ips:
             raise ApiError(409, f"ip: {address} is a floating IP")
-        mac = router.gateway.get("mac") or _random_mac(set())
-        self._write(nb.set_gateway, name, {"host": f["host"], "uplink": uplink, "ip": address,
+        mac = router.gateway.get("mac") or _random_mac(self.core.nb_state().macs.get)
+        self._write(self.core.nb.set_gateway, name, {"host": f["host"], "uplink": uplink, "ip": address,
                                             "prefixlen": str(subnet.prefixlen), "next_hop": next_hop, "mac": mac})
         return 200, self._router_json(self.core.nb_state().routers[name])
 
@@ -365,11 +364,11 @@ class NorthboundApi:
         router = self._get("routers", name)
         if not router.gateway:
             raise ApiError(404, f"router {name!r} has no gateway")
-        fips = sorted(ip for ip, port in self.core.nb_state().floating_ips.items()
+        fips = sorted(ip for ip, port in list(self.core.nb_state().floating_ips.items())
                       if self._router_of_port(port) == name)
         if fips:
             raise ApiError(409, f"floating IPs {', '.join(fips)} use router {name!r}'s gateway; delete them first")
-        self._write(nb.set_gateway, name, {})
+        self._write(self.core.nb.set_gateway, name, {})
         return 200, self._router_json(self.core.nb_state().routers[name])
 
     # --- floating IPs -------------------------------------------------------------------------------
@@ -400,13 +399,13 @@ class NorthboundApi:
             raise ApiError(409, f"ip: {ip} is already the floating IP of port {state.floating_ips[ip]!r}")
         if port.name in state.floating_ips.values():
             raise ApiError(409, f"port: {port.name!r} already has a floating IP")
-        self._write(nb.create_floating_ip, ip, port.name)
+        self._write(self.core.nb.create_floating_ip, ip, port.name)
         return 201, {"ip": ip, "port": port.name, "router": router.name}
 
     def delete_floating_ip(self, ip, body, params):
         if ip not in self.core.nb_state().floating_ips:
             raise ApiError(404, f"no floating IP {ip!r}")
-        self._write(nb.delete_floating_ip, ip)
+        self._write(self.core.nb.delete_floating_ip, ip)
         return 200, {"deleted": ip}
 
     # --- trace --------------------------------------------------------------------------------------
@@ -437,7 +436,7 @@ class NorthboundApi:
         if not self.core.nb_connected():
             raise ApiError(503, "the NB database is not connected; try again shortly")
         try:
-            return fn(self.core.nb_conn, *args)
+            return fn(*args)
         except (TransactionError, LookupError) as err:
             raise ApiError(409, f"the NB database refused the change: {err}") from None
 
@@ -470,9 +469,9 @@ def router_port_mac(router_key, vni):
     return "0a:" + ":".join(f"{b:02x}" for b in (router_key.to_bytes(2, "big") + vni.to_bytes(3, "big")))
 
 
-def _random_mac(taken):
-    """A locally administered unicast MAC (02:...) that no port uses yet."""
+def _random_mac(in_use):
+    """A locally administered unicast MAC (02:...) for which `in_use(mac)` is false."""
     while True:
         mac = "02:" + ":".join(f"{random.randrange(256):02x}" for _ in range(5))
-        if mac not in taken:
+        if not in_use(mac):
             return mac

@@ -10,17 +10,16 @@ import time
 
 from controller import validate
 from controller.flowsync import HostFlowSync
+from controller.hosts import HostAgent
+from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie
 from flows.trace import format_trace, trace_to_ip, trace_to_json
-from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState, PortState,
-                         RouterPortState, RouterState, RouteState, Topology)
 from flows.pipeline import UPLINK_OFPORT
-from ovsdb import nb, vswitch
-from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
+from ovsdb.idl import TransactionError
+from ovsdb.nb import Nb
 from ovsdb.server import EmbeddedNbServer
 
 LOG = logging.getLogger("weft.core")
-RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 NEXT_HOP_RETRY = 1.0      # seconds between ARP requests while a gateway's next hop is unresolved
 NEXT_HOP_REFRESH = 30.0   # and between refreshes once resolved
 
@@ -48,116 +47,24 @@ def check_config(config):
         raise ValueError(f"[weft] state_dir: {config.state_dir!r} must be an absolute path")
 
 
-class HostAgent:
-    """Keeps one host's OVSDB connection and makes the host ready whenever it is not."""
-
-    def __init__(self, core, host):
-        self.core = core
-        self.host = host
-        self.conn = None
-        self.error = None
-        self.ready = False
-        self.bindings = {}    # iface-id -> ofport, read from the host's own OVSDB
-        self.uplink = None    # the gateway uplink interface Weft should plug here, if any
-        self._stopped = False
-        self._kick = core.hub.Event()
-        core.hub.spawn(self._run)
-
-    def _connect(self):
-        attempt = 0
-        while not self._stopped:
-            try:
-                schema = fetch_schema(self.host.ovsdb_remote, vswitch.DATABASE, timeout=5)
-                break
-            except OSError as err:
-                self.error = f"OVSDB: {err.strerror or err}"
-                self.core.host_changed(self.host.name)
-                self.core.hub.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
-                attempt += 1
-        if not self._stopped:
-            self.conn = OvsdbConnection(self.core.hub, self.host.ovsdb_remote, schema, vswitch.TABLES,
-                                        on_change=lambda conn: self._kick.set(), name=self.host.name).start()
-
-    def _run(self):
-        self._connect()
-        while not self._stopped:
-            self._kick.wait(timeout=5)
-            self._kick.clear()
-            if not self._stopped:
-                self._check(self.conn)
-
-    def _check(self, conn):
-        if conn.synced:
-            args = (self.host.key, self.host.datapath_type, self.host.of_target)
-            if not vswitch.is_ready(conn, *args):
-                try:
-                    vswitch.ensure_host_ready(conn, *args)
-                    self.error = None
-                except (TransactionError, RuntimeError) as err:
-                    self.error = f"cannot configure br-int: {err}"
-                    LOG.error("host %s: %s", self.host.name, self.error)
-            self.ready = vswitch.is_ready(conn, *args)
-            if self.ready:
-                self.error = None
-                self._check_uplink(conn)
-            self.bindings = vswitch.bindings(conn)
-        self.core.host_changed(self.host.name)
-
-    def _check_uplink(self, conn):
-        if vswitch.current_uplink(conn) == self.uplink:
-            return
-        try:
-            vswitch.ensure_uplink(conn, self.uplink)
-        except TransactionError as err:
-            self.error = f"cannot plug uplink {self.uplink}: {err}"
-            LOG.error("host %s: %s", self.host.name, self.error)
-
-    def set_uplink(self, iface):
-        if iface != self.uplink:
-            self.uplink = iface
-            self._kick.set()
-
-    @property
-    def ovsdb_connected(self):
-        return bool(self.conn and self.conn.synced)
-
-    def leave(self, force=False):
-        """Undoes what joining did on the host. Without force, refuses when the host is unreachable."""
-        if not self.ovsdb_connected:
-            if not force:
-                raise RuntimeError(f"host {self.host.name!r}: its OVSDB ({self.host.ovsdb_remote}) is not "
-                                   "connected, so Weft cannot undo its configuration there; retry when it "
-                                   "is reachable, or leave with force to forget it anyway")
-        else:
-            self._stopped = True
-            vswitch.remove_host_config(self.conn)
-        self.stop()
-
-    def stop(self):
-        self._stopped = True
-        self._kick.set()
-        if self.conn:
-            self.conn.stop()
-
-
 class WeftCore:
     def __init__(self, hub, config):
         self.hub = hub
         self.config = config
         self.embedded = None
-        self.nb_conn = None
+        self.nb = None        # ovsdb.nb.Nb: the NB connection and its replica
         self.agents = {}      # host name -> HostAgent
         self.switches = {}    # datapath id (== host key) -> switch handle from the app
         self.syncs = {}       # host name -> HostFlowSync (while its switch is connected)
         self.compiler = Compiler()
-        self.applied = {}     # host name -> {cookie: flows} acknowledged by the switch's barrier
+        self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
         self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
-        self._nb_cache = (None, None)      # (replica change seqno, its snapshot)
-        self._plugged_twice = {}           # iface-id -> (hosts it is plugged on, host it stays bound to)
+        self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
+        self._full = True                  # next pass rebuilds everything from scratch
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -167,8 +74,7 @@ class WeftCore:
             self.embedded = EmbeddedNbServer(self.config.state_dir)
             remote = self.embedded.start()
             LOG.info("embedded NB ovsdb-server on %s (db %s)", remote, self.embedded.db_path)
-        self.nb_conn = OvsdbConnection(self.hub, remote, nb.load_schema(), nb.TABLES,
-                                       on_change=lambda conn: self._wake.set(), name="NB").start()
+        self.nb = Nb(self.hub, remote, on_change=lambda conn: self._wake.set()).start()
         self._running = True
         self._arp_sent = {}
         self.hub.spawn(self._reconcile_loop)
@@ -178,26 +84,21 @@ class WeftCore:
         self._running = False
         for agent in self.agents.values():
             agent.stop()
-        if self.nb_conn:
-            self.nb_conn.stop()
+        if self.nb:
+            self.nb.stop()
         if self.embedded:
             self.embedded.stop()
 
     # --- reading state ------------------------------------------------------------------------------
     def nb_state(self):
-        """The NB's contents, rebuilt only when the replica changed: API handlers and the loops read it
-        far more often than it changes, and a rebuild walks every row (half the controller's CPU in
-        an attach run before this)."""
-        seqno = self.nb_conn.change_seqno  # read first: a change during the rebuild only costs a rebuild
-        if self._nb_cache[0] != seqno:
-            self._nb_cache = (seqno, nb.snapshot(self.nb_conn))
-        return self._nb_cache[1]
+        """The NB replica (ovsdb.nb.NbReplica): live, kept current row by row."""
+        return self.nb.replica
 
     def nb_connected(self):
-        return self.nb_conn.synced
+        return self.nb.connected
 
     def nb_status(self):
-        status = {"remote": self.nb_conn.remote, "embedded": self.embedded is not None,
+        status = {"remote": self.nb.conn.remote, "embedded": self.embedded is not None,
                   "connected": self.nb_connected()}
         if self.topology_error:
             status["error"] = f"flows frozen, the NB is inconsistent: {self.topology_error}"
@@ -216,21 +117,22 @@ class WeftCore:
         if sync:  # how much flow traffic this switch has needed since it connected
             status["flow_mods"] = sync.flow_mods
             status["flow_batches"] = sync.batches
-            status["flows_in_sync"] = self.applied.get(name) == self.compiler.flows.get(name, {})
+            status["flows_in_sync"] = sync.in_sync
         if agent and agent.error:
             status["error"] = agent.error
         return status
 
     def port_up(self, name):
         """A port is up when it is bound and every host that needs flows for it has acknowledged them."""
-        port = self.compiler.topo.ports.get(name)
-        if port is None or name not in self.compiler.topo.bindings:
+        topo = self.compiler.topo
+        port, binding = topo.ports.get(name), topo.bindings.get(name)
+        if port is None or binding is None:
             return False
         cookie = port_cookie(port)
-        needed = [host for host, flows in self.compiler.flows.items() if flows.get(cookie)]
-        bound_host = self.compiler.topo.bindings[name].host
-        return bound_host in needed and all(
-            self.applied.get(host, {}).get(cookie) == self.compiler.flows[host][cookie] for host in needed)
+        needed = [host for host, flows in self.compiler.flows.items() if cookie in flows]
+        return binding.host in needed and all(
+            host in self.syncs and self.syncs[host].acked(cookie, self.compiler.flows[host][cookie])
+            for host in needed)
 
     def wait_port_up(self, name, timeout):
         """Waits until the port is up (woken by each acknowledged flow batch); returns whether it is."""
@@ -250,7 +152,7 @@ class WeftCore:
     def arp_reply(self, dpid, ip, mac):
         """An ARP reply the gateway flows sent up from an uplink: a next hop's MAC (control plane only)."""
         now = time.monotonic()
-        for router in self.nb_state().routers.values():
+        for router in list(self.nb_state().routers.values()):
             gw = router.gateway
             host = self.agents.get(gw.get("host"))
             if gw and gw["next_hop"] == ip and host and host.host.key == dpid:
@@ -258,10 +160,13 @@ class WeftCore:
                 self.next_hops[router.name] = (ip, mac, now)
                 if not known or known[:2] != (ip, mac):
                     LOG.info("router %s: next hop %s is at %s", router.name, ip, mac)
+                    self._routers_changed.add(router.name)
                     self._wake.set()
 
-    def next_hop_mac(self, router):
-        return self.next_hops.get(router, (None, None, 0))[1]
+    def next_hop_mac(self, router, next_hop=None):
+        """The MAC learned for the router's next hop (for `next_hop`, if given: a stale one is None)."""
+        ip, mac, _ = self.next_hops.get(router, (None, None, 0))
+        return mac if next_hop is None or ip == next_hop else None
 
     def trace(self, port, dst_ip, proto, dport):
         """The offline tracer over the compiled pipeline, as JSON (with a human rendering in "text")."""
@@ -279,7 +184,7 @@ class WeftCore:
             if not self.nb_connected():
                 continue
             now = time.monotonic()
-            for router in self.nb_state().routers.values():
+            for router in list(self.nb_state().routers.values()):
                 gw = router.gateway
                 agent = self.agents.get(gw.get("host")) if gw else None
                 switch = agent and self.switches.get(agent.host.key)
@@ -309,8 +214,12 @@ class WeftCore:
             del self.switches[dpid]
             self._wake.set()
 
-    def _flows_applied(self, host, flows):
-        self.applied[host] = flows
+    def port_plugged(self, host, iface_id, ofport):
+        """A host's OVSDB shows `iface_id` plugged at `ofport` (None: unplugged)."""
+        self.topology.plug(host, iface_id, ofport)
+        self._wake.set()
+
+    def _flows_applied(self, host, cookies):
         applied, self._applied_event = self._applied_event, self.hub.Event()
         applied.set()
 
@@ -324,6 +233,7 @@ class WeftCore:
         if agent:
             agent.leave(force=force)
             del self.agents[name]
+            self.topology.forget_host(name)
 
     # --- reconciliation -----------------------------------------------------------------------------
     def _host_by_key(self, key):
@@ -338,13 +248,51 @@ class WeftCore:
             try:
                 self._reconcile(self.nb_state())
             except Exception:  # one bad pass must not end the loop that keeps the network running
-                LOG.exception("reconciliation failed; retrying on the next change")
+                LOG.exception("reconciliation failed; rebuilding everything on the next pass")
+                self._full = True
+                self._wake.set()
+                self.hub.sleep(0.5)
 
     def _reconcile(self, state):
+        """One pass: what changed in the NB, in the hosts' OVSDBs and in the learned next hops, through
+        the compiler, to the switches. Each step costs what changed, except after `_full` is set
+        (start, an error): then everything is rebuilt from scratch."""
+        try:
+            topo = self._next_topology(state)
+        except ValueError as err:
+            # Inconsistent NB contents (say, two racing writes that each passed the API's checks):
+            # keep every switch on the last consistent flows rather than compile something wrong.
+            if err.args != getattr(self.topology_error, "args", None):
+                LOG.error("the NB is inconsistent, flows are frozen until it is fixed: %s", err)
+            self.topology_error = err
+            self._full = True  # the next pass starts over from the NB as it is then
+            self._publish_host_status(state)
+            return
+        self.topology_error = None
+        flow_changes = self.compiler.update(topo)
+        self._sync_switches(state, flow_changes)
+        self._publish_host_status(state)
+        touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
+        self._publish_port_bindings(state, topo, touched)
+
+    def _next_topology(self, state):
+        """The NB's changes (and the hosts' and next hops') since the last pass, as a new topology."""
+        # The replica changes only on the NB loop, which holds this lock meanwhile (on eventlet the
+        # pass would not yield anyway; on plain threads, in tests, it must not read mid-update).
+        with self.nb.conn.lock:
+            changes, full = state.take_changes(), self._full
+            self._full = False
+            routers, self._routers_changed = self._routers_changed, set()
+            if full or changes.everything or changes.hosts or changes.routers:
+                self._reconcile_agents(state)
+            return self.topology.update(state, changes, routers, self.next_hop_mac, full=full)
+
+    def _reconcile_agents(self, state):
         for name, agent in list(self.agents.items()):
             if name not in state.hosts or state.hosts[name].settings() != agent.host.settings():
                 agent.stop()
                 del self.agents[name]
+                self.topology.forget_host(name)
         for name, host in state.hosts.items():
             if name not in self.agents:
                 LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
@@ -352,100 +300,46 @@ class WeftCore:
         uplinks = {r.gateway["host"]: r.gateway["uplink"] for r in state.routers.values() if r.gateway}
         for name, agent in self.agents.items():
             agent.set_uplink(uplinks.get(name))
-        try:
-            topo = self._topology(state)
-        except ValueError as err:
-            # Inconsistent NB contents (say, two racing writes that each passed the API's checks):
-            # keep every switch on the last consistent flows rather than compile something wrong.
-            if err.args != getattr(self.topology_error, "args", None):
-                LOG.error("the NB is inconsistent, flows are frozen until it is fixed: %s", err)
-            self.topology_error = err
-            self._publish_host_status(state)
-            return
-        self.topology_error = None
-        self.compiler.update(topo)
-        self._sync_switches(state)
-        self._publish_host_status(state)
-        self._publish_port_bindings(state, topo)
 
-    def _topology(self, state):
-        """NB state + where OVS says each port is plugged -> the compiler's input."""
-        claims = {}  # iface-id -> {host: ofport}: normally one host; more when plugged twice
-        for host_name, agent in self.agents.items():
-            for iface_id, ofport in agent.bindings.items():
-                if iface_id in state.ports:
-                    claims.setdefault(iface_id, {})[host_name] = ofport
-        bindings, plugged_twice = {}, {}
-        for iface_id, hosts in claims.items():
-            # A port stays where it is bound: a second plug elsewhere (a mistaken attach, another
-            # tool) must not take a running container's port away from it.
-            host = state.ports[iface_id].host
-            if host not in hosts:
-                host = min(hosts)
-            if len(hosts) > 1:
-                plugged_twice[iface_id] = (tuple(sorted(hosts)), host)
-            bindings[iface_id] = Binding(iface_id, host, hosts[host])
-        for iface_id, (hosts, host) in plugged_twice.items():  # said once, not on every pass
-            if self._plugged_twice.get(iface_id) != (hosts, host):
-                LOG.warning("port %s is plugged on %s; it stays bound to %s", iface_id, ", ".join(hosts), host)
-        self._plugged_twice = plugged_twice
-        return Topology.build(
-            hosts=[HostState(h.name, h.key, h.encap_ip) for h in state.hosts.values()],
-            networks=[NetworkState(n.name, n.vni, n.cidr, n.gateway_ip, n.mtu) for n in state.networks.values()],
-            ports=[PortState(p.name, p.key, p.network, p.mac, p.ip) for p in state.ports.values()],
-            bindings=bindings.values(),
-            routers=[self._router_state(state, r) for r in state.routers.values()])
-
-    def _router_state(self, state, router):
-        gateway = None
-        if router.gateway:
-            gw = router.gateway
-            gateway = GatewayState(gw["host"], gw["mac"], gw["ip"], int(gw["prefixlen"]), gw["next_hop"],
-                                   self.next_hop_mac(router.name)
-                                   if self.next_hops.get(router.name, (None,))[0] == gw["next_hop"] else None)
-        fips = tuple(FloatingIpState(ip, port) for ip, port in sorted(state.floating_ips.items())
-                     if port in state.ports and state.ports[port].network in router.ports)
-        return RouterState(router.name, router.key,
-                           tuple(RouterPortState(net, mac) for net, mac in sorted(router.ports.items())),
-                           tuple(RouteState(cidr, via) for cidr, via in sorted(router.static_routes.items())),
-                           gateway, fips)
-
-    def _sync_switches(self, state):
+    def _sync_switches(self, state, flow_changes):
         hosts_by_key = {h.key: h.name for h in state.hosts.values()}
         connected = {hosts_by_key[dpid]: sw for dpid, sw in self.switches.items() if dpid in hosts_by_key}
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
                 sync.stop()
                 del self.syncs[name]
-                self.applied.pop(name, None)
         for name, switch in connected.items():
             agent = self.agents.get(name)
             if name not in self.syncs and agent and agent.ready:
-                self.syncs[name] = HostFlowSync(self.hub, name, switch, self._flows_applied)
-            if name in self.syncs:
-                self.syncs[name].set_desired(self.compiler.flows.get(name, {}))
+                self.syncs[name] = HostFlowSync(self.hub, name, switch, self.compiler.flows.get(name, {}),
+                                                self._flows_applied)
+                self.syncs[name].changed(self.compiler.flows.get(name, {}), ())
+        for name, sync in self.syncs.items():
+            # The compiler may have replaced a host's dict (a rebuild): always hand over the current one.
+            sync.changed(self.compiler.flows.get(name, {}), flow_changes.get(name, ()))
 
-    def _publish_port_bindings(self, state, topo):
-        """Records bindings in the NB (for `weft port list` and other controllers): one write for all."""
+    def _publish_port_bindings(self, state, topo, names):
+        """Records bindings in the NB (for `weft port list` and other controllers): one write for all.
+        `names`: the ports whose binding may have changed (None: every port)."""
         changed = {}
-        for name, port in state.ports.items():
-            binding = topo.bindings.get(name)
-            if port.host != (binding.host if binding else None):
+        for name in list(state.ports) if names is None else names:
+            port, binding = state.ports.get(name), topo.bindings.get(name)
+            if port is not None and port.host != (binding.host if binding else None):
                 changed[name] = binding.host if binding else None
         if changed:
             try:
-                nb.set_port_hosts(self.nb_conn, changed)
+                self.nb.set_port_hosts(changed)
             except TransactionError as err:
                 LOG.warning("cannot record the bindings of %s: %s", ", ".join(sorted(changed)), err)
 
     def _publish_host_status(self, state):
         changed = {}
-        for name, host in state.hosts.items():
+        for name, host in list(state.hosts.items()):
             status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow_")}
             if host.status != status:
                 changed[name] = status
         if changed:
             try:
-                nb.set_host_statuses(self.nb_conn, changed)
+                self.nb.set_host_statuses(changed)
             except TransactionError as err:
                 LOG.warning("cannot record the status of %s: %s", ", ".join(sorted(changed)), err)

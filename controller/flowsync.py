@@ -1,8 +1,9 @@
 """Keeps one switch's flows equal to what the compiler wants, by difference.
 
 On (re)connect it reads the switch's flows and sends only what differs, never a delete-all; after
-that it diffs only the objects (cookies) whose desired flows changed. Every batch ends with a
-barrier, and only the barrier's reply makes the batch count as applied (that is what "port up" means).
+that it diffs only the objects (cookies) the compiler reported changed. Every batch ends with a
+barrier, and only the barrier's reply makes the batch count as installed (that is what "port up"
+means). What the switch acknowledged lives here, and only here.
 """
 import logging
 
@@ -11,6 +12,7 @@ from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.flowsync")
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
+NONE = frozenset()
 
 
 def _union(host_flows, cookies):
@@ -18,22 +20,34 @@ def _union(host_flows, cookies):
 
 
 class HostFlowSync:
-    def __init__(self, hub, host, switch, on_applied):
+    def __init__(self, hub, host, switch, desired, on_applied):
         self.hub = hub
         self.host = host
         self.switch = switch
-        self.on_applied = on_applied      # called with (host, applied {cookie: flows}) after each barrier
-        self.desired = {}
-        self.installed = None             # None: unknown, read the switch first
+        self.desired = desired            # the compiler's {cookie: flows} for this host (live)
+        self.on_applied = on_applied      # called with (host, cookies) after each acknowledged batch
+        self.installed = None             # {cookie: flows} the switch acknowledged; None: read it first
         self.batches = 0
         self.flow_mods = 0
+        self._dirty = set()               # cookies whose desired flows changed since the last batch
+        self._busy = False
         self._kick = hub.Event()
         self._alive = True
         hub.spawn(self._loop)
 
-    def set_desired(self, desired):
+    def changed(self, desired, cookies):
+        """The compiler changed these cookies' flows (`desired` is its current dict for the host)."""
         self.desired = desired
+        self._dirty.update(cookies)
         self._kick.set()
+
+    def acked(self, cookie, flows):
+        """Whether the switch has acknowledged exactly `flows` for this cookie."""
+        return self.installed is not None and self.installed.get(cookie, NONE) == flows
+
+    @property
+    def in_sync(self):
+        return self.installed is not None and not self._dirty and not self._busy
 
     def stop(self):
         self._alive = False
@@ -46,9 +60,9 @@ class HostFlowSync:
             self._kick.clear()
             if not self._alive:
                 return
-            desired = dict(self.desired)
+            self._busy = True
             try:
-                self._sync(desired)
+                self._sync()
                 failures = 0
             except Exception as err:  # the switch refused, timed out or went away: read it again
                 if not self._alive:
@@ -58,23 +72,35 @@ class HostFlowSync:
                 self.hub.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
                 failures += 1
                 self._kick.set()
+            finally:
+                self._busy = False
 
-    def _sync(self, desired):
+    def _sync(self):
         if self.installed is None:
-            flow_diff = diff_flows(_union(desired, desired), self.switch.dump_flows())
+            self._dirty.clear()
+            want = dict(self.desired)
+            flow_diff = diff_flows(_union(want, want), self.switch.dump_flows())
             LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete", self.host,
                      len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete))
             for flow in [*flow_diff.modify, *flow_diff.delete][:5]:
                 LOG.debug("host %s: differs: %s", self.host, to_ofctl(flow))
+            installed, cookies = want, list(want)
         else:
-            changed = [c for c in desired.keys() | self.installed.keys()
-                       if desired.get(c) != self.installed.get(c)]
-            if not changed:
+            if not self._dirty:
                 return
-            flow_diff = diff_flows(_union(desired, changed), _union(self.installed, changed))
+            cookies, self._dirty = self._dirty, set()
+            want = {c: self.desired.get(c, NONE) for c in cookies}
+            changed = [c for c in cookies if want[c] != self.installed.get(c, NONE)]
+            flow_diff = diff_flows(_union(want, changed), _union(self.installed, changed))
+            installed = self.installed
         if flow_diff:
-            self.switch.apply(flow_diff)
+            self.switch.apply(flow_diff)  # yields until the barrier answers
             self.flow_mods += len(flow_diff)
+        for cookie in cookies:
+            if want[cookie]:
+                installed[cookie] = want[cookie]
+            else:
+                installed.pop(cookie, None)
+        self.installed = installed
         self.batches += 1
-        self.installed = desired
-        self.on_applied(self.host, desired)
+        self.on_applied(self.host, cookies)

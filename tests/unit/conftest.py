@@ -14,7 +14,7 @@ def core(tmp_path):
         pytest.skip("ovsdb-server is not installed (scripts/setup.sh installs it)")
     core = WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "state"), underlay_mtu=1600))
     core.start()
-    core.nb_conn.wait_synced(10)
+    core.nb.conn.wait_synced(10)
     yield core
     core.stop()
 

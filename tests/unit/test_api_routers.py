@@ -122,17 +122,16 @@ def test_inconsistent_nb_freezes_flows_and_says_why(routed, core):
     subnets on one router, written straight to the NB as a racing second writer would). The
     controller keeps the last consistent flows and reports the problem instead of compiling it."""
     import time
-    from ovsdb import nb
     time.sleep(0.3)  # let the controller settle on the fixture's writes
     before = {host: dict(flows) for host, flows in core.compiler.flows.items()}
-    nb.attach_router(core.nb_conn, "r1", "clash", "0a:00:00:00:00:99")
+    core.nb.attach_router("r1", "clash", "0a:00:00:00:00:99")
     deadline = time.monotonic() + 5
     while not core.topology_error and time.monotonic() < deadline:
         time.sleep(0.02)
     status, body = call(routed, "GET", "/v1/status")
     assert "overlap" in body["nb"]["error"]
     assert {host: dict(flows) for host, flows in core.compiler.flows.items()} == before
-    nb.detach_router(core.nb_conn, "r1", "clash")
+    core.nb.detach_router("r1", "clash")
     deadline = time.monotonic() + 5
     while core.topology_error and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -1,0 +1,112 @@
+"""One host's OVSDB, as the controller keeps it: connected, br-int ready for Weft, and what is plugged.
+
+A HostAgent makes the host ready whenever it is not (idempotently, through its Open_vSwitch
+database), plugs the gateway uplink Weft wants there, and reports each change of what is plugged
+(iface-id -> ofport) to the core as it sees it.
+"""
+import logging
+
+from ovsdb import vswitch
+from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
+
+LOG = logging.getLogger("weft.hosts")
+RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class HostAgent:
+    """Keeps one host's OVSDB connection and makes the host ready whenever it is not."""
+
+    def __init__(self, core, host):
+        self.core = core
+        self.host = host
+        self.conn = None
+        self.error = None
+        self.ready = False
+        self.bindings = {}    # iface-id -> ofport, read from the host's own OVSDB
+        self.uplink = None    # the gateway uplink interface Weft should plug here, if any
+        self._stopped = False
+        self._kick = core.hub.Event()
+        core.hub.spawn(self._run)
+
+    def _connect(self):
+        attempt = 0
+        while not self._stopped:
+            try:
+                schema = fetch_schema(self.host.ovsdb_remote, vswitch.DATABASE, timeout=5)
+                break
+            except OSError as err:
+                self.error = f"OVSDB: {err.strerror or err}"
+                self.core.host_changed(self.host.name)
+                self.core.hub.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+                attempt += 1
+        if not self._stopped:
+            self.conn = OvsdbConnection(self.core.hub, self.host.ovsdb_remote, schema, vswitch.TABLES,
+                                        on_change=lambda conn: self._kick.set(), name=self.host.name).start()
+
+    def _run(self):
+        self._connect()
+        while not self._stopped:
+            self._kick.wait(timeout=5)
+            self._kick.clear()
+            if not self._stopped:
+                self._check(self.conn)
+
+    def _check(self, conn):
+        if conn.synced:
+            args = (self.host.key, self.host.datapath_type, self.host.of_target)
+            if not vswitch.is_ready(conn, *args):
+                try:
+                    vswitch.ensure_host_ready(conn, *args)
+                    self.error = None
+                except (TransactionError, RuntimeError) as err:
+                    self.error = f"cannot configure br-int: {err}"
+                    LOG.error("host %s: %s", self.host.name, self.error)
+            self.ready = vswitch.is_ready(conn, *args)
+            if self.ready:
+                self.error = None
+                self._check_uplink(conn)
+            self._report_bindings(vswitch.bindings(conn))
+        self.core.host_changed(self.host.name)
+
+    def _report_bindings(self, bindings):
+        """Tells the core what was plugged, moved or unplugged since the last look."""
+        for iface_id in self.bindings.keys() | bindings.keys():
+            if self.bindings.get(iface_id) != bindings.get(iface_id):
+                self.core.port_plugged(self.host.name, iface_id, bindings.get(iface_id))
+        self.bindings = bindings
+
+    def _check_uplink(self, conn):
+        if vswitch.current_uplink(conn) == self.uplink:
+            return
+        try:
+            vswitch.ensure_uplink(conn, self.uplink)
+        except TransactionError as err:
+            self.error = f"cannot plug uplink {self.uplink}: {err}"
+            LOG.error("host %s: %s", self.host.name, self.error)
+
+    def set_uplink(self, iface):
+        if iface != self.uplink:
+            self.uplink = iface
+            self._kick.set()
+
+    @property
+    def ovsdb_connected(self):
+        return bool(self.conn and self.conn.synced)
+
+    def leave(self, force=False):
+        """Undoes what joining did on the host. Without force, refuses when the host is unreachable."""
+        if not self.ovsdb_connected:
+            if not force:
+                raise RuntimeError(f"host {self.host.name!r}: its OVSDB ({self.host.ovsdb_remote}) is not "
+                                   "connected, so Weft cannot undo its configuration there; retry when it "
+                                   "is reachable, or leave with force to forget it anyway")
+        else:
+            self._stopped = True
+            vswitch.remove_host_config(self.conn)
+        self.stop()
+
+    def stop(self):
+        self._stopped = True
+        self._kick.set()
+        if self.conn:
+            self.conn.stop()

@@ -1,0 +1,120 @@
+"""NB contents + where OVS says each port is plugged -> the compiler's input (flows.model.Topology).
+
+Pure and framework-free. `TopologyBuilder` keeps the current topology and the plug claims the hosts'
+OVSDBs report, and each `update` replaces only the objects that changed (what the NB replica's
+`Changes`, the claims and the next-hop resolver say), so one change costs what it touches.
+"""
+import logging
+
+from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState, PortState,
+                         RouterPortState, RouterState, RouteState, Topology)
+
+LOG = logging.getLogger("weft.topology")
+
+
+def host_state(host):
+    return HostState(host.name, host.key, host.encap_ip)
+
+
+def network_state(net):
+    return NetworkState(net.name, net.vni, net.cidr, net.gateway_ip, net.mtu)
+
+
+def port_state(port):
+    return PortState(port.name, port.key, port.network, port.mac, port.ip)
+
+
+def router_state(state, router, next_hop_mac):
+    """`next_hop_mac(router name, next hop ip)`: the MAC learned for that next hop, or None."""
+    gateway = None
+    if router.gateway:
+        gw = router.gateway
+        gateway = GatewayState(gw["host"], gw["mac"], gw["ip"], int(gw["prefixlen"]), gw["next_hop"],
+                               next_hop_mac(router.name, gw["next_hop"]))
+    fips = tuple(FloatingIpState(ip, port) for ip, port in sorted(state.floating_ips.items())
+                 if port in state.ports and state.ports[port].network in router.ports)
+    return RouterState(router.name, router.key,
+                       tuple(RouterPortState(net, mac) for net, mac in sorted(router.ports.items())),
+                       tuple(RouteState(cidr, via) for cidr, via in sorted(router.static_routes.items())),
+                       gateway, fips)
+
+
+class TopologyBuilder:
+    def __init__(self):
+        self.topo = Topology()
+        self._claims = {}        # iface-id -> {host: ofport}: normally one host; more when plugged twice
+        self._plugged = set()    # iface-ids whose claims changed since the last update
+        self._plugged_twice = {}  # iface-id -> (hosts it is plugged on, host it stays bound to)
+
+    def plug(self, host, iface_id, ofport):
+        """What a host's OVSDB says: `iface_id` is plugged there at `ofport` (None: no longer)."""
+        hosts = self._claims.setdefault(iface_id, {})
+        if ofport is None:
+            hosts.pop(host, None)
+            if not hosts:
+                del self._claims[iface_id]
+        else:
+            hosts[host] = ofport
+        self._plugged.add(iface_id)
+
+    def forget_host(self, host):
+        """The host left (or is being set up anew): nothing is plugged there as far as Weft knows."""
+        for iface_id in [i for i, hosts in self._claims.items() if host in hosts]:
+            self.plug(host, iface_id, None)
+
+    def update(self, state, changes, routers, next_hop_mac, full=False):
+        """The topology for the NB `state` after `changes` (nb.Changes), with `routers` (names) also
+        rebuilt (their next hop's MAC changed). `full`: rebuild everything and validate it all.
+        Raises ValueError (and keeps the current topology) if the result is inconsistent."""
+        plugged, self._plugged = self._plugged, set()
+        if full or changes.everything:
+            topo = self._build(state, next_hop_mac)
+        else:
+            topo = self._replace(state, changes, plugged, routers, next_hop_mac)
+        self.topo = topo
+        return topo
+
+    def _build(self, state, next_hop_mac):
+        return Topology.build(
+            hosts=[host_state(h) for h in state.hosts.values()],
+            networks=[network_state(n) for n in state.networks.values()],
+            ports=[port_state(p) for p in state.ports.values()],
+            bindings=filter(None, (self._binding(state, name) for name in list(self._claims))),
+            routers=[router_state(state, r, next_hop_mac) for r in state.routers.values()])
+
+    def _replace(self, state, changes, plugged, routers, next_hop_mac):
+        port_names = changes.ports | plugged
+        hosts = [host_state(state.hosts[n]) for n in changes.hosts if n in state.hosts]
+        networks = [network_state(state.networks[n]) for n in changes.networks if n in state.networks]
+        ports = [port_state(state.ports[n]) for n in port_names if n in state.ports]
+        bindings = [b for b in map(lambda n: self._binding(state, n), port_names) if b is not None]
+        router_names = changes.routers | routers
+        topo = self.topo.replace(
+            hosts=hosts, networks=networks, ports=ports, bindings=bindings,
+            routers=[router_state(state, state.routers[n], next_hop_mac) for n in router_names
+                     if n in state.routers],
+            remove_hosts=[n for n in changes.hosts if n not in state.hosts],
+            remove_networks=[n for n in changes.networks if n not in state.networks],
+            remove_ports=[n for n in port_names if n not in state.ports],
+            remove_bindings=[n for n in port_names if n in state.ports and n not in self._claims],
+            remove_routers=[n for n in router_names if n not in state.routers])
+        topo.validate_delta()
+        return topo
+
+    def _binding(self, state, name):
+        """Where an NB port is plugged. A port stays where it is bound: a second plug elsewhere (a
+        mistaken attach, another tool) must not take a running container's port away from it."""
+        hosts = self._claims.get(name)
+        port = state.ports.get(name)
+        if not hosts or port is None:
+            self._plugged_twice.pop(name, None)
+            return None
+        host = port.host if port.host in hosts else min(hosts)
+        if len(hosts) > 1:
+            twice = (tuple(sorted(hosts)), host)
+            if self._plugged_twice.get(name) != twice:  # said once, not on every pass
+                LOG.warning("port %s is plugged on %s; it stays bound to %s", name, ", ".join(twice[0]), host)
+            self._plugged_twice[name] = twice
+        else:
+            self._plugged_twice.pop(name, None)
+        return Binding(name, host, hosts[host])
