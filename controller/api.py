@@ -10,63 +10,70 @@ import urllib.parse
 
 from controller import validate as v
 from controller.validate import ApiError
-from ovsdb import nb
 from ovsdb.idl import TransactionError
 
 VERSION = "0.1.0"
 
 
+MAX_WAIT = 60.0   # seconds: the longest a ?wait_up= request may wait for its object
+
+
 class NorthboundApi:
     def __init__(self, core):
         self.core = core
+        # (method, path pattern (None: a name), handler, query parameters it takes)
         self.routes = [
-            ("GET", ("status",), self.status),
-            ("GET", ("hosts",), self.list_hosts),
-            ("POST", ("hosts",), self.join_host),
-            ("GET", ("hosts", None), self.show_host),
-            ("DELETE", ("hosts", None), self.leave_host),
-            ("GET", ("networks",), self.list_networks),
-            ("POST", ("networks",), self.create_network),
-            ("GET", ("networks", None), self.show_network),
-            ("DELETE", ("networks", None), self.delete_network),
-            ("GET", ("ports",), self.list_ports),
-            ("POST", ("ports",), self.create_port),
-            ("GET", ("ports", None), self.show_port),
-            ("DELETE", ("ports", None), self.delete_port),
-            ("GET", ("routers",), self.list_routers),
-            ("POST", ("routers",), self.create_router),
-            ("GET", ("routers", None), self.show_router),
-            ("DELETE", ("routers", None), self.delete_router),
-            ("POST", ("routers", None, "ports"), self.attach_router),
-            ("DELETE", ("routers", None, "ports", None), self.detach_router),
-            ("POST", ("routers", None, "routes"), self.add_route),
-            ("DELETE", ("routers", None, "routes"), self.delete_route),
-            ("PUT", ("routers", None, "gateway"), self.set_gateway),
-            ("DELETE", ("routers", None, "gateway"), self.clear_gateway),
-            ("GET", ("floating-ips",), self.list_floating_ips),
-            ("POST", ("floating-ips",), self.create_floating_ip),
-            ("DELETE", ("floating-ips", None), self.delete_floating_ip),
-            ("GET", ("trace",), self.trace),
+            ("GET", ("status",), self.status, ()),
+            ("GET", ("hosts",), self.list_hosts, ()),
+            ("POST", ("hosts",), self.join_host, ()),
+            ("GET", ("hosts", None), self.show_host, ()),
+            ("DELETE", ("hosts", None), self.leave_host, ("force",)),
+            ("GET", ("networks",), self.list_networks, ()),
+            ("POST", ("networks",), self.create_network, ()),
+            ("GET", ("networks", None), self.show_network, ()),
+            ("DELETE", ("networks", None), self.delete_network, ()),
+            ("GET", ("ports",), self.list_ports, ("network",)),
+            ("POST", ("ports",), self.create_port, ()),
+            ("GET", ("ports", None), self.show_port, ("wait_up",)),
+            ("DELETE", ("ports", None), self.delete_port, ("force",)),
+            ("GET", ("routers",), self.list_routers, ()),
+            ("POST", ("routers",), self.create_router, ()),
+            ("GET", ("routers", None), self.show_router, ("wait_up",)),
+            ("DELETE", ("routers", None), self.delete_router, ()),
+            ("POST", ("routers", None, "ports"), self.attach_router, ()),
+            ("DELETE", ("routers", None, "ports", None), self.detach_router, ()),
+            ("POST", ("routers", None, "routes"), self.add_route, ()),
+            ("DELETE", ("routers", None, "routes"), self.delete_route, ("cidr",)),
+            ("PUT", ("routers", None, "gateway"), self.set_gateway, ()),
+            ("DELETE", ("routers", None, "gateway"), self.clear_gateway, ()),
+            ("GET", ("floating-ips",), self.list_floating_ips, ()),
+            ("POST", ("floating-ips",), self.create_floating_ip, ()),
+            ("DELETE", ("floating-ips", None), self.delete_floating_ip, ()),
+            ("GET", ("trace",), self.trace, ("from", "to", "proto", "dport")),
         ]
 
     def handle(self, method, path, raw_body=b"", query=""):
+        """`path` and `query` as WSGI gives them: the request target's bytes, still percent-encoded,
+        as a latin-1 string (a plain ASCII string in tests)."""
         try:
-            parts = tuple(p for p in urllib.parse.unquote(path).split("/") if p)
+            parts = _path_parts(path)
             if parts[:1] != ("v1",):
-                raise ApiError(404, f"no such resource {path!r} (the API lives under /v1)")
-            handler, args = self._route(method, parts[1:])
-            body = _parse_body(raw_body) if method in ("POST", "PUT") else None
-            params = dict(urllib.parse.parse_qsl(query or ""))
+                raise ApiError(404, f"no such resource {_printable(path)!r} (the API lives under /v1)")
+            handler, args, allowed = self._route(method, parts[1:])
+            params = _query_params(query, allowed)
+            body = v.parse_json(raw_body) if method in ("POST", "PUT") else None
+            if not self.core.nb_loaded():
+                raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
             return handler(*args, body=body, params=params)
         except ApiError as err:
             return err.status, {"error": err.message}
 
     def _route(self, method, parts):
         allowed = []
-        for route_method, pattern, handler in self.routes:
+        for route_method, pattern, handler, params in self.routes:
             if len(pattern) == len(parts) and all(p is None or p == x for p, x in zip(pattern, parts)):
                 if route_method == method:
-                    return handler, [x for p, x in zip(pattern, parts) if p is None]
+                    return handler, [x for p, x in zip(pattern, parts) if p is None], params
                 allowed.append(route_method)
         if allowed:
             raise ApiError(405, f"{method} is not allowed here (allowed: {', '.join(allowed)})")
@@ -94,7 +101,7 @@ class NorthboundApi:
         return 200, self._host_json(self._get("hosts", name))
 
     def join_host(self, body, params):
-        f = v.body_fields(body, ["name", "encap_ip", "ovsdb"], ["datapath_type", "of_target"])
+        f = v.body_fields(body, {"name": str, "encap_ip": str, "ovsdb": str}, {"datapath_type": str, "of_target": str})
         name = v.name(f["name"])
         encap_ip = v.ipv4_address(f["encap_ip"], "encap_ip")
         remote = v.remote(f["ovsdb"], "ovsdb")
@@ -125,7 +132,7 @@ class NorthboundApi:
             raise ApiError(409, f"host {name!r} still has ports bound: {', '.join(bound[:5])}"
                                 f"{' ...' if len(bound) > 5 else ''}; detach them first")
         try:
-            self.core.leave_host(name, force=params.get("force") in ("1", "true", "yes"))
+            self.core.leave_host(name, force=_flag(params, "force"))
         except RuntimeError as err:
             raise ApiError(409, str(err)) from None
         self._write(self.core.nb.delete, "Host", name)
@@ -143,7 +150,7 @@ class NorthboundApi:
         return 200, self._network_json(self._get("networks", name))
 
     def create_network(self, body, params):
-        f = v.body_fields(body, ["name", "cidr"], ["vni", "mtu", "gateway"])
+        f = v.body_fields(body, {"name": str, "cidr": str}, {"vni": int, "mtu": int, "gateway": str})
         name = v.name(f["name"])
         net = v.ipv4_network(f["cidr"])
         gateway = v.address_in(f.get("gateway", str(net.network_address + 1)), net, "gateway")
@@ -193,15 +200,11 @@ class NorthboundApi:
         `weft attach` waits for its flows without polling the API."""
         port = self._get("ports", name)
         if "wait_up" in params:
-            try:
-                timeout = float(params["wait_up"])
-            except ValueError:
-                raise v.bad("wait_up", f"{params['wait_up']!r} is not a number of seconds") from None
-            self.core.wait_port_up(name, min(max(timeout, 0.0), 120.0))
+            self.core.wait_port_up(name, v.seconds(params["wait_up"], "wait_up", MAX_WAIT))
         return 200, self._port_json(port)
 
     def create_port(self, body, params):
-        f = v.body_fields(body, ["name", "network"], ["ip", "mac"])
+        f = v.body_fields(body, {"name": str, "network": str}, {"ip": str, "mac": str})
         name = v.name(f["name"])
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
@@ -228,7 +231,18 @@ class NorthboundApi:
         return 201, self._port_json(self.core.nb_state().ports[name])
 
     def delete_port(self, name, body, params):
+        """A port whose interface is still plugged into a br-int is not deleted unless forced: a
+        later port of the same name would take over that leftover interface. Forced, it is unplugged
+        first (through the host's OVSDB); the container keeps its end of the veth."""
         self._get("ports", name)
+        plugged = self.core.plugged_hosts(name)
+        if plugged and not _flag(params, "force"):
+            raise ApiError(409, f"port {name!r} is still plugged into br-int on {', '.join(plugged)}; detach it "
+                                f"there (weft detach {name}), or delete it with force to unplug it")
+        try:
+            self.core.unplug(name)
+        except RuntimeError as err:
+            raise ApiError(409, str(err)) from None
         for ip, port in list(self.core.nb_state().floating_ips.items()):
             if port == name:  # a floating IP belongs to its port: it goes with it
                 self._write(self.core.nb.delete_floating_ip, ip)
@@ -259,7 +273,7 @@ class NorthboundApi:
         return 200, self._router_json(self._get("routers", name))
 
     def create_router(self, body, params):
-        f = v.body_fields(body, ["name"], [])
+        f = v.body_fields(body, {"name": str}, {})
         name = v.name(f["name"])
         def choose_key(taken, name_in_use):  # runs inside the NB transaction: see NbReplica.tunnel_keys
             if name_in_use:
@@ -280,7 +294,7 @@ class NorthboundApi:
 
     def attach_router(self, name, body, params):
         router = self._get("routers", name)
-        f = v.body_fields(body, ["network"], [])
+        f = v.body_fields(body, {"network": str}, {})
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
         if network is None:
@@ -313,7 +327,7 @@ class NorthboundApi:
 
     def add_route(self, name, body, params):
         router = self._get("routers", name)
-        f = v.body_fields(body, ["cidr", "via"], [])
+        f = v.body_fields(body, {"cidr": str, "via": str}, {})
         cidr = str(v.ipv4_network(f["cidr"], "cidr", max_prefix=32))
         via = v.ipv4_address(f["via"], "via")
         state = self.core.nb_state()
@@ -333,16 +347,12 @@ class NorthboundApi:
 
     def set_gateway(self, name, body, params):
         router = self._get("routers", name)
-        f = v.body_fields(body, ["host", "uplink", "ip", "next_hop"], [])
+        f = v.body_fields(body, {"host": str, "uplink": str, "ip": str, "next_hop": str}, {})
         state = self.core.nb_state()
         if f["host"] not in state.hosts:
             raise ApiError(404, f"host: no host named {f['host']!r}")
         uplink = v.interface_name(f["uplink"], "uplink")
-        address, _, length = str(f["ip"]).partition("/")
-        address = v.ipv4_address(address, "ip")
-        if not length.isdigit():
-            raise v.bad("ip", f"{f['ip']!r} needs a prefix length, like 203.0.113.10/24")
-        prefixlen = v.integer(int(length), "ip prefix length", 1, 30)
+        address, prefixlen = v.ipv4_interface(f["ip"], "ip")
         subnet = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
         next_hop = v.address_in(f["next_hop"], subnet, "next_hop")
         if next_hop == address:
@@ -383,7 +393,7 @@ class NorthboundApi:
                      for ip, port in sorted(self.core.nb_state().floating_ips.items())]
 
     def create_floating_ip(self, body, params):
-        f = v.body_fields(body, ["port", "ip"], [])
+        f = v.body_fields(body, {"port": str, "ip": str}, {})
         state = self.core.nb_state()
         port = state.ports.get(f["port"])
         if port is None:
@@ -417,9 +427,7 @@ class NorthboundApi:
         proto = params.get("proto", "icmp")
         if proto not in ("icmp", "tcp", "udp"):
             raise v.bad("proto", f"{proto!r} is not one of: icmp, tcp, udp")
-        dport = v.integer(int(params["dport"]), "dport", 1, 65535) if params.get("dport", "").isdigit() else None
-        if params.get("dport") and dport is None:
-            raise v.bad("dport", f"{params['dport']!r} is not a port number")
+        dport = v.query_integer(params["dport"], "dport", 1, 65535) if params.get("dport") else None
         try:
             return 200, self.core.trace(port.name, dst, proto, dport)
         except ValueError as err:
@@ -429,7 +437,7 @@ class NorthboundApi:
     def _get(self, kind, name):
         item = getattr(self.core.nb_state(), kind).get(name)
         if item is None:
-            raise ApiError(404, f"no {kind[:-1]} named {name!r}")
+            raise ApiError(404, f"no {kind[:-1]} named {v.shown(name)}")
         return item
 
     def _write(self, fn, *args):
@@ -453,13 +461,51 @@ def _on_network(state, network, ip):
     return net is not None and ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(net.cidr)
 
 
-def _parse_body(raw):
-    if not raw:
-        raise ApiError(400, "a JSON request body is required")
+def _path_parts(path):
+    """The path's segments, each percent-decoded and valid UTF-8, or a 400 naming the problem."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+        raw = path.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request path has characters that are not percent-encoded") from None
+    parts = []
+    for segment in raw.split(b"/"):
+        if segment:
+            try:
+                parts.append(urllib.parse.unquote_to_bytes(segment).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ApiError(400, f"the request path segment {segment.decode('latin-1')!r} is not valid "
+                                    "UTF-8") from None
+    return tuple(parts)
+
+
+def _query_params(query, allowed):
+    """The query string as a dict: valid UTF-8, each parameter known to the route and given once."""
+    params = {}
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        try:
+            key, value = (urllib.parse.unquote_to_bytes(x.replace("+", " ").encode("latin-1")).decode("utf-8")
+                          for x in (key, value))
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            raise ApiError(400, f"the query parameter {item[:40]!r} is not valid UTF-8") from None
+        if key not in allowed:
+            raise v.bad(key[:40], f"unknown query parameter (this resource takes: {', '.join(allowed) or 'none'})")
+        if key in params:
+            raise v.bad(key, "is given more than once")
+        params[key] = value
+    return params
+
+
+def _printable(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _flag(params, name):
+    """A yes/no query parameter (absent: no)."""
+    value = params.get(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise v.bad(name, f"{value[:20]!r} is not true or false")
+    return value in ("1", "true", "yes")
 
 
 def router_port_mac(router_key, vni):

@@ -1,13 +1,25 @@
-"""Checks on northbound input. Each failure names the field and the problem; nothing here writes."""
+"""Checks on northbound input. Each failure names the field and the problem; nothing here writes.
+
+Every field's type is checked before its value; numbers are ASCII digits, addresses are written as
+addresses (never as integers), names are a fixed ASCII alphabet (so they are valid UTF-8, fit OVSDB
+and Linux, and never look like a command-line option).
+"""
 import ipaddress
+import json
+import math
 import re
 
 GENEVE_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + Geneve 8, with no TLV options
 MIN_MTU = 576
 MAX_VNI = 2**24 - 1
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-REMOTE_RE = re.compile(r"^(unix:/\S+|(tcp|ssl):[0-9.]+:\d{1,5})$")
+MAX_JSON_DEPTH = 8        # Weft's bodies nest 1 deep; a deeper document is not a Weft request
+NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,62}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # Linux: < 16 bytes, no '/', ':', space
+MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+REMOTE_RE = re.compile(r"unix:/[\x21-\x7e]+|(tcp|ssl):[0-9.]{7,15}:[0-9]{1,5}")
+DECIMAL_RE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
+INTEGER_RE = re.compile(r"[0-9]{1,10}")
+NAME_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, no '..'"
 
 
 class ApiError(Exception):
@@ -23,62 +35,169 @@ def bad(field, problem):
     return ApiError(400, f"{field}: {problem}")
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "a list"}
+
+
 def body_fields(body, required, optional):
-    """The request body as a dict with only known fields, every required one present."""
+    """The request body as a dict with only known fields, each of its declared type, every required
+    one present. `required` and `optional` map a field to its type (str, int, bool)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    unknown = sorted(set(body) - set(required) - set(optional))
+    known = {**required, **optional}
+    unknown = sorted(set(body) - set(known))
     if unknown:
-        raise bad(unknown[0], f"unknown field (expected one of: {', '.join(sorted({*required, *optional}))})")
+        raise bad(shown(unknown[0]), f"unknown field (expected one of: {', '.join(sorted(known))})")
+    fields = {}
+    for field, value in body.items():
+        if value is None:
+            continue
+        wanted = known[field]
+        if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+            raise bad(field, f"expected {_TYPE_NAMES[wanted]}, got {_describe(value)}")
+        fields[field] = value
     for field in required:
-        if body.get(field) in (None, ""):
+        if fields.get(field) in (None, ""):
             raise bad(field, "is required")
-    return {k: v for k, v in body.items() if v is not None}
+    return fields
+
+
+def _describe(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    for kind, words in ((str, "a string"), (int, "a number"), (float, "a number"), (dict, "an object"),
+                        (list, "a list")):
+        if isinstance(value, kind):
+            return words
+    return type(value).__name__
+
+
+def shown(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def parse_json(raw):
+    """A request body: UTF-8 JSON, no NaN or Infinity, no duplicate keys, nested at most
+    MAX_JSON_DEPTH deep (checked before parsing, so a hostile document costs one linear scan)."""
+    if not raw:
+        raise ApiError(400, "a JSON request body is required")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not valid UTF-8") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except ValueError as err:
+        raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+
+
+def _nesting(text):
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _unique_keys(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"the key {key!r} appears twice")
+        result[key] = value
+    return result
 
 
 def name(value, field="name"):
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise bad(field, f"{value!r} is not a valid name (1-63 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit)")
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not a valid name ({NAME_RULE})")
     return value
 
 
 def integer(value, field, low, high):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise bad(field, f"{value!r} is not an integer")
+        raise bad(field, f"{shown(value)} is not an integer")
     if not low <= value <= high:
         raise bad(field, f"{value} is out of range ({low}..{high})")
     return value
 
 
+def query_integer(value, field, low, high):
+    """An integer written in a query string: ASCII digits only."""
+    if not INTEGER_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not a number (ASCII digits)")
+    return integer(int(value), field, low, high)
+
+
+def seconds(value, field, high):
+    """A duration in a query string: ASCII decimal, finite, 0..high."""
+    if not DECIMAL_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not a number of seconds (like 10 or 2.5)")
+    number = float(value)
+    if not (math.isfinite(number) and 0 <= number <= high):
+        raise bad(field, f"{value} is out of range (0..{high} seconds)")
+    return number
+
+
 def ipv4_address(value, field):
+    if not isinstance(value, str):
+        raise bad(field, f"{shown(value)} is not an IPv4 address (write it as a string, like \"192.0.2.1\")")
     try:
         addr = ipaddress.IPv4Address(value)
-    except (ValueError, TypeError):
-        raise bad(field, f"{value!r} is not an IPv4 address") from None
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+    except ValueError:
+        raise bad(field, f"{shown(value)} is not an IPv4 address") from None
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_reserved \
+            or addr == ipaddress.IPv4Address("255.255.255.255"):
         raise bad(field, f"{value} is not a usable unicast address")
     return str(addr)
 
 
 def interface_name(value, field):
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", value):
-        raise bad(field, f"{value!r} is not a network interface name (1-15 characters)")
+    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value) or value in (".", ".."):
+        raise bad(field, f"{shown(value)} is not a network interface name (1-15 letters, digits, '_', "
+                         "'.' or '-', not starting with '-' or '.')")
     return value
 
 
 def ipv4_network(value, field="cidr", max_prefix=29):
-    if not isinstance(value, str) or "/" not in value:
-        raise bad(field, f"{value!r} is not an IPv4 network in CIDR form (like 10.0.0.0/24)")
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9.]{7,15}/[0-9]{1,2}", value):
+        raise bad(field, f"{shown(value)} is not an IPv4 network in CIDR form (like 10.0.0.0/24)")
     try:
         net = ipaddress.IPv4Network(value, strict=False)
     except ValueError:
-        raise bad(field, f"{value!r} is not a valid IPv4 network") from None
+        raise bad(field, f"{shown(value)} is not a valid IPv4 network") from None
     if str(net) != value:
         raise bad(field, f"{value!r} has host bits set (did you mean {net}?)")
     if net.prefixlen > max_prefix:
         raise bad(field, f"/{net.prefixlen} leaves too few addresses (the longest prefix allowed is /{max_prefix})")
     return net
+
+
+def ipv4_interface(value, field, max_prefix=30):
+    """An address with its prefix length, like 203.0.113.10/24 -> (address, prefix length)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[^/]{1,15}/[0-9]{1,2}", value):
+        raise bad(field, f"{shown(value)} needs a prefix length, like 203.0.113.10/24")
+    address, _, length = value.partition("/")
+    return ipv4_address(address, field), integer(int(length), f"{field} prefix length", 1, max_prefix)
 
 
 def address_in(value, net, field, reserved=()):
@@ -95,8 +214,8 @@ def address_in(value, net, field, reserved=()):
 
 def mac(value, field="mac"):
     value = value.lower() if isinstance(value, str) else value
-    if not isinstance(value, str) or not MAC_RE.match(value):
-        raise bad(field, f"{value!r} is not a MAC address (like 02:00:00:00:00:01)")
+    if not isinstance(value, str) or not MAC_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not a MAC address (like 02:00:00:00:00:01)")
     if int(value[:2], 16) & 1:
         raise bad(field, f"{value} is a multicast address")
     if value == "00:00:00:00:00:00":
@@ -105,8 +224,9 @@ def mac(value, field="mac"):
 
 
 def remote(value, field):
-    if not isinstance(value, str) or not REMOTE_RE.match(value):
-        raise bad(field, f"{value!r} is not an OVSDB/OpenFlow remote (unix:/path, tcp:IP:PORT or ssl:IP:PORT)")
+    if not isinstance(value, str) or not REMOTE_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not an OVSDB/OpenFlow remote (unix:/path, tcp:IP:PORT or "
+                         "ssl:IP:PORT)")
     if not value.startswith("unix:"):
         ipv4_address(value.split(":")[1], field)
         integer(int(value.rsplit(":", 1)[1]), field + " port", 1, 65535)

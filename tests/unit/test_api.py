@@ -34,7 +34,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "mtu": 100}, 400, ["mtu", "out of range"]),
     ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 0}, 400, ["vni", "out of range"]),
     ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 2**24}, 400, ["vni", "out of range"]),
-    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": "7"}, 400, ["vni", "not an integer"]),
+    ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": "7"}, 400, ["vni", "expected an integer, got a string"]),
     ("POST", "/v1/networks", {"name": "x", "cidr": "10.9.0.0/24", "vni": 100}, 409, ["vni", "100", "blue"]),
     ("POST", "/v1/networks", {"name": "blue", "cidr": "10.9.0.0/24"}, 409, ["name", "blue", "already exists"]),
     ("POST", "/v1/networks", {"name": "bad name!", "cidr": "10.9.0.0/24"}, 400, ["name", "not a valid name"]),
