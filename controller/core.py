@@ -3,12 +3,9 @@
 Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and hands it a `hub`
 (spawn/sleep/Semaphore/Event); the same core runs on plain threads in tests.
 """
-import dataclasses
 import logging
-import os
 import time
 
-from controller import validate
 from controller.flowsync import HostFlowSync
 from controller.hosts import HostAgent
 from controller.topology import TopologyBuilder
@@ -22,29 +19,6 @@ from ovsdb.server import EmbeddedNbServer
 LOG = logging.getLogger("weft.core")
 NEXT_HOP_RETRY = 1.0      # seconds between ARP requests while a gateway's next hop is unresolved
 NEXT_HOP_REFRESH = 30.0   # and between refreshes once resolved
-
-
-@dataclasses.dataclass
-class Config:
-    state_dir: str = "/var/lib/weft"
-    nb_remote: str = ""          # empty: start the embedded NB ovsdb-server in state_dir
-    underlay_mtu: int = 1500     # the smallest MTU of the hosts' underlay links
-    of_target: str = ""          # OpenFlow target given to joining hosts that name none (tcp:IP:6653)
-
-
-def check_config(config):
-    """Raises ValueError naming the first bad option."""
-    if not 576 + validate.GENEVE_OVERHEAD <= config.underlay_mtu <= 65535:
-        raise ValueError(f"[weft] underlay_mtu: {config.underlay_mtu} is out of range "
-                         f"({576 + validate.GENEVE_OVERHEAD}..65535)")
-    for remote in filter(None, config.nb_remote.split(",")):
-        if not validate.REMOTE_RE.match(remote):
-            raise ValueError(f"[weft] nb_remote: {remote!r} is not an OVSDB remote (unix:/path, tcp:IP:PORT, "
-                             "ssl:IP:PORT; several separated by commas)")
-    if config.of_target and not validate.REMOTE_RE.match(config.of_target):
-        raise ValueError(f"[weft] of_target: {config.of_target!r} is not an OpenFlow target (tcp:IP:PORT)")
-    if not config.nb_remote and not os.path.isabs(config.state_dir):
-        raise ValueError(f"[weft] state_dir: {config.state_dir!r} must be an absolute path")
 
 
 class WeftCore:
@@ -218,6 +192,21 @@ class WeftCore:
         """A host's OVSDB shows `iface_id` plugged at `ofport` (None: unplugged)."""
         self.topology.plug(host, iface_id, ofport)
         self._wake.set()
+
+    def plugged_hosts(self, port):
+        """The hosts whose OVSDB shows the port plugged into br-int."""
+        return self.topology.plugged_on(port)
+
+    def unplug(self, port):
+        """Unplugs the port's interface wherever it is plugged (RuntimeError if a host is unreachable)."""
+        for host in self.plugged_hosts(port):
+            agent = self.agents.get(host)
+            if agent is None:
+                raise RuntimeError(f"cannot unplug {port!r} on host {host!r}: Weft has no connection to it")
+            agent.unplug(port)
+
+    def nb_loaded(self):
+        return self.nb.replica.loaded
 
     def _flows_applied(self, host, cookies):
         applied, self._applied_event = self._applied_event, self.hub.Event()

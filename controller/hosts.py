@@ -84,6 +84,15 @@ class HostAgent:
             self.error = f"cannot plug uplink {self.uplink}: {err}"
             LOG.error("host %s: %s", self.host.name, self.error)
 
+    def unplug(self, iface_id):
+        if not self.ovsdb_connected:
+            raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: its OVSDB "
+                               f"({self.host.ovsdb_remote}) is not connected")
+        try:
+            vswitch.unplug_iface_id(self.conn, iface_id)
+        except TransactionError as err:
+            raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: {err}") from None
+
     def set_uplink(self, iface):
         if iface != self.uplink:
             self.uplink = iface

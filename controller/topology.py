@@ -57,6 +57,10 @@ class TopologyBuilder:
             hosts[host] = ofport
         self._plugged.add(iface_id)
 
+    def plugged_on(self, iface_id):
+        """The hosts whose OVSDB shows `iface_id` plugged into br-int."""
+        return sorted(self._claims.get(iface_id, ()))
+
     def forget_host(self, host):
         """The host left (or is being set up anew): nothing is plugged there as far as Weft knows."""
         for iface_id in [i for i, hosts in self._claims.items() if host in hosts]:

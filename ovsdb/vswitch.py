@@ -121,6 +121,19 @@ def ensure_uplink(conn, iface):
     conn.transact(build)
 
 
+def unplug_iface_id(conn, iface_id):
+    """Removes from br-int every port whose interface carries external_ids:iface-id=`iface_id`."""
+    def build(txn, tables):
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        if bridge is None:
+            return
+        keep = [p for p in bridge.ports
+                if not any(i.external_ids.get("iface-id") == iface_id for i in p.interfaces)]
+        if len(keep) != len(bridge.ports):
+            bridge.ports = keep
+    conn.transact(build)
+
+
 def current_uplink(conn):
     """The name of the uplink Weft plugged into br-int, or None."""
     with conn.lock:

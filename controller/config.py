@@ -1,0 +1,67 @@
+"""The controller's options, declared once: the [weft] section of ryu-manager's config file is derived
+from these fields (controller/app.py), and `check` says what is wrong with a value."""
+import dataclasses
+import grp
+import os
+
+from controller import validate
+
+
+def _option(default, help):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class Config:
+    state_dir: str = _option("/var/lib/weft", "where the embedded NB and the API tokens live (made 0700)")
+    nb_remote: str = _option("", "an existing NB ovsdb-server (tcp:IP:6641, ssl:IP:6641, unix:PATH, or a "
+                                 "Raft cluster's remotes separated by commas); empty: the embedded NB")
+    underlay_mtu: int = _option(1500, "the smallest MTU of the hosts' underlay links")
+    of_target: str = _option("", "OpenFlow target given to joining hosts that name none (ssl:IP:6653)")
+    api_socket: str = _option("/run/weft/api.sock", "the API's unix socket: who may connect to it "
+                                                    "(mode 0660) may drive Weft")
+    api_socket_group: str = _option("", "the group that owns the API socket besides root (empty: root's)")
+    api_hostnames: str = _option("", "names (comma-separated) clients may use in the Host header of the TCP "
+                                     "API, besides literal addresses and localhost")
+    api_tls_cert: str = _option("", "a certificate (PEM) for the TCP API: it then serves HTTPS")
+    api_tls_key: str = _option("", "the private key of api_tls_cert")
+    api_tls_client_ca: str = _option("", "if set, the TCP API also requires client certificates "
+                                         "signed by this CA (PEM), besides the bearer token")
+
+    @property
+    def tokens_dir(self):
+        return os.path.join(self.state_dir, "tokens")
+
+    @property
+    def hostnames(self):
+        return [n.strip() for n in self.api_hostnames.split(",") if n.strip()]
+
+
+def check(config):
+    """Raises ValueError naming the first bad option."""
+    if not 576 + validate.GENEVE_OVERHEAD <= config.underlay_mtu <= 65535:
+        raise ValueError(f"[weft] underlay_mtu: {config.underlay_mtu} is out of range "
+                         f"({576 + validate.GENEVE_OVERHEAD}..65535)")
+    for remote in filter(None, config.nb_remote.split(",")):
+        if not validate.REMOTE_RE.fullmatch(remote):
+            raise ValueError(f"[weft] nb_remote: {remote!r} is not an OVSDB remote (unix:/path, tcp:IP:PORT, "
+                             "ssl:IP:PORT; several separated by commas)")
+    if config.of_target and not validate.REMOTE_RE.fullmatch(config.of_target):
+        raise ValueError(f"[weft] of_target: {config.of_target!r} is not an OpenFlow target "
+                         "(tcp:IP:PORT or ssl:IP:PORT)")
+    for option in ("state_dir", "api_socket"):
+        if not os.path.isabs(getattr(config, option)):
+            raise ValueError(f"[weft] {option}: {getattr(config, option)!r} must be an absolute path")
+    if config.api_socket_group:
+        try:
+            grp.getgrnam(config.api_socket_group)
+        except KeyError:
+            raise ValueError(f"[weft] api_socket_group: there is no group {config.api_socket_group!r}") from None
+    if bool(config.api_tls_cert) != bool(config.api_tls_key):
+        raise ValueError("[weft] api_tls_cert and api_tls_key go together")
+    for option in ("api_tls_cert", "api_tls_key", "api_tls_client_ca"):
+        path = getattr(config, option)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"[weft] {option}: no file {path!r}")
+    if config.api_tls_client_ca and not config.api_tls_cert:
+        raise ValueError("[weft] api_tls_client_ca needs api_tls_cert (client certificates need HTTPS)")
