@@ -4,15 +4,23 @@ This is the only module that imports Ryu. It turns Ryu events into calls on the 
 core (controller/core.py), serves the REST API on Ryu's WSGI server, and translates the pipeline's
 flows (flows/) to and from OpenFlow messages.
 """
-import json
+import collections
+import dataclasses
+import errno
+import grp
 import logging
 import os
 import signal
+import socket
+import struct
 
+import eventlet
+import eventlet.wsgi
+from eventlet.green import ssl as green_ssl
 from oslo_config.cfg import Error as ConfigError
 from ryu import cfg  # ryu.cfg.CONF is the one ryu-manager parses (not oslo's global CONF)
-from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
 from ryu.base import app_manager
+from ryu.controller import controller as ryu_controller  # noqa: F401 (registers the ofp-* options)
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
@@ -20,32 +28,37 @@ from ryu.lib.packet import arp, ether_types, ethernet, packet
 from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst)
 from ryu.ofproto import ofproto_v1_3
 
+from controller import config as weft_config
 from controller.api import NorthboundApi
-from controller.core import Config, WeftCore, check_config
+from controller.config import Config
+from controller.core import WeftCore
+from controller.http import HostCheck, HttpFront, Peer, TokenStore
 from flows.model import FIELD_BITS, Flow
 from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.app")
-APP_KEY = "weft_app"
 
 CONF = cfg.CONF
-CONF.register_opts([
-    cfg.StrOpt("state_dir", default=Config.state_dir, help="where the embedded NB keeps its files"),
-    cfg.StrOpt("nb_remote", default="", help="an existing NB ovsdb-server (e.g. tcp:10.0.0.5:6641, or "
-                                             "a comma-separated Raft cluster); empty = embedded NB"),
-    cfg.IntOpt("underlay_mtu", default=Config.underlay_mtu, help="smallest MTU of the hosts' underlay"),
-    cfg.StrOpt("of_target", default="", help="OpenFlow target for joining hosts that name none"),
-], group="weft")
-# Ryu binds its REST API to every address by default; Weft's is an admin API, so loopback unless told.
+_OPT_TYPES = {str: cfg.StrOpt, int: cfg.IntOpt}
+CONF.register_opts([_OPT_TYPES[f.type](f.name, default=f.default, help=f.metadata["help"])
+                    for f in dataclasses.fields(Config)], group="weft")
+# Ryu's own listeners bind every address by default. Weft's API is on a unix socket unless
+# --wsapi-port asks for TCP too (then on loopback unless --wsapi-host says otherwise), and OpenFlow
+# listens on loopback unless --ofp-listen-host says otherwise: both can change the network.
 CONF.set_default("wsapi_host", "127.0.0.1")
+CONF.set_default("wsapi_port", None)
+CONF.set_default("ofp_listen_host", "127.0.0.1")
+
+API_SOCKET_TIMEOUT = 30      # seconds a client may take for each part of its request
+API_KEEPALIVE_IDLE = 30      # seconds an idle keep-alive connection stays open
+MAX_CONNECTIONS_PER_PEER = 128
 
 
 def _config_from_conf():
     """The [weft] options, checked: a bad value stops the controller with a message naming it."""
     try:
-        config = Config(state_dir=CONF.weft.state_dir, nb_remote=CONF.weft.nb_remote,
-                        underlay_mtu=CONF.weft.underlay_mtu, of_target=CONF.weft.of_target)
-        check_config(config)
+        config = Config(**{f.name: getattr(CONF.weft, f.name) for f in dataclasses.fields(Config)})
+        weft_config.check(config)
     except (ValueError, ConfigError) as err:
         raise SystemExit(f"weft: bad configuration: {err}") from None
     return config
@@ -53,15 +66,14 @@ def _config_from_conf():
 
 class WeftApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
-    _CONTEXTS = {"wsgi": WSGIApplication}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.core = WeftCore(hub, _config_from_conf())
+        config = _config_from_conf()
+        self.core = WeftCore(hub, config)
+        self.api_servers = ApiServers(config, NorthboundApi(self.core))
         self.core.start()
-        self.api = NorthboundApi(self.core)
         self.switches = {}  # Ryu datapath -> OpenFlowSwitch
-        kwargs["wsgi"].register(WeftRestController, {APP_KEY: self})
         signal.signal(signal.SIGTERM, self._terminate)
 
     def _terminate(self, signum, frame):
@@ -71,13 +83,14 @@ class WeftApp(app_manager.RyuApp):
     def _shutdown(self):
         LOG.info("SIGTERM: stopping")
         hub.spawn_after(3, os._exit, 0)  # whatever stop() waits on, the process ends
+        self.api_servers.close()
         self.core.stop()
         os._exit(0)
 
     def stop(self):
+        self.api_servers.close()
         self.core.stop()
         super().stop()
-
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev):
         switch = OpenFlowSwitch(ev.msg.datapath)
@@ -294,13 +307,149 @@ def _action_from_ofp(action):
     return ("unknown", name)  # not ours: it differs from any desired flow, so the diff replaces it
 
 
-class WeftRestController(ControllerBase):
-    def __init__(self, req, link, data, **config):
-        super().__init__(req, link, data, **config)
-        self.app = data[APP_KEY]
+# --- the northbound API's listeners ------------------------------------------------------------------
 
-    @route("weft", "/v1/{path:.*}", methods=["GET", "POST", "PUT", "DELETE"])
-    def dispatch(self, req, path, **_):
-        status, body = self.app.api.handle(req.method, req.path, req.body, req.query_string)
-        return Response(status=status, content_type="application/json", charset="utf-8",
-                        body=(json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
+class _Protocol(eventlet.wsgi.HttpProtocol):
+    """eventlet's HTTP protocol, handing the application the Peer the listener saw (our accept loop
+    passes it where eventlet expects the client address)."""
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["weft.peer"] = self.client_address
+        return environ
+
+
+class ApiServers:
+    """The API on its unix socket (always) and on TCP (if --wsapi-port is given), each served by its
+    own accept loop, so a connection is named by what the kernel says about its peer (SO_PEERCRED, the
+    TCP address, a verified client certificate) and no peer may hold more than
+    MAX_CONNECTIONS_PER_PEER connections."""
+
+    def __init__(self, config, api):
+        checks = {"unix": HostCheck("unix")}
+        tokens = None
+        self._sockets = []
+        unix = self._unix_listener(config.api_socket, config.api_socket_group)
+        self._spawn(unix, "unix", None)
+        LOG.info("API on unix socket %s (mode 0660, group %s)", config.api_socket,
+                 config.api_socket_group or "root")
+        if CONF.wsapi_port:
+            tokens = TokenStore(config.tokens_dir)
+            admin = tokens.ensure_admin()
+            host, port = CONF.wsapi_host, CONF.wsapi_port
+            tls = _tls_context(config)
+            try:
+                tcp = eventlet.listen((host, port))
+            except OSError as err:
+                raise SystemExit(f"weft: cannot listen for the API on {host}:{port}: {err.strerror}") from None
+            checks["tcp"] = HostCheck("tcp", bound_ip=host, port=port, names=config.hostnames)
+            self._spawn(tcp, "tcp", tls)
+            LOG.info("API on %s://%s:%d (bearer tokens in %s, e.g. %s)", "https" if tls else "http", host, port,
+                     config.tokens_dir, admin)
+        self.front = HttpFront(api, tokens, checks)
+        self._socket_path = config.api_socket
+
+    def _unix_listener(self, path, group):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+                raise SystemExit(f"weft: another controller already serves the API on {path}")
+            except OSError:
+                os.unlink(path)  # left by a controller that died
+            finally:
+                probe.close()
+        umask = os.umask(0o177)  # never reachable by others, not even between bind and chmod
+        try:
+            sock = eventlet.listen(path, family=socket.AF_UNIX, backlog=128)
+        finally:
+            os.umask(umask)
+        os.chown(path, -1, grp.getgrnam(group).gr_gid if group else 0)
+        os.chmod(path, 0o660)
+        return sock
+
+    def _spawn(self, listener, kind, tls):
+        server = eventlet.wsgi.Server(listener, listener.getsockname(), self._app, protocol=_Protocol,
+                                      keepalive=API_KEEPALIVE_IDLE, socket_timeout=API_SOCKET_TIMEOUT,
+                                      log_output=False, debug=False)  # debug: tracebacks in 500 bodies
+        self._sockets.append(listener)
+        hub.spawn(self._accept_loop, listener, server, kind, tls)
+
+    def _app(self, environ, start_response):
+        return self.front(environ, start_response)
+
+    def _accept_loop(self, listener, server, kind, tls):
+        per_peer = collections.Counter()
+        refused = collections.Counter()
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError as err:
+                if err.errno in (errno.EBADF, errno.EINVAL):  # closed: the controller is stopping
+                    return
+                LOG.warning("API %s listener: accept failed: %s", kind, err)
+                hub.sleep(0.1)
+                continue
+            peer = _peer(sock, address, kind)
+            if per_peer[peer] >= MAX_CONNECTIONS_PER_PEER:
+                refused[peer] += 1
+                if refused[peer] in (1, 10, 100) or not refused[peer] % 1000:
+                    LOG.warning("API: refused a connection from %s: it already holds %d (%d refused so far)",
+                                peer.describe(), MAX_CONNECTIONS_PER_PEER, refused[peer])
+                sock.close()
+                continue
+            per_peer[peer] += 1
+            hub.spawn(self._serve_connection, server, sock, peer, tls, per_peer)
+
+    @staticmethod
+    def _serve_connection(server, sock, peer, tls, per_peer):
+        counted = peer
+        try:
+            if tls:  # the handshake runs here, off the accept loop, within the socket timeout
+                sock.settimeout(API_SOCKET_TIMEOUT)
+                sock = tls.wrap_socket(sock, server_side=True)
+                subject = dict(item for rdn in (sock.getpeercert() or {}).get("subject", ()) for item in rdn)
+                peer = dataclasses.replace(peer, tls_subject=subject.get("commonName", ""))
+            sock.settimeout(API_SOCKET_TIMEOUT)
+            server.process_request([peer, sock, eventlet.wsgi.STATE_IDLE])
+        except (OSError, green_ssl.SSLError) as err:
+            LOG.debug("API connection from %s ended: %s", peer.describe(), err)
+        finally:
+            per_peer[counted] -= 1
+            if not per_peer[counted]:
+                del per_peer[counted]
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self):
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self._socket_path)
+        except OSError:
+            pass
+
+
+def _peer(sock, address, kind):
+    if kind == "unix":
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return Peer("unix", str(uid))
+    return Peer("tcp", address[0])
+
+
+def _tls_context(config):
+    if not config.api_tls_cert:
+        return None
+    context = green_ssl.SSLContext(green_ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = green_ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.api_tls_cert, config.api_tls_key)
+    if config.api_tls_client_ca:
+        context.verify_mode = green_ssl.CERT_REQUIRED
+        context.load_verify_locations(config.api_tls_client_ca)
+    return context

@@ -135,6 +135,7 @@ class NbReplica:
             for row in tables[table].rows.values() if table in tables else ():
                 self.row_changed("create", row)
         self.changes = Changes(everything=True)
+        self.loaded = bool(tables)  # False until the first load from a synced connection
 
     def row_counts(self):
         return dict(self._counts)

@@ -32,7 +32,7 @@ class EmbeddedNbServer:
         return "unix:" + self.sock_path
 
     def start(self, timeout=10.0):
-        os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)  # the NB socket and the API tokens live here
         self._prepare_db()
         running = self._running_pid()
         if running:

@@ -17,7 +17,7 @@ import os
 
 from ovsdb import rpc, vswitch
 from weft import netns
-from weft.client import ApiClient, ApiError
+from weft.client import ApiClient, ApiError, path as api_path
 from weft.errors import WeftError
 
 DEFAULT_TIMEOUT = 10.0
@@ -87,7 +87,7 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
                 undo.append(lambda: vswitch.unplug_port(ovsdb, device))
             finally:  # the answer is read even when the above failed, so a port made for it is undone
                 port = _created_port(port_answer, name)
-                undo.append(lambda: api.delete(f"/v1/ports/{name}"))
+                undo.append(lambda: api.delete(api_path("ports", name) + "?force=true"))
             ipr.link("set", ifname=device, mtu=port["mtu"])
         prefix = ipaddress.IPv4Network(port["cidr"]).prefixlen
         with netns.in_netns(ns_path), IPRoute() as ns:
@@ -98,7 +98,7 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
             if datapath_type == "netdev":
                 # The userspace datapath never completes partial checksums handed over by a veth.
                 netns.tx_checksum_off(ifname)
-        port = api.get(f"/v1/ports/{name}?wait_up={timeout}")
+        port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
         if not port["up"]:
             raise AttachError(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
                               "on every host that needs them (is the host joined and its switch connected?"
@@ -130,14 +130,14 @@ def detach(name, ovsdb=None, api=None):
     """Removes the port's veth, its OVS port and the NB port (and so every flow for it)."""
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
-    api.get(f"/v1/ports/{name}")  # it must exist: a clear error before anything is removed
+    api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
     device = host_device(name)
     try:
         vswitch.unplug_port(ovsdb, device)
     except rpc.OvsdbError as err:
         raise AttachError(f"cannot remove {device} from br-int: {err}") from None
     _delete_link(device)
-    api.delete(f"/v1/ports/{name}")
+    api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
 
 
 def _delete_link(device):

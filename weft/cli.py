@@ -1,11 +1,12 @@
 """The `weft` command: NB objects through the REST API, and host-local work (lab, attach)."""
 import argparse
 import json
+import os
 import sys
 import urllib.parse
 
 from weft import labcli
-from weft.client import ApiClient, ApiError, default_api
+from weft.client import ApiClient, ApiError, default_api, path as api_path
 from weft.errors import WeftError
 
 COLUMNS = {
@@ -45,17 +46,18 @@ def _show(result, as_json):
 def _crud(kind, path):
     """list/show/delete handlers shared by hosts, networks and ports."""
     def list_(args, api):
-        rows = api.get(path + (f"?network={args.network}" if getattr(args, "network", None) else ""))
+        query = f"?network={urllib.parse.quote(args.network, safe='')}" if getattr(args, "network", None) else ""
+        rows = api.get(api_path(kind + "s") + query)
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
         else:
             print_table(rows, COLUMNS[kind])
 
     def show(args, api):
-        _show(api.get(f"{path}/{args.name}"), args.json)
+        _show(api.get(api_path(kind + "s", args.name)), args.json)
 
     def delete(args, api):
-        api.delete(f"{path}/{args.name}" + ("?force=true" if getattr(args, "force", False) else ""))
+        api.delete(api_path(kind + "s", args.name) + ("?force=true" if getattr(args, "force", False) else ""))
         print(f"{kind} {args.name} deleted")
     return list_, show, delete
 
@@ -117,8 +119,10 @@ def status(args, api):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="weft", description="Weft: container networks on Open vSwitch.")
-    parser.add_argument("--api", default=None, help=f"the controller's API URL (env WEFT_API; "
-                                                    f"default {default_api()})")
+    parser.add_argument("--api", default=None, help=f"the controller's API: unix:/PATH, http(s)://HOST:PORT "
+                                                    f"(env WEFT_API; default {default_api()})")
+    parser.add_argument("--token-file", default=None, help="a file holding the API's bearer token, for "
+                                                           "TCP (env WEFT_TOKEN_FILE)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("status", help="controller, NB and host status")
@@ -161,7 +165,7 @@ def build_parser():
                                                 False))
     q = fcmds.add_parser("delete")
     q.add_argument("ip")
-    q.set_defaults(func=lambda args, api: api.delete(f"/v1/floating-ips/{args.ip}") and None)
+    q.set_defaults(func=lambda args, api: api.delete(api_path("floating-ips", args.ip)) and None)
 
     p = sub.add_parser("trace", help="follow a packet through the compiled pipeline, offline")
     p.add_argument("--from", dest="src", required=True, metavar="PORT")
@@ -230,16 +234,16 @@ def _add_router_commands(sub):
         [{**r, "networks": ",".join(p["network"] for p in r["ports"]) or "-",
           "gateway": (r["gateway"] or {}).get("ip")} for r in api.get("/v1/routers")],
         ["name", "key", "networks", "gateway"], a.json), "list routers")
-    command("show", lambda a, api: _show_router(api.get(f"/v1/routers/{a.router}"), a.json), "show a router",
+    command("show", lambda a, api: _show_router(api.get(api_path("routers", a.router)), a.json), "show a router",
             router)
     command("create", lambda a, api: _show_router(api.post("/v1/routers", {"name": a.router}), a.json),
             "create a router", router)
-    command("delete", lambda a, api: print(f"router {a.router} deleted") if api.delete(f"/v1/routers/{a.router}")
+    command("delete", lambda a, api: print(f"router {a.router} deleted") if api.delete(api_path("routers", a.router))
             else None, "delete a router", router, as_json=False)
-    command("attach", lambda a, api: _show_router(api.post(f"/v1/routers/{a.router}/ports", {"network": a.network}),
+    command("attach", lambda a, api: _show_router(api.post(api_path("routers", a.router, "ports"), {"network": a.network}),
                                                   a.json),
             "attach a network (the router takes its gateway address)", router, (("network",), {}))
-    command("detach", lambda a, api: _show_router(api.delete(f"/v1/routers/{a.router}/ports/{a.network}"), a.json),
+    command("detach", lambda a, api: _show_router(api.delete(api_path("routers", a.router, "ports", a.network)), a.json),
             "detach a network", router, (("network",), {}))
     route = cmds.add_parser("route", help="static routes")
     rcmds = route.add_subparsers(dest="route_action", required=True, metavar="ACTION")
@@ -248,28 +252,28 @@ def _add_router_commands(sub):
     q.add_argument("cidr")
     q.add_argument("--via", required=True, help="next hop, on a subnet attached to the router")
     q.set_defaults(func=lambda a, api: _show_router(
-        api.post(f"/v1/routers/{a.router}/routes", {"cidr": a.cidr, "via": a.via}), False))
+        api.post(api_path("routers", a.router, "routes"), {"cidr": a.cidr, "via": a.via}), False))
     q = rcmds.add_parser("delete", help="delete a static route")
     q.add_argument("router")
     q.add_argument("cidr")
     q.set_defaults(func=lambda a, api: _show_router(
-        api.delete(f"/v1/routers/{a.router}/routes?cidr={urllib.parse.quote(a.cidr)}"), False))
-    command("set-gateway", lambda a, api: _show_router(api.request("PUT", f"/v1/routers/{a.router}/gateway", {
+        api.delete(api_path("routers", a.router, "routes") + f"?cidr={urllib.parse.quote(a.cidr, safe='')}"), False))
+    command("set-gateway", lambda a, api: _show_router(api.put(api_path("routers", a.router, "gateway"), {
         "host": a.host, "uplink": a.uplink, "ip": a.ip, "next_hop": a.next_hop}), a.json),
         "give the router a way out: SNAT through an uplink on one host", router,
         (("--host",), {"required": True, "help": "the gateway host"}),
         (("--uplink",), {"required": True, "help": "its interface to the outside"}),
         (("--ip",), {"required": True, "help": "external address/prefix, e.g. 192.0.2.10/24"}),
         (("--next-hop",), {"required": True, "help": "the outside router's address"}))
-    command("clear-gateway", lambda a, api: _show_router(api.delete(f"/v1/routers/{a.router}/gateway"), a.json),
+    command("clear-gateway", lambda a, api: _show_router(api.delete(api_path("routers", a.router, "gateway")), a.json),
             "remove the router's gateway", router)
 
 
 def trace_cmd(args, api):
-    query = f"from={urllib.parse.quote(args.src)}&to={urllib.parse.quote(args.dst)}&proto={args.proto}"
-    if args.dport:
-        query += f"&dport={args.dport}"
-    result = api.get(f"/v1/trace?{query}")
+    query = {"from": args.src, "to": args.dst, "proto": args.proto}
+    if args.dport is not None:
+        query["dport"] = args.dport
+    result = api.get(api_path("trace") + "?" + urllib.parse.urlencode(query))
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2, sort_keys=True))
     else:
@@ -299,17 +303,33 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "lab":
+        if args.command in LOCAL_COMMANDS:
             return args.func(args) or 0
-        return args.func(args, ApiClient(args.api)) or 0
+        return args.func(args, ApiClient(args.api, token_file=args.token_file)) or 0
     except ApiError as err:
-        print(f"weft: error: {err.message}", file=sys.stderr)
-        return 1
+        return _fail(err.message)
     except KeyboardInterrupt:
         return 130
     except (WeftError, OSError) as err:
-        print(f"weft: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(str(err))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        # The API answered, but not in the shape this weft expects (another version?), or a bug.
+        return _fail(f"unexpected answer from the API, or a bug in weft ({type(err).__name__}: {err})", err)
+    except Exception as err:  # noqa: BLE001 - the user gets one line; WEFT_DEBUG=1 the traceback
+        return _fail(f"internal error in weft ({type(err).__name__}: {err})", err)
+
+
+LOCAL_COMMANDS = ("lab",)  # commands that do not talk to the API
+
+
+def _fail(message, err=None):
+    print(f"weft: error: {message}", file=sys.stderr)
+    if err is not None and os.environ.get("WEFT_DEBUG"):
+        import traceback
+        traceback.print_exception(err)
+    elif err is not None:
+        print("weft: (WEFT_DEBUG=1 shows the details)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

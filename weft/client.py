@@ -1,19 +1,27 @@
 """A small JSON client for Weft's REST API (standard library only, so the CLI starts fast).
 
-The API is addressed as http://HOST:PORT, or as unix:/path/to/socket where a relay exposes it on a
-unix socket (the lab does, so commands run inside a host's network namespace reach the controller).
+Where the API is, and how to prove who you are, comes from (first found wins):
+  1. arguments (`weft --api URL --token-file FILE`),
+  2. the environment: WEFT_API, WEFT_TOKEN_FILE (or WEFT_TOKEN, the secret itself), WEFT_CA_FILE,
+  3. a config file: $WEFT_CONFIG, else ~/.config/weft/client.conf, else /etc/weft/client.conf:
+        [api]
+        url = https://controller.example:8443
+        token_file = /etc/weft/token
+        ca_file = /etc/weft/pki/ca-cert.pem
+  4. the controller's default unix socket, /run/weft/api.sock (no token: its permissions decide).
+URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT.
 """
+import configparser
+import errno
 import http.client
 import json
 import os
 import socket
+import ssl
 import urllib.parse
 
-DEFAULT_API = "http://127.0.0.1:8080"
-
-
-def default_api():
-    return os.environ.get("WEFT_API") or DEFAULT_API
+DEFAULT_API = "unix:/run/weft/api.sock"
+CONFIG_FILES = ("~/.config/weft/client.conf", "/etc/weft/client.conf")
 
 
 class ApiError(Exception):
@@ -25,10 +33,84 @@ class ApiError(Exception):
         self.message = message
 
 
+def _config_file():
+    explicit = os.environ.get("WEFT_CONFIG")
+    candidates = [explicit] if explicit else [os.path.expanduser(p) for p in CONFIG_FILES]
+    for path in candidates:
+        if os.path.exists(path):
+            parser = configparser.ConfigParser()
+            try:
+                parser.read(path)
+            except configparser.Error as err:
+                raise ApiError(None, f"cannot read the client config {path}: {err.message.splitlines()[0]}") from None
+            return dict(parser["api"]) if parser.has_section("api") else {}
+        if explicit:
+            raise ApiError(None, f"WEFT_CONFIG names {explicit}, which does not exist")
+    return {}
+
+
+def default_api():
+    return os.environ.get("WEFT_API") or DEFAULT_API
+
+
+def path(*segments):
+    """/v1/SEG/SEG..., each segment percent-encoded (names may hold any character the API refuses)."""
+    return "/v1/" + "/".join(urllib.parse.quote(str(s), safe="") for s in segments)
+
+
 class ApiClient:
-    def __init__(self, base=None, timeout=30.0):
-        self.base = (base or default_api()).rstrip("/")
+    def __init__(self, base=None, timeout=30.0, token_file=None, token=None, ca_file=None):
+        """Arguments first, then the environment, then the config file (see the module docstring)."""
+        config = {}
+        if not (base or os.environ.get("WEFT_API")) or not (token_file or token) or not ca_file:
+            config = _config_file()
+        self.base = (base or os.environ.get("WEFT_API") or config.get("url") or DEFAULT_API).rstrip("/")
         self.timeout = timeout
+        self._token, self._token_file = None, None
+        if token_file or token:
+            self._token_file, self._token = token_file, token
+        elif os.environ.get("WEFT_TOKEN_FILE") or os.environ.get("WEFT_TOKEN"):
+            self._token_file, self._token = os.environ.get("WEFT_TOKEN_FILE"), os.environ.get("WEFT_TOKEN")
+        else:
+            self._token_file = config.get("token_file")
+        self._ca_file = ca_file or os.environ.get("WEFT_CA_FILE") or config.get("ca_file")
+        self._connect = self._connector()
+
+    def _connector(self):
+        if self.base.startswith("unix:"):
+            sock_path = self.base[len("unix:"):]
+            return lambda: _UnixHTTPConnection(sock_path, self.timeout)
+        try:
+            url = urllib.parse.urlsplit(self.base)
+            host, port = url.hostname, url.port
+        except ValueError as err:
+            raise ApiError(None, f"{self.base!r} is not an API address ({err}); use unix:/PATH, "
+                                 "http://HOST:PORT or https://HOST:PORT") from None
+        if url.scheme not in ("http", "https") or not host or url.path not in ("", "/"):
+            raise ApiError(None, f"{self.base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
+                                 "https://HOST:PORT)")
+        if url.scheme == "http":
+            return lambda: http.client.HTTPConnection(host, port or 80, timeout=self.timeout)
+        try:
+            context = ssl.create_default_context(cafile=self._ca_file)
+        except (OSError, ssl.SSLError) as err:
+            raise ApiError(None, f"cannot use the CA file {self._ca_file}: {err}") from None
+        return lambda: http.client.HTTPSConnection(host, port or 443, timeout=self.timeout, context=context)
+
+    def _headers(self, body):
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        token = self._token
+        if self._token_file:
+            try:
+                with open(self._token_file) as f:
+                    token = f.readline().strip()
+            except OSError as err:
+                raise ApiError(None, f"cannot read the token file {self._token_file}: {err.strerror}") from None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        return headers
 
     def request(self, method, path, body=None):
         return self.send(method, path, body)()
@@ -37,16 +119,11 @@ class ApiClient:
         """Sends a request and returns a function that reads its answer, so the caller can do other
         work while the controller handles it (attach makes the veth meanwhile)."""
         data = None if body is None else json.dumps(body).encode()
-        if self.base.startswith("unix:"):
-            conn = _UnixHTTPConnection(self.base[len("unix:"):], self.timeout)
-        else:
-            url = urllib.parse.urlsplit(self.base)
-            if url.scheme != "http" or not url.hostname:
-                raise ApiError(None, f"{self.base!r} is not an API address (http://HOST:PORT or unix:/PATH)")
-            conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=self.timeout)
+        headers = self._headers(data)
+        conn = self._connect()
         try:
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        except OSError as err:
+            conn.request(method, path, body=data, headers=headers)
+        except (OSError, http.client.HTTPException) as err:
             conn.close()
             raise self._unreachable(err) from None
 
@@ -54,17 +131,43 @@ class ApiClient:
             try:
                 resp = conn.getresponse()
                 raw = resp.read()
-            except OSError as err:
+            except (OSError, http.client.HTTPException) as err:
                 raise self._unreachable(err) from None
             finally:
                 conn.close()
-            if resp.status >= 400:
-                raise ApiError(resp.status, _error_message(raw, resp.reason))
-            return json.loads(raw) if raw else None
+            return self._decode(resp, raw)
         return answer
 
+    def _decode(self, resp, raw):
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            value = _NOT_JSON
+        if resp.status >= 400:
+            message = value.get("error") if isinstance(value, dict) and isinstance(value.get("error"), str) \
+                else f"HTTP {resp.status} {resp.reason}" + (f": {_excerpt(raw)}" if raw else "")
+            if resp.status == 401:
+                message += " (give a token with --token-file FILE or WEFT_TOKEN_FILE)"
+            raise ApiError(resp.status, message)
+        if value is _NOT_JSON:
+            raise ApiError(resp.status, f"the API at {self.base} answered with something that is not JSON "
+                                        f"({resp.getheader('Content-Type') or 'no content type'}): {_excerpt(raw)}")
+        return value
+
     def _unreachable(self, err):
-        return ApiError(None, f"cannot reach the Weft API at {self.base}: {err}")
+        where = self.base
+        if self.base.startswith("unix:") and isinstance(err, OSError):
+            sock = self.base[len("unix:"):]
+            if err.errno in (errno.EACCES, errno.EPERM):
+                return ApiError(None, f"permission denied on {sock}: only root and the socket's group may "
+                                      "drive Weft (run as root, or ask for that group)")
+            if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                return ApiError(None, f"no Weft controller is listening on {sock} (is it running? "
+                                      "point WEFT_API or --api elsewhere otherwise)")
+        if isinstance(err, ssl.SSLError):
+            return ApiError(None, f"TLS with the Weft API at {where} failed: {err.reason or err} "
+                                  "(is WEFT_CA_FILE / ca_file the controller's CA?)")
+        return ApiError(None, f"cannot reach the Weft API at {where}: {getattr(err, 'strerror', None) or err}")
 
     def get(self, path):
         return self.request("GET", path)
@@ -72,15 +175,19 @@ class ApiClient:
     def post(self, path, body):
         return self.request("POST", path, body)
 
+    def put(self, path, body):
+        return self.request("PUT", path, body)
+
     def delete(self, path):
         return self.request("DELETE", path)
 
 
-def _error_message(raw, fallback):
-    try:
-        return json.loads(raw)["error"]
-    except (ValueError, KeyError, TypeError):
-        return raw.decode(errors="replace").strip() or str(fallback)
+_NOT_JSON = object()
+
+
+def _excerpt(raw, limit=80):
+    text = " ".join(raw.decode("utf-8", errors="replace").split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

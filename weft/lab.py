@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from weft.client import ApiClient, ApiError
+from weft.client import ApiClient, ApiError, path as api_path
 from weft.errors import WeftError
 
 LABS_DIR = Path("/run/weft/labs")
@@ -265,7 +265,7 @@ def up(name="weft", hosts=2, controller=True, external=False, progress=_stderr):
         raise LabError("missing commands: " + ", ".join(missing))
     if os.geteuid() != 0:
         raise LabError("weft lab needs root (network namespaces, Open vSwitch)")
-    ryu = controller_argv(0, 0, "")[0]
+    ryu = controller_argv(0, "")[0]
     if controller and not os.path.exists(ryu):  # fail before building anything
         raise LabError(f"{ryu} not found: install Weft with its dependencies (Ryu), or use --no-controller")
 
@@ -281,7 +281,7 @@ def up(name="weft", hosts=2, controller=True, external=False, progress=_stderr):
     t0 = time.monotonic()
     d.mkdir(parents=True)
     st = {"name": name, "dir": str(d), "marker": f"{d}/", "ready": False, "api": None,
-          "ofp_port": None, "api_port": None, "fabric": {"netns": f"wl-{name}-fab"},
+          "ofp_port": None, "fabric": {"netns": f"wl-{name}-fab"},
           "hosts": {}, "containers": {}, "netns": [], "pids": []}
     _save(st)
     try:
@@ -404,22 +404,24 @@ def _seed_tunnel_arp(st, progress):
                 _run(["ovs-appctl", "tnl/arp/set", "br-phy", hb["encap_ip"], hb["mac"]], env=env)
 
 
-def controller_argv(ofp_port, api_port, conf):
-    """The controller command line (a function so tests can substitute a stand-in)."""
+def controller_argv(ofp_port, conf):
+    """The controller command line (a function so tests can substitute a stand-in). Its API is on
+    the unix socket the config file names: unix sockets are not namespaced, so `weft` run inside a
+    host's namespace reaches it as well, through the same file permissions as everyone else."""
     return [str(Path(sys.executable).parent / "ryu-manager"), "--ofp-tcp-listen-port", str(ofp_port),
-            "--wsapi-host", "127.0.0.1", "--wsapi-port", str(api_port), "--config-file", str(conf),
-            "controller.app"]
+            "--config-file", str(conf), "controller.app"]
 
 
 def _start_controller(st, progress):
     d = Path(st["dir"])
-    ofp, api = _free_ports(2)
+    (ofp,) = _free_ports(1)
     conf = d / "weft.conf"
-    conf.write_text(f"[weft]\nstate_dir = {d}/controller\nunderlay_mtu = {UNDERLAY_MTU}\n")
-    argv = controller_argv(ofp, api, conf)
-    st.update(ofp_port=ofp, api_port=api, api=f"http://127.0.0.1:{api}")
+    conf.write_text(f"[weft]\nstate_dir = {d}/controller\nunderlay_mtu = {UNDERLAY_MTU}\n"
+                    f"api_socket = {d}/api.sock\n")
+    argv = controller_argv(ofp, conf)
+    st.update(ofp_port=ofp, api=f"unix:{d}/api.sock")
     log_path = d / "controller.log"
-    progress(f"lab {st['name']}: starting the controller (OpenFlow 127.0.0.1:{ofp}, {st['api']}), "
+    progress(f"lab {st['name']}: starting the controller (OpenFlow 127.0.0.1:{ofp}, API {st['api']}), "
              f"log {log_path}")
     # `controller.app` is imported by module name: make the source tree importable even when
     # Weft is not installed.
@@ -430,7 +432,7 @@ def _start_controller(st, progress):
                                 cwd=d, env=env, start_new_session=True)
     _record_pid(st, proc.pid, "controller", group=True, proc=proc)
 
-    # REST answers before the embedded NB is connected, and joining a host needs the NB: wait for
+    # The API answers before the embedded NB is connected, and joining a host needs the NB: wait for
     # both, or the first POST /v1/hosts races the NB connection and gets a 503.
     client = ApiClient(st["api"], timeout=2)
     deadline = time.monotonic() + TIMEOUT
@@ -443,21 +445,11 @@ def _start_controller(st, progress):
                 break
             waiting_for = "its NB database to connect"
         except ApiError as err:
-            waiting_for = f"GET {st['api']}/v1/status ({err.message})"
+            waiting_for = f"GET /v1/status on {st['api']} ({err.message})"
         if time.monotonic() > deadline:
             raise LabError(f"the controller was still waiting for {waiting_for} after "
                            f"{TIMEOUT:.0f}s; last lines of {log_path}:\n{_tail(log_path)}")
         time.sleep(0.1)
-
-    # The API listens on the root namespace's loopback, which code running in a host namespace
-    # (weft attach) cannot reach; unix sockets are not namespaced, so a relay bridges them.
-    api_sock = d / "api.sock"
-    with open(d / "api-relay.log", "wb") as log:
-        relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{api_sock},fork,unlink-early,backlog=128",
-                                  f"TCP:127.0.0.1:{api},nodelay"],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    _record_pid(st, relay.pid, "API relay", group=True, proc=relay)
-    st["api_unix"] = f"unix:{api_sock}"
 
     # Pitfall 9 / notes: OVS only accepts a unix controller target inside its own OVS_RUNDIR and
     # Ryu only listens on TCP, so each host gets a unix->TCP relay in the root namespace. `nodelay`,
@@ -496,7 +488,7 @@ def _join_hosts(st, progress):
     while pending:
         for host in list(pending):
             try:
-                status = (client.get(f"/v1/hosts/{host}") or {}).get("status") or {}
+                status = (client.get(api_path("hosts", host)) or {}).get("status") or {}
             except ApiError as err:
                 status = {"error": err.message}
             pending[host] = status
@@ -538,7 +530,6 @@ def info(name="weft"):
     st = _require(name)
     return {
         "name": st["name"], "dir": st["dir"], "ready": st["ready"], "api": st["api"],
-        "api_unix": st.get("api_unix"),
         "fabric": dict(st["fabric"]),
         "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
                       "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"]}
@@ -640,8 +631,8 @@ def target_cmd(name, target, argv):
         raise LabError("no command given")
     if target in st["hosts"]:
         host_env = _ovs_env(st["hosts"][target]["dir"])
-        if st.get("api_unix"):
-            host_env["WEFT_API"] = st["api_unix"]  # `weft` run on the host reaches the controller
+        if st.get("api"):
+            host_env["WEFT_API"] = st["api"]  # `weft` run on the host reaches the controller
         # `python -m weft.cli` on a host runs this same copy of Weft, wherever the caller's cwd is.
         host_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         return ["ip", "netns", "exec", st["hosts"][target]["netns"], *argv], _full_env(host_env)

@@ -14,13 +14,14 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from weft import lab as weftlab
-from weft.client import ApiClient
+from weft.client import ApiClient, path as api_path
 
 OVS_TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
 
@@ -107,7 +108,7 @@ class Lab:
         """Waits until the switch has acknowledged every flow the controller wants on it (changes of
         an earlier step may still be in flight)."""
         deadline = time.monotonic() + timeout
-        while not self.api.get(f"/v1/hosts/{host}")["status"].get("flows_in_sync"):
+        while not self.api.get(api_path("hosts", host))["status"].get("flows_in_sync"):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{host}'s flows did not settle within {timeout} s")
             time.sleep(0.05)
@@ -119,7 +120,7 @@ class Lab:
         self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
         deadline = time.monotonic() + timeout
         while True:
-            status = self.api.get(f"/v1/hosts/{host}")["status"]
+            status = self.api.get(api_path("hosts", host))["status"]
             if status.get("openflow_connected") and status.get("flow_batches", 0) >= 1:
                 return status
             if time.monotonic() > deadline:
@@ -201,6 +202,72 @@ class Lab:
         res = subprocess.run(["tcpdump", "-r", str(pcap), *read_flags], capture_output=True, text=True)
         cap.text = res.stdout
         pcap.unlink(missing_ok=True)
+
+
+class Controller:
+    """A real `ryu-manager controller.app` with its embedded NB, for tests of the controller itself:
+    its API on a unix socket in `directory`, with `tcp` also on 127.0.0.1 (bearer tokens), and its
+    OpenFlow listener on loopback. `installed`: run the copy installed in the venv (the standard
+    launch), not this source tree. Stop it with stop()."""
+
+    def __init__(self, directory, tcp=False, installed=False, conf_extra="", args=()):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ofp_port, self.api_port = weftlab._free_ports(2)
+        self.socket = self.dir / "api.sock"
+        self.state_dir = self.dir / "state"
+        conf = self.dir / "weft.conf"
+        conf.write_text(f"[weft]\nstate_dir = {self.state_dir}\napi_socket = {self.socket}\n{conf_extra}")
+        argv = [str(Path(sys.executable).parent / "ryu-manager"), "--ofp-tcp-listen-port", str(self.ofp_port),
+                *(["--wsapi-port", str(self.api_port)] if tcp else []), *args,
+                "--config-file", str(conf), "controller.app"]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if not installed:
+            env["PYTHONPATH"] = str(weftlab.REPO_ROOT)
+        self.log_path = self.dir / "controller.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.api = ApiClient(f"unix:{self.socket}", timeout=10)
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.token_file = self.state_dir / "tokens" / "admin"
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the controller exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                if self.api.get("/v1/status")["nb"]["connected"]:
+                    break
+            except Exception:  # noqa: BLE001 - not up yet, whatever the reason; the deadline says when to stop
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the controller's NB did not connect within 30 s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self, tail=3000):
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def nb_rows(self):
+        """Every NB row as the database itself has it (Host.status left out: the controller's own
+        reporting), read over OVSDB, not through the API."""
+        from ovsdb import nb, rpc
+        tables = [t for t in nb.TABLES]
+        results = rpc.transact(f"unix:{self.state_dir}/nb.sock", nb.DATABASE,
+                               [{"op": "select", "table": t, "where": []} for t in tables])
+        rows = {}
+        for table, result in zip(tables, results):
+            rows[table] = sorted(json.dumps({k: v for k, v in r.items() if k not in ("status", "_version")},
+                                            sort_keys=True) for r in result["rows"])
+        return rows
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Capture:

@@ -1,16 +1,14 @@
 """Hosts joined over OVSDB, checked on the hosts themselves with ovs-vsctl/ovs-ofctl (issue 2)."""
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
 from weft import lab as weftlab
+from weft.testing import Controller
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -133,48 +131,31 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_plain_ryu_manager_starts_listens_for_openflow_and_answers_rest(tmp_path):
+def _listening(port):
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return [line.split()[3] for line in out.splitlines()]
+
+
+def test_plain_ryu_manager_starts_listens_on_loopback_and_its_socket_only(tmp_path):
     """The standard launch, from outside the source tree, so the installed package (and its .pth
-    eventlet fix) is what runs."""
-    ryu_manager = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
-    ofp, api = _free_port(), _free_port()
-    conf = tmp_path / "weft.conf"
-    conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    log = open(tmp_path / "controller.log", "wb")
-    proc = subprocess.Popen([ryu_manager, "--ofp-tcp-listen-port", str(ofp), "--wsapi-port", str(api),
-                             "--config-file", str(conf), "controller.app"], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    eventlet fix) is what runs. With no options: the API on its unix socket only, OpenFlow on
+    loopback only."""
+    ctl = Controller(tmp_path, installed=True)
     try:
-        # REST comes up before the embedded NB's IDL has connected; status says so honestly, so
-        # wait for the connection rather than asserting on the first answer.
-        deadline = time.monotonic() + 30
-        status = None
-        while not (status and status["nb"]["connected"]):
-            assert proc.poll() is None, (tmp_path / "controller.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, f"NB not connected within 30 s; last status: {status}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{api}/v1/status", timeout=1) as resp:
-                    status = json.load(resp)
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert status["nb"]["embedded"]
-        with socket.create_connection(("127.0.0.1", ofp), timeout=2):
-            pass  # OpenFlow listener is up
-        # The REST API is bound to loopback only by default.
-        listening = subprocess.run(["ss", "-Hltn", f"sport = :{api}"], capture_output=True, text=True).stdout
-        assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{api}"]
-        nb_pid = int((tmp_path / "state" / "nb.pid").read_text())
+        status = ctl.api.get("/v1/status")
+        assert status["nb"]["connected"] and status["nb"]["embedded"]
+        assert _listening(ctl.ofp_port) == [f"127.0.0.1:{ctl.ofp_port}"]
+        assert _listening(ctl.api_port) == []  # no TCP API unless --wsapi-port asks for it
+        assert not (ctl.state_dir / "tokens").exists()  # and no token without a TCP listener
+        nb_pid = int((ctl.state_dir / "nb.pid").read_text())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        log.close()
-    # Stopping the controller stops its embedded NB server.
+        ctl.stop()
+    # Stopping the controller stops its embedded NB server and removes its socket.
     deadline = time.monotonic() + 5
     while weftlab._alive(nb_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not weftlab._alive(nb_pid)
+    assert not ctl.socket.exists()
 
 
 def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
@@ -191,13 +172,16 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     ("underlay_mtu", "100", ["underlay_mtu", "out of range"]),
     ("nb_remote", "http://nb:6641", ["nb_remote", "not an OVSDB remote"]),
     ("of_target", "localhost", ["of_target", "not an OpenFlow target"]),
+    ("api_socket", "api.sock", ["api_socket", "absolute path"]),
+    ("api_socket_group", "no-such-group-here", ["api_socket_group", "no group"]),
+    ("api_tls_cert", "/nonexistent/cert.pem", ["api_tls_cert", "api_tls_key"]),
 ])
 def test_bad_configuration_stops_the_controller_with_a_clear_message(tmp_path, option, value, words):
     ryu_manager = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
     conf = tmp_path / "weft.conf"
-    conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\n{option} = {value}\n")
-    result = subprocess.run([ryu_manager, "--ofp-tcp-listen-port", str(_free_port()), "--wsapi-port",
-                             str(_free_port()), "--config-file", str(conf), "controller.app"],
+    conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\napi_socket = {tmp_path}/api.sock\n{option} = {value}\n")
+    result = subprocess.run([ryu_manager, "--ofp-tcp-listen-port", str(_free_port()), "--config-file", str(conf),
+                             "controller.app"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "weft: bad configuration" in result.stderr and "Traceback" not in result.stderr

@@ -192,22 +192,28 @@ class H(BaseHTTPRequestHandler):
                         "br-int", "datapath_type=netdev", "--", "set-controller", "br-int", h["of_target"]],
                        check=True)
         hosts[h["name"]] = h; self.reply(h, 201)
-ThreadingHTTPServer(("127.0.0.1", int(args["--wsapi-port"])), H).serve_forever()
+class UnixServer(ThreadingHTTPServer):
+    address_family = socket.AF_UNIX
+    def server_bind(self): self.socket.bind(self.server_address)
+    def get_request(self):
+        sock, _ = self.socket.accept(); return sock, ("unix", 0)
+conf = open(args["--config-file"]).read()
+UnixServer(conf.split("api_socket = ")[1].split()[0], H).serve_forever()
 '''
 
 
 def test_join_path_with_stand_in_controller(make_lab, tmp_path, monkeypatch):
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
-    monkeypatch.setattr(weftlab, "controller_argv", lambda ofp, api, conf: [
-        sys.executable, str(script), "--ofp-tcp-listen-port", str(ofp), "--wsapi-port", str(api),
-        "--config-file", str(conf)])
+    monkeypatch.setattr(weftlab, "controller_argv", lambda ofp, conf: [
+        sys.executable, str(script), "--ofp-tcp-listen-port", str(ofp), "--config-file", str(conf)])
     lab = make_lab(hosts=2, controller=True, shared=False)
     info = lab.info
-    assert info["api"].startswith("http://127.0.0.1:") and lab.api.get("/v1/status") == {"nb": {"connected": True}}
+    assert info["api"] == f"unix:{info['dir']}/api.sock" and lab.api.get("/v1/status") == {"nb": {"connected": True}}
     assert f"export WEFT_API={info['api']}" in weftlab.env(lab.name)
     conf = Path(info["dir"], "weft.conf").read_text()
     assert f"state_dir = {info['dir']}/controller" in conf and "underlay_mtu = 1600" in conf
+    assert f"api_socket = {info['dir']}/api.sock" in conf
     for host in ("h1", "h2"):
         assert lab.api.get(f"/v1/hosts/{host}")["status"]["openflow_connected"] is True
         target = lab.exec(host, "ovs-vsctl", "get-controller", "br-int").stdout.strip()

@@ -3,7 +3,8 @@ import shutil
 import pytest
 
 from controller.api import NorthboundApi
-from controller.core import Config, WeftCore
+from controller.config import Config
+from controller.core import WeftCore
 from ovsdb.idl import ThreadHub
 
 
