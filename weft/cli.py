@@ -4,7 +4,7 @@ import json
 import sys
 import urllib.parse
 
-from weft import labcli
+from weft import labcli, pkicli
 from weft.client import ApiClient, ApiError, default_api
 from weft.errors import WeftError
 
@@ -188,6 +188,7 @@ def build_parser():
     p.set_defaults(func=detach_cmd)
 
     labcli.add_lab_commands(sub)
+    pkicli.add_pki_commands(sub)
     return parser
 
 
@@ -299,7 +300,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "lab":
+        if args.command in ("lab", "pki"):  # local work: no API
             return args.func(args) or 0
         return args.func(args, ApiClient(args.api)) or 0
     except ApiError as err:

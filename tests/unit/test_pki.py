@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from weft import pki
+from weft import cli, pki
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="the openssl command is not installed")
 
@@ -283,3 +283,48 @@ def test_inventory_lists_everything(ca_dir):
         ("client", "alice", "alice")]
     assert all(r["problem"] is None for r in rows)
 
+
+# The command line
+
+
+def run(capsys, *argv):
+    rc = cli.main(["pki", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_init_controller_host_show(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    rc, out, err = run(capsys, "init", "--dir", d)
+    assert rc == 0 and f"CA created in {d}" in out and f"weft pki controller --dir {d}" in out
+    rc, out, _ = run(capsys, "controller", "--dir", d, "--ip", "10.0.0.1", "127.0.0.1", "--dns", "weft")
+    assert rc == 0 and "IP:10.0.0.1, IP:127.0.0.1, DNS:weft created" in out
+    rc, out, _ = run(capsys, "host", "h1", "--dir", d)
+    assert rc == 0
+    assert f"ovs-vsctl set-ssl {d}/hosts/h1-key.pem {d}/hosts/h1-cert.pem {d}/ca-cert.pem" in out
+    rc, out, _ = run(capsys, "host", "h1", "--dir", d)
+    assert rc == 0 and "already exists, unchanged" in out
+    rc, out, _ = run(capsys, "show", "--dir", d)
+    assert rc == 0 and "host h1" in out and "CN=weft-controller" in out and "hosts/h1-cert.pem" in out
+
+
+def test_cli_default_dir_from_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WEFT_PKI_DIR", str(tmp_path / "pki"))
+    rc, out, _ = run(capsys, "init")
+    assert rc == 0 and "--dir" not in out  # the next command needs no --dir
+    assert os.path.exists(tmp_path / "pki" / "ca-key.pem")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["init"], "a CA already exists in {d}; not replacing it"),
+    (["host", "../h1"], "host name '../h1' is not valid"),
+    (["controller", "--ip", "300.1.1.1"], "--ip '300.1.1.1' is not an IPv4 or IPv6 address"),
+    (["show", "--dir", "{d}/nothing"], "no CA in {d}/nothing"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    d = str(tmp_path / "pki")
+    pki.init_ca(d)
+    argv = [a.format(d=d) for a in argv]
+    rc, out, err = run(capsys, *argv, *([] if "--dir" in argv else ["--dir", d]))
+    assert rc == 1 and out == ""
+    assert err.startswith("weft: error: " + message.format(d=d)) and err.count("\n") == 1
