@@ -5,7 +5,7 @@ import os
 import sys
 import urllib.parse
 
-from weft import labcli
+from weft import labcli, pkicli
 from weft.client import ApiClient, ApiError, default_api, path as api_path
 from weft.errors import WeftError
 
@@ -192,6 +192,7 @@ def build_parser():
     p.set_defaults(func=detach_cmd)
 
     labcli.add_lab_commands(sub)
+    pkicli.add_pki_commands(sub)
     return parser
 
 
@@ -319,7 +320,7 @@ def main(argv=None):
         return _fail(f"internal error in weft ({type(err).__name__}: {err})", err)
 
 
-LOCAL_COMMANDS = ("lab",)  # commands that do not talk to the API
+LOCAL_COMMANDS = ("lab", "pki")  # commands that do not talk to the API
 
 
 def _fail(message, err=None):
