@@ -105,6 +105,9 @@ class NorthboundApi:
         name = v.name(f["name"])
         encap_ip = v.ipv4_address(f["encap_ip"], "encap_ip")
         remote = v.remote(f["ovsdb"], "ovsdb")
+        if remote.startswith("ssl:") and not self.core.ovsdb_tls:
+            raise v.bad("ovsdb", f"{remote} is an ssl: remote, and this controller has no certificate to present "
+                                 "(start it with --ctl-privkey, --ctl-cert and --ca-certs)")
         datapath_type = f.get("datapath_type", "system")
         if datapath_type not in ("netdev", "system"):
             raise v.bad("datapath_type", f"{datapath_type!r} is not one of: netdev, system")

@@ -26,13 +26,14 @@ from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISP
 from ryu.lib import hub
 from ryu.lib.packet import arp, ether_types, ethernet, packet
 from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst)
-from ryu.ofproto import ofproto_v1_3
+from ryu.ofproto import ofproto_common, ofproto_v1_3
 
 from controller import config as weft_config
 from controller.api import NorthboundApi
 from controller.config import Config
 from controller.core import WeftCore
 from controller.http import HostCheck, HttpFront, Peer, TokenStore
+from ovsdb.idl import use_tls
 from flows.model import FIELD_BITS, Flow
 from flows.ofctl import to_ofctl
 
@@ -59,9 +60,28 @@ def _config_from_conf():
     try:
         config = Config(**{f.name: getattr(CONF.weft, f.name) for f in dataclasses.fields(Config)})
         weft_config.check(config)
+        tls = _tls_files()
+        if any(r.startswith("ssl:") for r in config.nb_remote.split(",")) and not tls:
+            raise ValueError("[weft] nb_remote: an ssl: remote needs the controller's certificate "
+                             "(--ctl-privkey, --ctl-cert, --ca-certs)")
     except (ValueError, ConfigError) as err:
         raise SystemExit(f"weft: bad configuration: {err}") from None
     return config
+
+
+def _tls_files():
+    """(key, certificate, CA) given with --ctl-privkey/--ctl-cert/--ca-certs, or None. They are the
+    controller's one identity: towards switches (OpenFlow over TLS) and towards ssl: OVSDB remotes."""
+    files = (CONF.ctl_privkey, CONF.ctl_cert, CONF.ca_certs)
+    if not any(files):
+        return None
+    if not all(files):
+        raise ValueError("--ctl-privkey, --ctl-cert and --ca-certs go together: Weft identifies each switch "
+                         "by its certificate, so it needs the CA that signs them")
+    for path in files:
+        if not os.path.isfile(path):
+            raise ValueError(f"no file {path!r} (given with --ctl-privkey, --ctl-cert or --ca-certs)")
+    return files
 
 
 class WeftApp(app_manager.RyuApp):
@@ -71,6 +91,10 @@ class WeftApp(app_manager.RyuApp):
         super().__init__(*args, **kwargs)
         config = _config_from_conf()
         self.core = WeftCore(hub, config)
+        tls = _tls_files()
+        if tls:
+            use_tls(*tls)
+            self.core.ovsdb_tls = True
         self.api_servers = ApiServers(config, NorthboundApi(self.core))
         self.core.start()
         self.switches = {}  # Ryu datapath -> OpenFlowSwitch
@@ -95,14 +119,25 @@ class WeftApp(app_manager.RyuApp):
     def _switch_features(self, ev):
         switch = OpenFlowSwitch(ev.msg.datapath)
         self.switches[ev.msg.datapath] = switch
-        self.core.switch_connected(ev.msg.datapath_id, switch)
+        # Admission may wait (for the host's OVSDB, for a probe of a live switch): never on the event
+        # loop, which must go on delivering the very replies it would wait for.
+        hub.spawn(self._admit, switch, ev.msg.datapath_id)
+
+    def _admit(self, switch, dpid):
+        datapath = switch.datapath
+        peer = ":".join(map(str, datapath.address)) if isinstance(datapath.address, tuple) else str(datapath.address)
+        refusal = self.core.admit_switch(switch, dpid, peer, _certificate_name(datapath.socket))
+        if refusal:
+            LOG.warning("refused the OpenFlow connection from %s claiming datapath id %016x: %s", peer, dpid,
+                        refusal)
+            switch.close()
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev):
         switch = self.switches.pop(ev.datapath, None) if ev.state == DEAD_DISPATCHER else None
         if switch:
             switch.closed()
-            self.core.switch_disconnected(ev.datapath.id, switch)
+            self.core.switch_disconnected(switch)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats_reply(self, ev):
@@ -128,10 +163,11 @@ class WeftApp(app_manager.RyuApp):
             arp_reply = packet.Packet(ev.msg.data).get_protocol(arp.arp)
         except Exception:  # a malformed frame must not take the handler down with it
             arp_reply = None
+        switch = self.switches.get(ev.msg.datapath)
         if arp_reply and arp_reply.opcode == arp.ARP_REPLY:
-            self.core.arp_reply(ev.msg.datapath.id, arp_reply.src_ip, arp_reply.src_mac)
+            self.core.arp_reply(switch, arp_reply.src_ip, arp_reply.src_mac)
         else:
-            self.core.packet_in(ev.msg.datapath.id)
+            self.core.packet_in(switch)
 
     def _reply(self, ev, done):
         switch = self.switches.get(ev.msg.datapath)
@@ -182,6 +218,22 @@ class OpenFlowSwitch:
         self._alive = False
         for event, _ in list(self._waiting.values()):
             event.set()
+
+    def close(self):
+        """Ends the connection from our side, whatever the peer does (Ryu's own close() only stops
+        sending and waits for the peer to hang up, which an impostor need not do)."""
+        try:
+            self.datapath.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def probe(self, timeout):
+        """Whether the switch answers a barrier within `timeout` seconds."""
+        try:
+            self._request(self.parser.OFPBarrierRequest(self.datapath), timeout)
+            return True
+        except (SwitchGone, TimeoutError):
+            return False
 
     def dump_flows(self):
         """Every flow on the switch, in the pipeline's vocabulary."""
@@ -275,6 +327,15 @@ def _nat_from_ofp(actions):
                 return ("dnat", action.range_ipv4_min)
             return ("nat",)
     return None
+
+
+def _certificate_name(sock):
+    """The CN of a TLS peer's verified certificate; None over plain TCP."""
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    subject = dict(item for rdn in (getpeercert() or {}).get("subject", ()) for item in rdn)
+    return subject.get("commonName", "")
 
 
 def flow_from_stats(stat):
@@ -453,3 +514,51 @@ def _tls_context(config):
         context.verify_mode = green_ssl.CERT_REQUIRED
         context.load_verify_locations(config.api_tls_client_ca)
     return context
+
+
+# --- the OpenFlow listener ---------------------------------------------------------------------------
+
+OPENFLOW_HANDSHAKE_TIMEOUT = 10  # seconds a TLS client has to complete its handshake
+
+
+def _openflow_server_loop(controller, ofp_tcp_listen_port, ofp_ssl_listen_port):
+    """Replaces Ryu 4.34's OpenFlowController.server_loop. Its TLS listener pops its certificate
+    arguments from a dict all connections share, so every handshake after the first fails (a switch
+    reconnecting, or a port scan arriving first, breaks TLS for good), and a client that never starts
+    its handshake holds a connection forever. This one takes the same options (--ofp-listen-host,
+    --ofp-tcp-listen-port / --ofp-ssl-listen-port, --ctl-privkey, --ctl-cert, --ca-certs), requires a
+    client certificate signed by --ca-certs and TLS 1.2 or later, and bounds the handshake."""
+    if (ofp_tcp_listen_port, ofp_ssl_listen_port) == (ofproto_common.OFP_TCP_PORT_OLD,
+                                                      ofproto_common.OFP_SSL_PORT_OLD):
+        return  # Ryu's extra listener on the pre-IANA port 6633: Weft listens once
+    tls = _tls_files()
+    context = None
+    if tls:
+        context = green_ssl.SSLContext(green_ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = green_ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(tls[1], tls[0])
+        context.verify_mode = green_ssl.CERT_REQUIRED
+        context.load_verify_locations(tls[2])
+        port = ofp_ssl_listen_port or ofproto_common.OFP_SSL_PORT
+    else:
+        port = ofp_tcp_listen_port or ofproto_common.OFP_TCP_PORT
+    listener = eventlet.listen((CONF.ofp_listen_host, port))
+    LOG.info("OpenFlow on %s:%s:%d", "ssl" if context else "tcp", CONF.ofp_listen_host, port)
+    while True:
+        sock, address = listener.accept()
+        hub.spawn(_openflow_connection, sock, address, context)
+
+
+def _openflow_connection(sock, address, context):
+    if context is not None:
+        try:
+            sock.settimeout(OPENFLOW_HANDSHAKE_TIMEOUT)
+            sock = context.wrap_socket(sock, server_side=True)
+        except (OSError, green_ssl.SSLError) as err:
+            LOG.warning("OpenFlow: TLS handshake with %s:%s failed: %s", *address[:2], err)
+            sock.close()
+            return
+    ryu_controller.datapath_connection_factory(sock, address)
+
+
+ryu_controller.OpenFlowController.server_loop = _openflow_server_loop

@@ -19,6 +19,8 @@ from ovsdb.server import EmbeddedNbServer
 LOG = logging.getLogger("weft.core")
 NEXT_HOP_RETRY = 1.0      # seconds between ARP requests while a gateway's next hop is unresolved
 NEXT_HOP_REFRESH = 30.0   # and between refreshes once resolved
+SWITCH_PROBE_TIMEOUT = 2.0  # seconds a connected switch has to answer when another claims its place
+SWITCH_ADMIT_WAIT = 3.0     # seconds a new switch may wait for its host's OVSDB to report its id
 
 
 class WeftCore:
@@ -28,11 +30,12 @@ class WeftCore:
         self.embedded = None
         self.nb = None        # ovsdb.nb.Nb: the NB connection and its replica
         self.agents = {}      # host name -> HostAgent
-        self.switches = {}    # datapath id (== host key) -> switch handle from the app
+        self.switches = {}    # host name -> its admitted switch (a handle from the app)
         self.syncs = {}       # host name -> HostFlowSync (while its switch is connected)
         self.compiler = Compiler()
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
+        self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
         self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
@@ -83,9 +86,8 @@ class WeftCore:
 
     def host_status(self, name):
         agent = self.agents.get(name)
-        host = agent.host if agent else None
         status = {"ovsdb_connected": bool(agent and agent.ovsdb_connected),
-                  "openflow_connected": bool(host and host.key in self.switches),
+                  "openflow_connected": name in self.switches,
                   "ready": bool(agent and agent.ready)}
         sync = self.syncs.get(name)
         if sync:  # how much flow traffic this switch has needed since it connected
@@ -120,16 +122,17 @@ class WeftCore:
                 return False
             applied.wait(timeout=remaining)
 
-    def packet_in(self, dpid):
-        self.packet_ins += 1
+    def packet_in(self, switch):
+        if self._host_of_switch(switch) is not None:  # what an unadmitted connection sends is not ours
+            self.packet_ins += 1
 
-    def arp_reply(self, dpid, ip, mac):
+    def arp_reply(self, switch, ip, mac):
         """An ARP reply the gateway flows sent up from an uplink: a next hop's MAC (control plane only)."""
         now = time.monotonic()
+        host = self._host_of_switch(switch)
         for router in list(self.nb_state().routers.values()):
             gw = router.gateway
-            host = self.agents.get(gw.get("host"))
-            if gw and gw["next_hop"] == ip and host and host.host.key == dpid:
+            if gw and gw["next_hop"] == ip and gw["host"] == host:
                 known = self.next_hops.get(router.name)
                 self.next_hops[router.name] = (ip, mac, now)
                 if not known or known[:2] != (ip, mac):
@@ -160,8 +163,7 @@ class WeftCore:
             now = time.monotonic()
             for router in list(self.nb_state().routers.values()):
                 gw = router.gateway
-                agent = self.agents.get(gw.get("host")) if gw else None
-                switch = agent and self.switches.get(agent.host.key)
+                switch = self.switches.get(gw["host"]) if gw else None
                 if not switch:
                     continue
                 ip, mac, learned = self.next_hops.get(router.name, (None, None, 0))
@@ -178,14 +180,50 @@ class WeftCore:
     def host_changed(self, name):
         self._wake.set()
 
-    def switch_connected(self, dpid, switch):
-        self.switches[dpid] = switch
-        LOG.info("switch %016x connected (host %s)", dpid, self._host_by_key(dpid) or "unknown")
+    def admit_switch(self, switch, dpid, peer, certificate_name=None):
+        """Whether an OpenFlow connection is a joined host's br-int: None to admit it, else why not.
+        Its datapath id must be the one the host's own OVSDB reports (a random one, given at join);
+        over TLS its certificate must name that host. A second connection for a host whose switch is
+        connected is refused while the live one answers a barrier: it never displaces or blinds it.
+        Runs on its own green thread: it may wait for the host's OVSDB to catch up, and probe."""
+        host = self._host_of_datapath(dpid)
+        if host is None:
+            return (f"datapath id {dpid:016x} is not the br-int of any joined host (as their OVSDBs report "
+                    "it)")
+        if certificate_name is not None and certificate_name != host:
+            return f"its certificate names {certificate_name!r}, not host {host!r}"
+        live = self.switches.get(host)
+        if live is not None and live is not switch:
+            if live.probe(SWITCH_PROBE_TIMEOUT):
+                return f"host {host}'s switch is already connected (and answering)"
+            if self.switches.get(host) is not live:  # another connection took the place meanwhile
+                return f"another connection for host {host} was admitted meanwhile"
+            LOG.warning("host %s: its switch did not answer a barrier in %.0f s; the new connection from %s "
+                        "takes its place", host, SWITCH_PROBE_TIMEOUT, peer)
+            live.close()
+        self.switches[host] = switch
+        LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
         self._wake.set()
+        return None
 
-    def switch_disconnected(self, dpid, switch):
-        if self.switches.get(dpid) is switch:
-            del self.switches[dpid]
+    def _host_of_datapath(self, dpid, timeout=SWITCH_ADMIT_WAIT):
+        """The host whose OVSDB reports this datapath id for br-int. A host that just joined connects
+        as soon as its bridge is configured, maybe before its OVSDB's update reached us: wait a bit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            host = next((name for name, agent in list(self.agents.items())
+                         if agent.switch_datapath_id == dpid), None)
+            if host is not None or time.monotonic() > deadline:
+                return host
+            self.hub.sleep(0.1)
+
+    def _host_of_switch(self, switch):
+        return next((host for host, admitted in self.switches.items() if admitted is switch), None)
+
+    def switch_disconnected(self, switch):
+        host = self._host_of_switch(switch)
+        if host is not None:
+            del self.switches[host]
             self._wake.set()
 
     def port_plugged(self, host, iface_id, ofport):
@@ -225,9 +263,6 @@ class WeftCore:
             self.topology.forget_host(name)
 
     # --- reconciliation -----------------------------------------------------------------------------
-    def _host_by_key(self, key):
-        return next((a.host.name for a in self.agents.values() if a.host.key == key), None)
-
     def _reconcile_loop(self):
         while self._running:
             self._wake.wait(timeout=5)
@@ -282,8 +317,11 @@ class WeftCore:
                 agent.stop()
                 del self.agents[name]
                 self.topology.forget_host(name)
+        unnamed = [name for name, host in state.hosts.items() if not host.datapath_id]
+        if unnamed:  # joined before datapath ids were random: give them one (the next pass starts them)
+            self.hub.spawn(self.nb.give_datapath_ids, unnamed)
         for name, host in state.hosts.items():
-            if name not in self.agents:
+            if name not in self.agents and host.datapath_id:
                 LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
                 self.agents[name] = HostAgent(self, host)
         uplinks = {r.gateway["host"]: r.gateway["uplink"] for r in state.routers.values() if r.gateway}
@@ -291,8 +329,7 @@ class WeftCore:
             agent.set_uplink(uplinks.get(name))
 
     def _sync_switches(self, state, flow_changes):
-        hosts_by_key = {h.key: h.name for h in state.hosts.values()}
-        connected = {hosts_by_key[dpid]: sw for dpid, sw in self.switches.items() if dpid in hosts_by_key}
+        connected = {name: sw for name, sw in self.switches.items() if name in state.hosts}
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
                 sync.stop()

@@ -53,7 +53,7 @@ class HostAgent:
 
     def _check(self, conn):
         if conn.synced:
-            args = (self.host.key, self.host.datapath_type, self.host.of_target)
+            args = (self.host.datapath_id, self.host.datapath_type, self.host.of_target)
             if not vswitch.is_ready(conn, *args):
                 try:
                     vswitch.ensure_host_ready(conn, *args)
@@ -97,6 +97,14 @@ class HostAgent:
         if iface != self.uplink:
             self.uplink = iface
             self._kick.set()
+
+    @property
+    def switch_datapath_id(self):
+        """br-int's datapath id as the host's own OVSDB reports it, if it is the one Weft gave it."""
+        if not (self.ovsdb_connected and self.ready):
+            return None
+        reported = vswitch.reported_datapath_id(self.conn)
+        return reported if reported == int(self.host.datapath_id, 16) else None
 
     @property
     def ovsdb_connected(self):

@@ -228,7 +228,9 @@ def remote(value, field):
         raise bad(field, f"{shown(value)} is not an OVSDB/OpenFlow remote (unix:/path, tcp:IP:PORT or "
                          "ssl:IP:PORT)")
     if not value.startswith("unix:"):
-        ipv4_address(value.split(":")[1], field)
+        address = value.split(":")[1]
+        if address != "127.0.0.1":  # loopback is fine for a remote: the controller may be on the host
+            ipv4_address(address, field)
         integer(int(value.rsplit(":", 1)[1]), field + " port", 1, 65535)
     return value
 

@@ -48,6 +48,14 @@ class TransactionError(Exception):
     """The database refused a transaction; the message is the server's reason."""
 
 
+def use_tls(private_key, certificate, ca_cert):
+    """The identity (and the CA it trusts) this process presents on every ssl: OVSDB remote. python-ovs
+    keeps one per process; without it, opening an ssl: remote raises TypeError."""
+    ovs.stream.Stream.ssl_set_private_key_file(private_key)
+    ovs.stream.Stream.ssl_set_certificate_file(certificate)
+    ovs.stream.Stream.ssl_set_ca_cert_file(ca_cert)
+
+
 def fetch_schema(remote, database, timeout=10.0):
     """Asks a server for a database's schema, so the IDL matches whatever OVS version a host runs."""
     error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), timeout * 1000)

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import random
 
-from ovsdb import server
+from ovsdb import server, vswitch
 from ovsdb.idl import OvsdbConnection
 
 DATABASE = "Weft_NB"
@@ -25,6 +25,7 @@ MAX_HOST_KEY = 65535
 class Host:
     name: str
     key: int
+    datapath_id: str     # br-int's, set at join: 16 hex digits, "" on a row made before Weft had it
     encap_ip: str
     ovsdb_remote: str
     of_target: str | None
@@ -33,7 +34,7 @@ class Host:
 
     def settings(self):
         """What joining configured (status excluded): a change means the host must be set up anew."""
-        return (self.key, self.encap_ip, self.ovsdb_remote, self.of_target, self.datapath_type)
+        return (self.key, self.datapath_id, self.encap_ip, self.ovsdb_remote, self.of_target, self.datapath_type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +164,8 @@ class NbReplica:
     def _changed_host(self, uuid, old_name, row):
         self.hosts.pop(old_name, None)
         if row is not None:
-            self.hosts[row.name] = Host(row.name, row.key, row.encap_ip, row.ovsdb_remote, _opt(row.of_target),
-                                        row.datapath_type, dict(row.status))
+            self.hosts[row.name] = Host(row.name, row.key, row.datapath_id, row.encap_ip, row.ovsdb_remote,
+                                        _opt(row.of_target), row.datapath_type, dict(row.status))
         self.changes.hosts.add(old_name or row.name)
 
     def _changed_network(self, uuid, old_name, row):
@@ -343,8 +344,25 @@ class Nb:
             used = {h.key for h in self.replica.hosts.values()} | picked
             key = next(k for k in range(1, MAX_HOST_KEY + 1) if k not in used)
             picked.add(key)
-            _insert(txn, tables, "Host", name=name, key=key, encap_ip=encap_ip, ovsdb_remote=ovsdb_remote,
-                    datapath_type=datapath_type, of_target=[of_target] if of_target else [])
+            _insert(txn, tables, "Host", name=name, key=key, datapath_id=self._new_datapath_id(txn),
+                    encap_ip=encap_ip, ovsdb_remote=ovsdb_remote, datapath_type=datapath_type,
+                    of_target=[of_target] if of_target else [])
+        self.conn.transact(build)
+
+    def _new_datapath_id(self, txn):
+        picked = txn.scratch.setdefault("datapath_ids", set())
+        used = {h.datapath_id for h in self.replica.hosts.values()} | picked
+        dpid = next(d for d in iter(vswitch.new_datapath_id, None) if d not in used)
+        picked.add(dpid)
+        return dpid
+
+    def give_datapath_ids(self, names):
+        """Gives hosts joined before datapath ids were random (their column is "") one of their own."""
+        def build(txn, tables):
+            for name in names:
+                row = tables["Host"].rows.get(self.replica.uuid_of("Host", name))
+                if row is not None and not row.datapath_id:
+                    row.datapath_id = self._new_datapath_id(txn)
         self.conn.transact(build)
 
     def _tunnel_key(self, txn, choose, name_in_use):

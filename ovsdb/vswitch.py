@@ -3,13 +3,15 @@
 Weft owns exactly what it marks with external_ids:weft-owner: br-int (when Weft created it), the one
 flow-based Geneve port and br-int's controller record. Everything else on the host is left alone.
 """
+import secrets
+
 from flows.pipeline import TUNNEL_OFPORT, UPLINK_OFPORT
 
 DATABASE = "Open_vSwitch"
 TABLES = {
     "Open_vSwitch": ["bridges"],
-    "Bridge": ["name", "ports", "datapath_type", "fail_mode", "protocols", "controller", "other_config",
-               "external_ids"],
+    "Bridge": ["name", "ports", "datapath_type", "datapath_id", "fail_mode", "protocols", "controller",
+               "other_config", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
     "Controller": ["target", "is_connected", "external_ids", "controller_rate_limit",
@@ -25,9 +27,22 @@ OWNER_KEY = "weft-owner"
 PROTOCOLS = ["OpenFlow13", "OpenFlow14", "OpenFlow15"]
 
 
-def datapath_id(host_key):
-    """br-int's datapath id is the host's NB key, so an OpenFlow connection names its host."""
-    return f"{host_key:016x}"
+def new_datapath_id():
+    """A random datapath id for a joining host's br-int (16 hex digits, as OVS takes it). An OpenFlow
+    connection is only believed to be a host's switch if it names this id, which only the host's
+    OVSDB and the NB hold: a host key (1, 2, 3...) would be a guess away."""
+    return f"{max(1, secrets.randbits(64)):016x}"
+
+
+def reported_datapath_id(conn):
+    """br-int's datapath id as vswitchd reports it in the host's own OVSDB (an int), or None."""
+    with conn.lock:
+        bridge = _find(conn.idl.tables, "Bridge", INTEGRATION_BRIDGE)
+        value = bridge.datapath_id if bridge is not None else None
+    try:
+        return int(value[0], 16) if value else None
+    except ValueError:
+        return None
 
 
 def _find(tables, table, name):
@@ -40,7 +55,7 @@ def _ensure_attrs(row, **values):
             setattr(row, column, value)
 
 
-def ensure_host_ready(conn, host_key, datapath_type, of_target):
+def ensure_host_ready(conn, dpid, datapath_type, of_target):
     """Makes br-int, its Geneve port and its controller target match what Weft wants. Idempotent: a
     second call on a ready host commits nothing."""
     def build(txn, tables):
@@ -58,7 +73,7 @@ def ensure_host_ready(conn, host_key, datapath_type, of_target):
             bridge.datapath_type, bridge.fail_mode, bridge.protocols = "", [], []
             root.addvalue("bridges", bridge.uuid)
         other_config = dict(bridge.other_config)
-        other_config.update({"datapath-id": datapath_id(host_key), "disable-in-band": "true"})
+        other_config.update({"datapath-id": dpid, "disable-in-band": "true"})
         _ensure_attrs(bridge, datapath_type=datapath_type, fail_mode=["secure"], protocols=PROTOCOLS,
                       other_config=other_config)
         if OWNER_KEY not in bridge.external_ids:
@@ -158,7 +173,7 @@ def remove_host_config(conn):
     conn.transact(build)
 
 
-def is_ready(conn, host_key, datapath_type, of_target):
+def is_ready(conn, dpid, datapath_type, of_target):
     """What ensure_host_ready would leave, read back from the host's database (for status)."""
     with conn.lock:
         tables = conn.idl.tables
@@ -167,7 +182,7 @@ def is_ready(conn, host_key, datapath_type, of_target):
             return False
         tunnel = _find(tables, "Interface", TUNNEL_PORT)
         return (tunnel is not None and tunnel.ofport == [TUNNEL_OFPORT]
-                and bridge.other_config.get("datapath-id") == datapath_id(host_key)
+                and bridge.other_config.get("datapath-id") == dpid
                 and [c.target for c in bridge.controller] == ([of_target] if of_target else [])
                 and all(getattr(c, column) == value for c in bridge.controller
                         for column, value in PACKET_IN_LIMITS.items()))

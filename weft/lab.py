@@ -253,9 +253,10 @@ def _tail(path, lines=20):
 
 # ---------------------------------------------------------------- up
 
-def up(name="weft", hosts=2, controller=True, external=False, progress=_stderr):
+def up(name="weft", hosts=2, controller=True, external=False, tls=False, progress=_stderr):
     """Build the lab (hosts h1..hN, fabric, controller, joined hosts, and with `external` an
-    `outside` namespace on its own link to an uplink of h1); return info(name)."""
+    `outside` namespace on its own link to an uplink of h1); with `tls`, OpenFlow runs over TLS with
+    certificates from a PKI in the lab dir (`weft pki`). Return info(name)."""
     d = lab_dir(name)
     if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
@@ -281,7 +282,7 @@ def up(name="weft", hosts=2, controller=True, external=False, progress=_stderr):
     t0 = time.monotonic()
     d.mkdir(parents=True)
     st = {"name": name, "dir": str(d), "marker": f"{d}/", "ready": False, "api": None,
-          "ofp_port": None, "fabric": {"netns": f"wl-{name}-fab"},
+          "ofp_port": None, "tls": tls, "fabric": {"netns": f"wl-{name}-fab"},
           "hosts": {}, "containers": {}, "netns": [], "pids": []}
     _save(st)
     try:
@@ -404,12 +405,33 @@ def _seed_tunnel_arp(st, progress):
                 _run(["ovs-appctl", "tnl/arp/set", "br-phy", hb["encap_ip"], hb["mac"]], env=env)
 
 
-def controller_argv(ofp_port, conf):
+def controller_argv(ofp_port, conf, tls=None):
     """The controller command line (a function so tests can substitute a stand-in). Its API is on
     the unix socket the config file names: unix sockets are not namespaced, so `weft` run inside a
-    host's namespace reaches it as well, through the same file permissions as everyone else."""
-    return [str(Path(sys.executable).parent / "ryu-manager"), "--ofp-tcp-listen-port", str(ofp_port),
-            "--config-file", str(conf), "controller.app"]
+    host's namespace reaches it as well, through the same file permissions as everyone else.
+    `tls`: the controller's pki.Credentials; OpenFlow then listens for TLS only."""
+    listen = ["--ofp-tcp-listen-port", str(ofp_port)] if tls is None else [
+        "--ofp-ssl-listen-port", str(ofp_port), "--ctl-privkey", tls.key, "--ctl-cert", tls.cert,
+        "--ca-certs", tls.ca_cert]
+    return [str(Path(sys.executable).parent / "ryu-manager"), *listen, "--config-file", str(conf),
+            "controller.app"]
+
+
+TLS_OF_PORT = 6653  # inside each host's namespace, where its vswitchd finds the controller over TLS
+
+
+def _make_pki(st, progress):
+    """A CA, the controller's certificate and one per host (CN = the host's name), in the lab dir."""
+    from weft import pki
+    directory = str(Path(st["dir"]) / "pki")
+    progress(f"lab {st['name']}: PKI in {directory} (OpenFlow over TLS)")
+    pki.init_ca(directory)
+    controller = pki.issue_controller(directory, ips=["127.0.0.1"])
+    env_of = {host: _full_env(_ovs_env(h["dir"])) for host, h in st["hosts"].items()}
+    for host in st["hosts"]:
+        cert = pki.issue_host(directory, host)
+        _run(["ovs-vsctl", "set-ssl", cert.key, cert.cert, cert.ca_cert], env=env_of[host])
+    return controller
 
 
 def _start_controller(st, progress):
@@ -418,7 +440,7 @@ def _start_controller(st, progress):
     conf = d / "weft.conf"
     conf.write_text(f"[weft]\nstate_dir = {d}/controller\nunderlay_mtu = {UNDERLAY_MTU}\n"
                     f"api_socket = {d}/api.sock\n")
-    argv = controller_argv(ofp, conf)
+    argv = controller_argv(ofp, conf, _make_pki(st, progress) if st["tls"] else None)
     st.update(ofp_port=ofp, api=f"unix:{d}/api.sock")
     log_path = d / "controller.log"
     progress(f"lab {st['name']}: starting the controller (OpenFlow 127.0.0.1:{ofp}, API {st['api']}), "
@@ -469,6 +491,17 @@ def _start_controller(st, progress):
             if time.monotonic() > deadline:
                 raise LabError(f"the relay for {host} did not create {sock}; see {h['dir']}/relay.log")
             time.sleep(0.01)
+        if st["tls"]:
+            # An ssl: target must be an address: a TCP listener in the host's own namespace, chained
+            # to the unix relay. TLS runs end to end, between vswitchd and the controller.
+            with open(Path(h["dir"]) / "tls-relay.log", "wb") as log:
+                relay = subprocess.Popen(["ip", "netns", "exec", h["netns"], "socat",
+                                          f"TCP-LISTEN:{TLS_OF_PORT},bind=127.0.0.1,fork,reuseaddr,nodelay",
+                                          f"UNIX-CONNECT:{sock}"], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, start_new_session=True)
+            _record_pid(st, relay.pid, f"{host} TLS relay", group=True, proc=relay)
+            h["of_target"] = f"ssl:127.0.0.1:{TLS_OF_PORT}"
+    _save(st)
 
 
 def _join_hosts(st, progress):
@@ -530,6 +563,7 @@ def info(name="weft"):
     st = _require(name)
     return {
         "name": st["name"], "dir": st["dir"], "ready": st["ready"], "api": st["api"],
+        "ofp_port": st["ofp_port"], "tls": st.get("tls", False),
         "fabric": dict(st["fabric"]),
         "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
                       "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"]}

@@ -30,6 +30,8 @@ def add_lab_commands(subparsers):
     p.add_argument("--no-controller", action="store_true", help="build the hosts only")
     p.add_argument("--external", action="store_true",
                    help="add an `outside` namespace linked to an uplink of h1 (for router gateways)")
+    p.add_argument("--tls", action="store_true",
+                   help="OpenFlow over TLS, with a CA and per-host certificates made in the lab dir")
     cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
     cmd(sub, "info", _cli_info, "print the lab as JSON")
     cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
@@ -52,7 +54,8 @@ def add_lab_commands(subparsers):
 
 def _cli_up(args):
     lab = _lab()
-    result = lab.up(args.name, args.hosts, controller=not args.no_controller, external=args.external)
+    result = lab.up(args.name, args.hosts, controller=not args.no_controller, external=args.external,
+                    tls=args.tls)
     if result["api"]:
         print(result["api"])
         lab._stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")

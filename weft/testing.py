@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,9 +40,9 @@ def skip_reason():
 class Lab:
     """A running lab. Targets are host names (h1...), container names or "fabric"."""
 
-    def __init__(self, name, hosts=2, controller=True, external=False, progress=weftlab._stderr):
+    def __init__(self, name, hosts=2, controller=True, external=False, tls=False, progress=weftlab._stderr):
         self.name = name
-        weftlab.up(name, hosts, controller=controller, external=external, progress=progress)
+        weftlab.up(name, hosts, controller=controller, external=external, tls=tls, progress=progress)
         api = self.info["api"]
         self.api = ApiClient(api) if api else None
         self._seq = itertools.count(1)
@@ -270,6 +271,61 @@ class Controller:
                 self.proc.wait()
 
 
+class FakeSwitch:
+    """A socket-level OpenFlow 1.3 peer claiming a datapath id, as an impostor on the same machine
+    would: it says HELLO, answers FEATURES_REQUEST with `dpid`, and ECHO, BARRIER and port-description
+    requests, and records the type of every message it receives (`received`). `closed` is set once
+    the controller hangs up."""
+    FLOW_MOD, PACKET_OUT, GROUP_MOD = 14, 13, 15
+
+    def __init__(self, port, dpid, host="127.0.0.1"):
+        import struct
+        import threading
+        self._struct = struct
+        self.dpid = dpid
+        self.received = []
+        self.closed = threading.Event()
+        self.sock = socket.create_connection((host, port), timeout=5)
+        self._send(0, 0)  # HELLO
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _send(self, kind, xid, body=b""):
+        self.sock.sendall(self._struct.pack("!BBHI", 4, kind, 8 + len(body), xid) + body)
+
+    def _read(self):
+        buffer = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                buffer += data
+                while len(buffer) >= 8:
+                    _, kind, length, xid = self._struct.unpack("!BBHI", buffer[:8])
+                    if len(buffer) < length:
+                        break
+                    message, buffer = buffer[:length], buffer[length:]
+                    self.received.append(kind)
+                    self._answer(kind, xid, message)
+        except OSError:
+            pass
+        finally:
+            self.closed.set()
+
+    def _answer(self, kind, xid, message):
+        if kind == 5:    # FEATURES_REQUEST -> FEATURES_REPLY
+            self._send(6, xid, self._struct.pack("!QIBBxxII", self.dpid, 0, 254, 0, 0x4f, 0))
+        elif kind == 2:  # ECHO_REQUEST -> ECHO_REPLY
+            self._send(3, xid, message[8:])
+        elif kind == 20:  # BARRIER_REQUEST -> BARRIER_REPLY
+            self._send(21, xid)
+        elif kind == 18:  # MULTIPART_REQUEST (port description...) -> an empty reply of its type
+            self._send(19, xid, message[8:10] + b"\0\0\0\0\0\0")
+
+    def close(self):
+        self.sock.close()
+
+
 class Capture:
     text = ""
 
@@ -291,12 +347,12 @@ class LabFactory:
         self._shared = {}
         self._all = []
 
-    def make(self, hosts=2, controller=True, shared=True, external=False):
-        key = (hosts, controller, external)
+    def make(self, hosts=2, controller=True, shared=True, external=False, tls=False):
+        key = (hosts, controller, external, tls)
         if shared and key in self._shared:
             return self._shared[key]
         lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller, external=external,
-                  progress=self.progress)
+                  tls=tls, progress=self.progress)
         self._all.append(lab)
         if shared:
             self._shared[key] = lab
