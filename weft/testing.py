@@ -175,7 +175,9 @@ class Lab:
         text (tcpdump -r with read_flags) is in `cap.text` after the block.
         """
         pcap = self.dir / f"capture-{next(self._seq)}.pcap"
-        argv = ["tcpdump", "-i", iface, "-U", "-w", pcap, *(["-c", count] if count else [])]
+        # --immediate-mode: otherwise a packet may wait in the kernel's capture ring for up to 1 s,
+        # and a capture stopped sooner never sees it.
+        argv = ["tcpdump", "-i", iface, "--immediate-mode", "-U", "-w", pcap, *(["-c", count] if count else [])]
         if filter:
             argv.append(filter)
         proc = weftlab.spawn(self.name, target, argv, what=f"{target}: tcpdump",
