@@ -115,12 +115,18 @@ class Lab:
     def reconnect_switch(self, host, timeout=15):
         """Makes host's br-int drop its OpenFlow connection and come back; returns the host's API
         status once the controller has synced it again. (It points br-int elsewhere; the controller
-        sees its target changed in the host's OVSDB and puts it back.)"""
+        sees its target changed in the host's OVSDB and puts it back.) Until the switch logs its new
+        connection, the status may still be the old connection's."""
+        config = self.info["hosts"][host]
+        log = Path(config["ovs_rundir"]) / "ovs-vswitchd.log"
+        connected = f"br-int<->{config['of_target']}: connected"
+        connections = log.read_text().count(connected)
         self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
         deadline = time.monotonic() + timeout
         while True:
             status = self.api.get(f"/v1/hosts/{host}")["status"]
-            if status.get("openflow_connected") and status.get("flow_batches", 0) >= 1:
+            if (log.read_text().count(connected) > connections and status.get("openflow_connected")
+                    and status.get("flow_batches", 0) >= 1):
                 return status
             if time.monotonic() > deadline:
                 raise AssertionError(f"{host} did not reconnect and resync: {status}")
