@@ -14,11 +14,14 @@ import os
 import re
 import select
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from flows.model import ETH_TYPE_IPV4, ICMP_ECHO_REQUEST, IP_PROTO_ICMP
 from weft import lab as weftlab
 from weft.client import ApiClient
 
@@ -139,6 +142,19 @@ class Lab:
         m = re.search(r"(\d+) received", res.stdout)
         return res.returncode == 0 and m is not None and int(m.group(1)) == count
 
+    def send_frames(self, target, frames, iface="eth0"):
+        """Send raw Ethernet frames (bytes), as they are, out of iface in target's namespace."""
+        self.exec(target, sys.executable, "-c", _SEND_FRAMES, iface, *(f.hex() for f in frames))
+
+    def first_echo_request(self, src, receiver, frames, timeout=5):
+        """Sends frames from src; returns the ICMP echo id of the first echo request to reach
+        receiver's eth0, tagged or not (None if none did), and the capture's text."""
+        # `vlan` as well: the kernel usually strips a tag before the filter runs, but not always.
+        with self.tcpdump(receiver, "eth0", "icmp or vlan", count=1, timeout=timeout) as cap:
+            self.send_frames(src, frames)
+        found = re.search(r"ICMP echo request, id (\d+)", cap.text)
+        return (int(found.group(1)) if found else None), cap.text
+
     def address(self, target):
         """target's first global IPv4 address (a host's is its VTEP IP)."""
         out = self.exec(target, "ip", "-4", "-j", "addr", "show", "scope", "global").stdout
@@ -209,6 +225,59 @@ class Lab:
         res = subprocess.run(["tcpdump", "-r", str(pcap), *read_flags], capture_output=True, text=True)
         cap.text = res.stdout
         pcap.unlink(missing_ok=True)
+
+
+_SEND_FRAMES = """
+import socket, sys
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind((sys.argv[1], 0))
+    for frame in sys.argv[2:]:
+        s.send(bytes.fromhex(frame))
+"""
+
+TPID_8021Q = 0x8100
+TPID_8021AD = 0x88a8
+
+
+def _checksum(data):
+    """The Internet checksum (RFC 1071) of data."""
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, ident, tags=(), ttl=64):
+    """An Ethernet frame carrying an ICMP echo request (seq 1) with correct checksums; tags are
+    VLAN tags (tpid, vid), outermost first, inserted after the MAC addresses."""
+    icmp = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, 1) + b"weft"
+    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident, 0, ttl, IP_PROTO_ICMP, 0,
+                     socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    vlan = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
+    return (bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+            + vlan + struct.pack("!H", ETH_TYPE_IPV4) + ip + icmp)
+
+
+VLAN_TAGS = (  # (tpid, vid) tags, outermost first, a container could put on its frames
+    ((TPID_8021Q, 10),),
+    ((TPID_8021Q, 0),),  # a priority tag: tagged too, only its VID is 0
+    ((TPID_8021AD, 10),),
+    # QinQ: OVS parses one tag (vlan-limit=1), so eth_type is the inner TPID and PORT_SECURITY
+    # alone already dropped it.
+    ((TPID_8021AD, 20), (TPID_8021Q, 10)),
+)
+UNTAGGED_ECHO_ID = 1000
+
+
+def vlan_probe_frames(src_mac, dst_mac, src_ip, dst_ip):
+    """An echo request for each of VLAN_TAGS (ids after UNTAGGED_ECHO_ID), then the same request
+    untagged (UNTAGGED_ECHO_ID). Frames on one path arrive in order, so when the untagged one is the
+    first to arrive, none of the tagged ones got through."""
+    tagged = [icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, UNTAGGED_ECHO_ID + i, tags)
+              for i, tags in enumerate(VLAN_TAGS, 1)]
+    return [*tagged, icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, UNTAGGED_ECHO_ID)]
 
 
 class Capture:
