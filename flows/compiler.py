@@ -4,12 +4,14 @@ Fully proactive: no flooding, no MAC learning; the only packet-in is the next ho
 on a gateway host's uplink (the controller learns its MAC from it).
 
 Who owns which flows (one cookie per object):
-  STATIC  (every host)        CLASSIFY: the uplink port goes to UPLINK_IN. ARP_RESPONDER: drop
-                              ARP requests for unknown IPs, send the rest on to L3_GATE.
+  STATIC  (every host)        CLASSIFY: untagged frames of the uplink port go to UPLINK_IN.
+                              ARP_RESPONDER: drop ARP requests for unknown IPs, send the rest
+                              on to L3_GATE.
                               L3_GATE: frames not for a router go to L2_LOOKUP. (4)
   NETWORK (hosts that have a  CLASSIFY: Geneve frames with tun_id=VNI enter the network.
            bound port of it)
-  PORT    on its own host     CLASSIFY, 2x PORT_SECURITY, ARP_RESPONDER, L2_LOOKUP, OUTPUT,
+  PORT    on its own host     CLASSIFY (untagged frames only), 2x PORT_SECURITY,
+                              ARP_RESPONDER, L2_LOOKUP, OUTPUT,
                               + NEIGHBOR if its network has a router (6, routed 7)
           on other hosts that ARP_RESPONDER, L2_LOOKUP to the tunnel,
           need its network    + NEIGHBOR if routed (2, routed 3)
@@ -46,8 +48,8 @@ from typing import NamedTuple
 
 from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
                          ETH_TYPE_IPV4, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
-                         Action, Binding, FloatingIpState, Flow, HostState, NetworkState,
-                         PortState, RouterPortState, RouterState, Topology)
+                         OFPVID_NONE, Action, Binding, FloatingIpState, Flow, HostState,
+                         NetworkState, PortState, RouterPortState, RouterState, Topology)
 from flows.pipeline import (ARP_RESPONDER, CLASSIFY, FLAG_FROM_TUNNEL, GATEWAY, L2_LOOKUP,
                             L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
                             REG_DATAPATH, REG_FLAGS, REG_INPORT, REG_NEXT_HOP, REG_OUTPORT,
@@ -63,6 +65,9 @@ PRIORITY_DEFAULT = 0  # the table's "everything else"
 
 CT_STATE_NEW = (CT_TRK | CT_NEW, CT_TRK | CT_NEW)
 CT_STATE_EST = (CT_TRK | CT_EST, CT_TRK | CT_EST)
+# Container ports and the uplink take untagged frames only (a later feature may configure a port
+# for tags): PORT_SECURITY's eth_type matches the ethertype after a tag, so it cannot tell.
+UNTAGGED = ("vlan_vid", OFPVID_NONE)
 
 HostFlows = dict[int, frozenset[Flow]]  # cookie -> that object's flows on one host
 
@@ -121,7 +126,7 @@ def _arp_request_for(ip: str) -> tuple:
 @lru_cache(maxsize=1)
 def static_flows() -> frozenset[Flow]:
     return frozenset({
-        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", UPLINK_OFPORT),),
+        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", UPLINK_OFPORT), UNTAGGED),
              (("goto", UPLINK_IN.id),), STATIC_COOKIE),
         Flow(ARP_RESPONDER.id, PRIORITY_ARP_UNKNOWN,
              (("arp_op", ARP_REQUEST), ("eth_type", ETH_TYPE_ARP)), (), STATIC_COOKIE),
@@ -162,7 +167,7 @@ def local_port_flows(port: PortState, vni: int, ofport: int, routed: bool) -> fr
     """The port's flows on the host it is plugged into."""
     cookie = port_cookie(port)
     flows = {
-        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", ofport),),
+        Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", ofport), UNTAGGED),
              (("set_field", REG_DATAPATH, vni), ("set_field", REG_INPORT, port.key),
               ("goto", PORT_SECURITY.id)),
              cookie),

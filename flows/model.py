@@ -8,6 +8,9 @@ Match fields are Ryu OXM/NXM names, see FIELD_BITS. Values are ints, except MAC 
 
 `ct_state` is matched as (value, mask) of the CT_* bits below (OVS's own bit values);
 `ct_zone`, `ip_proto`, `nw_ttl`, `icmpv4_type`, `icmpv4_code`, `tcp_*`, `udp_*` are ints.
+`vlan_vid` is the OpenFlow 1.3 field, an int: OFPVID_NONE for an untagged frame, OFPVID_PRESENT
+| VID for a tagged one (802.1Q or 802.1ad outer tag; a priority tag is VID 0: 0x1000). eth_type
+is the ethertype after the tag, so a match without vlan_vid takes tagged frames too.
 OpenFlow prerequisites are spelled out: a match on ipv4_*/ip_proto carries eth_type=0x0800,
 one on icmpv4_* also ip_proto=1, one on arp_* eth_type=0x0806.
 
@@ -47,6 +50,7 @@ FIELD_BITS: dict[str, int] = {
     "ipv4_src": 32, "ipv4_dst": 32, "tunnel_id": 64, "tun_ipv4_dst": 32, "metadata": 64,
     "nw_ttl": 8, "icmpv4_type": 8, "icmpv4_code": 8, "tcp_src": 16, "tcp_dst": 16,
     "udp_src": 16, "udp_dst": 16, "ct_state": 32, "ct_zone": 16,
+    "vlan_vid": 13,  # 12-bit VID + the OFPVID_PRESENT bit
     **{f"reg{i}": 32 for i in range(16)},
 }
 ACTIONS = frozenset({"output", "set_field", "move", "push", "pop", "dec_ttl", "ct", "controller", "goto"})
@@ -60,6 +64,9 @@ CT_INV = 0x10
 CT_TRK = 0x20
 CT_FLAGS = (("new", CT_NEW), ("est", CT_EST), ("rel", CT_REL), ("rpl", CT_RPL), ("inv", CT_INV),
             ("trk", CT_TRK))  # as ovs-ofctl names them
+
+OFPVID_PRESENT = 0x1000
+OFPVID_NONE = 0x0000  # matched without a mask: untagged frames only
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -405,7 +412,8 @@ __all__ = [
     "HostState", "NetworkState", "PortState", "Binding", "RouterPortState", "RouteState",
     "GatewayState", "FloatingIpState", "RouterState", "Topology", "Delta", "Flow", "sorted_flows",
     "value_to_int", "int_to_value", "FIELD_BITS", "MAC_FIELDS", "IPV4_FIELDS", "ACTIONS",
-    "ETH_TYPE_IPV4", "ETH_TYPE_ARP", "ARP_REQUEST", "ARP_REPLY", "OFPP_IN_PORT",
+    "OFPVID_PRESENT", "OFPVID_NONE", "ETH_TYPE_IPV4", "ETH_TYPE_ARP", "ARP_REQUEST", "ARP_REPLY",
+    "OFPP_IN_PORT",
     "TUNNEL_OFPORT", "UPLINK_OFPORT", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL", "CT_INV", "CT_TRK",
     "CT_FLAGS",
     "IP_PROTO_ICMP", "IP_PROTO_TCP", "IP_PROTO_UDP", "ICMP_ECHO_REQUEST", "ICMP_ECHO_REPLY",

@@ -11,7 +11,7 @@ from flows.pipeline import OFPP_IN_PORT
 _OFCTL_NAMES = {
     "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_proto": "nw_proto",
     "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "tunnel_id": "tun_id", "tun_ipv4_dst": "tun_dst",
-    "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code",
+    "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code", "vlan_vid": "vlan_tci",
 }
 # move: ovs-ofctl prints NXM names there.
 _NXM_NAMES = {
@@ -38,6 +38,10 @@ def _ct_state(value: int, mask: int) -> str:
 def _value(field: str, value) -> str:
     if field == "ct_state":
         return _ct_state(*value) if isinstance(value, tuple) else _ct_state(value, 0xFF)
+    if field == "vlan_vid":  # OVS shows it as the tag's TCI bits it covers (its exact-VID form,
+        # dl_vlan=N, is not used by the compiler)
+        vid, mask = value if isinstance(value, tuple) else (value, (1 << FIELD_BITS[field]) - 1)
+        return f"0x{vid:04x}/0x{mask:04x}"
     if isinstance(value, tuple):
         return f"{_value(field, value[0])}/{_value(field, value[1])}"
     if field in MAC_FIELDS or field in IPV4_FIELDS or field in _DECIMAL:

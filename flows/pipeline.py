@@ -27,10 +27,13 @@ class Table:
 # Ids leave gaps of 10 so a later stage can slot in without renumbering installed flows.
 CLASSIFY = Table(
     "CLASSIFY", 0,
-    "Local port: load the network key (metadata) and logical inport (reg14), go to PORT_SECURITY. "
+    "Local port, untagged frames only (vlan_vid=OFPVID_NONE; a VLAN-tagged frame, priority "
+    "tag included, misses and is dropped): load the network key (metadata) and logical inport "
+    "(reg14), go to PORT_SECURITY. "
     "Geneve port: network key from tun_id, set the from-tunnel flag, go straight to L2_LOOKUP "
     "(the sender's host already did port security, ARP and routing); on a gateway host, "
-    "tun_id = a router key goes to GATEWAY. Uplink port: go to UPLINK_IN.")
+    "tun_id = a router key goes to GATEWAY. Uplink port, untagged frames only: go to "
+    "UPLINK_IN.")
 PORT_SECURITY = Table(
     "PORT_SECURITY", 10,
     "IPv4 and ARP are let through only with the port's own MAC and IP (eth_src, ipv4_src, "

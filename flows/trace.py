@@ -18,8 +18,9 @@ translation; ("nat",) applies an existing translation (reversed for replies). ct
 recirculates there with ct_state set; without one it only commits. Pass one Conntrack to
 several traces so a reply sees the connection its request made.
 
-Packets are dicts of vocabulary fields (see flows.model). Only one output per trace is
-supported: the compiler never emits more.
+Packets are dicts of vocabulary fields (see flows.model). A packet without vlan_vid is untagged:
+the switch sees OFPVID_NONE (and so does a match); vlan_vid = OFPVID_PRESENT | VID makes it
+tagged. Only one output per trace is supported: the compiler never emits more.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from typing import Any
 from flows.compiler import compile_all
 from flows.model import (ARP_REQUEST, CT_EST, CT_FLAGS, CT_INV, CT_NEW, CT_RPL, CT_TRK,
                          ETH_TYPE_ARP, ETH_TYPE_IPV4, FIELD_BITS, ICMP_ECHO_REQUEST,
-                         IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, Flow, Topology,
-                         int_to_value, value_to_int)
+                         IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, OFPVID_NONE, Flow,
+                         Topology, int_to_value, value_to_int)
 from flows.ofctl import to_ofctl
 from flows.pipeline import (CLASSIFY, OFPP_IN_PORT, REG_NEXT_HOP, TABLE_BY_ID, TUNNEL_OFPORT,
                             UPLINK_OFPORT, Category, parse_cookie)
@@ -172,7 +173,9 @@ def _to_ints(packet: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _to_values(packet: Mapping[str, int]) -> dict[str, Any]:
-    return {f: int_to_value(f, v) for f, v in sorted(packet.items())}
+    """Vocabulary values; an untagged packet is shown without vlan_vid, as it was given."""
+    return {f: int_to_value(f, v) for f, v in sorted(packet.items())
+            if (f, v) != ("vlan_vid", OFPVID_NONE)}
 
 
 def _strip(pkt: dict[str, int]) -> dict[str, int]:
@@ -218,7 +221,7 @@ class Tracer:
     def trace(self, host: str, packet: Mapping[str, Any],
               conntrack: Conntrack | None = None) -> Trace:
         conntrack = Conntrack() if conntrack is None else conntrack
-        pkt = _to_ints(packet)
+        pkt = {"vlan_vid": OFPVID_NONE, **_to_ints(packet)}
         steps: list[Step] = []
 
         def end(kind: str, **verdict: Any) -> Trace:
@@ -232,7 +235,7 @@ class Tracer:
                 table_name = TABLE_BY_ID[table].name if table in TABLE_BY_ID else str(table)
                 flow = self._lookup(host, table, pkt)
                 if flow is None:
-                    return end(DROPPED, table=table_name, reason="table miss")
+                    return end(DROPPED, table=table_name, reason=self._miss(host, table, pkt))
                 before = dict(pkt)
                 kind, arg, note = self._apply(flow, host, pkt, conntrack)
                 next_host = None
@@ -271,6 +274,15 @@ class Tracer:
                    "tun_ipv4_dst": pkt["tun_ipv4_dst"]}
             host = next_host
         return Trace(tuple(steps), Verdict(LOOP, host, reason=f"more than {self.max_hops} hops"))
+
+    def _miss(self, host: str, table: int, pkt: dict[str, int]) -> str:
+        """Why nothing matched: the tag, when the same frame untagged would have matched."""
+        vlan_vid = pkt["vlan_vid"]
+        if vlan_vid != OFPVID_NONE and self._lookup(host, table,
+                                                    {**pkt, "vlan_vid": OFPVID_NONE}):
+            return (f"table miss: VLAN-tagged (vlan_vid={vlan_vid:#x}), the port takes only "
+                    "untagged frames")
+        return "table miss"
 
     @staticmethod
     def _apply(flow: Flow, host: str, pkt: dict[str, int], conntrack: Conntrack
@@ -437,7 +449,8 @@ def _field_text(f: str, v: Any) -> str:
         return f"ct_state={format_ct_state(v)}"
     if f == REG_NEXT_HOP:
         return f"{f}(next hop)={int_to_value('ipv4_dst', v)}"
-    if isinstance(v, int) and (f in ("metadata", "tunnel_id", "eth_type") or f.startswith("reg")):
+    if isinstance(v, int) and (f in ("metadata", "tunnel_id", "eth_type", "vlan_vid")
+                               or f.startswith("reg")):
         return f"{f}={v:#x}"
     return f"{f}={v}"
 

@@ -16,11 +16,13 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from flows.model import ETH_TYPE_IPV4, ICMP_ECHO_REQUEST, IP_PROTO_ICMP
 from weft import lab as weftlab
 from weft.client import ApiClient, path as api_path
 
@@ -117,12 +119,18 @@ class Lab:
     def reconnect_switch(self, host, timeout=15):
         """Makes host's br-int drop its OpenFlow connection and come back; returns the host's API
         status once the controller has synced it again. (It points br-int elsewhere; the controller
-        sees its target changed in the host's OVSDB and puts it back.)"""
+        sees its target changed in the host's OVSDB and puts it back.) Until the switch logs its new
+        connection, the status may still be the old connection's."""
+        config = self.info["hosts"][host]
+        log = Path(config["ovs_rundir"]) / "ovs-vswitchd.log"
+        connected = f"br-int<->{config['of_target']}: connected"
+        connections = log.read_text().count(connected)
         self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
         deadline = time.monotonic() + timeout
         while True:
             status = self.api.get(api_path("hosts", host))["status"]
-            if status.get("openflow_connected") and status.get("flow_batches", 0) >= 1:
+            if (log.read_text().count(connected) > connections and status.get("openflow_connected")
+                    and status.get("flow_batches", 0) >= 1):
                 return status
             if time.monotonic() > deadline:
                 raise AssertionError(f"{host} did not reconnect and resync: {status}")
@@ -134,6 +142,19 @@ class Lab:
                         check=False, timeout=count * 0.2 + timeout + 10)
         m = re.search(r"(\d+) received", res.stdout)
         return res.returncode == 0 and m is not None and int(m.group(1)) == count
+
+    def send_frames(self, target, frames, iface="eth0"):
+        """Send raw Ethernet frames (bytes), as they are, out of iface in target's namespace."""
+        self.exec(target, sys.executable, "-c", _SEND_FRAMES, iface, *(f.hex() for f in frames))
+
+    def first_echo_request(self, src, receiver, frames, timeout=5):
+        """Sends frames from src; returns the ICMP echo id of the first echo request to reach
+        receiver's eth0, tagged or not (None if none did), and the capture's text."""
+        # `vlan` as well: the kernel usually strips a tag before the filter runs, but not always.
+        with self.tcpdump(receiver, "eth0", "icmp or vlan", count=1, timeout=timeout) as cap:
+            self.send_frames(src, frames)
+        found = re.search(r"ICMP echo request, id (\d+)", cap.text)
+        return (int(found.group(1)) if found else None), cap.text
 
     def address(self, target):
         """target's first global IPv4 address (a host's is its VTEP IP)."""
@@ -177,7 +198,9 @@ class Lab:
         text (tcpdump -r with read_flags) is in `cap.text` after the block.
         """
         pcap = self.dir / f"capture-{next(self._seq)}.pcap"
-        argv = ["tcpdump", "-i", iface, "-U", "-w", pcap, *(["-c", count] if count else [])]
+        # --immediate-mode: otherwise a packet may wait in the kernel's capture ring for up to 1 s,
+        # and a capture stopped sooner never sees it.
+        argv = ["tcpdump", "-i", iface, "--immediate-mode", "-U", "-w", pcap, *(["-c", count] if count else [])]
         if filter:
             argv.append(filter)
         proc = weftlab.spawn(self.name, target, argv, what=f"{target}: tcpdump",
@@ -279,9 +302,7 @@ class FakeSwitch:
     FLOW_MOD, PACKET_OUT, GROUP_MOD = 14, 13, 15
 
     def __init__(self, port, dpid, host="127.0.0.1"):
-        import struct
         import threading
-        self._struct = struct
         self.dpid = dpid
         self.received = []
         self.closed = threading.Event()
@@ -290,7 +311,7 @@ class FakeSwitch:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _send(self, kind, xid, body=b""):
-        self.sock.sendall(self._struct.pack("!BBHI", 4, kind, 8 + len(body), xid) + body)
+        self.sock.sendall(struct.pack("!BBHI", 4, kind, 8 + len(body), xid) + body)
 
     def _read(self):
         buffer = b""
@@ -301,7 +322,7 @@ class FakeSwitch:
                     break
                 buffer += data
                 while len(buffer) >= 8:
-                    _, kind, length, xid = self._struct.unpack("!BBHI", buffer[:8])
+                    _, kind, length, xid = struct.unpack("!BBHI", buffer[:8])
                     if len(buffer) < length:
                         break
                     message, buffer = buffer[:length], buffer[length:]
@@ -314,7 +335,7 @@ class FakeSwitch:
 
     def _answer(self, kind, xid, message):
         if kind == 5:    # FEATURES_REQUEST -> FEATURES_REPLY
-            self._send(6, xid, self._struct.pack("!QIBBxxII", self.dpid, 0, 254, 0, 0x4f, 0))
+            self._send(6, xid, struct.pack("!QIBBxxII", self.dpid, 0, 254, 0, 0x4f, 0))
         elif kind == 2:  # ECHO_REQUEST -> ECHO_REPLY
             self._send(3, xid, message[8:])
         elif kind == 20:  # BARRIER_REQUEST -> BARRIER_REPLY
@@ -324,6 +345,59 @@ class FakeSwitch:
 
     def close(self):
         self.sock.close()
+
+
+_SEND_FRAMES = """
+import socket, sys
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind((sys.argv[1], 0))
+    for frame in sys.argv[2:]:
+        s.send(bytes.fromhex(frame))
+"""
+
+TPID_8021Q = 0x8100
+TPID_8021AD = 0x88a8
+
+
+def _checksum(data):
+    """The Internet checksum (RFC 1071) of data."""
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, ident, tags=(), ttl=64):
+    """An Ethernet frame carrying an ICMP echo request (seq 1) with correct checksums; tags are
+    VLAN tags (tpid, vid), outermost first, inserted after the MAC addresses."""
+    icmp = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, 1) + b"weft"
+    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident, 0, ttl, IP_PROTO_ICMP, 0,
+                     socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    vlan = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
+    return (bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+            + vlan + struct.pack("!H", ETH_TYPE_IPV4) + ip + icmp)
+
+
+VLAN_TAGS = (  # (tpid, vid) tags, outermost first, a container could put on its frames
+    ((TPID_8021Q, 10),),
+    ((TPID_8021Q, 0),),  # a priority tag: tagged too, only its VID is 0
+    ((TPID_8021AD, 10),),
+    # QinQ: OVS parses one tag (vlan-limit=1), so eth_type is the inner TPID and PORT_SECURITY
+    # alone already dropped it.
+    ((TPID_8021AD, 20), (TPID_8021Q, 10)),
+)
+UNTAGGED_ECHO_ID = 1000
+
+
+def vlan_probe_frames(src_mac, dst_mac, src_ip, dst_ip):
+    """An echo request for each of VLAN_TAGS (ids after UNTAGGED_ECHO_ID), then the same request
+    untagged (UNTAGGED_ECHO_ID). Frames on one path arrive in order, so when the untagged one is the
+    first to arrive, none of the tagged ones got through."""
+    tagged = [icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, UNTAGGED_ECHO_ID + i, tags)
+              for i, tags in enumerate(VLAN_TAGS, 1)]
+    return [*tagged, icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, UNTAGGED_ECHO_ID)]
 
 
 class Capture:

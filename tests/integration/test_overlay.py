@@ -11,6 +11,7 @@ import pytest
 from flows.compiler import port_cookie
 from flows.model import PortState
 from weft.attach import host_device
+from weft.testing import UNTAGGED_ECHO_ID, vlan_probe_frames
 
 CIDR = "10.20.0.0/24"
 HOSTS = ("h1", "h2", "h3")
@@ -99,6 +100,19 @@ def test_forged_source_ip_or_mac_reaches_nobody(overlay):
     finally:
         overlay.exec(spoofer, "ip", "link", "set", "eth0", "address", real_mac)
     assert overlay.ping(spoofer, victim)
+
+
+@pytest.mark.parametrize("receiver", ["b12", "b21"])  # same host as b11, another host
+def test_a_vlan_tagged_frame_from_a_container_reaches_no_one(overlay, receiver):
+    """Only untagged frames enter from a container port: a tagged one (802.1Q, priority tag,
+    802.1ad, QinQ) carrying the port's own MAC and IP is dropped; the same frame untagged gets
+    through."""
+    src, dst = overlay.ports["b11"], overlay.ports[receiver]
+    before = overlay.api.get("/v1/status")["packet_ins"]
+    frames = vlan_probe_frames(src["mac"], dst["mac"], src["ip"], dst["ip"])
+    first, capture = overlay.first_echo_request("b11", receiver, frames)
+    assert first == UNTAGGED_ECHO_ID, capture
+    assert overlay.api.get("/v1/status")["packet_ins"] == before == 0
 
 
 def test_tcp_same_host_and_cross_host(overlay):

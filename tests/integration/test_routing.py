@@ -10,6 +10,7 @@ import time
 import pytest
 
 from weft import lab as weftlab
+from weft.testing import UNTAGGED_ECHO_ID, vlan_probe_frames
 
 SERVER_PORT = 8000
 
@@ -81,6 +82,19 @@ def test_ttl_one_is_not_routed_and_raises_no_packet_in(routed):
     assert routed.exec("b1", *ping, "1", ip(routed, "g3"), check=False).returncode != 0
     assert routed.exec("b1", *ping, "2", ip(routed, "g3"), check=False).returncode == 0  # one hop is enough
     assert routed.exec("b1", *ping, "1", ip(routed, "b2"), check=False).returncode == 0  # switched: no hop
+    assert routed.api.get("/v1/status")["packet_ins"] == before
+
+
+@pytest.mark.parametrize("receiver", ["g1", "g3"])  # green, on b1's host and on another
+def test_a_vlan_tagged_frame_is_not_routed(routed, receiver):
+    """A tagged frame to the router's MAC, with b1's own MAC and IP, is dropped before routing;
+    the same frame untagged is routed to the receiver."""
+    src, dst = routed.ports["b1"], routed.ports[receiver]
+    router_mac = next(p["mac"] for p in routed.api.get("/v1/routers/r1")["ports"] if p["network"] == "blue")
+    before = routed.api.get("/v1/status")["packet_ins"]
+    frames = vlan_probe_frames(src["mac"], router_mac, src["ip"], dst["ip"])
+    first, capture = routed.first_echo_request("b1", receiver, frames)
+    assert first == UNTAGGED_ECHO_ID, capture
     assert routed.api.get("/v1/status")["packet_ins"] == before
 
 

@@ -7,17 +7,17 @@ from incremental import L2_EDITS, apply_l2_edit, update_and_check  # tests/unit 
 from flows.examples import scale_topology, small_topology
 from flows.model import Binding, HostState, NetworkState, PortState, Topology, sorted_flows
 from flows.ofctl import to_ofctl
-from flows.pipeline import ARP_RESPONDER, STATIC_COOKIE, Category, make_cookie
+from flows.pipeline import ARP_RESPONDER, CLASSIFY, STATIC_COOKIE, TUNNEL_OFPORT, Category, make_cookie
 
 # A change in the compiler must update these consciously (they are the contract with OVS).
 # Regenerate: python3 -c "from tests.unit.test_flows_compiler import dump; dump()"
 GOLDEN = {
     "h1": [
-        "table=0, priority=100, cookie=0x40000000001, in_port=1, actions=set_field:0x64->metadata,set_field:0x1->reg14,goto_table:10",
-        "table=0, priority=100, cookie=0x40000000003, in_port=2, actions=set_field:0xc8->metadata,set_field:0x3->reg14,goto_table:10",
+        "table=0, priority=100, cookie=0x40000000001, in_port=1,vlan_tci=0x0000/0x1fff, actions=set_field:0x64->metadata,set_field:0x1->reg14,goto_table:10",
+        "table=0, priority=100, cookie=0x40000000003, in_port=2,vlan_tci=0x0000/0x1fff, actions=set_field:0xc8->metadata,set_field:0x3->reg14,goto_table:10",
         "table=0, priority=100, cookie=0x30000000064, in_port=65000,tun_id=0x64, actions=set_field:0x64->metadata,set_field:0x1->reg10,goto_table:90",
         "table=0, priority=100, cookie=0x300000000c8, in_port=65000,tun_id=0xc8, actions=set_field:0xc8->metadata,set_field:0x1->reg10,goto_table:90",
-        "table=0, priority=100, cookie=0x10000000000, in_port=65001, actions=goto_table:35",
+        "table=0, priority=100, cookie=0x10000000000, in_port=65001,vlan_tci=0x0000/0x1fff, actions=goto_table:35",
         "table=10, priority=100, cookie=0x40000000001, arp_sha=02:00:00:00:00:01,arp_spa=10.0.0.2,dl_src=02:00:00:00:00:01,dl_type=0x0806,reg14=0x1, actions=goto_table:20",
         "table=10, priority=100, cookie=0x40000000003, arp_sha=02:00:00:00:00:01,arp_spa=10.0.0.2,dl_src=02:00:00:00:00:01,dl_type=0x0806,reg14=0x3, actions=goto_table:20",
         "table=10, priority=100, cookie=0x40000000001, dl_src=02:00:00:00:00:01,dl_type=0x0800,nw_src=10.0.0.2,reg14=0x1, actions=goto_table:20",
@@ -35,9 +35,9 @@ GOLDEN = {
         "table=110, priority=100, cookie=0x40000000003, reg15=0x3, actions=output:2",
     ],
     "h2": [
-        "table=0, priority=100, cookie=0x40000000002, in_port=1, actions=set_field:0x64->metadata,set_field:0x2->reg14,goto_table:10",
+        "table=0, priority=100, cookie=0x40000000002, in_port=1,vlan_tci=0x0000/0x1fff, actions=set_field:0x64->metadata,set_field:0x2->reg14,goto_table:10",
         "table=0, priority=100, cookie=0x30000000064, in_port=65000,tun_id=0x64, actions=set_field:0x64->metadata,set_field:0x1->reg10,goto_table:90",
-        "table=0, priority=100, cookie=0x10000000000, in_port=65001, actions=goto_table:35",
+        "table=0, priority=100, cookie=0x10000000000, in_port=65001,vlan_tci=0x0000/0x1fff, actions=goto_table:35",
         "table=10, priority=100, cookie=0x40000000002, arp_sha=02:00:00:00:00:02,arp_spa=10.0.0.3,dl_src=02:00:00:00:00:02,dl_type=0x0806,reg14=0x2, actions=goto_table:20",
         "table=10, priority=100, cookie=0x40000000002, dl_src=02:00:00:00:00:02,dl_type=0x0800,nw_src=10.0.0.3,reg14=0x2, actions=goto_table:20",
         "table=20, priority=100, cookie=0x40000000001, arp_op=1,arp_tpa=10.0.0.2,dl_type=0x0806,metadata=0x64, actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:00:00:00:00:01->dl_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:02:00:00:00:00:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.0.0.2->arp_spa,output:IN_PORT",
@@ -67,6 +67,17 @@ def test_golden_flows_small_topology():
     assert sorted(compiled) == sorted(GOLDEN)
     for host, expected in GOLDEN.items():
         assert render(compiled[host]) == expected, host
+
+
+def test_container_ports_and_the_uplink_take_only_untagged_frames():
+    """vlan_vid=OFPVID_NONE, as ovs-ofctl prints it. Frames from the tunnel passed that check on
+    the sender's host."""
+    for host_flows in compile_all(scale_topology(3, 5, 2)).values():
+        classify = [f for fs in host_flows.values() for f in fs if f.table == CLASSIFY.id]
+        assert classify
+        for flow in classify:
+            from_tunnel = dict(flow.match)["in_port"] == TUNNEL_OFPORT
+            assert ("vlan_tci=0x0000/0x1fff" in to_ofctl(flow)) is not from_tunnel, flow
 
 
 def test_compile_host_matches_compile_all():

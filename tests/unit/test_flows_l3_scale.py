@@ -7,9 +7,12 @@ from flows import compiler as compiler_module
 from flows.compiler import Compiler, compile_all, port_cookie, router_cookie
 from incremental import L2_EDITS, apply_l2_edit, update_and_check  # tests/unit is on sys.path
 from flows.examples import routed_scale_topology, scale_topology
-from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState,
-                         PortState, RouterPortState, RouterState, RouteState, Topology)
-from flows.trace import DELIVERED, DROPPED, SENT_OUT_UPLINK, Tracer, l4_fields
+from flows.model import (ARP_REPLY, ARP_REQUEST, ETH_TYPE_ARP, ETH_TYPE_IPV4, Binding,
+                         FloatingIpState, GatewayState, HostState, NetworkState, PortState,
+                         RouterPortState, RouterState, RouteState, Topology)
+from flows.pipeline import UPLINK_OFPORT
+from flows.trace import DELIVERED, DROPPED, SENT_OUT_UPLINK, TO_CONTROLLER, Tracer, l4_fields
+from tags import MAYBE_TAGGED, TAGGED_VLAN_VIDS  # tests/unit is on sys.path
 
 CIDRS = ["10.0.0.0/24", "10.1.0.0/24", "10.2.0.0/24"]
 
@@ -76,9 +79,12 @@ def test_frames_reach_only_their_network_or_their_routers_networks(topo, data):
     ips = sorted({p.ip for p in topo.ports.values()} | {"10.0.0.1", "10.1.0.1", "8.8.8.8"})
     for _ in range(4):
         dst_mac, dst_ip = data.draw(st.sampled_from(macs)), data.draw(st.sampled_from(ips))
-        verdict = tracer.from_port(src.name, eth_dst=dst_mac, ipv4_dst=dst_ip,
+        vlan_vid = data.draw(MAYBE_TAGGED)
+        verdict = tracer.from_port(src.name, eth_dst=dst_mac, ipv4_dst=dst_ip, vlan_vid=vlan_vid,
                                    **l4_fields("tcp")).verdict
-        if verdict.kind == DELIVERED:
+        if vlan_vid is not None:  # tagged: not switched, not routed, not out the uplink
+            assert (verdict.kind, verdict.table) == (DROPPED, "CLASSIFY"), verdict
+        elif verdict.kind == DELIVERED:
             dst = topo.ports[verdict.port]
             assert dst.network == src.network or (
                 own_router is not None and router_name_of(topo, dst.network) == own_router), \
@@ -104,6 +110,33 @@ def test_every_port_reaches_every_port_behind_its_router(topo, data):
         verdict = tracer.from_port(src.name, eth_dst=gateway_mac, ipv4_dst=dst.ip).verdict
         assert (verdict.kind, verdict.port) == (DELIVERED, dst.name)
         assert verdict.packet["nw_ttl"] == 63 and verdict.packet["eth_dst"] == dst.mac
+
+
+@PROPERTY_SETTINGS
+@given(routed_topologies(), st.data())
+def test_tagged_frames_from_the_outside_reach_no_one(topo, data):
+    """On a gateway's uplink only untagged frames are taken: tagged, neither the next hop's ARP
+    reply (to the controller), nor an ARP request, nor IPv4 to the external or a floating IP."""
+    tracer = Tracer(topo)
+    for router in topo.routers.values():
+        gw = router.gateway
+        if gw is None:
+            continue
+        arp = {"in_port": UPLINK_OFPORT, "eth_src": gw.next_hop_mac, "eth_type": ETH_TYPE_ARP,
+               "arp_sha": gw.next_hop_mac, "arp_spa": gw.next_hop, "arp_tpa": gw.ip}
+        frames = [
+            {**arp, "eth_dst": gw.mac, "arp_op": ARP_REPLY, "arp_tha": gw.mac},
+            {**arp, "eth_dst": "ff:ff:ff:ff:ff:ff", "arp_op": ARP_REQUEST,
+             "arp_tha": "00:00:00:00:00:00"},
+            {"in_port": UPLINK_OFPORT, "eth_src": gw.next_hop_mac, "eth_dst": gw.mac,
+             "eth_type": ETH_TYPE_IPV4, "ipv4_src": "198.51.100.7", "ipv4_dst": gw.ip,
+             "nw_ttl": 60, **l4_fields("tcp", 5555, 22)},
+        ]
+        assert tracer.trace(gw.host, frames[0]).verdict.kind == TO_CONTROLLER  # untagged
+        for frame in frames:
+            verdict = tracer.trace(gw.host, {**frame, "vlan_vid": data.draw(TAGGED_VLAN_VIDS)}
+                                   ).verdict
+            assert (verdict.kind, verdict.table) == (DROPPED, "CLASSIFY"), (frame, verdict)
 
 
 # ---- incremental == full compile, with routers -----------------------------------------------

@@ -1,13 +1,16 @@
-"""The offline tracer on compiled flows: delivery, tunnels, ARP, drops, isolation, spoofing."""
+"""The offline tracer on compiled flows: delivery, tunnels, ARP, drops, isolation, spoofing,
+VLAN tags."""
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flows.compiler import compile_all
 from flows.examples import small_topology
-from flows.model import (ARP_REPLY, ETH_TYPE_ARP, Binding, Flow, HostState, NetworkState,
-                         PortState, Topology)
+from flows.model import (ARP_REPLY, ETH_TYPE_ARP, OFPVID_NONE, OFPVID_PRESENT, Binding, Flow,
+                         HostState, NetworkState, PortState, Topology)
 from flows.pipeline import TUNNEL_OFPORT
-from flows.trace import (DELIVERED, DROPPED, LOOP, TUNNELLED_TO_UNKNOWN, Tracer, trace,
-                         trace_from_port)
+from flows.trace import (DELIVERED, DROPPED, LOOP, TUNNELLED_TO_UNKNOWN, Tracer, format_trace,
+                         trace, trace_from_port)
+from tags import MAYBE_TAGGED  # tests/unit is on sys.path
 
 A_MAC, B_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
@@ -114,6 +117,24 @@ def test_spoofed_sources_dropped_in_port_security():
             overrides
 
 
+@pytest.mark.parametrize("vlan_vid", [OFPVID_PRESENT | 10, OFPVID_PRESENT, OFPVID_PRESENT | 4095])
+@pytest.mark.parametrize("frame", [{"eth_dst": B_MAC, "ipv4_dst": "10.0.0.3"},
+                                   {"eth_type": ETH_TYPE_ARP, "arp_tpa": "10.0.0.3"}])
+def test_tagged_frames_with_the_ports_own_addresses_are_dropped_in_classify(vlan_vid, frame):
+    topo = small_topology()
+    result = trace_from_port(topo, "a", vlan_vid=vlan_vid, **frame)
+    assert (result.verdict.kind, result.verdict.table) == (DROPPED, "CLASSIFY")
+    assert f"VLAN-tagged (vlan_vid={vlan_vid:#x})" in result.verdict.reason
+    assert "untagged frames" in format_trace(result, topo)
+
+
+def test_an_explicitly_untagged_frame_is_an_untagged_frame():
+    untagged = trace_from_port(small_topology(), "a", eth_dst=B_MAC, ipv4_dst="10.0.0.3",
+                               vlan_vid=OFPVID_NONE)
+    assert (untagged.verdict.kind, untagged.verdict.port) == (DELIVERED, "b")
+    assert "vlan_vid" not in untagged.verdict.packet  # shown as given: without a tag
+
+
 # ---- properties over random topologies ----------------------------------------------------
 
 @st.composite
@@ -157,11 +178,14 @@ def test_no_frame_crosses_networks(topo, data):
     macs = sorted({p.mac for p in topo.ports.values()} | {"ff:ff:ff:ff:ff:ff"})
     ips = sorted({p.ip for p in topo.ports.values()})
     dst_mac, dst_ip = data.draw(st.sampled_from(macs)), data.draw(st.sampled_from(ips))
+    vlan_vid = data.draw(MAYBE_TAGGED)
     for overrides in ({"eth_dst": dst_mac, "ipv4_dst": dst_ip},
                       {"eth_type": ETH_TYPE_ARP, "arp_tpa": dst_ip},
                       {"eth_type": ETH_TYPE_ARP, "eth_dst": dst_mac, "arp_tpa": dst_ip}):
-        verdict = tracer.from_port(src, **overrides).verdict
-        if verdict.kind == DELIVERED:
+        verdict = tracer.from_port(src, vlan_vid=vlan_vid, **overrides).verdict
+        if vlan_vid is not None:  # own MAC and IP, but tagged: nowhere
+            assert (verdict.kind, verdict.table) == (DROPPED, "CLASSIFY"), verdict
+        elif verdict.kind == DELIVERED:
             assert topo.ports[verdict.port].network == topo.ports[src].network
         else:
             assert verdict.kind == DROPPED
@@ -179,15 +203,16 @@ def test_spoofed_frames_are_never_delivered(topo, data):
     dst_mac = data.draw(st.sampled_from(sorted({p.mac for p in topo.ports.values()})))
     dst_ip = data.draw(st.sampled_from(sorted({p.ip for p in topo.ports.values()})))
     arp = {"eth_type": ETH_TYPE_ARP, "arp_tpa": dst_ip}
+    vlan_vid = data.draw(MAYBE_TAGGED)
     for overrides in ({"eth_src": other_mac}, {"ipv4_src": other_ip},
                       {"eth_src": other_mac, "ipv4_src": other_ip},
                       {**arp, "eth_src": other_mac}, {**arp, "arp_sha": other_mac},
                       {**arp, "arp_spa": other_ip}, {**arp, "eth_dst": dst_mac,
                                                      "arp_sha": other_mac, "eth_src": other_mac}):
         verdict = tracer.from_port(src.name, **{"eth_dst": dst_mac, "ipv4_dst": dst_ip,
-                                                **overrides}).verdict
+                                                "vlan_vid": vlan_vid, **overrides}).verdict
         assert verdict.kind == DROPPED, (overrides, verdict)
-        assert verdict.table == "PORT_SECURITY"
+        assert verdict.table == ("PORT_SECURITY" if vlan_vid is None else "CLASSIFY")
 
 
 @PROPERTY_SETTINGS
