@@ -124,9 +124,17 @@ class Lab:
         config = self.info["hosts"][host]
         log = Path(config["ovs_rundir"]) / "ovs-vswitchd.log"
         connected = f"br-int<->{config['of_target']}: connected"
-        connections = log.read_text().count(connected)
-        self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
+        removed = f'removed primary controller "{config["of_target"]}"'
+        text = log.read_text()
+        connections, removals = text.count(connected), text.count(removed)
         deadline = time.monotonic() + timeout
+        # vswitchd may apply our change and the controller's putting-back in one reconfiguration,
+        # and then never drops the connection: repeat until it has.
+        while log.read_text().count(removed) == removals:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host}'s br-int never dropped its controller connection")
+            self.exec(host, "ovs-vsctl", "set-controller", "br-int", "tcp:127.0.0.1:9")
+            time.sleep(0.5)
         while True:
             status = self.api.get(api_path("hosts", host))["status"]
             if (log.read_text().count(connected) > connections and status.get("openflow_connected")

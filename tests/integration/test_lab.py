@@ -205,7 +205,7 @@ UnixServer(conf.split("api_socket = ")[1].split()[0], H).serve_forever()
 def test_join_path_with_stand_in_controller(make_lab, tmp_path, monkeypatch):
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
-    monkeypatch.setattr(weftlab, "controller_argv", lambda ofp, conf: [
+    monkeypatch.setattr(weftlab, "controller_argv", lambda ofp, conf, tls=None: [
         sys.executable, str(script), "--ofp-tcp-listen-port", str(ofp), "--config-file", str(conf)])
     lab = make_lab(hosts=2, controller=True, shared=False)
     info = lab.info
