@@ -4,6 +4,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import _common  # also puts the repo on sys.path
@@ -114,3 +115,14 @@ def check_controller_tree(lab):
     path = next((e[len(b"PYTHONPATH="):].decode() for e in env if e.startswith(b"PYTHONPATH=")), "")
     if path.split(os.pathsep)[0] != str(_common.REPO):
         raise RuntimeError(f"the controller runs with PYTHONPATH={path!r}, not this tree ({_common.REPO}) first")
+
+
+def wait_idle(pid, busy=0.1, interval=0.5, timeout=60.0):
+    """Waits until the process used less than `busy` of a CPU over `interval` (work queued behind the
+    last requests is done); returns the seconds waited (or timeout, if it never went quiet)."""
+    t0 = time.monotonic()
+    while True:
+        c0 = cpu_seconds(pid)
+        time.sleep(interval)
+        if cpu_seconds(pid) - c0 < busy * interval or time.monotonic() - t0 >= timeout:
+            return time.monotonic() - t0
