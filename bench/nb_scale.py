@@ -5,17 +5,18 @@ created with POST /v1/ports {"name", "network"}, the API picking the address, al
 keep-alive HTTP connection: bench/_api.py), the probe container on h2 and the containers attached on
 h1. Attaching in the filler ports' own network is the worst case: both hosts carry that network.
 At each size N of --sizes (filler ports in the NB; the probe's port comes on top):
-  create  the next --window creates (ports N+1 .. N+W): p50, p90, and the CPU of the controller and
-          of its NB ovsdb-server per create, taken until the controller is idle again (so the
-          reconcile the creates caused is included);
-  read    --reads GET /v1/ports/<a random filler port>: p50;
+  create  --window creates, each port deleted again right after (so the NB stays at N; a growing
+          window would measure an empty NB at N = W/2): create p50, p90, delete p50, and the CPU of
+          the controller and of its NB ovsdb-server per create + delete, taken until the controller
+          is idle again (so the reconcile work they caused is included);
+  read    --reads GET /v1/ports/<a random filler port> (the probe's, in an empty NB): p50;
   attach  --attaches sequential attaches, weft.attach.attach() in the worker on h1 with the probe on h2
           pinging (bench/_portup.py, as attach_latency's programmatic path): start -> first ping, and
           the call; then they are detached again, so every size attaches onto the same br-int;
   memory  the controller's VmRSS when the fill reached N (and the controller went idle); KiB per NB
           port = RSS delta / ports added.
-The fill time is the wall time of all the creates from 0 to the last size (fill steps and windows;
-the measurements between them left out), with creates/s. The controller is waited for until it is
+The fill time is the wall time of the filler creates from 0 to the last size (the measurements
+between them left out), with creates/s. The controller is waited for until it is
 idle (< 10% of a CPU over 0.5 s) before every measurement.
 
 --max-seconds is a budget for the fill: once its creates have taken that long, the fill stops where
@@ -53,6 +54,20 @@ MAX_SIZE = 30000
 RATE_OVER = 50  # creates: the rate quoted when the budget stops the fill
 
 
+def timed(api, method, path, body=None, expect=200):
+    """Seconds one API call took; raises unless it answered `expect`."""
+    t = time.perf_counter()
+    status, answer = api.request(method, path, body)
+    dt = time.perf_counter() - t
+    if status != expect:
+        raise RuntimeError(f"{method} {path}: {status} {answer}")
+    return dt
+
+
+def create_port(api, name):
+    return timed(api, "POST", "/v1/ports", {"name": name, "network": NETWORK}, expect=201)
+
+
 class Filler:
     """Creates unbound ports f1, f2, ... one after another on one keep-alive connection."""
 
@@ -63,11 +78,7 @@ class Filler:
 
     def create(self):
         name = f"f{len(self.names) + 1}"
-        t = time.perf_counter()
-        status, body = self.api.request("POST", "/v1/ports", {"name": name, "network": NETWORK})
-        dt = time.perf_counter() - t
-        if status != 201:
-            raise RuntimeError(f"POST /v1/ports {name}: {status} {body}")
+        dt = create_port(self.api, name)
         self.names.append(name)
         self.seconds += dt
         return dt
@@ -86,15 +97,6 @@ class Filler:
         return None
 
 
-def timed_calls(fn, n):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 class Run:
     def __init__(self, lab, api, a):
         self.lab, self.api, self.a = lab, api, a
@@ -103,25 +105,29 @@ class Run:
         self.probe = start_probe(lab, NETWORK, PROBE_IP)
         self.worker = Programmatic(lab)
         self.attach_ips = iter(ATTACH_IPS)
-        self.n_attached = 0
+        self.n_attached = self.n_window = 0
         self.rng = random.Random(8)
 
     def idle(self):
         return wait_idle(self.controller)
 
     def window(self):
-        """--window creates: their times, and controller and NB server CPU per create."""
+        """--window creates, each deleted right after: create and delete times, and the controller's
+        and NB server's CPU per create + delete."""
         c0, n0 = cpu_seconds(self.controller), cpu_seconds(self.nb)
-        times = [self.filler.create() for _ in range(self.a.window)]
+        creates, deletes = [], []
+        for _ in range(self.a.window):
+            self.n_window += 1
+            name = f"w{self.n_window}"
+            creates.append(create_port(self.api, name))
+            deletes.append(timed(self.api, "DELETE", f"/v1/ports/{name}"))
         self.idle()
-        return times, ((cpu_seconds(self.controller) - c0) / len(times), (cpu_seconds(self.nb) - n0) / len(times))
+        n = self.a.window
+        return creates, deletes, ((cpu_seconds(self.controller) - c0) / n, (cpu_seconds(self.nb) - n0) / n)
 
     def reads(self):
-        def get():
-            status, body = self.api.request("GET", f"/v1/ports/{self.rng.choice(self.filler.names)}")
-            if status != 200:
-                raise RuntimeError(f"GET /v1/ports: {status} {body}")
-        return timed_calls(get, self.a.reads) if self.filler.names else []
+        names = self.filler.names or ["probe"]  # the empty NB's one port
+        return [timed(self.api, "GET", f"/v1/ports/{self.rng.choice(names)}") for _ in range(self.a.reads)]
 
     def attaches(self):
         """--attaches sequential attaches with the probe pinging, then detached and removed."""
@@ -153,7 +159,7 @@ class Run:
                 "rss": rss_kib(self.controller), "nb_rss": rss_kib(self.nb)}
 
     def measure(self, row):
-        row["create"], row["create_cpu"] = self.window()
+        row["create"], row["delete"], row["create_cpu"] = self.window()
         row["get"] = self.reads()
         row["attach"] = self.attaches()
         return row
@@ -180,14 +186,14 @@ def ms(xs, p=50, digits=1):
 
 def report(rows, base, connects):
     out = []
-    head = ["NB ports", "create p50 ms", "create p90 ms", "controller CPU ms per create",
-            "NB server CPU ms per create", "GET port p50 ms", "attach -> ping p50 ms", "attach call p50 ms",
+    head = ["NB ports", "create p50 ms", "create p90 ms", "delete p50 ms", "controller CPU ms per create + delete",
+            "NB server CPU ms per create + delete", "GET port p50 ms", "attach -> ping p50 ms", "attach call p50 ms",
             "attaches ok"]
     trows = []
     for r in rows:
         ok = [s for s in r["attach"] if not s["error"] and s["ping"] is not None]
         label = f"{r['ports']}" + (" (fill stopped)" if r["stopped"] else "")
-        trows.append([label, ms(r["create"]), ms(r["create"], 90), f"{r['create_cpu'][0] * 1e3:.1f}",
+        trows.append([label, ms(r["create"]), ms(r["create"], 90), ms(r["delete"]), f"{r['create_cpu'][0] * 1e3:.1f}",
                       f"{r['create_cpu'][1] * 1e3:.1f}", ms(r["get"], digits=2), ms([s["ping"] for s in ok], digits=0),
                       ms([s["call"] for s in ok], digits=0), f"{len(ok)} of {len(r['attach'])}"])
     out.append(table(head, trows))
@@ -214,7 +220,7 @@ def report(rows, base, connects):
              "No fill (sizes 0 only).",
              f"API {base}, {connects} HTTP connection(s) opened for the run (1 = kept alive throughout).",
              "NB ports = the filler ports; the probe's port is in the NB too, the attached ones only while "
-             "they are measured. create p50/p90 = the --window creates right after the size was reached."]
+             "they are measured. create/delete = the --window creates at that size, each port deleted right after."]
     if last["stopped"]:
         notes.append(f"The fill stopped at {last['ports']} ports: {last['stopped']}.")
     if len(rows) > 1:
@@ -242,7 +248,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="sizes 0,1000, window 50, 50 reads, 5 attaches")
     ap.add_argument("--sizes", help="filler ports at which to measure (default 0,1000,5000,10000)")
-    ap.add_argument("--window", type=int, help="creates timed at each size (default 200)")
+    ap.add_argument("--window", type=int, help="creates (each deleted after) timed at each size (default 200)")
     ap.add_argument("--reads", type=int, help="GETs of one port timed at each size (default 200)")
     ap.add_argument("--attaches", type=int, help="sequential attaches at each size (default 10)")
     ap.add_argument("--max-seconds", type=float, default=600.0,
@@ -253,8 +259,8 @@ def main():
     a.window = a.window or (50 if a.quick else 200)
     a.reads = a.reads or (50 if a.quick else 200)
     a.attaches = a.attaches or (5 if a.quick else 10)
-    if a.sizes[0] < 0 or a.sizes[-1] + a.window * len(a.sizes) > MAX_SIZE:
-        ap.error(f"sizes must be between 0 and {MAX_SIZE} ports, windows included")
+    if a.sizes[0] < 0 or a.sizes[-1] > MAX_SIZE:
+        ap.error(f"sizes must be between 0 and {MAX_SIZE} ports")
 
     lab = new_lab("n")
     try:
@@ -276,7 +282,7 @@ def main():
 
     _common.header(f"nb_scale: port create, read and attach at {', '.join(map(str, a.sizes))} NB ports, 2 hosts",
                    sys.argv)
-    print(f"Window {a.window} creates, {a.reads} reads, {a.attaches} sequential attaches per size; "
+    print(f"Window {a.window} creates (each deleted after), {a.reads} reads, {a.attaches} sequential attaches per size; "
           f"--max-seconds {a.max_seconds:.0f}.\n")
     print(report(rows, base, connects))
 
