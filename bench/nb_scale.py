@@ -5,10 +5,11 @@ created with POST /v1/ports {"name", "network"}, the API picking the address, al
 keep-alive HTTP connection: bench/_api.py), the probe container on h2 and the containers attached on
 h1. Attaching in the filler ports' own network is the worst case: both hosts carry that network.
 At each size N of --sizes (filler ports in the NB; the probe's port comes on top):
-  create  --window creates, each port deleted again right after (so the NB stays at N; a growing
-          window would measure an empty NB at N = W/2): create p50, p90, delete p50, and the CPU of
-          the controller and of its NB ovsdb-server per create + delete, taken until the controller
-          is idle again (so the reconcile work they caused is included);
+  create  --window creates, one at a time on an idle controller, each port deleted again right after
+          (so the NB stays at N): create p50 and p90, delete p50, and the controller's CPU per create
+          and per delete, taken from the call until the controller is idle again (so the reconcile
+          pass each caused is in it). Also the p50 of the last --window creates of the fill, back
+          to back, where each create waits for the reconcile of the one before (the fill's rate);
   read    --reads GET /v1/ports/<a random filler port> (the probe's, in an empty NB): p50;
   attach  --attaches sequential attaches, weft.attach.attach() in the worker on h1 with the probe on h2
           pinging (bench/_portup.py, as attach_latency's programmatic path): start -> first ping, and
@@ -16,8 +17,8 @@ At each size N of --sizes (filler ports in the NB; the probe's port comes on top
   memory  the controller's VmRSS when the fill reached N (and the controller went idle); KiB per NB
           port = RSS delta / ports added.
 The fill time is the wall time of the filler creates from 0 to the last size (the measurements
-between them left out), with creates/s. The controller is waited for until it is
-idle (< 10% of a CPU over 0.5 s) before every measurement.
+between them left out), with creates/s. The controller is waited for until it is idle (< 10% of a
+CPU over 0.5 s; between the window's calls: no CPU tick in 30 ms) before every measurement.
 
 --max-seconds is a budget for the fill: once its creates have taken that long, the fill stops where
 it is (saying how long the step would have taken at the rate it had reached); the last row is then
@@ -74,12 +75,14 @@ class Filler:
     def __init__(self, api):
         self.api = api
         self.names = []
-        self.seconds = 0.0  # wall time of every create so far
+        self.times = []     # each create's wall time
+        self.seconds = 0.0  # their sum
 
     def create(self):
         name = f"f{len(self.names) + 1}"
         dt = create_port(self.api, name)
         self.names.append(name)
+        self.times.append(dt)
         self.seconds += dt
         return dt
 
@@ -111,19 +114,32 @@ class Run:
     def idle(self):
         return wait_idle(self.controller)
 
+    def quiet(self):
+        """Idle again after one call: no CPU tick of the controller in 30 ms (its timers alone use
+        about 5 ms/s)."""
+        wait_idle(self.controller, busy=0.01, interval=0.03)
+
+    def one(self, call):
+        """(wall time of call(), controller CPU from its start until the controller is quiet again)."""
+        c0 = cpu_seconds(self.controller)
+        dt = call()
+        self.quiet()
+        return dt, cpu_seconds(self.controller) - c0
+
     def window(self):
-        """--window creates, each deleted right after: create and delete times, and the controller's
-        and NB server's CPU per create + delete."""
-        c0, n0 = cpu_seconds(self.controller), cpu_seconds(self.nb)
-        creates, deletes = [], []
+        """--window creates, each on a quiet controller and deleted right after: {"create", "delete":
+        ([wall times], mean controller CPU per call)}."""
+        out = {"create": ([], []), "delete": ([], [])}
+        self.quiet()
         for _ in range(self.a.window):
             self.n_window += 1
             name = f"w{self.n_window}"
-            creates.append(create_port(self.api, name))
-            deletes.append(timed(self.api, "DELETE", f"/v1/ports/{name}"))
-        self.idle()
-        n = self.a.window
-        return creates, deletes, ((cpu_seconds(self.controller) - c0) / n, (cpu_seconds(self.nb) - n0) / n)
+            for kind, call in (("create", lambda: create_port(self.api, name)),
+                               ("delete", lambda: timed(self.api, "DELETE", f"/v1/ports/{name}"))):
+                dt, cpu = self.one(call)
+                out[kind][0].append(dt)
+                out[kind][1].append(cpu)
+        return {kind: (times, sum(cpus) / len(cpus)) for kind, (times, cpus) in out.items()}
 
     def reads(self):
         names = self.filler.names or ["probe"]  # the empty NB's one port
@@ -150,16 +166,19 @@ class Run:
     def fill_step(self, size):
         """Fills to size (or to where the budget stops it) and waits for the controller to be idle;
         a row with what the step cost."""
-        n0, s0, c0 = len(self.filler.names), self.filler.seconds, cpu_seconds(self.controller)
+        n0, s0 = len(self.filler.names), self.filler.seconds
+        c0, nb0 = cpu_seconds(self.controller), cpu_seconds(self.nb)
         stopped = self.filler.fill_to(size, self.a.max_seconds)
         settle = self.idle()
+        n = len(self.filler.names) - n0
         return {"ports": len(self.filler.names), "fill_seconds": self.filler.seconds, "stopped": stopped,
-                "step_creates": len(self.filler.names) - n0, "step_seconds": self.filler.seconds - s0,
-                "step_cpu": cpu_seconds(self.controller) - c0, "settle": settle,
-                "rss": rss_kib(self.controller), "nb_rss": rss_kib(self.nb)}
+                "step_creates": n, "step_seconds": self.filler.seconds - s0,
+                "back_to_back": self.filler.times[-min(n, self.a.window):] if n else [],
+                "step_cpu": cpu_seconds(self.controller) - c0, "step_nb_cpu": cpu_seconds(self.nb) - nb0,
+                "settle": settle, "rss": rss_kib(self.controller), "nb_rss": rss_kib(self.nb)}
 
     def measure(self, row):
-        row["create"], row["delete"], row["create_cpu"] = self.window()
+        row["window"] = self.window()
         row["get"] = self.reads()
         row["attach"] = self.attaches()
         return row
@@ -186,21 +205,23 @@ def ms(xs, p=50, digits=1):
 
 def report(rows, base, connects):
     out = []
-    head = ["NB ports", "create p50 ms", "create p90 ms", "delete p50 ms", "controller CPU ms per create + delete",
-            "NB server CPU ms per create + delete", "GET port p50 ms", "attach -> ping p50 ms", "attach call p50 ms",
-            "attaches ok"]
+    head = ["NB ports", "create p50 ms", "create p90 ms", "controller CPU ms per create", "delete p50 ms",
+            "controller CPU ms per delete", "back-to-back create p50 ms (fill)", "GET port p50 ms",
+            "attach -> ping p50 ms", "attach call p50 ms", "attaches ok"]
     trows = []
     for r in rows:
         ok = [s for s in r["attach"] if not s["error"] and s["ping"] is not None]
         label = f"{r['ports']}" + (" (fill stopped)" if r["stopped"] else "")
-        trows.append([label, ms(r["create"]), ms(r["create"], 90), ms(r["delete"]), f"{r['create_cpu'][0] * 1e3:.1f}",
-                      f"{r['create_cpu'][1] * 1e3:.1f}", ms(r["get"], digits=2), ms([s["ping"] for s in ok], digits=0),
-                      ms([s["call"] for s in ok], digits=0), f"{len(ok)} of {len(r['attach'])}"])
+        (creates, create_cpu), (deletes, delete_cpu) = r["window"]["create"], r["window"]["delete"]
+        trows.append([label, ms(creates), ms(creates, 90), f"{create_cpu * 1e3:.1f}", ms(deletes),
+                      f"{delete_cpu * 1e3:.1f}", ms(r["back_to_back"]), ms(r["get"], digits=2),
+                      ms([s["ping"] for s in ok], digits=0), ms([s["call"] for s in ok], digits=0),
+                      f"{len(ok)} of {len(r['attach'])}"])
     out.append(table(head, trows))
 
     head = ["NB ports", "controller RSS MiB", "KiB per port since the previous row", "KiB per port since the first row",
             "NB server RSS MiB", "fill s to here (creates only)", "fill step: creates", "creates/s",
-            "controller CPU-s", "then idle after s"]
+            "controller CPU-s", "NB server CPU-s", "then idle after s"]
     trows, prev = [], None
     first = rows[0]
     for r in rows:
@@ -210,7 +231,7 @@ def report(rows, base, connects):
         trows.append([r["ports"], f"{r['rss'] / 1024:.1f}", per_port(prev) if prev else "-", per_port(first),
                       f"{r['nb_rss'] / 1024:.1f}", f"{r['fill_seconds']:.1f}", r["step_creates"],
                       f"{r['step_creates'] / r['step_seconds']:.1f}" if r["step_creates"] else "-",
-                      f"{r['step_cpu']:.1f}", f"{r['settle']:.1f}"])
+                      f"{r['step_cpu']:.1f}", f"{r['step_nb_cpu']:.1f}", f"{r['settle']:.1f}"])
         prev = r
     out.append(table(head, trows))
 
@@ -220,16 +241,19 @@ def report(rows, base, connects):
              "No fill (sizes 0 only).",
              f"API {base}, {connects} HTTP connection(s) opened for the run (1 = kept alive throughout).",
              "NB ports = the filler ports; the probe's port is in the NB too, the attached ones only while "
-             "they are measured. create/delete = the --window creates at that size, each port deleted right after."]
+             "they are measured. create/delete: the --window creates at that size, one at a time on a quiet "
+             "controller, each port deleted right after; back-to-back: the last --window creates of the "
+             "fill step that reached the size."]
     if last["stopped"]:
         notes.append(f"The fill stopped at {last['ports']} ports: {last['stopped']}.")
     if len(rows) > 1:
         zero, top = rows[0], last
         ping0 = [s["ping"] for s in zero["attach"] if s["ping"] is not None]
         ping1 = [s["ping"] for s in top["attach"] if s["ping"] is not None]
-        if zero["create"] and top["create"]:
+        c0, c1 = zero["window"]["create"][0], top["window"]["create"][0]
+        if c0 and c1:
             notes.append(f"create p50 at {top['ports']} / at {zero['ports']}: "
-                         f"{median(top['create']) / median(zero['create']):.1f}x (target at 10,000 vs empty: <= 2x)")
+                         f"{median(c1) / median(c0):.1f}x (target at 10,000 vs empty: <= 2x)")
         if ping0 and ping1:
             notes.append(f"attach -> ping p50 at {top['ports']} / at {zero['ports']}: "
                          f"{median(ping1) / median(ping0):.2f}x (target at 10,000 vs empty: <= 1.5x)")
