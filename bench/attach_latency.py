@@ -27,7 +27,7 @@ import time
 import _common
 import _netns
 from _common import median, pct, table
-from _labutil import check_controller_tree, control_plane_pids, cpu_seconds, new_lab
+from _labutil import PY, check_controller_tree, control_plane_pids, cpu_seconds, new_lab
 from _portup import WAIT, Programmatic, start_probe, timed_attaches
 
 from weft import lab as weftlab
