@@ -26,8 +26,14 @@ def new_lab(tag, hosts=2):
 
 
 def api_unix(lab):
-    """The lab's API relay socket (unix:...), reachable from inside host namespaces."""
-    return lab.info["api_unix"]
+    """The lab's API on a unix socket (unix:...), reachable from inside host namespaces: the relay's
+    (api_unix), or the API itself once the controller serves it there (api = unix:...)."""
+    info = lab.info
+    if info.get("api_unix"):
+        return info["api_unix"]
+    if str(info.get("api", "")).startswith("unix:"):
+        return info["api"]
+    raise RuntimeError(f"lab {lab.name} has no API on a unix socket (api = {info.get('api')!r})")
 
 
 class LineProc:
