@@ -6,6 +6,8 @@ with OVS_RUNDIR=<host dir> (so the attach uses that host's OVSDB). Each stdin li
 answers one JSON line {"id", "t0", "t1", "port" | "error", "phases": [[label, t], ...], "acc": {}}:
 t0/t1 are time.monotonic() at the start and return of attach(); phases are timestamps of the steps
 inside it (API calls, netns sections, OVSDB plug), for the breakdown.
+A line {"detach": [name, ...]} runs weft.attach.detach() of each, one after another, and answers
+{"detached": n} or {"error"} once they are done (between measurements, not timed).
 """
 import contextlib
 import json
@@ -117,6 +119,19 @@ def handle(req, api):
         sys.stdout.flush()
 
 
+def detach_all(names, api):
+    res = {"detached": 0}
+    try:
+        for name in names:
+            attach_mod.detach(name, api=api)
+            res["detached"] += 1
+    except Exception as err:
+        res["error"] = f"{type(err).__name__}: {err}"
+    with _out:
+        sys.stdout.write(json.dumps(res) + "\n")
+        sys.stdout.flush()
+
+
 def main():
     import argparse
     ap = argparse.ArgumentParser()
@@ -137,6 +152,9 @@ def main():
         req = json.loads(line)
         if req.get("quit"):
             break
+        if "detach" in req:
+            detach_all(req["detach"], api)
+            continue
         threading.Thread(target=handle, args=(req, api), daemon=True).start()
     for t in threading.enumerate():
         if t is not threading.current_thread() and not t.daemon:

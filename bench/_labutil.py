@@ -4,9 +4,10 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repo on sys.path)
+import _common  # also puts the repo on sys.path
 from weft import lab as weftlab
 from weft.testing import Lab
 
@@ -25,8 +26,14 @@ def new_lab(tag, hosts=2):
 
 
 def api_unix(lab):
-    """The lab's API relay socket (unix:...), reachable from inside host namespaces."""
-    return lab.info["api_unix"]
+    """The lab's API on a unix socket (unix:...), reachable from inside host namespaces: the relay's
+    (api_unix), or the API itself once the controller serves it there (api = unix:...)."""
+    info = lab.info
+    if info.get("api_unix"):
+        return info["api_unix"]
+    if str(info.get("api", "")).startswith("unix:"):
+        return info["api"]
+    raise RuntimeError(f"lab {lab.name} has no API on a unix socket (api = {info.get('api')!r})")
 
 
 class LineProc:
@@ -63,3 +70,65 @@ class LineProc:
         except subprocess.TimeoutExpired:
             self.proc.terminate()
             self.proc.wait(timeout=5)
+
+
+# ---------------------------------------------------------------- the lab's processes, from /proc
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def lab_pid(lab, what):
+    """The pid the lab recorded for `what` ("controller", "h1 ovs-vswitchd", ...)."""
+    pids = [e["pid"] for e in lab.info["pids"] if e["what"] == what]
+    if len(pids) != 1:
+        raise RuntimeError(f"lab {lab.name} records {len(pids)} processes named {what!r}")
+    return pids[0]
+
+
+def nb_server_pid(lab):
+    """The controller's embedded NB ovsdb-server (it writes its pidfile in the lab's controller dir)."""
+    return int((lab.dir / "controller" / "nb.pid").read_text().strip())
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, all its threads, in seconds (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def control_plane_pids(lab):
+    """{label: pid} of the processes whose CPU a control-plane benchmark reports: the controller,
+    its NB server and every host's ovs-vswitchd."""
+    pids = {"controller": lab_pid(lab, "controller"), "NB ovsdb-server": nb_server_pid(lab)}
+    for host in lab.info["hosts"]:
+        pids[f"{host} ovs-vswitchd"] = lab_pid(lab, f"{host} ovs-vswitchd")
+    return pids
+
+
+def check_controller_tree(lab):
+    """Fails unless the lab's controller imports Weft from this source tree: PYTHONPATH starts with
+    it (weft.lab puts its own tree there, and this process imported weft.lab from the tree)."""
+    if Path(weftlab.__file__).resolve().parent.parent != _common.REPO:
+        raise RuntimeError(f"weft.lab was imported from {weftlab.__file__}, not from {_common.REPO}")
+    env = Path(f"/proc/{lab_pid(lab, 'controller')}/environ").read_bytes().split(b"\0")
+    path = next((e[len(b"PYTHONPATH="):].decode() for e in env if e.startswith(b"PYTHONPATH=")), "")
+    if path.split(os.pathsep)[0] != str(_common.REPO):
+        raise RuntimeError(f"the controller runs with PYTHONPATH={path!r}, not this tree ({_common.REPO}) first")
+
+
+def wait_idle(pid, busy=0.1, interval=0.5, timeout=60.0):
+    """Waits until the process used less than `busy` of a CPU over `interval` (work queued behind the
+    last requests is done); returns the seconds waited (or timeout, if it never went quiet)."""
+    t0 = time.monotonic()
+    while True:
+        c0 = cpu_seconds(pid)
+        time.sleep(interval)
+        if cpu_seconds(pid) - c0 < busy * interval or time.monotonic() - t0 >= timeout:
+            return time.monotonic() - t0
