@@ -681,9 +681,16 @@ def target_cmd(name, target, argv):
 
 
 def exec(name, target, argv):  # noqa: A001 - the CLI verb
-    """Run argv in a lab namespace with inherited stdio; return its exit code."""
+    """Replace this process with argv run in a lab namespace, as `ip netns exec` does (which execs
+    too): the pid, the signals and the exit status are then the command's own, so a script that
+    stops `weft lab exec ... &` by its pid stops the command."""
     cmd, environ = target_cmd(name, target, argv)
-    return subprocess.run(cmd, env=environ).returncode
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(cmd[0], cmd, environ)
+    except OSError as err:
+        raise LabError(f"cannot run {cmd[0]}: {err.strerror}") from None
 
 
 def spawn(name, target, argv, what=None, **popen_kw):

@@ -3,6 +3,8 @@ these labs run without the controller (controller=False) except the join test's 
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,13 +105,33 @@ def test_cli(lab3, capsys):
         args = parser.parse_args(["lab", *argv])
         return args.func(args)
 
-    assert run("exec", "--name", lab3.name, "h1", "--", "ovs-vsctl", "br-exists", "br-phy") == 0
-    assert run("exec", "--name", lab3.name, "h1", "ovs-vsctl", "br-exists", "br-int") == 2
-    capsys.readouterr()
+    weft_lab = [sys.executable, "-m", "weft.cli", "lab"]
+    assert subprocess.run([*weft_lab, "exec", "--name", lab3.name, "h1", "--", "ovs-vsctl", "br-exists",
+                           "br-phy"]).returncode == 0
+    assert subprocess.run([*weft_lab, "exec", "--name", lab3.name, "h1", "ovs-vsctl", "br-exists",
+                           "br-int"]).returncode == 2  # the command's own exit status
     assert run("info", "--name", lab3.name) == 0
     assert json.loads(capsys.readouterr().out)["name"] == lab3.name
     assert run("container", "add", "--name", lab3.name, "c9", "--host", "h3") == 0
     assert run("container", "del", "--name", lab3.name, "c9") == 0
+
+
+def test_lab_exec_stopped_by_its_pid_stops_its_command(lab3):
+    """`weft lab exec` becomes its command (as `ip netns exec` does), so the pid a script records is
+    the command's: stopping it stops the command, and nothing is left listening."""
+    def listening():
+        return ":18765 " in lab3.exec("h1", "ss", "-Hltn").stdout
+    proc = subprocess.Popen([sys.executable, "-m", "weft.cli", "lab", "exec", "--name", lab3.name, "h1", "--",
+                             sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "18765"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not listening():
+        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+        time.sleep(0.1)
+    assert "http.server" in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+    proc.terminate()
+    assert proc.wait(timeout=10) == -signal.SIGTERM  # the command's own death, not a wrapper's status
+    assert not listening()
 
 
 def test_tcpdump_and_iperf_helpers(lab3):
