@@ -260,7 +260,11 @@ class NorthboundApi:
                            "cidr": state.networks[net].cidr} for net, mac in sorted(router.ports.items())
                           if net in state.networks],
                 "routes": [{"cidr": c, "via": via} for c, via in sorted(router.static_routes.items())],
-                "gateway": self._gateway_json(router)}
+                "gateway": self._gateway_json(router), **self._router_up_json(router)}
+
+    def _router_up_json(self, router):
+        waiting_for = self.core.router_waiting_for(router.name)
+        return {"up": waiting_for is None, **({"waiting_for": waiting_for} if waiting_for else {})}
 
     def _gateway_json(self, router):
         if not router.gateway:
@@ -273,7 +277,12 @@ class NorthboundApi:
         return 200, [self._router_json(r) for _, r in sorted(self.core.nb_state().routers.items())]
 
     def show_router(self, name, body, params):
-        return 200, self._router_json(self._get("routers", name))
+        """`?wait_up=SECONDS` answers as soon as the router is up (with a gateway: forwarding), or
+        when the time is over: how `weft router set-gateway` waits for its gateway."""
+        router = self._get("routers", name)
+        if "wait_up" in params:
+            self.core.wait_router_up(name, v.seconds(params["wait_up"], "wait_up", MAX_WAIT))
+        return 200, self._router_json(router)
 
     def create_router(self, body, params):
         f = v.body_fields(body, {"name": str}, {})

@@ -7,18 +7,16 @@ import logging
 import time
 
 from controller.flowsync import HostFlowSync
+from controller.gateways import NextHops
 from controller.hosts import HostAgent
 from controller.topology import TopologyBuilder
-from flows.compiler import Compiler, port_cookie
+from flows.compiler import Compiler, port_cookie, router_cookie
 from flows.trace import format_trace, trace_to_ip, trace_to_json
-from flows.pipeline import UPLINK_OFPORT
 from ovsdb.idl import TransactionError
 from ovsdb.nb import Nb
 from ovsdb.server import EmbeddedNbServer
 
 LOG = logging.getLogger("weft.core")
-NEXT_HOP_RETRY = 1.0      # seconds between ARP requests while a gateway's next hop is unresolved
-NEXT_HOP_REFRESH = 30.0   # and between refreshes once resolved
 SWITCH_PROBE_TIMEOUT = 2.0  # seconds a connected switch has to answer when another claims its place
 SWITCH_ADMIT_WAIT = 3.0     # seconds a new switch may wait for its host's OVSDB to report its id
 
@@ -36,7 +34,7 @@ class WeftCore:
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
-        self.next_hops = {}   # router name -> (next hop IP, its MAC, when learned)
+        self.next_hops = NextHops(hub)
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
         self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
@@ -53,9 +51,8 @@ class WeftCore:
             LOG.info("embedded NB ovsdb-server on %s (db %s)", remote, self.embedded.db_path)
         self.nb = Nb(self.hub, remote, on_change=lambda conn: self._wake.set()).start()
         self._running = True
-        self._arp_sent = {}
         self.hub.spawn(self._reconcile_loop)
-        self.hub.spawn(self._resolve_next_hops)
+        self.hub.spawn(self.next_hops.run, lambda: self._running, self._gateways)
 
     def stop(self):
         self._running = False
@@ -98,24 +95,57 @@ class WeftCore:
             status["error"] = agent.error
         return status
 
+    def _acked(self, cookie, on_host=None):
+        """Whether every host that needs this object's flows (`on_host` among them, if given) has
+        acknowledged them."""
+        needed = [host for host, flows in self.compiler.flows.items() if cookie in flows]
+        return (on_host is None or on_host in needed) and all(
+            host in self.syncs and self.syncs[host].acked(cookie, self.compiler.flows[host][cookie])
+            for host in needed)
+
     def port_up(self, name):
         """A port is up when it is bound and every host that needs flows for it has acknowledged them."""
         topo = self.compiler.topo
         port, binding = topo.ports.get(name), topo.bindings.get(name)
-        if port is None or binding is None:
-            return False
-        cookie = port_cookie(port)
-        needed = [host for host, flows in self.compiler.flows.items() if cookie in flows]
-        return binding.host in needed and all(
-            host in self.syncs and self.syncs[host].acked(cookie, self.compiler.flows[host][cookie])
-            for host in needed)
+        return port is not None and binding is not None and self._acked(port_cookie(port), binding.host)
+
+    def router_waiting_for(self, name):
+        """None when the router is up: its flows acknowledged by every host that needs them and, with a
+        gateway, its next hop resolved (so its gateway forwards). Otherwise, what it is waiting for."""
+        router = self.compiler.topo.routers.get(name)
+        if router is None:
+            return "the controller has not compiled it yet"
+        gw = router.gateway
+        if gw is not None:
+            uplink = self.nb_state().routers[name].gateway.get("uplink") if name in self.nb_state().routers else "?"
+            agent = self.agents.get(gw.host)
+            if gw.host not in self.switches:
+                return f"the gateway host {gw.host}'s switch is not connected (see weft host show {gw.host})"
+            if agent is None or not agent.uplink_plugged:
+                problem = f": {agent.error}" if agent and agent.error else ""
+                return (f"the uplink {uplink} is not plugged into {gw.host}'s br-int (does {uplink} exist on "
+                        f"{gw.host}?){problem}")
+            if gw.next_hop_mac is None:
+                return (f"the next hop {gw.next_hop} has not answered ARP on {uplink} of {gw.host} "
+                        f"({self.next_hops.unanswered(name)} requests so far; is it up, and on that link?)")
+        if not self._acked(router_cookie(router), gw.host if gw else None):
+            return "its flows are not yet acknowledged by every host that needs them"
+        return None
 
     def wait_port_up(self, name, timeout):
-        """Waits until the port is up (woken by each acknowledged flow batch); returns whether it is."""
+        """Waits until the port is up; returns whether it is."""
+        return self._wait(lambda: self.port_up(name), timeout)
+
+    def wait_router_up(self, name, timeout):
+        """Waits until the router is up (see router_waiting_for); returns whether it is."""
+        return self._wait(lambda: self.router_waiting_for(name) is None, timeout)
+
+    def _wait(self, done, timeout):
+        """Waits until done() (checked after each acknowledged flow batch); returns whether it is."""
         deadline = time.monotonic() + timeout
         while True:
             applied = self._applied_event  # taken before the check, so no batch can slip between
-            if self.port_up(name):
+            if done():
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -128,22 +158,21 @@ class WeftCore:
 
     def arp_reply(self, switch, ip, mac):
         """An ARP reply the gateway flows sent up from an uplink: a next hop's MAC (control plane only)."""
-        now = time.monotonic()
         host = self._host_of_switch(switch)
         for router in list(self.nb_state().routers.values()):
             gw = router.gateway
-            if gw and gw["next_hop"] == ip and gw["host"] == host:
-                known = self.next_hops.get(router.name)
-                self.next_hops[router.name] = (ip, mac, now)
-                if not known or known[:2] != (ip, mac):
-                    LOG.info("router %s: next hop %s is at %s", router.name, ip, mac)
-                    self._routers_changed.add(router.name)
-                    self._wake.set()
+            if gw and gw["next_hop"] == ip and gw["host"] == host and self.next_hops.learn(router.name, ip, mac):
+                self._routers_changed.add(router.name)
+                self._wake.set()
 
     def next_hop_mac(self, router, next_hop=None):
-        """The MAC learned for the router's next hop (for `next_hop`, if given: a stale one is None)."""
-        ip, mac, _ = self.next_hops.get(router, (None, None, 0))
-        return mac if next_hop is None or ip == next_hop else None
+        return self.next_hops.mac(router, next_hop)
+
+    def _gateways(self):
+        if not self.nb_connected():
+            return None
+        return [(r.name, r.gateway, self.switches.get(r.gateway["host"]))
+                for r in list(self.nb_state().routers.values()) if r.gateway]
 
     def trace(self, port, dst_ip, proto, dport):
         """The offline tracer over the compiled pipeline, as JSON (with a human rendering in "text")."""
@@ -152,29 +181,6 @@ class WeftCore:
         body = trace_to_json(result, topo)
         body["text"] = format_trace(result, topo)
         return body
-
-    def _resolve_next_hops(self):
-        """Asks each gateway's next hop for its MAC through the uplink (packet-out), retrying until it
-        answers and refreshing after; the reply comes back through a flow to the controller."""
-        while self._running:
-            self.hub.sleep(0.2)
-            if not self.nb_connected():
-                continue
-            now = time.monotonic()
-            for router in list(self.nb_state().routers.values()):
-                gw = router.gateway
-                switch = self.switches.get(gw["host"]) if gw else None
-                if not switch:
-                    continue
-                ip, mac, learned = self.next_hops.get(router.name, (None, None, 0))
-                last = self._arp_sent.get(router.name, 0)
-                due = NEXT_HOP_RETRY if (ip != gw["next_hop"] or not mac) else NEXT_HOP_REFRESH
-                if now - max(last, learned) >= due:
-                    self._arp_sent[router.name] = now
-                    try:
-                        switch.send_arp_request(UPLINK_OFPORT, gw["mac"], gw["ip"], gw["next_hop"])
-                    except Exception as err:  # a switch going away mid-send: retried next round
-                        LOG.debug("ARP for %s failed: %s", gw["next_hop"], err)
 
     # --- events -------------------------------------------------------------------------------------
     def host_changed(self, name):
@@ -247,6 +253,10 @@ class WeftCore:
         return self.nb.replica.loaded
 
     def _flows_applied(self, host, cookies):
+        for router in list(self.compiler.topo.routers.values()):
+            gw = router.gateway
+            if gw and gw.host == host and gw.next_hop_mac is None and router_cookie(router) in cookies:
+                self.next_hops.ask_now(router.name)  # the flow its answer comes back through is in
         applied, self._applied_event = self._applied_event, self.hub.Event()
         applied.set()
 

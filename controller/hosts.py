@@ -107,6 +107,10 @@ class HostAgent:
         return reported if reported == int(self.host.datapath_id, 16) else None
 
     @property
+    def uplink_plugged(self):
+        return bool(self.uplink and self.ovsdb_connected and vswitch.uplink_plugged(self.conn, self.uplink))
+
+    @property
     def ovsdb_connected(self):
         return bool(self.conn and self.conn.synced)
 

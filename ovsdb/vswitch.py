@@ -149,6 +149,15 @@ def unplug_iface_id(conn, iface_id):
     conn.transact(build)
 
 
+def uplink_plugged(conn, iface):
+    """Whether `iface` is Weft's uplink on br-int and vswitchd gave it UPLINK_OFPORT."""
+    with conn.lock:
+        tables = conn.idl.tables
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        ports = [p for p in (bridge.ports if bridge else ()) if p.external_ids.get("weft-role") == "uplink"]
+        return any(p.name == iface and any(i.ofport == [UPLINK_OFPORT] for i in p.interfaces) for p in ports)
+
+
 def current_uplink(conn):
     """The name of the uplink Weft plugged into br-int, or None."""
     with conn.lock:

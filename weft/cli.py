@@ -183,7 +183,7 @@ def build_parser():
     p.add_argument("--name", help="port name (default: the netns name)")
     p.add_argument("--ifname", default="eth0", help="interface name in the container (default eth0)")
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the port to be up")
+    p.add_argument("--timeout", type=_wait_seconds, default=10.0, help="seconds to wait for the port to be up")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=attach_cmd)
     p = sub.add_parser("detach", help="remove a container's port: veth, OVS port, NB port, flows")
@@ -259,15 +259,38 @@ def _add_router_commands(sub):
     q.add_argument("cidr")
     q.set_defaults(func=lambda a, api: _show_router(
         api.delete(api_path("routers", a.router, "routes") + f"?cidr={urllib.parse.quote(a.cidr, safe='')}"), False))
-    command("set-gateway", lambda a, api: _show_router(api.put(api_path("routers", a.router, "gateway"), {
-        "host": a.host, "uplink": a.uplink, "ip": a.ip, "next_hop": a.next_hop}), a.json),
-        "give the router a way out: SNAT through an uplink on one host", router,
-        (("--host",), {"required": True, "help": "the gateway host"}),
-        (("--uplink",), {"required": True, "help": "its interface to the outside"}),
-        (("--ip",), {"required": True, "help": "external address/prefix, e.g. 192.0.2.10/24"}),
-        (("--next-hop",), {"required": True, "help": "the outside router's address"}))
+    command("set-gateway", set_gateway_cmd,
+            "give the router a way out: SNAT through an uplink on one host (waits until it forwards)", router,
+            (("--host",), {"required": True, "help": "the gateway host"}),
+            (("--uplink",), {"required": True, "help": "its interface to the outside"}),
+            (("--ip",), {"required": True, "help": "external address/prefix, e.g. 192.0.2.10/24"}),
+            (("--next-hop",), {"required": True, "help": "the outside router's address"}),
+            (("--timeout",), {"type": _wait_seconds, "default": 10.0,
+                              "help": "seconds to wait for the gateway to forward (0: do not wait)"}))
     command("clear-gateway", lambda a, api: _show_router(api.delete(api_path("routers", a.router, "gateway")), a.json),
             "remove the router's gateway", router)
+
+
+def _wait_seconds(text):
+    """A --timeout: 0..60 seconds (the API's longest wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 60:  # (also refuses nan and inf)
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0..60 seconds)")
+    return value
+
+
+def set_gateway_cmd(args, api):
+    router = api.put(api_path("routers", args.router, "gateway"), {
+        "host": args.host, "uplink": args.uplink, "ip": args.ip, "next_hop": args.next_hop})
+    if args.timeout:
+        router = api.get(api_path("routers", args.router) + f"?wait_up={args.timeout:g}")
+        if not router["up"]:
+            raise ApiError(None, f"router {args.router}'s gateway is set but does not forward after "
+                                 f"{args.timeout:g} s: {router.get('waiting_for', 'unknown why')}")
+    _show_router(router, args.json)
 
 
 def trace_cmd(args, api):

@@ -31,10 +31,7 @@ def routed(make_lab):
     lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
              "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
     lab.external_ip = ext["free_ips"][0]
-    deadline = time.monotonic() + 10
-    while not lab.api.get("/v1/routers/r1")["gateway"]["next_hop_mac"]:
-        assert time.monotonic() < deadline, "the gateway's next hop MAC was never resolved"
-        time.sleep(0.1)
+    assert lab.api.get("/v1/routers/r1")["gateway"]["next_hop_mac"]  # set-gateway waited for it
     yield lab
     lab.down()
 
@@ -186,3 +183,31 @@ def test_detaching_the_router_port_cuts_routing_and_removes_its_flows(routed):
     finally:
         routed.weft("router", "attach", "r1", "green")
     assert routed.api.get("/v1/ports/g3?wait_up=5")["up"]
+
+
+def set_gateway(lab, next_hop, timeout=10):
+    ext = lab.info["external"]
+    return lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"], "--ip",
+                    f"{lab.external_ip}/24", "--next-hop", next_hop, "--timeout", timeout, check=False)
+
+
+def test_set_gateway_returns_once_it_forwards_so_the_first_ping_gets_through(routed):
+    ext = routed.info["external"]
+    routed.weft("router", "clear-gateway", "r1")
+    assert not routed.ping("g3", ext["next_hop"], timeout=1)
+    result = set_gateway(routed, ext["next_hop"])
+    assert result.returncode == 0, result.stderr
+    assert routed.ping("g3", ext["next_hop"], count=1, timeout=1)  # one echo, answered: no loss
+
+
+def test_set_gateway_says_what_is_missing_when_the_next_hop_does_not_answer(routed):
+    ext = routed.info["external"]
+    try:
+        result = set_gateway(routed, "192.0.2.99", timeout=1)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "weft: error: router r1's gateway is set but does not forward after 1 s: the next hop 192.0.2.99 "
+            f"has not answered ARP on {ext['uplink']} of {ext['host']} " +
+            re.search(r"\(\d+ requests so far; is it up, and on that link\?\)", result.stderr).group(0)]
+    finally:
+        assert set_gateway(routed, ext["next_hop"]).returncode == 0
