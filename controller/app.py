@@ -52,7 +52,7 @@ CONF.set_default("ofp_listen_host", "127.0.0.1")
 
 API_SOCKET_TIMEOUT = 30      # seconds a client may take for each part of its request
 API_KEEPALIVE_IDLE = 30      # seconds an idle keep-alive connection stays open
-MAX_CONNECTIONS_PER_PEER = 128
+MAX_CONNECTIONS_PER_PEER = 512
 
 
 def _config_from_conf():

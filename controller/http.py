@@ -25,8 +25,8 @@ from controller.api import MAX_WAIT
 
 LOG = logging.getLogger("weft.api")
 MAX_BODY = 64 * 1024
-MAX_REQUESTS_PER_CALLER = 64     # in flight at once, waits included
-MAX_WAITS_PER_CALLER = 16        # requests in flight that wait (wait_up=...)
+MAX_REQUESTS_PER_CALLER = 512    # in flight at once, waits included
+MAX_WAITS_PER_CALLER = 256       # requests in flight that wait (wait_up=...): a burst of attaches waits too
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
 ADMIN_TOKEN = "admin"
 

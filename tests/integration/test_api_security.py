@@ -9,10 +9,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.parse
 
 import pytest
 
+from weft.client import ApiError
 from weft.testing import Controller, skip_reason
 
 NOBODY = 65534
@@ -215,3 +218,29 @@ def test_a_wait_that_is_not_a_finite_bounded_number_is_refused(controller, unbou
 def test_a_bounded_wait_answers_when_its_time_is_over(controller, unbound_port):
     status, answer = tcp_request(controller, "GET", f"/v1/ports/{unbound_port}?wait_up=0.2")
     assert status == 200 and answer["up"] is False
+
+
+def test_one_callers_waits_are_capped_and_others_are_still_served(controller, unbound_port):
+    from controller.http import MAX_WAITS_PER_CALLER
+    statuses = []
+
+    def wait():
+        try:
+            controller.api.get(f"/v1/ports/{unbound_port}?wait_up=4")
+            statuses.append(200)
+        except ApiError as err:
+            statuses.append(err.status)
+    waiters = [threading.Thread(target=wait) for _ in range(MAX_WAITS_PER_CALLER)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(1.5)  # for all of them to reach the controller (each waits 4 s there)
+    assert statuses == []
+    with pytest.raises(ApiError) as refused:  # root, over the socket, is one caller
+        controller.api.get(f"/v1/ports/{unbound_port}?wait_up=4")
+    assert refused.value.status == 429 and "waiting requests in flight" in refused.value.message
+    started = time.monotonic()
+    assert tcp_request(controller, "GET", f"/v1/ports/{unbound_port}")[0] == 200  # another caller: served
+    assert time.monotonic() - started < 1
+    for waiter in waiters:
+        waiter.join(timeout=15)
+    assert statuses == [200] * MAX_WAITS_PER_CALLER

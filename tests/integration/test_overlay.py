@@ -2,15 +2,19 @@
 
 Two networks share one CIDR (and so identical IPs); each has 2 containers on each host.
 """
+import contextlib
 import itertools
 import re
+import threading
 import time
 
 import pytest
 
 from flows.compiler import port_cookie
 from flows.model import PortState
+from weft import lab as weftlab
 from weft.attach import host_device
+from weft.client import ApiError
 from weft.testing import UNTAGGED_ECHO_ID, vlan_probe_frames
 
 CIDR = "10.20.0.0/24"
@@ -149,35 +153,116 @@ def test_attaching_an_existing_port_is_a_clear_error(overlay):
         weftlab.container_del(overlay.name, "dup")
 
 
+@contextlib.contextmanager
+def plugged_by_hand(lab, name, host, dev="mnl"):
+    """An NB port `name` plugged into host's br-int the way another tool would: a veth made with ip,
+    added with plain ovs-vsctl and the port's iface-id. Unplugged and removed afterwards."""
+    port = lab.api.get(f"/v1/ports/{name}")
+    ns = lab.container(name, host)["netns"]
+    try:
+        lab.exec(host, "ip", "link", "add", f"{dev}0", "type", "veth", "peer", "name", f"{dev}1")
+        lab.exec(host, "ip", "link", "set", f"{dev}1", "netns", ns)
+        lab.exec(name, "ip", "link", "set", f"{dev}1", "address", port["mac"], "mtu", "1550", "up")
+        lab.exec(name, "ip", "addr", "add", port["ip"] + "/24", "dev", f"{dev}1")
+        lab.exec(name, "ethtool", "-K", f"{dev}1", "tx", "off")
+        lab.exec(host, "ip", "link", "set", f"{dev}0", "up")
+        lab.exec(host, "ovs-vsctl", "add-port", "br-int", f"{dev}0", "--", "set", "Interface", f"{dev}0",
+                 f"external_ids:iface-id={name}")
+        yield port
+    finally:
+        lab.exec(host, "ovs-vsctl", "--if-exists", "del-port", "br-int", f"{dev}0", check=False)
+        lab.exec(host, "ip", "link", "del", f"{dev}0", check=False)
+        weftlab.container_del(lab.name, name)
+
+
 def test_a_port_plugged_by_another_tool_with_the_iface_id_works(overlay):
     """Bindings come from OVS itself: plug a veth with plain ovs-vsctl and the right iface-id."""
-    port = overlay.api.post("/v1/ports", {"name": "manual", "network": "red"})
-    ns = overlay.container("manual", "h3")["netns"]
-    h3 = overlay.info["hosts"]["h3"]["netns"]
+    overlay.api.post("/v1/ports", {"name": "manual", "network": "red"})
     try:
-        overlay.exec("h3", "ip", "link", "add", "mnl0", "type", "veth", "peer", "name", "mnl1")
-        overlay.exec("h3", "ip", "link", "set", "mnl1", "netns", ns)
-        overlay.exec("manual", "ip", "link", "set", "mnl1", "address", port["mac"], "mtu", "1550", "up")
-        overlay.exec("manual", "ip", "addr", "add", port["ip"] + "/24", "dev", "mnl1")
-        overlay.exec("manual", "ethtool", "-K", "mnl1", "tx", "off")
-        overlay.exec("h3", "ip", "link", "set", "mnl0", "up")
-        overlay.exec("h3", "ovs-vsctl", "add-port", "br-int", "mnl0", "--", "set", "Interface", "mnl0",
-                     "external_ids:iface-id=manual")
-        assert overlay.api.get("/v1/ports/manual?wait_up=10")["up"]
-        assert overlay.ping("manual", overlay.ports["r11"]["ip"])
-        # Unplugged: the port goes down.
-        overlay.exec("h3", "ovs-vsctl", "del-port", "br-int", "mnl0")
-        deadline = time.monotonic() + 5
-        while overlay.api.get("/v1/ports/manual")["up"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not overlay.api.get("/v1/ports/manual")["up"]
+        with plugged_by_hand(overlay, "manual", "h3"):
+            assert overlay.api.get("/v1/ports/manual?wait_up=10")["up"]
+            assert overlay.ping("manual", overlay.ports["r11"]["ip"])
+            # Unplugged: the port goes down.
+            overlay.exec("h3", "ovs-vsctl", "del-port", "br-int", "mnl0")
+            deadline = time.monotonic() + 5
+            while overlay.api.get("/v1/ports/manual")["up"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not overlay.api.get("/v1/ports/manual")["up"]
     finally:
-        overlay.exec("h3", "ip", "link", "del", "mnl0", check=False)
-        overlay.api.delete("/v1/ports/manual")
-        from weft import lab as weftlab
-        weftlab.container_del(overlay.name, "manual")
-    assert h3
+        overlay.api.delete("/v1/ports/manual?force=true")
 
+
+def neighbour(lab, container, ip):
+    """(state, MAC) of ip in the container's ARP table, as `ip neigh` shows it."""
+    fields = lab.exec(container, "ip", "neigh", "show", ip).stdout.split()
+    mac = fields[fields.index("lladdr") + 1] if "lladdr" in fields else None
+    return (fields[-1] if fields else None), mac
+
+
+def test_an_unplugged_nb_port_answers_arp_from_the_other_host_and_its_flows_come_once_plugged(overlay):
+    """OVN answers ARP for every port in its NB, bound or not, so a peer's first ARP for a port being
+    plugged is never lost (with Linux's defaults its retry comes a second later). So does Weft."""
+    port = overlay.api.post("/v1/ports", {"name": "early", "network": "blue"})
+    try:
+        overlay.wait_flows_in_sync("h2")
+        assert not overlay.ping("b21", port["ip"], timeout=1)  # nowhere to deliver to yet...
+        assert neighbour(overlay, "b21", port["ip"]) == ("REACHABLE", port["mac"])  # ...but ARP answered
+        dump = overlay.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+        cookie = f"cookie={port_cookie(PortState('early', port['key'], 'blue', port['mac'], port['ip'])):#x}"
+        mine = [line for line in dump.splitlines() if cookie in line]
+        assert len(mine) == 1 and f"arp_tpa={port['ip']}" in mine[0]  # its ARP answer, and nothing more
+        with plugged_by_hand(overlay, "early", "h3", dev="erl"):
+            assert overlay.api.get("/v1/ports/early?wait_up=10")["up"]
+            assert overlay.ping("b21", port["ip"])
+            dump = overlay.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+            assert sum(cookie in line for line in dump.splitlines()) == 2  # + L2_LOOKUP to h3
+    finally:
+        overlay.api.delete("/v1/ports/early?force=true")
+
+
+def test_attaches_keep_working_while_50_long_waits_are_pending(overlay):
+    """Waiting requests hold no one up: 50 clients wait on a port that is not plugged while attaches
+    (which wait for their own ports) go through; the 50 answer as soon as that port is plugged."""
+    overlay.api.post("/v1/ports", {"name": "awaited", "network": "red"})
+    answers = []
+    waiters = [threading.Thread(target=lambda: answers.append(
+        overlay.api.get("/v1/ports/awaited?wait_up=50")["up"])) for _ in range(50)]
+    try:
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.5)
+        for i, host in enumerate(("h1", "h2")):
+            port = overlay.attach(f"while{i}", host, "blue")
+            assert overlay.ping(f"while{i}", overlay.ports["b31"]["ip"]) and port["up"]
+        assert answers == [] and all(w.is_alive() for w in waiters)
+        started = time.monotonic()
+        with plugged_by_hand(overlay, "awaited", "h3", dev="awt"):
+            for waiter in waiters:
+                waiter.join(timeout=20)
+            assert answers == [True] * 50 and time.monotonic() - started < 15
+    finally:
+        for i in range(2):
+            weftlab.container_del(overlay.name, f"while{i}")
+        overlay.api.delete("/v1/ports/awaited?force=true")
+
+
+def test_deleting_a_plugged_port_is_refused_unless_forced_and_force_unplugs_it(overlay):
+    overlay.attach("plugged", "h2", "blue")
+    device = host_device("plugged")
+    try:
+        with pytest.raises(ApiError) as refused:
+            overlay.api.delete("/v1/ports/plugged")
+        assert refused.value.status == 409 and "still plugged into br-int on h2" in refused.value.message
+        assert overlay.api.get("/v1/ports/plugged")["up"]
+        overlay.api.delete("/v1/ports/plugged?force=true")
+        assert device not in overlay.exec("h2", "ovs-vsctl", "list-ports", "br-int").stdout.split()
+        # A new port of the same name does not inherit the leftover interface.
+        overlay.api.post("/v1/ports", {"name": "plugged", "network": "blue"})
+        time.sleep(0.5)
+        assert overlay.api.get("/v1/ports/plugged")["host"] is None
+    finally:
+        overlay.api.delete("/v1/ports/plugged?force=true")
+        weftlab.container_del(overlay.name, "plugged")
 
 
 def test_switch_reconnect_sends_only_the_difference(overlay):
