@@ -8,8 +8,11 @@ Where the API is, and how to prove who you are, comes from (first found wins):
         url = https://controller.example:8443
         token_file = /etc/weft/token
         ca_file = /etc/weft/pki/ca-cert.pem
+        cert_file = ...        (a client certificate and its key, if the API asks for one)
+        key_file = ...
   4. the controller's default unix socket, /run/weft/api.sock (no token: its permissions decide).
-URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT.
+URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT. The environment's names are
+WEFT_CA_FILE, WEFT_CERT_FILE and WEFT_KEY_FILE for the TLS settings.
 """
 import configparser
 import errno
@@ -74,6 +77,8 @@ class ApiClient:
         else:
             self._token_file = config.get("token_file")
         self._ca_file = ca_file or os.environ.get("WEFT_CA_FILE") or config.get("ca_file")
+        self._client_cert = (os.environ.get("WEFT_CERT_FILE") or config.get("cert_file"),
+                             os.environ.get("WEFT_KEY_FILE") or config.get("key_file"))
         self._connect = self._connector()
 
     def _connector(self):
@@ -93,8 +98,11 @@ class ApiClient:
             return lambda: http.client.HTTPConnection(host, port or 80, timeout=self.timeout)
         try:
             context = ssl.create_default_context(cafile=self._ca_file)
+            if self._client_cert[0]:
+                context.load_cert_chain(*self._client_cert)
         except (OSError, ssl.SSLError) as err:
-            raise ApiError(None, f"cannot use the CA file {self._ca_file}: {err}") from None
+            raise ApiError(None, f"cannot use the TLS files {self._ca_file or ''} {' '.join(filter(None, self._client_cert))}: "
+                                 f"{getattr(err, 'strerror', None) or err}") from None
         return lambda: http.client.HTTPSConnection(host, port or 443, timeout=self.timeout, context=context)
 
     def _headers(self, body):

@@ -244,3 +244,38 @@ def test_one_callers_waits_are_capped_and_others_are_still_served(controller, un
     for waiter in waiters:
         waiter.join(timeout=15)
     assert statuses == [200] * MAX_WAITS_PER_CALLER
+
+
+def test_the_tcp_api_over_https_with_client_certificates(tmp_path, monkeypatch):
+    """The documented TLS option: a server certificate (here from `weft pki`), and client
+    certificates required when api_tls_client_ca is set; the token is still needed."""
+    from weft import pki
+    d = str(tmp_path / "pki")
+    pki.init_ca(d)
+    server, client = pki.issue_controller(d, ips=["127.0.0.1"]), pki.issue_client(d, "operator")
+    ctl = Controller(tmp_path / "ctl", tcp=True, conf_extra=f"api_tls_cert = {server.cert}\n"
+                     f"api_tls_key = {server.key}\napi_tls_client_ca = {server.ca_cert}\n")
+    try:
+        url = f"https://127.0.0.1:{ctl.api_port}"
+        import ssl
+        context = ssl.create_default_context(cafile=server.ca_cert)
+        context.load_cert_chain(client.cert, client.key)
+        conn = http.client.HTTPSConnection("127.0.0.1", ctl.api_port, context=context, timeout=10)
+        conn.request("GET", "/v1/status", headers={"Authorization": f"Bearer {ctl.token_file.read_text().strip()}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        # Without a client certificate the handshake fails; the weft client says so in one line.
+        from weft.client import ApiClient
+        with pytest.raises(ApiError) as refused:
+            ApiClient(url, token_file=str(ctl.token_file), ca_file=server.ca_cert).get("/v1/status")
+        assert refused.value.status is None and "TLS" in refused.value.message, refused.value.message
+        monkeypatch.setenv("WEFT_CERT_FILE", client.cert)
+        monkeypatch.setenv("WEFT_KEY_FILE", client.key)
+        assert ApiClient(url, token_file=str(ctl.token_file), ca_file=server.ca_cert).get("/v1/status")["nb"]
+        # Plain HTTP to the HTTPS listener gets nothing it could use.
+        with pytest.raises((OSError, http.client.HTTPException)):
+            plain = http.client.HTTPConnection("127.0.0.1", ctl.api_port, timeout=5)
+            plain.request("GET", "/v1/status")
+            plain.getresponse()
+    finally:
+        ctl.stop()
