@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from weft import lab as weftlab
 from weft.testing import Controller
@@ -165,6 +166,14 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     text = open(compose).read()
     for command in ("ovsdb-server", "ovs-vswitchd", "ryu-manager", "controller.app", "host join", "--datapath"):
         assert command in text
+    # The same secure defaults as the controller itself: nothing unauthenticated can change the network.
+    services = yaml.safe_load(result.stdout)["services"]
+    published = {name: sorted(p["target"] for p in service.get("ports", ())) for name, service in services.items()}
+    assert published == {**dict.fromkeys(services, []), "controller": [6653, 8443]}  # OpenFlow/TLS, HTTPS
+    assert "tcp:" not in text  # no plain-TCP remote or target anywhere (ptcp:, tcp:)
+    for secure in ("--ofp-ssl-listen-port", "--ca-certs", "api_tls_cert", "pssl:6640", "set-ssl",
+                   "https://", "--token-file", "--ovsdb ssl:", "--of-target ssl:"):
+        assert secure in text, secure
 
 
 @pytest.mark.parametrize("option,value,words", [
