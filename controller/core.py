@@ -107,7 +107,8 @@ class WeftCore:
         """A port is up when it is bound and every host that needs flows for it has acknowledged them."""
         topo = self.compiler.topo
         port, binding = topo.ports.get(name), topo.bindings.get(name)
-        return port is not None and binding is not None and self._acked(port_cookie(port), binding.host)
+        return (port is not None and binding is not None and self.topology.confirmed(binding.host, name)
+                and self._acked(port_cookie(port), binding.host))
 
     def router_waiting_for(self, name):
         """None when the router is up: its flows acknowledged by every host that needs them and, with a
@@ -232,10 +233,17 @@ class WeftCore:
             del self.switches[host]
             self._wake.set()
 
-    def port_plugged(self, host, iface_id, ofport):
-        """A host's OVSDB shows `iface_id` plugged at `ofport` (None: unplugged)."""
-        self.topology.plug(host, iface_id, ofport)
+    def port_plugged(self, host, iface_id, ofport, confirmed=True):
+        """A host's OVSDB shows `iface_id` plugged at `ofport` (None: unplugged), `confirmed` once
+        vswitchd has given it that ofport."""
+        self.topology.plug(host, iface_id, ofport, confirmed)
         self._wake.set()
+        self._progress()  # a confirmation can make a port up without any flow changing
+
+    def _progress(self):
+        """Wakes whoever waits for a port or router to be up, to look again."""
+        applied, self._applied_event = self._applied_event, self.hub.Event()
+        applied.set()
 
     def plugged_hosts(self, port):
         """The hosts whose OVSDB shows the port plugged into br-int."""
@@ -257,8 +265,7 @@ class WeftCore:
             gw = router.gateway
             if gw and gw.host == host and gw.next_hop_mac is None and router_cookie(router) in cookies:
                 self.next_hops.ask_now(router.name)  # the flow its answer comes back through is in
-        applied, self._applied_event = self._applied_event, self.hub.Event()
-        applied.set()
+        self._progress()
 
     def leave_host(self, name, force=False):
         """Undoes the host's configuration (raises RuntimeError when its OVSDB is unreachable, unless
@@ -371,7 +378,9 @@ class WeftCore:
     def _publish_host_status(self, state):
         changed = {}
         for name, host in list(state.hosts.items()):
-            status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow_")}
+            # What changes with each flow batch (counters, flows_in_sync) is only in the API: writing
+            # it would cost two NB transactions per attach and per host, and a reconcile pass each.
+            status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow")}
             if host.status != status:
                 changed[name] = status
         if changed:

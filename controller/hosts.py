@@ -6,6 +6,7 @@ database), plugs the gateway uplink Weft wants there, and reports each change of
 """
 import logging
 
+from flows.pipeline import UPLINK_OFPORT
 from ovsdb import vswitch
 from ovsdb.idl import OvsdbConnection, TransactionError, fetch_schema
 
@@ -22,7 +23,7 @@ class HostAgent:
         self.conn = None
         self.error = None
         self.ready = False
-        self.bindings = {}    # iface-id -> ofport, read from the host's own OVSDB
+        self.replica = vswitch.HostReplica()  # br-int's ports, from the host's own OVSDB
         self.uplink = None    # the gateway uplink interface Weft should plug here, if any
         self._stopped = False
         self._kick = core.hub.Event()
@@ -41,6 +42,7 @@ class HostAgent:
                 attempt += 1
         if not self._stopped:
             self.conn = OvsdbConnection(self.core.hub, self.host.ovsdb_remote, schema, vswitch.TABLES,
+                                        listener=self.replica,
                                         on_change=lambda conn: self._kick.set(), name=self.host.name).start()
 
     def _run(self):
@@ -54,29 +56,31 @@ class HostAgent:
     def _check(self, conn):
         if conn.synced:
             args = (self.host.datapath_id, self.host.datapath_type, self.host.of_target)
-            if not vswitch.is_ready(conn, *args):
+            if not vswitch.is_ready(conn, self.replica, *args):
                 try:
                     vswitch.ensure_host_ready(conn, *args)
                     self.error = None
                 except (TransactionError, RuntimeError) as err:
                     self.error = f"cannot configure br-int: {err}"
                     LOG.error("host %s: %s", self.host.name, self.error)
-            self.ready = vswitch.is_ready(conn, *args)
+            self.ready = vswitch.is_ready(conn, self.replica, *args)
             if self.ready:
                 self.error = None
                 self._check_uplink(conn)
-            self._report_bindings(vswitch.bindings(conn))
+            self._report_bindings()
         self.core.host_changed(self.host.name)
 
-    def _report_bindings(self, bindings):
+    def _report_bindings(self):
         """Tells the core what was plugged, moved or unplugged since the last look."""
-        for iface_id in self.bindings.keys() | bindings.keys():
-            if self.bindings.get(iface_id) != bindings.get(iface_id):
-                self.core.port_plugged(self.host.name, iface_id, bindings.get(iface_id))
-        self.bindings = bindings
+        with self.conn.lock:
+            changed = {iface_id: self.replica.bindings.get(iface_id) for iface_id in self.replica.take_changed()}
+        for iface_id, binding in changed.items():
+            ofport, confirmed = binding or (None, False)
+            self.core.port_plugged(self.host.name, iface_id, ofport, confirmed)
 
     def _check_uplink(self, conn):
-        if vswitch.current_uplink(conn) == self.uplink:
+        plugged = self.replica.uplinks()
+        if list(plugged) == ([self.uplink] if self.uplink else []):
             return
         try:
             vswitch.ensure_uplink(conn, self.uplink)
@@ -108,7 +112,8 @@ class HostAgent:
 
     @property
     def uplink_plugged(self):
-        return bool(self.uplink and self.ovsdb_connected and vswitch.uplink_plugged(self.conn, self.uplink))
+        return bool(self.uplink and self.ovsdb_connected
+                    and self.replica.uplinks().get(self.uplink) == [UPLINK_OFPORT])
 
     @property
     def ovsdb_connected(self):

@@ -45,17 +45,25 @@ class TopologyBuilder:
         self._claims = {}        # iface-id -> {host: ofport}: normally one host; more when plugged twice
         self._plugged = set()    # iface-ids whose claims changed since the last update
         self._plugged_twice = {}  # iface-id -> (hosts it is plugged on, host it stays bound to)
+        self._confirmed = set()  # (host, iface-id) whose ofport vswitchd has assigned
 
-    def plug(self, host, iface_id, ofport):
-        """What a host's OVSDB says: `iface_id` is plugged there at `ofport` (None: no longer)."""
+    def plug(self, host, iface_id, ofport, confirmed=True):
+        """What a host's OVSDB says: `iface_id` is plugged there at `ofport` (None: no longer);
+        `confirmed`: vswitchd has given it that ofport (else it only asked for it)."""
         hosts = self._claims.setdefault(iface_id, {})
         if ofport is None:
             hosts.pop(host, None)
             if not hosts:
                 del self._claims[iface_id]
+            self._confirmed.discard((host, iface_id))
         else:
             hosts[host] = ofport
+            (self._confirmed.add if confirmed else self._confirmed.discard)((host, iface_id))
         self._plugged.add(iface_id)
+
+    def confirmed(self, host, iface_id):
+        """Whether vswitchd has given the port on `host` the ofport its flows use (it exists there)."""
+        return (host, iface_id) in self._confirmed
 
     def plugged_on(self, iface_id):
         """The hosts whose OVSDB shows `iface_id` plugged into br-int."""

@@ -3,6 +3,8 @@
 Weft owns exactly what it marks with external_ids:weft-owner: br-int (when Weft created it), the one
 flow-based Geneve port and br-int's controller record. Everything else on the host is left alone.
 """
+import collections
+import hashlib
 import secrets
 
 from flows.pipeline import TUNNEL_OFPORT, UPLINK_OFPORT
@@ -149,23 +151,6 @@ def unplug_iface_id(conn, iface_id):
     conn.transact(build)
 
 
-def uplink_plugged(conn, iface):
-    """Whether `iface` is Weft's uplink on br-int and vswitchd gave it UPLINK_OFPORT."""
-    with conn.lock:
-        tables = conn.idl.tables
-        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
-        ports = [p for p in (bridge.ports if bridge else ()) if p.external_ids.get("weft-role") == "uplink"]
-        return any(p.name == iface and any(i.ofport == [UPLINK_OFPORT] for i in p.interfaces) for p in ports)
-
-
-def current_uplink(conn):
-    """The name of the uplink Weft plugged into br-int, or None."""
-    with conn.lock:
-        bridge = _find(conn.idl.tables, "Bridge", INTEGRATION_BRIDGE)
-        ours = [p.name for p in (bridge.ports if bridge else ()) if p.external_ids.get("weft-role") == "uplink"]
-    return ours[0] if len(ours) == 1 else (None if not ours else "<several>")
-
-
 def remove_host_config(conn):
     """Undoes ensure_host_ready: removes br-int if Weft created it, else only Weft's port and controller."""
     def build(txn, tables):
@@ -182,36 +167,169 @@ def remove_host_config(conn):
     conn.transact(build)
 
 
-def is_ready(conn, dpid, datapath_type, of_target):
+def is_ready(conn, replica, dpid, datapath_type, of_target):
     """What ensure_host_ready would leave, read back from the host's database (for status)."""
     with conn.lock:
-        tables = conn.idl.tables
-        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        bridge = _find(conn.idl.tables, "Bridge", INTEGRATION_BRIDGE)
         if bridge is None or bridge.datapath_type != datapath_type or bridge.fail_mode != ["secure"]:
             return False
-        tunnel = _find(tables, "Interface", TUNNEL_PORT)
-        return (tunnel is not None and tunnel.ofport == [TUNNEL_OFPORT]
+        return (replica.ofport_of(TUNNEL_PORT) == TUNNEL_OFPORT
                 and bridge.other_config.get("datapath-id") == dpid
                 and [c.target for c in bridge.controller] == ([of_target] if of_target else [])
                 and all(getattr(c, column) == value for c in bridge.controller
                         for column, value in PACKET_IN_LIMITS.items()))
 
 
-def bindings(conn):
-    """{iface-id: ofport} for every interface on br-int that carries external_ids:iface-id and has a
-    valid ofport: how Weft learns where a logical port is plugged, whoever plugged it."""
-    with conn.lock:
-        tables = conn.idl.tables
-        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
-        if bridge is None:
-            return {}
-        found = {}
-        for port in bridge.ports:
-            for iface in port.interfaces:
-                iface_id = iface.external_ids.get("iface-id")
-                if iface_id and iface.ofport and iface.ofport[0] > 0:
-                    found[iface_id] = iface.ofport[0]
-        return found
+class HostReplica:
+    """br-int's ports and interfaces on one host, kept row by row from the IDL's notifications
+    (OvsdbConnection's `listener`), so that a port plugged costs what it touches, not a read of every
+    interface on the host.
+
+    `bindings`: {iface-id: (ofport, confirmed)} for every interface on br-int that carries
+    external_ids:iface-id: how Weft learns where a logical port is plugged, whoever plugged it.
+    confirmed: vswitchd has given the interface that ofport. Before it has, an interface that asked
+    for an ofport (ofport_request) that no other interface on br-int has or asks for is reported with
+    it, unconfirmed, so its flows can go in while vswitchd is still adding the port.
+    `changed`: the iface-ids whose binding changed since take_changed()."""
+
+    def __init__(self):
+        self.reload({})
+
+    def reload(self, tables):
+        previous = set(getattr(self, "bindings", ()))  # after a reconnect, what went meanwhile is news too
+        self._ifaces = {}        # uuid -> (name, iface-id, ofport or None, ofport_request or None)
+        self._ports = {}         # uuid -> (name, interface uuids, weft-role)
+        self._port_of_iface = {}  # interface uuid -> port uuid
+        self._br_int = frozenset()  # br-int's port uuids
+        self._iface_by_name = {}
+        self._claims = collections.Counter()  # ofports had or asked for on br-int
+        self._claimed_by = {}    # interface uuid on br-int -> the ofports it has or asks for
+        self._requesters = {}    # ofport -> {interface uuid on br-int asking for it}
+        self._by_iface_id = {}   # iface-id -> {interface uuid: its binding}
+        self._bound_as = {}      # interface uuid -> the iface-id it is filed under there
+        self.bindings, self.changed = {}, set()
+        self._counts = dict.fromkeys(TABLES, 0)
+        for table in ("Interface", "Port", "Bridge"):
+            for row in tables[table].rows.values() if table in tables else ():
+                self.row_changed("create", row)
+        for table in ("Open_vSwitch", "Controller"):
+            self._counts[table] = len(tables[table].rows) if table in tables else 0
+        self.changed |= previous
+
+    def row_counts(self):
+        return dict(self._counts)
+
+    def take_changed(self):
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def ofport_of(self, name):
+        iface = self._ifaces.get(self._iface_by_name.get(name))
+        return iface[2] if iface else None
+
+    def uplinks(self):
+        """The names of the uplinks Weft plugged into br-int, with their ofports."""
+        return {self._ports[p][0]: [self._ifaces[i][2] for i in self._ports[p][1] if i in self._ifaces]
+                for p in self._br_int if p in self._ports and self._ports[p][2] == "uplink"}
+
+    def row_changed(self, event, row):
+        table = row._table.name
+        if event != "update":
+            self._counts[table] += 1 if event == "create" else -1
+        deleted = event == "delete"
+        if table == "Interface":
+            old = self._ifaces.pop(row.uuid, None)
+            if old:
+                self._iface_by_name.pop(old[0], None)
+            if not deleted:
+                ofport = row.ofport[0] if row.ofport else None
+                self._ifaces[row.uuid] = (row.name, row.external_ids.get("iface-id"), ofport,
+                                          row.ofport_request[0] if row.ofport_request else None)
+                self._iface_by_name[row.name] = row.uuid
+            self._refresh({row.uuid})
+        elif table == "Port":
+            old = self._ports.pop(row.uuid, None)
+            touched = set(old[1]) if old else set()
+            for iface in touched:
+                self._port_of_iface.pop(iface, None)
+            if not deleted:
+                ifaces = tuple(i.uuid for i in row.interfaces)
+                self._ports[row.uuid] = (row.name, ifaces, row.external_ids.get("weft-role"))
+                for iface in ifaces:
+                    self._port_of_iface[iface] = row.uuid
+                touched |= set(ifaces)
+            self._refresh(touched)
+        elif table == "Bridge" and (deleted or row.name == INTEGRATION_BRIDGE):
+            ports = frozenset() if deleted else frozenset(p.uuid for p in row.ports)
+            moved = ports ^ self._br_int
+            self._br_int = ports
+            self._refresh({i for p in moved if p in self._ports for i in self._ports[p][1]})
+        elif table in ("Open_vSwitch", "Controller"):
+            pass  # read directly when needed (few rows)
+
+    def _on_br_int(self, iface):
+        return self._port_of_iface.get(iface) in self._br_int
+
+    def _refresh(self, ifaces):
+        """Recomputes what these interfaces claim and bind, and the bindings that depend on it (an
+        interface asking for an ofport that another one now has or asks for)."""
+        again = set(ifaces)
+        for uuid in ifaces:
+            for number in self._claimed_by.pop(uuid, ()):
+                self._claims[number] -= 1
+                self._requesters.get(number, set()).discard(uuid)
+                again |= self._requesters.get(number, set())
+            info = self._ifaces.get(uuid)
+            if info is None or not self._on_br_int(uuid):
+                continue
+            _, _, ofport, request = info
+            # What it has, or while it has nothing yet, what it asks for (-1: vswitchd failed it).
+            claimed = {ofport} if ofport is not None and ofport > 0 else {request} if ofport is None and request else set()
+            self._claimed_by[uuid] = claimed
+            for number in claimed:
+                self._claims[number] += 1
+                again |= self._requesters.get(number, set())
+            if request is not None and ofport is None:
+                self._requesters.setdefault(request, set()).add(uuid)
+        for uuid in again:
+            self._set_binding(uuid, self._binding(uuid))
+
+    def _binding(self, uuid):
+        info = self._ifaces.get(uuid)
+        if info is None or uuid not in self._claimed_by or not info[1]:
+            return None
+        _, _, ofport, request = info
+        if ofport is not None and ofport > 0:
+            return (ofport, True)
+        if ofport is None and request is not None and self._claims[request] == 1:
+            return (request, False)
+        return None
+
+    def _set_binding(self, uuid, binding):
+        info = self._ifaces.get(uuid)
+        iface_id = info[1] if info and binding is not None else None
+        for key in {self._bound_as.pop(uuid, None), iface_id} - {None}:
+            entries = self._by_iface_id.setdefault(key, {})
+            entries.pop(uuid, None)
+            if key == iface_id:
+                entries[uuid] = binding
+                self._bound_as[uuid] = key
+            value = entries[min(entries)] if entries else None  # two interfaces, one iface-id: either
+            if not entries:
+                del self._by_iface_id[key]
+            if self.bindings.get(key) != value:
+                if value is None:
+                    del self.bindings[key]
+                else:
+                    self.bindings[key] = value
+                self.changed.add(key)
+
+
+def free_ofport_guess(port_name):
+    """An ofport for a new port to ask for, from its name: unlikely to be taken (vswitchd numbers
+    other ports from 1 up), and harmless if it is (see HostReplica)."""
+    digest = int.from_bytes(hashlib.sha256(port_name.encode()).digest()[:4], "big")
+    return 1000 + digest % (TUNNEL_OFPORT - 1000)
 
 
 def _ovsdb_map(mapping):
@@ -219,8 +337,8 @@ def _ovsdb_map(mapping):
 
 
 def plug_port(remote, device, iface_id):
-    """Adds `device` to br-int with external_ids:iface-id, in one transaction, and returns br-int's
-    datapath type. Without br-int (the host has not joined) the mutate matches nothing, so the new,
+    """Adds `device` to br-int with external_ids:iface-id and an ofport_request, in one transaction,
+    and returns br-int's datapath type. Without br-int (the host has not joined) the mutate matches nothing, so the new,
     unreferenced rows are dropped by the database and nothing changes. (No attached-mac: attach
     plugs before the controller has chosen the MAC; `weft port show` has it.)"""
     from ovsdb import rpc
@@ -229,7 +347,8 @@ def plug_port(remote, device, iface_id):
     try:
         results = rpc.transact(remote, DATABASE, [
             {"op": "select", "table": "Bridge", "where": bridge, "columns": ["datapath_type"]},
-            {"op": "insert", "table": "Interface", "row": {"name": device, "external_ids": ids}, "uuid-name": "iface"},
+            {"op": "insert", "table": "Interface", "uuid-name": "iface",
+             "row": {"name": device, "external_ids": ids, "ofport_request": free_ofport_guess(iface_id)}},
             {"op": "insert", "table": "Port", "uuid-name": "port",
              "row": {"name": device, "interfaces": ["named-uuid", "iface"], "external_ids": ids}},
             {"op": "mutate", "table": "Bridge", "where": bridge,
