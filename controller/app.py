@@ -1,8 +1,9 @@
 """The Ryu application: `ryu-manager controller.app`.
 
 This is the only module that imports Ryu. It turns Ryu events into calls on the framework-free
-core (controller/core.py), serves the REST API on Ryu's WSGI server, and translates the pipeline's
-flows (flows/) to and from OpenFlow messages.
+core (controller/core.py), runs the listeners of the REST API (controller/http.py in front of
+controller/api.py) and of OpenFlow, and translates the pipeline's flows (flows/) to and from OpenFlow
+messages.
 """
 import collections
 import dataclasses
@@ -20,7 +21,7 @@ from eventlet.green import ssl as green_ssl
 from oslo_config.cfg import Error as ConfigError
 from ryu import cfg  # ryu.cfg.CONF is the one ryu-manager parses (not oslo's global CONF)
 from ryu.base import app_manager
-from ryu.controller import controller as ryu_controller  # noqa: F401 (registers the ofp-* options)
+from ryu.controller import controller as ryu_controller  # its ofp-* options, and the listener replaced below
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
@@ -56,7 +57,8 @@ MAX_CONNECTIONS_PER_PEER = 512
 
 
 def _config_from_conf():
-    """The [weft] options, checked: a bad value stops the controller with a message naming it."""
+    """The [weft] options and the controller's TLS files, checked: a bad value stops the controller
+    with a message naming it."""
     try:
         config = Config(**{f.name: getattr(CONF.weft, f.name) for f in dataclasses.fields(Config)})
         weft_config.check(config)
@@ -66,7 +68,7 @@ def _config_from_conf():
                              "(--ctl-privkey, --ctl-cert, --ca-certs)")
     except (ValueError, ConfigError) as err:
         raise SystemExit(f"weft: bad configuration: {err}") from None
-    return config
+    return config, tls
 
 
 def _tls_files():
@@ -89,9 +91,8 @@ class WeftApp(app_manager.RyuApp):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        config = _config_from_conf()
+        config, tls = _config_from_conf()
         self.core = WeftCore(hub, config)
-        tls = _tls_files()
         if tls:
             use_tls(*tls)
             self.core.ovsdb_tls = True
@@ -115,6 +116,7 @@ class WeftApp(app_manager.RyuApp):
         self.api_servers.close()
         self.core.stop()
         super().stop()
+
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev):
         switch = OpenFlowSwitch(ev.msg.datapath)
@@ -531,7 +533,7 @@ def _openflow_server_loop(controller, ofp_tcp_listen_port, ofp_ssl_listen_port):
     if (ofp_tcp_listen_port, ofp_ssl_listen_port) == (ofproto_common.OFP_TCP_PORT_OLD,
                                                       ofproto_common.OFP_SSL_PORT_OLD):
         return  # Ryu's extra listener on the pre-IANA port 6633: Weft listens once
-    tls = _tls_files()
+    tls = _tls_files()  # checked at start (_config_from_conf)
     context = None
     if tls:
         context = green_ssl.SSLContext(green_ssl.PROTOCOL_TLS_SERVER)

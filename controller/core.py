@@ -37,7 +37,7 @@ class WeftCore:
         self.next_hops = NextHops(hub)
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
         self._wake = hub.Event()
-        self._applied_event = hub.Event()  # replaced and set after each acknowledged flow batch
+        self._applied_event = hub.Event()  # replaced and set on progress: a flow batch acked, a plug confirmed
         self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
         self._full = True                  # next pass rebuilds everything from scratch
         self._running = False
