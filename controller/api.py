@@ -77,7 +77,7 @@ class NorthboundApi:
                 allowed.append(route_method)
         if allowed:
             raise ApiError(405, f"{method} is not allowed here (allowed: {', '.join(allowed)})")
-        raise ApiError(404, f"no such resource /v1/{'/'.join(parts)}")
+        raise ApiError(404, f"no such resource {_printable('/v1/' + '/'.join(parts))!r}")
 
     # --- status -------------------------------------------------------------------------------------
     def status(self, body, params):
@@ -110,7 +110,7 @@ class NorthboundApi:
                                  "(start it with --ctl-privkey, --ctl-cert and --ca-certs)")
         datapath_type = f.get("datapath_type", "system")
         if datapath_type not in ("netdev", "system"):
-            raise v.bad("datapath_type", f"{datapath_type!r} is not one of: netdev, system")
+            raise v.bad("datapath_type", f"{v.shown(datapath_type)} is not one of: netdev, system")
         of_target = v.remote(f["of_target"], "of_target") if "of_target" in f else self.core.default_of_target()
         state = self.core.nb_state()
         existing = state.hosts.get(name)
@@ -212,7 +212,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
         if network is None:
-            raise ApiError(404, f"network: no network named {f['network']!r}")
+            raise ApiError(404, f"network: no network named {v.shown(f['network'])}")
         net = ipaddress.IPv4Network(network.cidr)
         ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
         mac = v.mac(f["mac"]) if "mac" in f else None
@@ -310,7 +310,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
         if network is None:
-            raise ApiError(404, f"network: no network named {f['network']!r}")
+            raise ApiError(404, f"network: no network named {v.shown(f['network'])}")
         owner = state.router_of(network.name)
         if owner:
             raise ApiError(409, f"network: {network.name!r} is already attached to router {owner.name!r}")
@@ -329,7 +329,7 @@ class NorthboundApi:
     def detach_router(self, name, network, body, params):
         router = self._get("routers", name)
         if network not in router.ports:
-            raise ApiError(404, f"network {network!r} is not attached to router {name!r}")
+            raise ApiError(404, f"network {v.shown(network)} is not attached to router {name!r}")
         vias = sorted(c for c, via in router.static_routes.items()
                       if len(router.ports) > 1 and _on_network(self.core.nb_state(), network, via))
         if vias:
@@ -353,7 +353,7 @@ class NorthboundApi:
         router = self._get("routers", name)
         cidr = params.get("cidr")
         if cidr not in router.static_routes:
-            raise ApiError(404, f"cidr: router {name!r} has no route for {cidr!r}")
+            raise ApiError(404, f"cidr: router {name!r} has no route for {v.shown(cidr)}")
         self._write(self.core.nb.set_route, name, cidr, None)
         return 200, self._router_json(self.core.nb_state().routers[name])
 
@@ -362,7 +362,7 @@ class NorthboundApi:
         f = v.body_fields(body, {"host": str, "uplink": str, "ip": str, "next_hop": str}, {})
         state = self.core.nb_state()
         if f["host"] not in state.hosts:
-            raise ApiError(404, f"host: no host named {f['host']!r}")
+            raise ApiError(404, f"host: no host named {v.shown(f['host'])}")
         uplink = v.interface_name(f["uplink"], "uplink")
         address, prefixlen = v.ipv4_interface(f["ip"], "ip")
         subnet = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
@@ -409,7 +409,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         port = state.ports.get(f["port"])
         if port is None:
-            raise ApiError(404, f"port: no port named {f['port']!r}")
+            raise ApiError(404, f"port: no port named {v.shown(f['port'])}")
         router = state.router_of(port.network)
         if router is None or not router.gateway:
             raise ApiError(409, f"port: {port.name!r} is in network {port.network!r}, which is not attached to "
@@ -426,7 +426,7 @@ class NorthboundApi:
 
     def delete_floating_ip(self, ip, body, params):
         if ip not in self.core.nb_state().floating_ips:
-            raise ApiError(404, f"no floating IP {ip!r}")
+            raise ApiError(404, f"no floating IP {v.shown(ip)}")
         self._write(self.core.nb.delete_floating_ip, ip)
         return 200, {"deleted": ip}
 
@@ -438,7 +438,7 @@ class NorthboundApi:
         dst = v.ipv4_address(params["to"], "to")
         proto = params.get("proto", "icmp")
         if proto not in ("icmp", "tcp", "udp"):
-            raise v.bad("proto", f"{proto!r} is not one of: icmp, tcp, udp")
+            raise v.bad("proto", f"{v.shown(proto)} is not one of: icmp, tcp, udp")
         dport = v.query_integer(params["dport"], "dport", 1, 65535) if params.get("dport") else None
         try:
             return 200, self.core.trace(port.name, dst, proto, dport)
@@ -485,7 +485,7 @@ def _path_parts(path):
             try:
                 parts.append(urllib.parse.unquote_to_bytes(segment).decode("utf-8"))
             except UnicodeDecodeError:
-                raise ApiError(400, f"the request path segment {segment.decode('latin-1')!r} is not valid "
+                raise ApiError(400, f"the request path segment {v.shown(segment.decode('latin-1'))} is not valid "
                                     "UTF-8") from None
     return tuple(parts)
 

@@ -72,8 +72,10 @@ def _describe(value):
 
 
 def shown(value, limit=40):
+    """value as the client sent it, cut short: an error names the problem, it does not echo input."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
+    closing = text[-1] if isinstance(value, str) else ""  # the quote repr chose
+    return text if len(text) <= limit else text[:limit] + "..." + closing
 
 
 def parse_json(raw):
@@ -122,7 +124,7 @@ def _unique_keys(pairs):
     result = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"the key {key!r} appears twice")
+            raise ValueError(f"the key {shown(key)} appears twice")
         result[key] = value
     return result
 
@@ -137,7 +139,7 @@ def integer(value, field, low, high):
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(field, f"{shown(value)} is not an integer")
     if not low <= value <= high:
-        raise bad(field, f"{value} is out of range ({low}..{high})")
+        raise bad(field, f"{shown(value)} is out of range ({low}..{high})")
     return value
 
 
