@@ -134,6 +134,10 @@ class NorthboundApi:
         if bound:
             raise ApiError(409, f"host {name!r} still has ports bound: {', '.join(bound[:5])}"
                                 f"{' ...' if len(bound) > 5 else ''}; detach them first")
+        for router in list(self.core.nb_state().routers.values()):
+            if router.gateway.get("host") == name:  # even forced: the gateway would be on no host
+                raise ApiError(409, f"host {name!r} carries router {router.name!r}'s gateway; clear it first "
+                                    f"(weft router clear-gateway {router.name})")
         try:
             self.core.leave_host(name, force=_flag(params, "force"))
         except RuntimeError as err:

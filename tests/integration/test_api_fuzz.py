@@ -102,6 +102,7 @@ KNOWN_BAD = [
     ("POST", "/v1/routers/r1/routes", {"cidr": "172.18.0.0/16", "via": "167837953"}, 400, ["via", "IPv4 address"]),
     ("POST", "/v1/hosts", {"name": "h9", "encap_ip": "255.255.255.255", "ovsdb": "unix:/nonexistent/h9.sock"}, 400,
      ["encap_ip", "not a usable unicast address"]),
+    ("DELETE", "/v1/hosts/h1?force=true", None, 409, ["h1", "r1", "gateway"]),  # it would leave r1's on no host
     # An error names the problem without echoing the whole input back (check_answer bounds it).
     ("GET", "/v1/" + "a" * 5000, None, 404, ["no such resource", "/v1/aaaa"]),
     ("GET", "/v1/ports/%ff" + "a" * 5000, None, 400, ["'%ffaaaa", "not valid UTF-8"]),
