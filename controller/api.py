@@ -62,7 +62,7 @@ class NorthboundApi:
             handler, args, allowed = self._route(method, parts[1:])
             params = _query_params(query, allowed)
             body = v.parse_json(raw_body) if method in ("POST", "PUT") else None
-            if not self.core.nb_loaded():
+            if self.core.nb is None or not self.core.nb_loaded():  # the API listens before the core starts
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
             return handler(*args, body=body, params=params)
         except ApiError as err:
