@@ -355,7 +355,9 @@ class NorthboundApi:
 
     def delete_route(self, name, body, params):
         router = self._get("routers", name)
-        cidr = params.get("cidr")
+        if "cidr" not in params:
+            raise v.bad("cidr", "is required (?cidr=CIDR)")
+        cidr = params["cidr"]
         if cidr not in router.static_routes:
             raise ApiError(404, f"cidr: router {name!r} has no route for {v.shown(cidr)}")
         self._write(self.core.nb.set_route, name, cidr, None)

@@ -103,6 +103,7 @@ KNOWN_BAD = [
     ("POST", "/v1/hosts", {"name": "h9", "encap_ip": "255.255.255.255", "ovsdb": "unix:/nonexistent/h9.sock"}, 400,
      ["encap_ip", "not a usable unicast address"]),
     ("DELETE", "/v1/hosts/h1?force=true", None, 409, ["h1", "r1", "gateway"]),  # it would leave r1's on no host
+    ("DELETE", "/v1/routers/r1/routes", None, 400, ["cidr", "is required"]),  # was a 404 for the route None
     # An error names the problem without echoing the whole input back (check_answer bounds it).
     ("GET", "/v1/" + "a" * 5000, None, 404, ["no such resource", "/v1/aaaa"]),
     ("GET", "/v1/ports/%ff" + "a" * 5000, None, 400, ["'%ffaaaa", "not valid UTF-8"]),
@@ -262,8 +263,8 @@ def check_answer(request, answer):
 def nb_problem(rows):
     """What is wrong with the NB's content, whatever requests made it, or None. Weft stores names,
     addresses, keys and socket paths: every string is printable ASCII without spaces, no longer
-    than a unix socket's path may be (107 bytes), every name a valid name, and every gateway on a
-    joined host."""
+    than a path may be (PATH_MAX, 4096 bytes with its NUL), every name a valid name, and every
+    gateway on a joined host."""
     hosts = {json.loads(text)["name"] for text in rows["Host"]}
     for text in rows["Router"]:
         gateway = dict(json.loads(text)["gateway"][1])
@@ -273,8 +274,8 @@ def nb_problem(rows):
         for text in table_rows:
             row = json.loads(text)
             for string in _strings(row):
-                if not re.fullmatch(r"[\x21-\x7e]{0,107}", string):
-                    return f"{table} row {text[:300]}: {string[:200]!r} is not printable ASCII of at most 107 bytes"
+                if not re.fullmatch(r"[\x21-\x7e]{0,4095}", string):
+                    return f"{table} row {text[:300]}: {string[:200]!r} is not printable ASCII of at most 4095 bytes"
             if isinstance(row.get("name"), str) and not validate.NAME_RE.fullmatch(row["name"]):
                 return f"{table} row {text}: the name {row['name']!r} is not a valid name"
     return None
@@ -491,6 +492,8 @@ def _body(rng, handler):
     if rng.random() < 0.1:
         return rng.choice(RAW_BODIES)
     valid = VALID_BODIES.get(handler, {"name": "x"})
+    if "name" in valid and rng.random() < 0.5:  # a new object, not one an earlier request made
+        valid = {**valid, "name": f"{valid['name']}x{rng.randrange(10**6)}"}
     required = body_fields_of(handler)[0] if handler in VALID_BODIES else ()
     body = {k: v for k, v in valid.items() if k in required or rng.random() < 0.5}
     for _ in range(rng.choice([0, 1, 1, 1, 2])):
@@ -512,7 +515,7 @@ def _spoiled(rng, value):
     if isinstance(value, int):
         return rng.choice([str(value), value * 1000, -value, float(value), value + 0.5, [value], str(value) + " "])
     spoil = rng.choice([lambda s: s + "\n", lambda s: " " + s, lambda s: s.upper(), lambda s: s.translate(ARABIC_INDIC),
-                        lambda s: s.translate(FULLWIDTH), lambda s: s + "x" * 1000, lambda s: "-" + s,
+                        lambda s: s.translate(FULLWIDTH), lambda s: s + "x" * 1000, lambda s: s + "x" * 5000, lambda s: "-" + s,
                         lambda s: s[:-1], lambda s: s * 2, lambda s: s.replace(".", ".."), lambda s: s + "\x00",
                         lambda s: s.replace("/", "/0"), lambda s: s + "/33", lambda s: s.replace(".", ","),
                         lambda s: _as_integer(s)])
