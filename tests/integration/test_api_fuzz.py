@@ -104,6 +104,8 @@ KNOWN_BAD = [
      ["encap_ip", "not a usable unicast address"]),
     ("DELETE", "/v1/hosts/h1?force=true", None, 409, ["h1", "r1", "gateway"]),  # it would leave r1's on no host
     ("DELETE", "/v1/routers/r1/routes", None, 400, ["cidr", "is required"]),  # was a 404 for the route None
+    ("POST", "/v1/hosts", {"name": "h9", "encap_ip": "192.0.2.9", "ovsdb": "unix:/" + "x" * 5000}, 400,
+     ["ovsdb", "not an OVSDB/OpenFlow remote"]),  # no path is that long (PATH_MAX)
     # An error names the problem without echoing the whole input back (check_answer bounds it).
     ("GET", "/v1/" + "a" * 5000, None, 404, ["no such resource", "/v1/aaaa"]),
     ("GET", "/v1/ports/%ff" + "a" * 5000, None, 400, ["'%ffaaaa", "not valid UTF-8"]),
