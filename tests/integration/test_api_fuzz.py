@@ -8,6 +8,7 @@ length; a failure prints the exact request.
 """
 import ast
 import collections
+import concurrent.futures
 import dataclasses
 import http.client
 import inspect
@@ -21,12 +22,14 @@ import shutil
 import socket
 import tempfile
 import textwrap
+import time
 import urllib.parse
 
 import pytest
 
 from controller import validate
 from controller.api import NorthboundApi
+from controller.http import MAX_WAITS_PER_CALLER
 from weft.client import ApiError
 from weft.testing import Controller, skip_reason
 
@@ -358,6 +361,20 @@ def test_a_known_bad_request_is_refused_naming_the_problem(controller, method, t
     error = json.loads(answer.body)["error"]
     assert answer.status == status and all(w in error for w in words), f"{answer.status} {error!r}\nrequest: {sent}"
     assert controller.nb_rows() == before, f"the NB changed\nrequest: {sent}"
+
+
+def test_a_percent_encoded_wait_counts_against_the_callers_waits(controller):
+    """The limit on waiting requests reads ?wait_up= as the API does, encoded or not."""
+    waiting = [request("GET", "/v1/ports/solo?wait_up=2") for _ in range(MAX_WAITS_PER_CALLER)]
+    with concurrent.futures.ThreadPoolExecutor(len(waiting)) as pool:
+        answers = [pool.submit(send, controller, r) for r in waiting]
+        for _ in range(40):  # until the controller has all of them in flight
+            one_more = send(controller, request("GET", "/v1/ports/solo?wait%5Fup=0"))
+            if one_more.status == 429:
+                break
+            time.sleep(0.05)
+        assert one_more.status == 429 and b"waiting requests" in one_more.body, one_more
+        assert all(a.result().status == 200 for a in answers)
 
 
 def test_fuzzed_requests_get_a_clean_answer_and_a_refusal_changes_nothing(controller):
