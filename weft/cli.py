@@ -347,12 +347,13 @@ LOCAL_COMMANDS = ("lab", "pki")  # commands that do not talk to the API
 
 
 def _fail(message, err=None):
-    print(f"weft: error: {message}", file=sys.stderr)
+    """One line on stderr (whatever the message holds), and exit status 1."""
+    if err is not None and not os.environ.get("WEFT_DEBUG"):
+        message += " (WEFT_DEBUG=1 shows the details)"
+    print(f"weft: error: {' '.join(message.split())}", file=sys.stderr)
     if err is not None and os.environ.get("WEFT_DEBUG"):
         import traceback
         traceback.print_exception(err)
-    elif err is not None:
-        print("weft: (WEFT_DEBUG=1 shows the details)", file=sys.stderr)
     return 1
 
 
