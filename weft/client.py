@@ -16,6 +16,7 @@ import errno
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import urllib.parse
@@ -79,6 +80,8 @@ class ApiClient:
     def _connector(self):
         if self.base.startswith("unix:"):
             sock_path = self.base[len("unix:"):]
+            if not sock_path:
+                raise ApiError(None, f"{self.base!r} names no socket (unix:/PATH)")
             return lambda: _UnixHTTPConnection(sock_path, self.timeout)
         try:
             url = urllib.parse.urlsplit(self.base)
@@ -86,7 +89,9 @@ class ApiClient:
         except ValueError as err:
             raise ApiError(None, f"{self.base!r} is not an API address ({err}); use unix:/PATH, "
                                  "http://HOST:PORT or https://HOST:PORT") from None
-        if url.scheme not in ("http", "https") or not host or url.path not in ("", "/"):
+        # (http.client would refuse a space or a control character in the host only when connecting)
+        if url.scheme not in ("http", "https") or not host or url.path not in ("", "/") \
+                or re.search(r"[\x00-\x20\x7f]", host):
             raise ApiError(None, f"{self.base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
                                  "https://HOST:PORT)")
         if url.scheme == "http":
