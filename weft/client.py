@@ -107,10 +107,13 @@ class ApiClient:
         token = self._token
         if self._token_file:
             try:
-                with open(self._token_file) as f:
-                    token = f.readline().strip()
+                with open(self._token_file, "rb") as f:
+                    token = f.readline().strip().decode("latin-1")
             except OSError as err:
                 raise ApiError(None, f"cannot read the token file {self._token_file}: {err.strerror}") from None
+        if token and not re.fullmatch(r"[\x21-\x7e]+", token):  # else http.client fails on it, or sends it
+            raise ApiError(None, f"the token in {self._token_file or 'WEFT_TOKEN'} is not a bearer token "
+                                 "(one line of printable ASCII)")
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None:
