@@ -172,6 +172,9 @@ class ApiClient:
             if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
                 return ApiError(None, f"no Weft controller is listening on {sock} (is it running? "
                                       "point WEFT_API or --api elsewhere otherwise)")
+        if isinstance(err, http.client.BadStatusLine) and not isinstance(err, http.client.RemoteDisconnected):
+            sent = _excerpt(err.line.encode("latin-1"))  # (http.client read the line as latin-1)
+            return ApiError(None, f"the API at {where} does not answer in HTTP (it sent {sent!r})")
         if isinstance(err, ssl.SSLError):
             return ApiError(None, f"TLS with the Weft API at {where} failed: {err.reason or err} "
                                   "(is WEFT_CA_FILE / ca_file the controller's CA?)")

@@ -153,7 +153,7 @@ CASES = [
     ("API answers an object for a list", ["--api", "{stand-in object}", "network", "list"], 1, "unexpected answer"),
     ("API answers 500 HTML", ["--api", "{stand-in html500}", "status"], 1, "HTTP 500"),
     ("API error is not a string", ["--api", "{stand-in error-not-a-string}", "port", "show", "p1"], 1, "HTTP 404"),
-    ("API is not HTTP", ["--api", "{stand-in not-http}", "status"], 1, "not HTTP"),
+    ("API is not HTTP", ["--api", "{stand-in not-http}", "status"], 1, "does not answer in HTTP"),
     ("API closes the connection", ["--api", "{stand-in close}", "status"], 1, "closed connection"),
 ] + [
     (f"{kind} name: {' '.join(argv[:2])}", [BAD_NAMES[kind] if a == "NAME" else a for a in argv], 1, word)
