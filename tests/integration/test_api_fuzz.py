@@ -10,6 +10,7 @@ import ast
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import http.client
 import inspect
 import ipaddress
@@ -18,9 +19,7 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
-import tempfile
 import textwrap
 import time
 import urllib.parse
@@ -31,7 +30,7 @@ from controller import validate
 from controller.api import NorthboundApi
 from controller.http import MAX_WAITS_PER_CALLER
 from weft.client import ApiError
-from weft.testing import Controller, skip_reason
+from running_controller import running_controller  # tests/integration is on sys.path
 
 SEED = int(os.environ.get("WEFT_FUZZ_SEED", "1275"))
 COUNT = int(os.environ.get("WEFT_FUZZ_COUNT", "1500"))
@@ -227,18 +226,10 @@ def to_json(value, ascii_only=True):
 
 @pytest.fixture(scope="module")
 def controller():
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    directory = tempfile.mkdtemp(prefix="weft-api-fuzz-", dir="/tmp")
-    ctl = Controller(directory)
-    try:
+    with running_controller("weft-api-fuzz-") as ctl:
         for method, path, body in POPULATION:
             ctl.api.request(method, path, body)
         yield ctl
-    finally:
-        ctl.stop()
-        shutil.rmtree(directory)
 
 
 def check_answer(request, answer):
@@ -261,7 +252,8 @@ def check_answer(request, answer):
         if not (isinstance(value, dict) and isinstance(value.get("error"), str)):
             return f"answered {answer.status} without an error message: {answer.body[:200]!r}"
         if len(value["error"]) > MAX_ERROR:
-            return f"answered {answer.status} with an error of {len(value['error'])} characters: {value['error'][:200]!r}..."
+            return (f"answered {answer.status} with an error of {len(value['error'])} characters: "
+                    f"{value['error'][:200]!r}...")
     return None
 
 
@@ -331,6 +323,7 @@ def _nb_diff(before, after):
 
 # --- the tests --------------------------------------------------------------------------------------
 
+@functools.cache
 def body_fields_of(handler_name):
     """(required, optional) field names of the handler's v.body_fields(...) call, read from its
     source; None if it takes no body."""
@@ -345,8 +338,9 @@ def test_the_fuzzer_knows_every_route_its_body_fields_and_query_parameters():
     for method, pattern, handler, params in ROUTES:
         fields = body_fields_of(handler)
         if fields is not None:
-            assert set(VALID_BODIES.get(handler, ())) == fields[0] | fields[1], \
-                f"{handler} takes the body fields {sorted(fields[0] | fields[1])}: give VALID_BODIES a valid value for each"
+            every = fields[0] | fields[1]
+            assert set(VALID_BODIES.get(handler, ())) == every, \
+                f"{handler} takes the body fields {sorted(every)}: give VALID_BODIES a valid value for each"
         for param in params:
             assert param in VALID_QUERY, f"{handler} takes ?{param}=: give VALID_QUERY valid values for it"
 
@@ -527,18 +521,18 @@ def _body(rng, handler):
 
 ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+SPOILED_STRINGS = [  # a valid string, nearly: what a sloppy client or a hostile one sends in its place
+    lambda s: s + "\n", lambda s: " " + s, lambda s: "-" + s, lambda s: s + "\x00", lambda s: s.upper(),
+    lambda s: s.translate(ARABIC_INDIC), lambda s: s.translate(FULLWIDTH), lambda s: s + "x" * 1000,
+    lambda s: s + "x" * 5000, lambda s: s[:-1], lambda s: s * 2, lambda s: s.replace(".", ".."),
+    lambda s: s.replace(".", ","), lambda s: s.replace("/", "/0"), lambda s: s + "/33", lambda s: _as_integer(s),
+]
 
 
 def _spoiled(rng, value):
-    """A valid value, nearly: what a sloppy client or a hostile one sends in its place."""
     if isinstance(value, int):
         return rng.choice([str(value), value * 1000, -value, float(value), value + 0.5, [value], str(value) + " "])
-    spoil = rng.choice([lambda s: s + "\n", lambda s: " " + s, lambda s: s.upper(), lambda s: s.translate(ARABIC_INDIC),
-                        lambda s: s.translate(FULLWIDTH), lambda s: s + "x" * 1000, lambda s: s + "x" * 5000, lambda s: "-" + s,
-                        lambda s: s[:-1], lambda s: s * 2, lambda s: s.replace(".", ".."), lambda s: s + "\x00",
-                        lambda s: s.replace("/", "/0"), lambda s: s + "/33", lambda s: s.replace(".", ","),
-                        lambda s: _as_integer(s)])
-    return spoil(value)
+    return rng.choice(SPOILED_STRINGS)(value)
 
 
 def _as_integer(text):

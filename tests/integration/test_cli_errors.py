@@ -6,21 +6,21 @@ refuses keeps argparse's standard form instead, exit 2: its usage (one line, or 
 indented ones), then `weft COMMAND: error: PROBLEM` as the last line. That is what every argparse
 program does, and the usage is the help a user of a mistyped option needs.
 """
+import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 
 import pytest
 
 from weft.lab import _free_ports
-from weft.testing import Controller, skip_reason
+from weft.testing import Controller
+from running_controller import running_controller  # tests/integration is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GATEWAY = ["--host", "h1", "--uplink", "uplink0", "--next-hop", "192.0.2.1", "--timeout", "0"]
@@ -170,41 +170,30 @@ class Where:
 @pytest.fixture(scope="module")
 def where():
     """A real controller, the stand-ins, the token files."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    directory = tempfile.mkdtemp(prefix="weft-cli-errors-", dir="/tmp")
-    ctl = Controller(directory)
-    servers = []
-    try:
+    with running_controller("weft-cli-errors-") as ctl, contextlib.ExitStack() as servers:
         ctl.api.post("/v1/hosts", {"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/h1.sock"})
         ctl.api.post("/v1/networks", {"name": "blue", "cidr": "10.7.0.0/24"})
         ctl.api.post("/v1/ports", {"name": "p1", "network": "blue"})
         ctl.api.post("/v1/routers", {"name": "r1"})
-        places = {"ctl": f"unix:{ctl.socket}", "refused": str(_free_ports(1)[0])}
+        places = {"ctl": f"unix:{ctl.socket}", "refused": str(_free_ports(1)[0]),
+                  "home": str(ctl.dir)}  # no ~/.config/weft/client.conf of whoever runs the tests
         for name, answer in STAND_INS.items():
-            path = os.path.join(directory, f"{name}.sock")
-            servers.append(_serve(socketserver.ThreadingUnixStreamServer, path, answer))
+            path = ctl.dir / f"{name}.sock"
+            servers.enter_context(_serving(socketserver.ThreadingUnixStreamServer, str(path), answer))
             places[f"stand-in {name}"] = f"unix:{path}"
-        plain = _serve(socketserver.ThreadingTCPServer, ("127.0.0.1", 0), STAND_INS["html"])
-        servers.append(plain)
+        plain = servers.enter_context(_serving(socketserver.ThreadingTCPServer, ("127.0.0.1", 0), STAND_INS["html"]))
         places["plain"] = str(plain.server_address[1])
-        for name, content in (("binary token", b"\xff\xfe\x00token\n"), ("non-ASCII token", "漢字トークン\n".encode())):
-            path = os.path.join(directory, name.replace(" ", "-"))
-            with open(path, "wb") as f:
-                f.write(content)
-            places[name] = path
-        places["home"] = directory  # no ~/.config/weft/client.conf of whoever runs the tests
+        tokens = {"binary token": b"\xff\xfe\x00token\n", "non-ASCII token": "漢字トークン\n".encode()}
+        for name, content in tokens.items():
+            path = ctl.dir / name.replace(" ", "-")
+            path.write_bytes(content)
+            places[name] = str(path)
         yield Where(places, ctl)
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-        ctl.stop()
-        shutil.rmtree(directory)
 
 
-def _serve(server_class, address, answer):
+@contextlib.contextmanager
+def _serving(server_class, address, answer):
+    """A server at address that answers every request with answer, or closes it (None)."""
     class Handler(socketserver.BaseRequestHandler):
         def handle(self):
             self.request.recv(65536)  # the request (the CLI's fit in one read)
@@ -215,7 +204,11 @@ def _serve(server_class, address, answer):
     server = server_class(address, Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_weft(places, argv):
@@ -232,7 +225,8 @@ def run_weft(places, argv):
 def test_a_bad_invocation_is_one_line_naming_the_problem(where, argv, status, word):
     before = where.controller.nb_rows()
     result = run_weft(where.places, argv)
-    shown = f"weft {' '.join(argv)[:200]}\nexit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+    shown = (f"weft {' '.join(argv)[:200]}\nexit {result.returncode}\nstdout: {result.stdout!r}\n"
+             f"stderr: {result.stderr!r}")
     assert "Traceback" not in result.stdout + result.stderr, shown
     lines = result.stderr.splitlines()
     if status == 2:  # argparse's own form: usage, then the error
