@@ -32,7 +32,7 @@ STAND_INS = {
     "empty": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n",
     "list": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[1, 2]",
     "object": b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"version": "9.9"}',
-    "html500": b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n\r\n<h1>Internal Server Error</h1>",
+    "html500": b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n\r\n<h1>Server Error</h1>",
     "error-not-a-string": b'HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\r\n{"error": 42}',
     "not-http": b"SSH-2.0-OpenSSH_9.2\r\n",
     "close": None,
@@ -175,8 +175,9 @@ def where():
         ctl.api.post("/v1/networks", {"name": "blue", "cidr": "10.7.0.0/24"})
         ctl.api.post("/v1/ports", {"name": "p1", "network": "blue"})
         ctl.api.post("/v1/routers", {"name": "r1"})
-        places = {"ctl": f"unix:{ctl.socket}", "refused": str(_free_ports(1)[0]),
-                  "home": str(ctl.dir)}  # no ~/.config/weft/client.conf of whoever runs the tests
+        config = ctl.dir / "client.conf"  # empty: not the client.conf of whoever runs the tests
+        config.write_text("")
+        places = {"ctl": f"unix:{ctl.socket}", "refused": str(_free_ports(1)[0]), "config": str(config)}
         for name, answer in STAND_INS.items():
             path = ctl.dir / f"{name}.sock"
             servers.enter_context(_serving(socketserver.ThreadingUnixStreamServer, str(path), answer))
@@ -216,7 +217,7 @@ def run_weft(places, argv):
     if "--api" not in argv:
         argv = ["--api", places["ctl"], *argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
-    env.update(PYTHONPATH=REPO, HOME=places["home"])
+    env.update(PYTHONPATH=REPO, WEFT_CONFIG=places["config"])
     return subprocess.run([sys.executable, "-m", "weft.cli", *argv], env=env, capture_output=True, text=True,
                           timeout=60)
 
