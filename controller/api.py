@@ -62,7 +62,7 @@ class NorthboundApi:
             handler, args, allowed = self._route(method, parts[1:])
             params = _query_params(query, allowed)
             body = v.parse_json(raw_body) if method in ("POST", "PUT") else None
-            if not self.core.nb_loaded():
+            if self.core.nb is None or not self.core.nb_loaded():  # the API listens before the core starts
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
             return handler(*args, body=body, params=params)
         except ApiError as err:
@@ -77,7 +77,7 @@ class NorthboundApi:
                 allowed.append(route_method)
         if allowed:
             raise ApiError(405, f"{method} is not allowed here (allowed: {', '.join(allowed)})")
-        raise ApiError(404, f"no such resource /v1/{'/'.join(parts)}")
+        raise ApiError(404, f"no such resource {_printable('/v1/' + '/'.join(parts))!r}")
 
     # --- status -------------------------------------------------------------------------------------
     def status(self, body, params):
@@ -110,7 +110,7 @@ class NorthboundApi:
                                  "(start it with --ctl-privkey, --ctl-cert and --ca-certs)")
         datapath_type = f.get("datapath_type", "system")
         if datapath_type not in ("netdev", "system"):
-            raise v.bad("datapath_type", f"{datapath_type!r} is not one of: netdev, system")
+            raise v.bad("datapath_type", f"{v.shown(datapath_type)} is not one of: netdev, system")
         of_target = v.remote(f["of_target"], "of_target") if "of_target" in f else self.core.default_of_target()
         state = self.core.nb_state()
         existing = state.hosts.get(name)
@@ -134,6 +134,10 @@ class NorthboundApi:
         if bound:
             raise ApiError(409, f"host {name!r} still has ports bound: {', '.join(bound[:5])}"
                                 f"{' ...' if len(bound) > 5 else ''}; detach them first")
+        for router in list(self.core.nb_state().routers.values()):
+            if router.gateway.get("host") == name:  # even forced: the gateway would be on no host
+                raise ApiError(409, f"host {name!r} carries router {router.name!r}'s gateway; clear it first "
+                                    f"(weft router clear-gateway {router.name})")
         try:
             self.core.leave_host(name, force=_flag(params, "force"))
         except RuntimeError as err:
@@ -212,7 +216,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
         if network is None:
-            raise ApiError(404, f"network: no network named {f['network']!r}")
+            raise ApiError(404, f"network: no network named {v.shown(f['network'])}")
         net = ipaddress.IPv4Network(network.cidr)
         ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
         mac = v.mac(f["mac"]) if "mac" in f else None
@@ -310,7 +314,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
         if network is None:
-            raise ApiError(404, f"network: no network named {f['network']!r}")
+            raise ApiError(404, f"network: no network named {v.shown(f['network'])}")
         owner = state.router_of(network.name)
         if owner:
             raise ApiError(409, f"network: {network.name!r} is already attached to router {owner.name!r}")
@@ -329,7 +333,7 @@ class NorthboundApi:
     def detach_router(self, name, network, body, params):
         router = self._get("routers", name)
         if network not in router.ports:
-            raise ApiError(404, f"network {network!r} is not attached to router {name!r}")
+            raise ApiError(404, f"network {v.shown(network)} is not attached to router {name!r}")
         vias = sorted(c for c, via in router.static_routes.items()
                       if len(router.ports) > 1 and _on_network(self.core.nb_state(), network, via))
         if vias:
@@ -351,9 +355,11 @@ class NorthboundApi:
 
     def delete_route(self, name, body, params):
         router = self._get("routers", name)
-        cidr = params.get("cidr")
+        if "cidr" not in params:
+            raise v.bad("cidr", "is required (?cidr=CIDR)")
+        cidr = params["cidr"]
         if cidr not in router.static_routes:
-            raise ApiError(404, f"cidr: router {name!r} has no route for {cidr!r}")
+            raise ApiError(404, f"cidr: router {name!r} has no route for {v.shown(cidr)}")
         self._write(self.core.nb.set_route, name, cidr, None)
         return 200, self._router_json(self.core.nb_state().routers[name])
 
@@ -362,7 +368,7 @@ class NorthboundApi:
         f = v.body_fields(body, {"host": str, "uplink": str, "ip": str, "next_hop": str}, {})
         state = self.core.nb_state()
         if f["host"] not in state.hosts:
-            raise ApiError(404, f"host: no host named {f['host']!r}")
+            raise ApiError(404, f"host: no host named {v.shown(f['host'])}")
         uplink = v.interface_name(f["uplink"], "uplink")
         address, prefixlen = v.ipv4_interface(f["ip"], "ip")
         subnet = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
@@ -409,7 +415,7 @@ class NorthboundApi:
         state = self.core.nb_state()
         port = state.ports.get(f["port"])
         if port is None:
-            raise ApiError(404, f"port: no port named {f['port']!r}")
+            raise ApiError(404, f"port: no port named {v.shown(f['port'])}")
         router = state.router_of(port.network)
         if router is None or not router.gateway:
             raise ApiError(409, f"port: {port.name!r} is in network {port.network!r}, which is not attached to "
@@ -426,7 +432,7 @@ class NorthboundApi:
 
     def delete_floating_ip(self, ip, body, params):
         if ip not in self.core.nb_state().floating_ips:
-            raise ApiError(404, f"no floating IP {ip!r}")
+            raise ApiError(404, f"no floating IP {v.shown(ip)}")
         self._write(self.core.nb.delete_floating_ip, ip)
         return 200, {"deleted": ip}
 
@@ -438,7 +444,7 @@ class NorthboundApi:
         dst = v.ipv4_address(params["to"], "to")
         proto = params.get("proto", "icmp")
         if proto not in ("icmp", "tcp", "udp"):
-            raise v.bad("proto", f"{proto!r} is not one of: icmp, tcp, udp")
+            raise v.bad("proto", f"{v.shown(proto)} is not one of: icmp, tcp, udp")
         dport = v.query_integer(params["dport"], "dport", 1, 65535) if params.get("dport") else None
         try:
             return 200, self.core.trace(port.name, dst, proto, dport)
@@ -485,7 +491,7 @@ def _path_parts(path):
             try:
                 parts.append(urllib.parse.unquote_to_bytes(segment).decode("utf-8"))
             except UnicodeDecodeError:
-                raise ApiError(400, f"the request path segment {segment.decode('latin-1')!r} is not valid "
+                raise ApiError(400, f"the request path segment {v.shown(segment.decode('latin-1'))} is not valid "
                                     "UTF-8") from None
     return tuple(parts)
 

@@ -20,6 +20,7 @@ import os
 import pwd
 import secrets
 import stat
+import urllib.parse
 
 from controller.api import MAX_WAIT
 
@@ -223,7 +224,8 @@ class HttpFront:
                 raise _Refused(415, "writes must be sent as Content-Type: application/json")
         raw = _read_body(environ) if method in ("POST", "PUT", "PATCH") else b""
         query = environ.get("QUERY_STRING", "")
-        waits = "wait_up=" in query
+        # as the API will read the query: "wait%5Fup" is wait_up too
+        waits = any(urllib.parse.unquote(item.partition("=")[0]) == "wait_up" for item in query.split("&"))
         self._admit(caller, waits)
         try:
             return self.api.handle(method, path, raw, query)

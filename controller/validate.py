@@ -16,7 +16,7 @@ MAX_JSON_DEPTH = 8        # Weft's bodies nest 1 deep; a deeper document is not 
 NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,62}")
 IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # Linux: < 16 bytes, no '/', ':', space
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-REMOTE_RE = re.compile(r"unix:/[\x21-\x7e]+|(tcp|ssl):[0-9.]{7,15}:[0-9]{1,5}")
+REMOTE_RE = re.compile(r"unix:/[\x21-\x7e]{1,4094}|(tcp|ssl):[0-9.]{7,15}:[0-9]{1,5}")  # a path fits PATH_MAX
 DECIMAL_RE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 INTEGER_RE = re.compile(r"[0-9]{1,10}")
 NAME_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, no '..'"
@@ -72,8 +72,10 @@ def _describe(value):
 
 
 def shown(value, limit=40):
+    """value as the client sent it, cut short: an error names the problem, it does not echo input."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
+    closing = text[-1] if isinstance(value, str) else ""  # the quote repr chose
+    return text if len(text) <= limit else text[:limit] + "..." + closing
 
 
 def parse_json(raw):
@@ -122,7 +124,7 @@ def _unique_keys(pairs):
     result = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"the key {key!r} appears twice")
+            raise ValueError(f"the key {shown(key)} appears twice")
         result[key] = value
     return result
 
@@ -137,7 +139,7 @@ def integer(value, field, low, high):
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(field, f"{shown(value)} is not an integer")
     if not low <= value <= high:
-        raise bad(field, f"{value} is out of range ({low}..{high})")
+        raise bad(field, f"{shown(value)} is out of range ({low}..{high})")
     return value
 
 

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.parse
 
@@ -144,8 +145,8 @@ def build_parser():
               (("create",), _create("/v1/networks", {"cidr": "cidr", "vni": "vni", "mtu": "mtu",
                                                      "gateway": "gateway"})),
               [(("--cidr",), {"required": True, "help": "IPv4 subnet, e.g. 10.1.0.0/24"}),
-               (("--vni",), {"type": int, "help": "Geneve VNI (default: the lowest free one from 100)"}),
-               (("--mtu",), {"type": int, "help": "container MTU (default: underlay MTU - 50)"}),
+               (("--vni",), {"type": _number, "help": "Geneve VNI (default: the lowest free one from 100)"}),
+               (("--mtu",), {"type": _number, "help": "container MTU (default: underlay MTU - 50)"}),
                (("--gateway",), {"help": "reserved gateway address (default: the subnet's first)"})])
     _add_crud(sub, "port", "/v1/ports",
               (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
@@ -171,7 +172,7 @@ def build_parser():
     p.add_argument("--from", dest="src", required=True, metavar="PORT")
     p.add_argument("--to", dest="dst", required=True, metavar="IP")
     p.add_argument("--proto", choices=["icmp", "tcp", "udp"], default="icmp")
-    p.add_argument("--dport", type=int)
+    p.add_argument("--dport", type=_number)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=trace_cmd)
 
@@ -271,13 +272,19 @@ def _add_router_commands(sub):
             "remove the router's gateway", router)
 
 
+def _number(text):
+    """An integer option in ASCII digits, as the API takes numbers (int() also takes '٣' and '1_000')."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (ASCII digits)")
+    return int(text)
+
+
 def _wait_seconds(text):
-    """A --timeout: 0..60 seconds (the API's longest wait)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 60:  # (also refuses nan and inf)
+    """A --timeout: 0..60 seconds (the API's longest wait), in ASCII digits (float() also takes '٣')."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (like 10 or 2.5)")
+    value = float(text)
+    if not value <= 60:
         raise argparse.ArgumentTypeError(f"{text} is out of range (0..60 seconds)")
     return value
 
@@ -347,12 +354,13 @@ LOCAL_COMMANDS = ("lab", "pki")  # commands that do not talk to the API
 
 
 def _fail(message, err=None):
-    print(f"weft: error: {message}", file=sys.stderr)
+    """One line on stderr (whatever the message holds), and exit status 1."""
+    if err is not None and not os.environ.get("WEFT_DEBUG"):
+        message += " (WEFT_DEBUG=1 shows the details)"
+    print(f"weft: error: {' '.join(message.split())}", file=sys.stderr)
     if err is not None and os.environ.get("WEFT_DEBUG"):
         import traceback
         traceback.print_exception(err)
-    elif err is not None:
-        print("weft: (WEFT_DEBUG=1 shows the details)", file=sys.stderr)
     return 1
 
 

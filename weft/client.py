@@ -19,6 +19,7 @@ import errno
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import urllib.parse
@@ -84,6 +85,8 @@ class ApiClient:
     def _connector(self):
         if self.base.startswith("unix:"):
             sock_path = self.base[len("unix:"):]
+            if not sock_path:
+                raise ApiError(None, f"{self.base!r} names no socket (unix:/PATH)")
             return lambda: _UnixHTTPConnection(sock_path, self.timeout)
         try:
             url = urllib.parse.urlsplit(self.base)
@@ -91,7 +94,9 @@ class ApiClient:
         except ValueError as err:
             raise ApiError(None, f"{self.base!r} is not an API address ({err}); use unix:/PATH, "
                                  "http://HOST:PORT or https://HOST:PORT") from None
-        if url.scheme not in ("http", "https") or not host or url.path not in ("", "/"):
+        # (http.client would refuse a space or a control character in the host only when connecting)
+        if url.scheme not in ("http", "https") or not host or url.path not in ("", "/") \
+                or re.search(r"[\x00-\x20\x7f]", host):
             raise ApiError(None, f"{self.base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
                                  "https://HOST:PORT)")
         if url.scheme == "http":
@@ -110,10 +115,13 @@ class ApiClient:
         token = self._token
         if self._token_file:
             try:
-                with open(self._token_file) as f:
-                    token = f.readline().strip()
+                with open(self._token_file, "rb") as f:
+                    token = f.readline().strip().decode("latin-1")
             except OSError as err:
                 raise ApiError(None, f"cannot read the token file {self._token_file}: {err.strerror}") from None
+        if token and not re.fullmatch(r"[\x21-\x7e]+", token):  # else http.client fails on it, or sends it
+            raise ApiError(None, f"the token in {self._token_file or 'WEFT_TOKEN'} is not a bearer token "
+                                 "(one line of printable ASCII)")
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None:
@@ -172,6 +180,9 @@ class ApiClient:
             if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
                 return ApiError(None, f"no Weft controller is listening on {sock} (is it running? "
                                       "point WEFT_API or --api elsewhere otherwise)")
+        if isinstance(err, http.client.BadStatusLine) and not isinstance(err, http.client.RemoteDisconnected):
+            sent = _excerpt(err.line.encode("latin-1"))  # (http.client read the line as latin-1)
+            return ApiError(None, f"the API at {where} does not answer in HTTP (it sent {sent!r})")
         if isinstance(err, ssl.SSLError):
             return ApiError(None, f"TLS with the Weft API at {where} failed: {err.reason or err} "
                                   "(is WEFT_CA_FILE / ca_file the controller's CA?)")
