@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import errno
 import grp
+import json
 import logging
 import os
 import signal
@@ -380,6 +381,25 @@ class _Protocol(eventlet.wsgi.HttpProtocol):
         environ = super().get_environ()
         environ["weft.peer"] = self.client_address
         return environ
+
+    def address_string(self):
+        # http.server's own error path (a request line it cannot parse) logs the client address it
+        # expects to be (host, port); ours is a Peer.
+        return self.client_address.describe()
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (a request line it cannot parse, a bad Content-Length) answered
+        like the API's: a status line and a JSON error, not an HTML page (with no status line at all
+        when the line was too broken to tell its HTTP version)."""
+        self.request_version, self.close_connection = "HTTP/1.1", True
+        body = (json.dumps({"error": f"the request is not valid HTTP: {message or code}"}) + "\n").encode()
+        self.send_response(code)
+        for name, value in (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("Connection", "close")):
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 class ApiServers:
