@@ -436,7 +436,7 @@ class Compiler:
         A router change re-derives every host's needs and rebuilds the hosts of that router.
         """
         old = self.topo
-        delta = topo.delta if topo.delta is not None and topo.delta.parent is old else None
+        delta = topo.delta if topo.delta is not None and topo.delta.parent() is old else None
         changed_hosts = _changed_names(old.hosts, topo.hosts, delta and delta.hosts)
         changed_networks = _changed_names(old.networks, topo.networks, delta and delta.networks)
         changed_routers = _changed_names(old.routers, topo.routers, delta and delta.routers)

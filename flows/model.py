@@ -35,6 +35,7 @@ Empty actions = drop.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -185,8 +186,10 @@ def _frozen(mapping: Mapping) -> Mapping:
 @dataclass(frozen=True)
 class Delta:
     """What `Topology.replace` touched: the names added, replaced or removed, per kind. The
-    compiler trusts it instead of comparing every object, so one change costs what it touches."""
-    parent: Topology
+    compiler trusts it instead of comparing every object, so one change costs what it touches.
+    `parent` is a weak reference: a strong one would keep every topology ever made alive, each
+    with its own copy of the changed maps (O(changes x size) memory)."""
+    parent: weakref.ref
     hosts: frozenset[str] = frozenset()
     networks: frozenset[str] = frozenset()
     ports: frozenset[str] = frozenset()
@@ -247,8 +250,8 @@ class Topology:
                                                    [*remove_ports, *remove_bindings], "port")
         new_routers, touched_routers = _replaced(self.routers, routers, remove_routers, "name")
         return Topology(new_hosts, new_networks, new_ports, new_bindings, new_routers,
-                        Delta(self, touched_hosts, touched_networks, touched_ports, touched_bindings,
-                              touched_routers))
+                        Delta(weakref.ref(self), touched_hosts, touched_networks, touched_ports,
+                              touched_bindings, touched_routers))
 
     def router_of(self, network: str) -> RouterState | None:
         """The router attached to a network, if any (validate() allows at most one)."""
