@@ -247,9 +247,6 @@ class NbReplica:
         name = self.router_of_network.get(network)
         return self.routers.get(name) if name else None
 
-    def _port_key_taken(self, key):
-        return key in self._port_key_owners
-
     def free_ip(self, network, also_taken=()):
         """The lowest address of a network that no port (nor its gateway) has, or None."""
         pool = self._free_ips.get(network)

@@ -106,8 +106,8 @@ class ApiClient:
             if self._client_cert[0]:
                 context.load_cert_chain(*self._client_cert)
         except (OSError, ssl.SSLError) as err:
-            raise ApiError(None, f"cannot use the TLS files {self._ca_file or ''} {' '.join(filter(None, self._client_cert))}: "
-                                 f"{getattr(err, 'strerror', None) or err}") from None
+            files = " ".join(filter(None, (self._ca_file, *self._client_cert)))
+            raise ApiError(None, f"cannot use the TLS files {files}: {getattr(err, 'strerror', None) or err}") from None
         return lambda: http.client.HTTPSConnection(host, port or 443, timeout=self.timeout, context=context)
 
     def _headers(self, body):
