@@ -4,7 +4,6 @@ The Ryu app routes every /v1 request here. Each write validates fully before it 
 refused request changes nothing; the database's own constraints back that up against racing writers.
 """
 import ipaddress
-import json
 import random
 import urllib.parse
 
@@ -14,8 +13,6 @@ from ovsdb.idl import TransactionError
 
 VERSION = "0.1.0"
 
-
-MAX_WAIT = 60.0   # seconds: the longest a ?wait_up= request may wait for its object
 
 
 class NorthboundApi:
@@ -62,7 +59,7 @@ class NorthboundApi:
             handler, args, allowed = self._route(method, parts[1:])
             params = _query_params(query, allowed)
             body = v.parse_json(raw_body) if method in ("POST", "PUT") else None
-            if self.core.nb is None or not self.core.nb_loaded():  # the API listens before the core starts
+            if not self.core.nb_loaded():
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
             return handler(*args, body=body, params=params)
         except ApiError as err:
@@ -207,7 +204,7 @@ class NorthboundApi:
         `weft attach` waits for its flows without polling the API."""
         port = self._get("ports", name)
         if "wait_up" in params:
-            self.core.wait_port_up(name, v.seconds(params["wait_up"], "wait_up", MAX_WAIT))
+            self.core.wait_port_up(name, v.seconds(params["wait_up"], "wait_up", v.MAX_WAIT))
         return 200, self._port_json(port)
 
     def create_port(self, body, params):
@@ -252,7 +249,7 @@ class NorthboundApi:
             raise ApiError(409, str(err)) from None
         for ip, port in list(self.core.nb_state().floating_ips.items()):
             if port == name:  # a floating IP belongs to its port: it goes with it
-                self._write(self.core.nb.delete_floating_ip, ip)
+                self._write(self.core.nb.delete, "Floating_IP", ip)
         self._write(self.core.nb.delete, "Port", name)
         return 200, {"deleted": name}
 
@@ -285,7 +282,7 @@ class NorthboundApi:
         when the time is over: how `weft router set-gateway` waits for its gateway."""
         router = self._get("routers", name)
         if "wait_up" in params:
-            self.core.wait_router_up(name, v.seconds(params["wait_up"], "wait_up", MAX_WAIT))
+            self.core.wait_router_up(name, v.seconds(params["wait_up"], "wait_up", v.MAX_WAIT))
         return 200, self._router_json(router)
 
     def create_router(self, body, params):
@@ -433,7 +430,7 @@ class NorthboundApi:
     def delete_floating_ip(self, ip, body, params):
         if ip not in self.core.nb_state().floating_ips:
             raise ApiError(404, f"no floating IP {v.shown(ip)}")
-        self._write(self.core.nb.delete_floating_ip, ip)
+        self._write(self.core.nb.delete, "Floating_IP", ip)
         return 200, {"deleted": ip}
 
     # --- trace --------------------------------------------------------------------------------------

@@ -258,7 +258,8 @@ class WeftCore:
             agent.unplug(port)
 
     def nb_loaded(self):
-        return self.nb.replica.loaded
+        """Whether the NB replica holds the database (the API listens before the core has started)."""
+        return self.nb is not None and self.nb.replica.loaded
 
     def _flows_applied(self, host, cookies):
         for router in list(self.compiler.topo.routers.values()):
@@ -356,7 +357,6 @@ class WeftCore:
             if name not in self.syncs and agent and agent.ready:
                 self.syncs[name] = HostFlowSync(self.hub, name, switch, self.compiler.flows.get(name, {}),
                                                 self._flows_applied)
-                self.syncs[name].changed(self.compiler.flows.get(name, {}), ())
         for name, sync in self.syncs.items():
             # The compiler may have replaced a host's dict (a rebuild): always hand over the current one.
             sync.changed(self.compiler.flows.get(name, {}), flow_changes.get(name, ()))

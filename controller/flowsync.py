@@ -32,14 +32,17 @@ class HostFlowSync:
         self._dirty = set()               # cookies whose desired flows changed since the last batch
         self._busy = False
         self._kick = hub.Event()
+        self._kick.set()                  # read the switch first
         self._alive = True
         hub.spawn(self._loop)
 
     def changed(self, desired, cookies):
-        """The compiler changed these cookies' flows (`desired` is its current dict for the host)."""
+        """The compiler changed these cookies' flows (`desired` is its current dict for the host, which
+        a rebuild may have replaced: handed over on every pass)."""
         self.desired = desired
-        self._dirty.update(cookies)
-        self._kick.set()
+        if cookies:
+            self._dirty.update(cookies)
+            self._kick.set()
 
     def acked(self, cookie, flows):
         """Whether the switch has acknowledged exactly `flows` for this cookie."""

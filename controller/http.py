@@ -22,7 +22,6 @@ import secrets
 import stat
 import urllib.parse
 
-from controller.api import MAX_WAIT
 
 LOG = logging.getLogger("weft.api")
 MAX_BODY = 64 * 1024
@@ -273,5 +272,3 @@ _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 
             404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
             413: "Payload Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
-
-__all__ = ["HttpFront", "HostCheck", "Peer", "TokenStore", "MAX_WAIT"]

@@ -98,8 +98,15 @@ class TopologyBuilder:
         port_names = changes.ports | plugged
         hosts = [host_state(state.hosts[n]) for n in changes.hosts if n in state.hosts]
         networks = [network_state(state.networks[n]) for n in changes.networks if n in state.networks]
-        ports = [port_state(state.ports[n]) for n in port_names if n in state.ports]
-        bindings = [b for b in map(lambda n: self._binding(state, n), port_names) if b is not None]
+        ports, bindings, unbound = [], [], []
+        for name in port_names:
+            binding = self._binding(state, name)
+            if name in state.ports:
+                ports.append(port_state(state.ports[name]))
+                if binding:
+                    bindings.append(binding)
+                else:
+                    unbound.append(name)
         router_names = changes.routers | routers
         topo = self.topo.replace(
             hosts=hosts, networks=networks, ports=ports, bindings=bindings,
@@ -108,7 +115,7 @@ class TopologyBuilder:
             remove_hosts=[n for n in changes.hosts if n not in state.hosts],
             remove_networks=[n for n in changes.networks if n not in state.networks],
             remove_ports=[n for n in port_names if n not in state.ports],
-            remove_bindings=[n for n in port_names if n in state.ports and n not in self._claims],
+            remove_bindings=unbound,
             remove_routers=[n for n in router_names if n not in state.routers])
         topo.validate_delta()
         return topo

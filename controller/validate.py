@@ -12,6 +12,7 @@ import re
 GENEVE_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + Geneve 8, with no TLV options
 MIN_MTU = 576
 MAX_VNI = 2**24 - 1
+MAX_WAIT = 60.0           # seconds: the longest a ?wait_up= request (or weft --timeout) may wait
 MAX_JSON_DEPTH = 8        # Weft's bodies nest 1 deep; a deeper document is not a Weft request
 NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,62}")
 IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # Linux: < 16 bytes, no '/', ':', space

@@ -10,7 +10,6 @@ addresses, MACs in use), so a create does not scan every port either.
 import dataclasses
 import ipaddress
 import json
-import random
 
 from ovsdb import server, vswitch
 from ovsdb.idl import OvsdbConnection
@@ -76,9 +75,6 @@ class Changes:
     routers: set = dataclasses.field(default_factory=set)
     everything: bool = False
 
-    def __bool__(self):
-        return bool(self.everything or self.hosts or self.networks or self.ports or self.routers)
-
 
 class FreeNumbers:
     """The lowest number in [low, high] that `taken(n)` says is free, in amortized O(1): a cursor below
@@ -123,8 +119,8 @@ class NbReplica:
         self.ips = {}                 # network name -> {ip: port name}
         self.macs = {}                # MAC -> what uses it ("port NAME", "router NAME")
         self.router_of_network = {}   # network name -> router name
-        self.port_keys = FreeNumbers(1, MAX_PORT_KEY, lambda key: key in self._port_of_key)
-        self._port_of_key = {}        # key -> port name
+        self.port_keys = FreeNumbers(1, MAX_PORT_KEY, lambda key: key in self._port_keys_used)
+        self._port_keys_used = set()
         self._free_ips = {}           # network name -> FreeNumbers over its addresses (made on demand)
         self._name_of = {table: {} for table in TABLES}  # uuid -> name (a floating IP's is its ip)
         self._uuid_of = {table: {} for table in TABLES}  # name -> uuid
@@ -181,7 +177,7 @@ class NbReplica:
             self.ports_of_network[old.network].discard(old.name)
             self.ips[old.network].pop(old.ip, None)
             self.macs.pop(old.mac, None)
-            self._port_of_key.pop(old.key, None)
+            self._port_keys_used.discard(old.key)
             self.port_keys.freed(old.key)
             if old.network in self._free_ips:
                 self._free_ips[old.network].freed(int(ipaddress.IPv4Address(old.ip)))
@@ -193,7 +189,7 @@ class NbReplica:
             self.ports_of_network.setdefault(port.network, set()).add(port.name)
             self.ips.setdefault(port.network, {})[port.ip] = port.name
             self.macs[port.mac] = f"port {port.name}"
-            self._port_of_key[port.key] = port.name
+            self._port_keys_used.add(port.key)
             if port.host:
                 self.ports_on_host.setdefault(port.host, set()).add(port.name)
         self.changes.ports.add(old_name or row.name)
@@ -329,8 +325,12 @@ class Nb:
     def connected(self):
         return self.conn.synced
 
+    def _find(self, tables, table, name):
+        """The IDL row named `name` (a floating IP by its ip), through the replica's index, or None."""
+        return tables[table].rows.get(self.replica.uuid_of(table, name))
+
     def _row(self, tables, table, name):
-        row = tables[table].rows.get(self.replica.uuid_of(table, name))
+        row = self._find(tables, table, name)
         if row is None:
             raise LookupError(f"{table.lower().replace('_', ' ')} {name!r} does not exist")
         return row
@@ -357,7 +357,7 @@ class Nb:
         """Gives hosts joined before datapath ids were random (their column is "") one of their own."""
         def build(txn, tables):
             for name in names:
-                row = tables["Host"].rows.get(self.replica.uuid_of("Host", name))
+                row = self._find(tables, "Host", name)
                 if row is not None and not row.datapath_id:
                     row.datapath_id = self._new_datapath_id(txn)
         self.conn.transact(build)
@@ -436,18 +436,11 @@ class Nb:
             _insert(txn, tables, "Floating_IP", ip=ip, port=self._row(tables, "Port", port))
         self.conn.transact(build)
 
-    def delete_floating_ip(self, ip):
-        def build(txn, tables):
-            row = tables["Floating_IP"].rows.get(self.replica.uuid_of("Floating_IP", ip))
-            if row is not None:
-                row.delete()
-        self.conn.transact(build)
-
     def delete(self, table, name):
-        """Deletes the row named `name`; False if there was none. The database refuses (TransactionError)
+        """Deletes the row named `name` (a floating IP: its ip); False if there was none. The database refuses (TransactionError)
         when a strong reference still points at it (a network with ports)."""
         def build(txn, tables):
-            row = tables[table].rows.get(self.replica.uuid_of(table, name))
+            row = self._find(tables, table, name)
             if row is not None:
                 row.delete()
             return row is not None
@@ -457,7 +450,7 @@ class Nb:
         """Replaces hosts' status maps ({host name: status}) in one transaction, writing only changes."""
         def build(txn, tables):
             for name, status in statuses.items():
-                row = tables["Host"].rows.get(self.replica.uuid_of("Host", name))
+                row = self._find(tables, "Host", name)
                 if row is not None and dict(row.status) != status:
                     row.status = status
         self.conn.transact(build)
@@ -466,7 +459,7 @@ class Nb:
         """Records where ports are bound ({port name: host name or None}) in one transaction."""
         def build(txn, tables):
             for name, host in hosts.items():
-                row = tables["Port"].rows.get(self.replica.uuid_of("Port", name))
+                row = self._find(tables, "Port", name)
                 if row is not None and _opt(row.host) != host:
                     row.host = [host] if host else []
         self.conn.transact(build)

@@ -2,10 +2,10 @@
 import argparse
 import json
 import os
-import re
 import sys
 import urllib.parse
 
+from controller import validate  # standard library only: weft starts as fast
 from weft import labcli, pkicli
 from weft.client import ApiClient, ApiError, default_api, path as api_path
 from weft.errors import WeftError
@@ -280,13 +280,11 @@ def _number(text):
 
 
 def _wait_seconds(text):
-    """A --timeout: 0..60 seconds (the API's longest wait), in ASCII digits (float() also takes '٣')."""
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (like 10 or 2.5)")
-    value = float(text)
-    if not value <= 60:
-        raise argparse.ArgumentTypeError(f"{text} is out of range (0..60 seconds)")
-    return value
+    """A --timeout, checked as the API checks its waits."""
+    try:
+        return validate.seconds(text, "--timeout", validate.MAX_WAIT)
+    except validate.ApiError as err:
+        raise argparse.ArgumentTypeError(err.message.removeprefix("--timeout: ")) from None
 
 
 def set_gateway_cmd(args, api):
