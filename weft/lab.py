@@ -456,22 +456,7 @@ def _start_controller(st, progress):
 
     # The API answers before the embedded NB is connected, and joining a host needs the NB: wait for
     # both, or the first POST /v1/hosts races the NB connection and gets a 503.
-    client = ApiClient(st["api"], timeout=2)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise LabError(f"the controller exited with status {proc.returncode}; "
-                           f"last lines of {log_path}:\n{_tail(log_path)}")
-        try:
-            if ((client.get("/v1/status") or {}).get("nb") or {}).get("connected"):
-                break
-            waiting_for = "its NB database to connect"
-        except ApiError as err:
-            waiting_for = f"GET /v1/status on {st['api']} ({err.message})"
-        if time.monotonic() > deadline:
-            raise LabError(f"the controller was still waiting for {waiting_for} after "
-                           f"{TIMEOUT:.0f}s; last lines of {log_path}:\n{_tail(log_path)}")
-        time.sleep(0.1)
+    wait_until_serving(proc, st["api"], log_path)
 
     # Pitfall 9 / notes: OVS only accepts a unix controller target inside its own OVS_RUNDIR and
     # Ryu only listens on TCP, so each host gets a unix->TCP relay in the root namespace. `nodelay`,
@@ -502,6 +487,27 @@ def _start_controller(st, progress):
             _record_pid(st, relay.pid, f"{host} TLS relay", group=True, proc=relay)
             h["of_target"] = f"ssl:127.0.0.1:{TLS_OF_PORT}"
     _save(st)
+
+
+def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
+    """Waits until the controller started as `proc` answers on `api` with its NB connected; LabError
+    with the end of its log if it exits or takes longer than `timeout`."""
+    client = ApiClient(api, timeout=2)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise LabError(f"the controller exited with status {proc.returncode}; "
+                           f"last lines of {log_path}:\n{_tail(log_path)}")
+        try:
+            if ((client.get("/v1/status") or {}).get("nb") or {}).get("connected"):
+                return
+            waiting_for = "its NB database to connect"
+        except ApiError as err:
+            waiting_for = f"GET /v1/status on {api} ({err.message})"
+        if time.monotonic() > deadline:
+            raise LabError(f"the controller was still waiting for {waiting_for} after "
+                           f"{timeout:.0f}s; last lines of {log_path}:\n{_tail(log_path)}")
+        time.sleep(0.1)
 
 
 def _join_hosts(st, progress):

@@ -263,18 +263,11 @@ class Controller:
         self.api = ApiClient(f"unix:{self.socket}", timeout=10)
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.token_file = self.state_dir / "tokens" / "admin"
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the controller exited ({self.proc.returncode}):\n{self.log()}")
-            try:
-                if self.api.get("/v1/status")["nb"]["connected"]:
-                    break
-            except Exception:  # noqa: BLE001 - not up yet, whatever the reason; the deadline says when to stop
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the controller's NB did not connect within 30 s:\n{self.log()}")
-            time.sleep(0.1)
+        try:
+            weftlab.wait_until_serving(self.proc, f"unix:{self.socket}", self.log_path)
+        except BaseException:
+            self.stop()  # it started, so it stops here: the caller gets no object to stop
+            raise
 
     def log(self, tail=3000):
         return self.log_path.read_text(errors="replace")[-tail:]

@@ -1,5 +1,6 @@
 """One real controller for a test module (its API on a unix socket in a fresh directory)."""
 import contextlib
+import os
 import shutil
 import tempfile
 
@@ -9,13 +10,16 @@ from weft.testing import Controller, skip_reason
 
 
 @contextlib.contextmanager
-def running_controller(prefix):
-    """A weft.testing.Controller in a new /tmp directory (ctl.dir), stopped and removed afterwards;
-    skips the test where integration tests cannot run."""
+def running_controller(prefix, **options):
+    """A weft.testing.Controller(**options) in a new /tmp directory (ctl.dir), stopped and removed
+    afterwards; skips the test where integration tests cannot run. The directory is world-traversable,
+    so that what keeps other users from the API is the socket's own mode, not a directory's."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    ctl = Controller(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(directory, 0o755)
+    ctl = Controller(directory, **options)
     try:
         yield ctl
     finally:

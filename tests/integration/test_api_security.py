@@ -8,7 +8,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -16,7 +15,8 @@ import urllib.parse
 import pytest
 
 from weft.client import ApiError
-from weft.testing import Controller, skip_reason
+from running_controller import running_controller  # tests/integration is on sys.path
+from weft.testing import Controller
 
 NOBODY = 65534
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,17 +25,10 @@ NETWORK = {"name": "blue", "cidr": "10.7.0.0/24"}
 
 @pytest.fixture(scope="module")
 def controller():
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    # World-traversable, so that what stops `nobody` below is the socket's own mode, not a directory's.
-    directory = tempfile.mkdtemp(prefix="weft-api-security-", dir="/tmp")
-    os.chmod(directory, 0o755)
-    ctl = Controller(directory, tcp=True)
-    shutil.copytree(os.path.join(REPO, "weft"), os.path.join(directory, "client", "weft"))
-    yield ctl
-    ctl.stop()
-    shutil.rmtree(directory)
+    with running_controller("weft-api-security-", tcp=True) as ctl:
+        for package in ("weft", "controller"):  # what the CLI imports, readable for `nobody` (below)
+            shutil.copytree(os.path.join(REPO, package), ctl.dir / "client" / package)
+        yield ctl
 
 
 def tcp_request(ctl, method, path, body=None, token="admin", headers=None, content_type="application/json"):
@@ -57,8 +50,8 @@ def tcp_request(ctl, method, path, body=None, token="admin", headers=None, conte
 
 
 def as_nobody(ctl, *argv):
-    """Runs `python3 argv...` as user nobody, with a copy of weft/ (the CLI needs only the standard
-    library) that nobody may read, and the system Python (a venv's may sit under /root)."""
+    """Runs `python3 argv...` as user nobody, with a copy of weft/ and controller/ (the CLI needs only
+    the standard library) that nobody may read, and the system Python (a venv's may sit under /root)."""
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     return subprocess.run([python, *argv], user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
                           text=True, timeout=60, cwd="/",
