@@ -56,14 +56,16 @@ class HostAgent:
     def _check(self, conn):
         if conn.synced:
             args = (self.host.datapath_id, self.host.datapath_type, self.host.of_target)
-            if not vswitch.is_ready(conn, self.replica, *args):
+            ready = vswitch.is_ready(conn, self.replica, *args)
+            if not ready:
                 try:
                     vswitch.ensure_host_ready(conn, *args)
                     self.error = None
                 except (TransactionError, RuntimeError) as err:
                     self.error = f"cannot configure br-int: {err}"
                     LOG.error("host %s: %s", self.host.name, self.error)
-            self.ready = vswitch.is_ready(conn, self.replica, *args)
+                ready = vswitch.is_ready(conn, self.replica, *args)
+            self.ready = ready
             if self.ready:
                 self.error = None
                 self._check_uplink(conn)

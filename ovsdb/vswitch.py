@@ -199,6 +199,7 @@ class HostReplica:
         previous = set(getattr(self, "bindings", ()))  # after a reconnect, what went meanwhile is news too
         self._ifaces = {}        # uuid -> (name, iface-id, ofport or None, ofport_request or None)
         self._ports = {}         # uuid -> (name, interface uuids, weft-role)
+        self._uplink_ports = set()  # uuids of the ports whose weft-role is uplink (on br-int or not)
         self._port_of_iface = {}  # interface uuid -> port uuid
         self._br_int = frozenset()  # br-int's port uuids
         self._iface_by_name = {}
@@ -230,7 +231,7 @@ class HostReplica:
     def uplinks(self):
         """The names of the uplinks Weft plugged into br-int, with their ofports."""
         return {self._ports[p][0]: [self._ifaces[i][2] for i in self._ports[p][1] if i in self._ifaces]
-                for p in self._br_int if p in self._ports and self._ports[p][2] == "uplink"}
+                for p in self._uplink_ports & self._br_int}
 
     def row_changed(self, event, row):
         table = row._table.name
@@ -249,12 +250,15 @@ class HostReplica:
             self._refresh({row.uuid})
         elif table == "Port":
             old = self._ports.pop(row.uuid, None)
+            self._uplink_ports.discard(row.uuid)
             touched = set(old[1]) if old else set()
             for iface in touched:
                 self._port_of_iface.pop(iface, None)
             if not deleted:
                 ifaces = tuple(i.uuid for i in row.interfaces)
                 self._ports[row.uuid] = (row.name, ifaces, row.external_ids.get("weft-role"))
+                if self._ports[row.uuid][2] == "uplink":
+                    self._uplink_ports.add(row.uuid)
                 for iface in ifaces:
                     self._port_of_iface[iface] = row.uuid
                 touched |= set(ifaces)
