@@ -51,7 +51,7 @@ def _quiet(msg):
 # ---------------------------------------------------------------- naming and state
 
 def check_name(name):
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise LabError(f"invalid lab name {name!r}: use 1-12 lowercase letters, digits or '-', "
                        "starting with a letter")
     return name
@@ -605,7 +605,7 @@ def container_add(name, container, host):
     (veth into the container, other end a port of br-int in host_netns) needs.
     """
     st = _require(name)
-    if not _CONTAINER_RE.match(container or ""):
+    if not _CONTAINER_RE.fullmatch(container or ""):
         raise LabError(f"invalid container name {container!r}: use up to 32 letters, digits, '_', '.', '-'")
     if container in st["hosts"] or container in ("fabric", "outside"):
         raise LabError(f"{container} is a host or a lab namespace of lab {name}; pick another container name")

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from controller import validate
 from weft.errors import WeftError
 
 DEFAULT_DIR = "/var/lib/weft/pki"
@@ -33,8 +34,7 @@ CA_SUBJECT = "/O=Weft/CN=Weft CA"
 CONTROLLER_CN = "weft-controller"
 DEFAULT_IPS = ("127.0.0.1",)
 DEFAULT_DNS = ("localhost",)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # Weft's host names (controller/validate.py)
-DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+DNS_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 # The extensions of each kind of certificate. Leaves are both TLS servers and clients: the controller
 # serves OpenFlow and the API and is an OVSDB client; a host's vswitchd is an OpenFlow client and its
@@ -81,15 +81,14 @@ def _paths(directory, kind, name=None):
 
 def check_name(name, what="host"):
     """A host or client name: what Weft accepts as a host name, so also safe in a file name and a subject."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-        raise PkiError(f"{what} name {name!r} is not valid: 1-63 letters, digits, '.', '_' or '-', starting "
-                       "with a letter or digit, without '..'")
+    if not isinstance(name, str) or not validate.NAME_RE.fullmatch(name):
+        raise PkiError(f"{what} name {name!r} is not valid: {validate.NAME_RULE}")
     return name
 
 
 def _check_dns(name):
     labels = name.split(".")
-    if len(name) > 253 or not all(DNS_LABEL_RE.match(label) for label in labels):
+    if len(name) > 253 or not all(DNS_LABEL_RE.fullmatch(label) for label in labels):
         raise PkiError(f"--dns {name!r} is not a DNS name (labels of letters, digits and '-', dot-separated)")
     return name.lower()
 
