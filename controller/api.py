@@ -33,6 +33,7 @@ class NorthboundApi:
             ("POST", ("ports",), self.create_port, ()),
             ("GET", ("ports", None), self.show_port, ("wait_up",)),
             ("DELETE", ("ports", None), self.delete_port, ("force",)),
+            ("PUT", ("ports", None, "external_ids"), self.set_port_external_ids, ()),
             ("GET", ("routers",), self.list_routers, ()),
             ("POST", ("routers",), self.create_router, ()),
             ("GET", ("routers", None), self.show_router, ("wait_up",)),
@@ -145,7 +146,8 @@ class NorthboundApi:
     # --- networks -----------------------------------------------------------------------------------
     @staticmethod
     def _network_json(net):
-        return {"name": net.name, "vni": net.vni, "cidr": net.cidr, "gateway": net.gateway_ip, "mtu": net.mtu}
+        return {"name": net.name, "vni": net.vni, "cidr": net.cidr, "gateway": net.gateway_ip, "mtu": net.mtu,
+                "external_ids": net.external_ids}
 
     def list_networks(self, body, params):
         return 200, [self._network_json(n) for _, n in sorted(self.core.nb_state().networks.items())]
@@ -154,13 +156,15 @@ class NorthboundApi:
         return 200, self._network_json(self._get("networks", name))
 
     def create_network(self, body, params):
-        f = v.body_fields(body, {"name": str, "cidr": str}, {"vni": int, "mtu": int, "gateway": str})
+        f = v.body_fields(body, {"name": str, "cidr": str},
+                          {"vni": int, "mtu": int, "gateway": str, "external_ids": dict})
         name = v.name(f["name"])
         net = v.ipv4_network(f["cidr"])
         gateway = v.address_in(f.get("gateway", str(net.network_address + 1)), net, "gateway")
         underlay = self.core.config.underlay_mtu
         mtu = v.network_mtu(f.get("mtu", underlay - v.GENEVE_OVERHEAD), underlay)
         vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI) if "vni" in f else None
+        external_ids = v.external_ids(f.get("external_ids", {}))
 
         def choose_vni(taken, name_in_use):  # runs inside the NB transaction: see NbReplica.tunnel_keys
             if name_in_use:
@@ -168,7 +172,7 @@ class NorthboundApi:
             if vni in taken:
                 raise ApiError(409, f"vni: {vni} is already used by {taken[vni]}")
             return vni or _free_key(taken)
-        self._write(self.core.nb.create_network, name, choose_vni, str(net), gateway, mtu)
+        self._write(self.core.nb.create_network, name, choose_vni, str(net), gateway, mtu, external_ids)
         return 201, self._network_json(self.core.nb_state().networks[name])
 
     def delete_network(self, name, body, params):
@@ -189,7 +193,7 @@ class NorthboundApi:
         # The network's addressing rides along: it is what `weft attach` configures in the container.
         net = (state or self.core.nb_state()).networks.get(port.network)
         return {"name": port.name, "network": port.network, "mac": port.mac, "ip": port.ip, "key": port.key,
-                "host": port.host, "up": self.core.port_up(port.name),
+                "host": port.host, "up": self.core.port_up(port.name), "external_ids": port.external_ids,
                 "cidr": net and net.cidr, "gateway": net and net.gateway_ip, "mtu": net and net.mtu}
 
     def list_ports(self, body, params):
@@ -208,7 +212,7 @@ class NorthboundApi:
         return 200, self._port_json(port)
 
     def create_port(self, body, params):
-        f = v.body_fields(body, {"name": str, "network": str}, {"ip": str, "mac": str})
+        f = v.body_fields(body, {"name": str, "network": str}, {"ip": str, "mac": str, "external_ids": dict})
         name = v.name(f["name"])
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
@@ -217,6 +221,7 @@ class NorthboundApi:
         net = ipaddress.IPv4Network(network.cidr)
         ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
         mac = v.mac(f["mac"]) if "mac" in f else None
+        external_ids = v.external_ids(f.get("external_ids", {}))
 
         def choose(taken):  # runs inside the NB transaction: see nb.Nb.create_port
             if taken.port_network(name) is not None:
@@ -231,8 +236,16 @@ class NorthboundApi:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
             return free_ip, mac or _random_mac(taken.mac_owner)
 
-        self._write(self.core.nb.create_port, name, network.name, choose)
+        self._write(self.core.nb.create_port, name, network.name, choose, external_ids)
         return 201, self._port_json(self.core.nb_state().ports[name])
+
+    def set_port_external_ids(self, name, body, params):
+        """Replaces a port's external_ids: a runtime learns some of its own ids (a container's name)
+        only after the port is up."""
+        self._get("ports", name)
+        external_ids = v.external_ids(v.body_fields(body, {"external_ids": dict}, {})["external_ids"])
+        self._write(self.core.nb.set_external_ids, "Port", name, external_ids)
+        return 200, self._port_json(self.core.nb_state().ports[name])
 
     def delete_port(self, name, body, params):
         """A port whose interface is still plugged into a br-int is not deleted unless forced: a

@@ -136,6 +136,28 @@ def name(value, field="name"):
     return value
 
 
+EXTERNAL_ID_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}")
+MAX_EXTERNAL_IDS = 16
+MAX_EXTERNAL_ID_VALUE = 255
+
+
+def external_ids(value, field="external_ids"):
+    """A client's own keys on a network or port (a runtime's ids, a container's name), as in OVN's NB:
+    Weft stores and shows them and never acts on them. Bounded, so they cannot bloat the NB."""
+    if not isinstance(value, dict):
+        raise bad(field, f"{shown(value)} is not an object of strings")
+    if len(value) > MAX_EXTERNAL_IDS:
+        raise bad(field, f"{len(value)} keys is more than the {MAX_EXTERNAL_IDS} allowed")
+    for key, item in value.items():
+        if not EXTERNAL_ID_KEY_RE.fullmatch(key):
+            raise bad(field, f"key {shown(key)} is not valid (1-63 letters, digits, '_', '.', ':', '/' or '-', "
+                             "starting with a letter or digit)")
+        if not isinstance(item, str) or len(item) > MAX_EXTERNAL_ID_VALUE or not item.isprintable():
+            raise bad(f"{field}.{key}", f"{shown(item)} is not a printable string of at most "
+                                        f"{MAX_EXTERNAL_ID_VALUE} characters")
+    return dict(value)
+
+
 def integer(value, field, low, high):
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(field, f"{shown(value)} is not an integer")

@@ -43,6 +43,7 @@ class Network:
     cidr: str
     gateway_ip: str
     mtu: int
+    external_ids: dict = dataclasses.field(default_factory=dict)  # the owner's own keys (a runtime's ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Port:
     ip: str
     host: str | None
     status: dict
+    external_ids: dict = dataclasses.field(default_factory=dict)  # the owner's own keys (a runtime's ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +170,8 @@ class NbReplica:
         self.networks.pop(old_name, None)
         self._free_ips.pop(old_name, None)
         if row is not None:
-            self.networks[row.name] = Network(row.name, row.vni, row.cidr, row.gateway_ip, row.mtu)
+            self.networks[row.name] = Network(row.name, row.vni, row.cidr, row.gateway_ip, row.mtu,
+                                             dict(row.external_ids))
         self.changes.networks.add(old_name or row.name)
 
     def _changed_port(self, uuid, old_name, row):
@@ -184,7 +187,8 @@ class NbReplica:
             if old.host:
                 self.ports_on_host[old.host].discard(old.name)
         if row is not None:
-            port = Port(row.name, row.key, row.network.name, row.mac, row.ip, _opt(row.host), dict(row.status))
+            port = Port(row.name, row.key, row.network.name, row.mac, row.ip, _opt(row.host), dict(row.status),
+                        dict(row.external_ids))
             self.ports[port.name] = port
             self.ports_of_network.setdefault(port.network, set()).add(port.name)
             self.ips.setdefault(port.network, {})[port.ip] = port.name
@@ -369,16 +373,17 @@ class Nb:
         picked[key] = "a write of the same batch"
         return key
 
-    def create_network(self, name, choose_vni, cidr, gateway_ip, mtu):
+    def create_network(self, name, choose_vni, cidr, gateway_ip, mtu, external_ids=None):
         """Inserts a network with the VNI `choose_vni(tunnel_keys, name_in_use)` returns (or raises)."""
         def build(txn, tables):
             names = txn.scratch.setdefault("network_names", set())
             vni = self._tunnel_key(txn, choose_vni, name in self.replica.networks or name in names)
             names.add(name)
-            _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu)
+            _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu,
+                    external_ids=external_ids or {})
         self.conn.transact(build)
 
-    def create_port(self, name, network, choose):
+    def create_port(self, name, network, choose, external_ids=None):
         """Inserts a port with the (ip, mac) that `choose(PortsTaken)` returns."""
         def build(txn, tables):
             net = self._row(tables, "Network", network)
@@ -391,7 +396,8 @@ class Nb:
             picked["ips"].setdefault(network, {})[ip] = name
             picked["macs"][mac] = f"port {name}"
             picked["keys"].add(key)
-            _insert(txn, tables, "Port", name=name, key=key, network=net, mac=mac, ip=ip)
+            _insert(txn, tables, "Port", name=name, key=key, network=net, mac=mac, ip=ip,
+                    external_ids=external_ids or {})
         self.conn.transact(build)
 
     def create_router(self, name, choose_key):
@@ -434,6 +440,12 @@ class Nb:
     def create_floating_ip(self, ip, port):
         def build(txn, tables):
             _insert(txn, tables, "Floating_IP", ip=ip, port=self._row(tables, "Port", port))
+        self.conn.transact(build)
+
+    def set_external_ids(self, table, name, external_ids):
+        """Replaces the external_ids of the row named `name` (LookupError if there is none)."""
+        def build(txn, tables):
+            self._row(tables, table, name).external_ids = external_ids
         self.conn.transact(build)
 
     def delete(self, table, name):

@@ -10,7 +10,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 APT_PACKAGES=(openvswitch-switch openvswitch-common iproute2 iputils-ping ethtool tcpdump iperf3 socat docker-compose procps
-              python3 python3-venv python3-dev gcc)
+              python3 python3-venv python3-dev gcc
+              # the container runtimes Weft plugs into, tested for real (weft lab up --runtimes)
+              docker.io podman containernetworking-plugins busybox-static mininet)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -18,7 +20,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "weft setup: installing ${missing[*]}" >&2
     apt-get update -qq
-    # policy-rc.d 101: don't start the distribution's own OVS service; Weft's lab runs its own daemons.
+    # policy-rc.d 101: don't start the distribution's own OVS or Docker services; the lab runs its own daemons.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null

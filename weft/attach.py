@@ -10,6 +10,7 @@ the controller allocates the port, the veth is made and its host end plugged int
 controller ignores an iface-id it does not know yet, and binds it once the port exists); while
 vswitchd adds the port and the controller installs its flows, the container end is configured.
 """
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -53,42 +54,19 @@ def default_name(container, ifname):
 
 
 def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, api=None,
-           timeout=DEFAULT_TIMEOUT, mac=None):
+           timeout=DEFAULT_TIMEOUT, mac=None, external_ids=None):
     """Attaches a container to a network; returns the port as the API describes it (up)."""
     from pyroute2 import IPRoute  # imported here: the rest of the CLI starts without it
-    from pyroute2.netlink.exceptions import NetlinkError
 
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
     ns_path = netns_path(container)
     name = name or default_name(container, ifname)
-    device = host_device(name)
-    port_answer = api.send("POST", "/v1/ports", {k: v for k, v in (("name", name), ("network", network),
-                                                                   ("ip", ip), ("mac", mac)) if v is not None})
-    undo = []
-    try:
-        with IPRoute() as ipr:
-            try:
-                # The container end is born inside the container: moving an interface between
-                # namespaces afterwards costs the kernel ~20 ms, serialised across attaches.
-                fd = os.open(ns_path, os.O_RDONLY)
-                try:
-                    ipr.link("add", ifname=device, kind="veth", state="up",
-                             peer={"ifname": ifname, "net_ns_fd": fd})
-                except NetlinkError as err:
-                    if err.code == errno.EEXIST:
-                        raise AttachError(f"{device} (the host end for port {name!r}) exists on this host, "
-                                          f"or the container already has an interface named {ifname}") from None
-                    raise
-                finally:
-                    os.close(fd)
-                undo.append(lambda: _delete_link(device))
-                datapath_type = vswitch.plug_port(ovsdb, device, name)
-                undo.append(lambda: vswitch.unplug_port(ovsdb, device))
-            finally:  # the answer is read even when the above failed, so a port made for it is undone
-                port = _created_port(port_answer, name)
-                undo.append(lambda: api.delete(api_path("ports", name) + "?force=true"))
-            ipr.link("set", ifname=device, mtu=port["mtu"])
+    body = {k: v for k, v in (("name", name), ("network", network), ("ip", ip), ("mac", mac),
+                              ("external_ids", external_ids)) if v is not None}
+    port_answer = api.send("POST", "/v1/ports", body)
+    with _rollback_on_error() as undo:
+        port, datapath_type = _make_and_plug(undo, api, ovsdb, name, port_answer, ifname, ns_path)
         prefix = ipaddress.IPv4Network(port["cidr"]).prefixlen
         with netns.in_netns(ns_path), IPRoute() as ns:
             ns.link("set", ifname=ifname, address=port["mac"], mtu=port["mtu"], state="up")
@@ -98,12 +76,81 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
             if datapath_type == "netdev":
                 # The userspace datapath never completes partial checksums handed over by a veth.
                 netns.tx_checksum_off(ifname)
-        port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
-        if not port["up"]:
-            raise AttachError(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
-                              "on every host that needs them (is the host joined and its switch connected?"
-                              " see `weft status`)")
-        return port
+        return wait_up(api, name, timeout)
+
+
+def plug(name, peer, ovsdb=None, api=None, timeout=DEFAULT_TIMEOUT):
+    """For a runtime that moves the container's end into the container and addresses it itself
+    (Docker): plugs existing port `name` through a veth whose container end `peer` stays in this
+    namespace, with the port's MAC and MTU (and checksum offload off, which survives the move).
+    Returns the port once up; on failure nothing made here is left (the NB port stays)."""
+    from pyroute2 import IPRoute
+
+    api = api or ApiClient()
+    ovsdb = ovsdb or rpc.default_remote()
+    answer = api.send("GET", api_path("ports", name))
+    with _rollback_on_error() as undo:
+        port, datapath_type = _make_and_plug(undo, api, ovsdb, name, answer, peer, None, delete_port=False)
+        with IPRoute() as ipr:
+            ipr.link("set", ifname=peer, address=port["mac"], mtu=port["mtu"])
+        if datapath_type == "netdev":
+            netns.tx_checksum_off(peer)
+        return wait_up(api, name, timeout)
+
+
+def wait_up(api, name, timeout):
+    """The port, once the controller reports its flows installed on every host that needs them."""
+    port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
+    if not port["up"]:
+        raise AttachError(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
+                          "on every host that needs them (is the host joined and its switch connected?"
+                          " see `weft status`)")
+    return port
+
+
+def _make_and_plug(undo, api, ovsdb, name, port_answer, peer, ns_path, delete_port=True):
+    """The veth (host end into br-int, as `name`'s interface; the peer born in `ns_path`, or here),
+    overlapped with the controller's answer `port_answer`. Returns (port, datapath type)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    device = host_device(name)
+    with IPRoute() as ipr:
+        try:
+            peer_spec = {"ifname": peer}
+            fd = None
+            if ns_path:
+                # The container end is born inside the container: moving an interface between
+                # namespaces afterwards costs the kernel ~20 ms, serialised across attaches.
+                fd = peer_spec["net_ns_fd"] = os.open(ns_path, os.O_RDONLY)
+            try:
+                ipr.link("add", ifname=device, kind="veth", state="up", peer=peer_spec)
+            except NetlinkError as err:
+                if err.code == errno.EEXIST:
+                    where = "the container" if ns_path else "this host"
+                    raise AttachError(f"{device} (the host end for port {name!r}) exists on this host, "
+                                      f"or {where} already has an interface named {peer}") from None
+                raise
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            undo.append(lambda: _delete_link(device))
+            datapath_type = vswitch.plug_port(ovsdb, device, name)
+            undo.append(lambda: vswitch.unplug_port(ovsdb, device))
+        finally:  # the answer is read even when the above failed, so a port made for it is undone
+            port = _created_port(port_answer, name)
+            if delete_port:
+                undo.append(lambda: api.delete(api_path("ports", name) + "?force=true"))
+        ipr.link("set", ifname=device, mtu=port["mtu"])
+    return port, datapath_type
+
+
+@contextlib.contextmanager
+def _rollback_on_error():
+    """Yields a list of undo steps, run newest first if the block fails; errors become AttachError."""
+    undo = []
+    try:
+        yield undo
     except BaseException as err:
         for step in reversed(undo):
             try:

@@ -13,7 +13,7 @@ from weft.errors import WeftError
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
     "network": ["name", "vni", "cidr", "gateway", "mtu"],
-    "port": ["name", "network", "ip", "mac", "host", "up"],
+    "port": ["name", "network", "ip", "mac", "host", "up", "container"],
 }
 
 
@@ -51,8 +51,10 @@ def _crud(kind, path):
         rows = api.get(api_path(kind + "s") + query)
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
-        else:
-            print_table(rows, COLUMNS[kind])
+            return
+        for row in rows:  # who owns a port: the container a runtime or `weft attach` recorded
+            row.setdefault("container", (row.get("external_ids") or {}).get("container"))
+        print_table(rows, COLUMNS[kind])
 
     def show(args, api):
         _show(api.get(api_path(kind + "s", args.name)), args.json)
@@ -312,7 +314,8 @@ def trace_cmd(args, api):
 def attach_cmd(args, api):
     from weft.attach import attach
     port = attach(args.container, args.network, ip=args.ip, name=args.name, ifname=args.ifname,
-                  ovsdb=args.ovsdb, api=api, timeout=args.timeout, mac=args.mac)
+                  ovsdb=args.ovsdb, api=api, timeout=args.timeout, mac=args.mac,
+                  external_ids={"container": args.container})
     if args.json:
         print(json.dumps(port, sort_keys=True))
     else:

@@ -69,8 +69,11 @@ NAMES = {"hosts": ["h1", "h2"], "networks": ["blue", "green", "red"], "ports": [
 VALID_BODIES = {
     "join_host": {"name": "h3", "encap_ip": "192.0.2.3", "ovsdb": "unix:/nonexistent/h3.sock",
                   "datapath_type": "netdev", "of_target": "tcp:127.0.0.1:6653"},
-    "create_network": {"name": "n4", "cidr": "10.4.0.0/24", "vni": 4000, "mtu": 1400, "gateway": "10.4.0.254"},
-    "create_port": {"name": "p5", "network": "blue", "ip": "10.1.0.50", "mac": "02:00:00:00:00:50"},
+    "create_network": {"name": "n4", "cidr": "10.4.0.0/24", "vni": 4000, "mtu": 1400, "gateway": "10.4.0.254",
+                       "external_ids": {"owner": "docker", "docker.network": "cada2d"}},
+    "create_port": {"name": "p5", "network": "blue", "ip": "10.1.0.50", "mac": "02:00:00:00:00:50",
+                    "external_ids": {"container": "web"}},
+    "set_port_external_ids": {"external_ids": {"container": "db", "owner": "cni"}},
     "create_router": {"name": "r3"},
     "attach_router": {"network": "red"},
     "add_route": {"cidr": "172.17.0.0/16", "via": "10.1.0.254"},
@@ -89,6 +92,12 @@ GATEWAY = {"host": "h2", "uplink": "uplink1", "ip": "203.0.113.10/24", "next_hop
 # (method, request target, body (a JSON value, or bytes as they are), status, words of the error).
 KNOWN_BAD = [
     ("POST", "/v1/ports", {"name": "p9", "network": []}, 400, ["network", "expected a string"]),
+    ("POST", "/v1/ports", {"name": "p9", "network": "blue", "external_ids": {"a b": "x"}}, 400,
+     ["external_ids", "a b"]),
+    ("POST", "/v1/ports", {"name": "p9", "network": "blue", "external_ids": {"k": 1}}, 400,
+     ["external_ids.k", "printable string"]),
+    ("PUT", "/v1/ports/db/external_ids", {"external_ids": {f"k{i}": "v" for i in range(17)}}, 400,
+     ["external_ids", "16 allowed"]),
     ("POST", "/v1/routers/r2/ports", {"network": []}, 400, ["network", "expected a string"]),
     ("PUT", "/v1/routers/r2/gateway", {**GATEWAY, "host": []}, 400, ["host", "expected a string"]),
     ("POST", "/v1/floating-ips", {"port": [], "ip": "198.51.100.21"}, 400, ["port", "expected a string"]),
@@ -520,6 +529,17 @@ SPOILED_STRINGS = [  # a valid string, nearly: what a sloppy client or a hostile
 
 
 def _spoiled(rng, value):
+    if isinstance(value, dict):  # external_ids: a key or a value spoiled, or too many keys
+        key = rng.choice(list(value))
+        spoiled = dict(value)
+        choice = rng.random()
+        if choice < 0.4:
+            spoiled[_spoiled(rng, key)] = spoiled.pop(key)
+        elif choice < 0.8:
+            spoiled[key] = _spoiled(rng, value[key])
+        else:
+            spoiled.update({f"k{i}": "v" for i in range(20)})
+        return spoiled
     if isinstance(value, int):
         return rng.choice([str(value), value * 1000, -value, float(value), value + 0.5, [value], str(value) + " "])
     return rng.choice(SPOILED_STRINGS)(value)
