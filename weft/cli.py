@@ -12,7 +12,7 @@ from weft.errors import WeftError
 
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
-    "network": ["name", "vni", "cidr", "gateway", "mtu"],
+    "network": ["name", "vni", "cidr", "gateway", "mtu", "ports"],
     "port": ["name", "network", "ip", "mac", "host", "up", "container"],
 }
 
