@@ -176,15 +176,33 @@ def _created_port(answer, name):
 def detach(name, ovsdb=None, api=None):
     """Removes the port's veth, its OVS port and the NB port (and so every flow for it)."""
     api = api or ApiClient()
-    ovsdb = ovsdb or rpc.default_remote()
     api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
+    unplug(name, ovsdb)
+    api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
+
+
+def unplug(name, ovsdb=None):
+    """Removes the port's OVS port and veth, keeping the NB port (Docker's Leave). Idempotent."""
+    ovsdb = ovsdb or rpc.default_remote()
     device = host_device(name)
     try:
         vswitch.unplug_port(ovsdb, device)
     except rpc.OvsdbError as err:
         raise AttachError(f"cannot remove {device} from br-int: {err}") from None
     _delete_link(device)
-    api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
+
+
+def plugged(ovsdb=None):
+    """[(device, port name)] for every interface attach plugged into this host's br-int."""
+    ovsdb = ovsdb or rpc.default_remote()
+    try:
+        rows = rpc.transact(ovsdb, vswitch.DATABASE, [
+            {"op": "select", "table": "Interface", "columns": ["name", "external_ids"],
+             "where": [["external_ids", "includes", ["map", [[vswitch.OWNER_KEY, "weft"]]]]]}])[0]["rows"]
+    except rpc.OvsdbError as err:
+        raise AttachError(f"cannot list br-int's ports: {err}") from None
+    found = [(row["name"], dict(row["external_ids"][1]).get("iface-id")) for row in rows]
+    return [(device, name) for device, name in found if name and device == host_device(name)]
 
 
 def _delete_link(device):
