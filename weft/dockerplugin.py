@@ -536,8 +536,9 @@ class Plugin:
         who = ""
         if holder:
             container = holder["external_ids"].get("container")
-            who = f" by port {holder['name']}" + (f" (container {container}" if container else " (")
-            who += f"{', ' if container else ''}on host {holder['host'] or 'none yet'})"
+            about = ([f"container {container}"] if container else []) + [
+                f"on host {holder['host']}" if holder["host"] else "not plugged in yet"]
+            who = f" by port {holder['name']} ({', '.join(about)})"
         hint = "pick a free --ip" if record["ipam"] else (
             "Docker's default IPAM allocates on each host alone: give --ip, a disjoint --ip-range per host, or "
             "create the network with --ipam-driver weft on every host")
