@@ -206,6 +206,15 @@ def build_parser():
                    help="the CNI spec version (default 1.0.0; 1.1.0 adds STATUS and GC)")
     p.set_defaults(func=cni_config_cmd)
 
+    p = sub.add_parser("docker-plugin", help="serve Docker's remote network and IPAM driver protocol (run on "
+                                             "each host, beside its dockerd)")
+    p.add_argument("--socket", default="/run/docker/plugins/weft.sock",
+                   help="where dockerd finds the plugin (default /run/docker/plugins/weft.sock)")
+    p.add_argument("--docker", default="unix:///run/docker.sock",
+                   help="dockerd's API, to learn network and container names (default unix:///run/docker.sock)")
+    p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
+    p.set_defaults(func=docker_plugin_cmd)
+
     labcli.add_lab_commands(sub)
     pkicli.add_pki_commands(sub)
     return parser
@@ -345,6 +354,11 @@ def detach_cmd(args, api):
     from weft.attach import detach
     detach(args.name, ovsdb=args.ovsdb, api=api)
     print(f"port {args.name} detached")
+
+
+def docker_plugin_cmd(args, api):
+    from weft import dockerplugin
+    dockerplugin.main(args, api)
 
 
 def main(argv=None):
