@@ -28,6 +28,10 @@ class AttachError(WeftError):
     """Attach or detach failed (after rolling back what it had made)."""
 
 
+class PortNotUp(AttachError):
+    """The port's flows were not installed in time: a condition that may clear (a runtime retries)."""
+
+
 def netns_path(container):
     """A container given as a netns name, a netns path or a PID -> the path of its network namespace."""
     if container.isdigit():
@@ -102,7 +106,7 @@ def wait_up(api, name, timeout):
     """The port, once the controller reports its flows installed on every host that needs them."""
     port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
     if not port["up"]:
-        raise AttachError(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
+        raise PortNotUp(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
                           "on every host that needs them (is the host joined and its switch connected?"
                           " see `weft status`)")
     return port
@@ -176,33 +180,20 @@ def _created_port(answer, name):
 def detach(name, ovsdb=None, api=None):
     """Removes the port's veth, its OVS port and the NB port (and so every flow for it)."""
     api = api or ApiClient()
+    ovsdb = ovsdb or rpc.default_remote()
     api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
-    unplug(name, ovsdb)
+    remove_local(name, ovsdb)
     api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
 
 
-def unplug(name, ovsdb=None):
-    """Removes the port's OVS port and veth, keeping the NB port (Docker's Leave). Idempotent."""
-    ovsdb = ovsdb or rpc.default_remote()
+def remove_local(name, ovsdb):
+    """What attach made on this host for port `name`: its OVS port and its veth (idempotent)."""
     device = host_device(name)
     try:
         vswitch.unplug_port(ovsdb, device)
     except rpc.OvsdbError as err:
         raise AttachError(f"cannot remove {device} from br-int: {err}") from None
     _delete_link(device)
-
-
-def plugged(ovsdb=None):
-    """[(device, port name)] for every interface attach plugged into this host's br-int."""
-    ovsdb = ovsdb or rpc.default_remote()
-    try:
-        rows = rpc.transact(ovsdb, vswitch.DATABASE, [
-            {"op": "select", "table": "Interface", "columns": ["name", "external_ids"],
-             "where": [["external_ids", "includes", ["map", [[vswitch.OWNER_KEY, "weft"]]]]]}])[0]["rows"]
-    except rpc.OvsdbError as err:
-        raise AttachError(f"cannot list br-int's ports: {err}") from None
-    found = [(row["name"], dict(row["external_ids"][1]).get("iface-id")) for row in rows]
-    return [(device, name) for device, name in found if name and device == host_device(name)]
 
 
 def _delete_link(device):

@@ -482,7 +482,7 @@ class Plugin:
         from weft import attach
         name = self._port_of(body.get("EndpointID") or "")
         if name:
-            attach.unplug(name, ovsdb=self.ovsdb)
+            attach.remove_local(name, self.ovsdb)
         return {}
 
     def program_external_connectivity(self, body):
@@ -587,7 +587,7 @@ class Plugin:
         """The port's veth, OVS port and NB port; what is already gone is skipped."""
         from weft import attach
         try:
-            attach.unplug(name, ovsdb=self.ovsdb)
+            attach.remove_local(name, self.ovsdb)
         except WeftError as err:
             log(f"port {name}: {err}")
         try:
@@ -649,6 +649,7 @@ class Plugin:
         """Removes the Weft ports of this dockerd that Docker no longer knows (an endpoint removed while
         the plugin was down, a dockerd that lost a container), with their veth and OVS port. Ports of
         endpoints Docker knows are not touched; nor are ports this process is handling."""
+        from ovsdb import vswitch
         from weft import attach
         with self.lock:  # taken first: a network created while Docker is asked is not taken for gone
             recorded = set(self.state.networks)
@@ -674,10 +675,10 @@ class Plugin:
             log(f"removing port {port['name']} ({port['ip']}): its Docker endpoint is gone")
             self._remove_port(port["name"])
         names = {p["name"] for p in ports}
-        for device, iface_id in attach.plugged(self.ovsdb):
+        for iface_id, (device, _) in vswitch.plugged_ports(self.ovsdb).items():
             if iface_id.startswith(PORT_PREFIX) and iface_id not in names and iface_id not in live:
                 log(f"removing {device} from br-int: its Weft port {iface_id} is gone")
-                attach.unplug(iface_id, ovsdb=self.ovsdb)
+                attach.remove_local(iface_id, self.ovsdb)
 
     HANDLERS = {
         "/Plugin.Activate": activate,
