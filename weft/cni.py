@@ -322,6 +322,21 @@ def conflist(network, name=None, api=None, version="1.0.0", ovsdb=None, token_fi
     return {"cniVersion": version, "name": name or network, "plugins": [plugin]}
 
 
+def write_plugin(path, source=None, python=sys.executable):
+    """Writes an executable `path` that runs weft-cni with this interpreter (its venv) and, given a
+    source tree, that tree's weft (a lab's plugin, as `python -m weft.cli` on a lab host). A runtime
+    runs it by the name in the configuration's `type`, so `path` ends in /weft."""
+    lines = [f"#!{python}", "# weft-cni (written by weft.cni.write_plugin)", "import sys"]
+    if source:
+        lines.append(f"sys.path.insert(0, {str(source)!r})")
+    lines += ["from weft.cni import main", "sys.exit(main())", ""]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)  # a runtime never runs a half-written plugin
+
+
 # ---------------------------------------------------------------- talking to the world
 
 def api_error(err, settings, what):
