@@ -144,9 +144,9 @@ class NorthboundApi:
         return 200, {"deleted": name}
 
     # --- networks -----------------------------------------------------------------------------------
-    @staticmethod
-    def _network_json(net):
+    def _network_json(self, net):
         return {"name": net.name, "vni": net.vni, "cidr": net.cidr, "gateway": net.gateway_ip, "mtu": net.mtu,
+                "ports": len(self.core.nb_state().ports_of_network.get(net.name, ())),
                 "external_ids": net.external_ids}
 
     def list_networks(self, body, params):

@@ -368,6 +368,22 @@ def plug_port(remote, device, iface_id):
     return results[0]["rows"][0]["datapath_type"]
 
 
+def plugged_ports(remote):
+    """{iface-id: (device, ofport)} for every interface Weft's attach plugged on this host (an ofport
+    of -1 or None: vswitchd has no such device, e.g. its veth went with the container's namespace)."""
+    from ovsdb import rpc
+    rows = rpc.transact(remote, DATABASE, [
+        {"op": "select", "table": "Interface", "columns": ["name", "external_ids", "ofport"],
+         "where": [["external_ids", "includes", _ovsdb_map({OWNER_KEY: "weft"})]]}])[0]["rows"]
+    plugged = {}
+    for row in rows:
+        ids = dict(row["external_ids"][1])
+        ofport = row["ofport"] if isinstance(row["ofport"], int) else None  # ["set", []] when unset
+        if "iface-id" in ids:
+            plugged[ids["iface-id"]] = (row["name"], ofport)
+    return plugged
+
+
 def unplug_port(remote, device):
     """Removes `device` from br-int if it is there (idempotent)."""
     from ovsdb import rpc

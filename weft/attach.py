@@ -28,6 +28,10 @@ class AttachError(WeftError):
     """Attach or detach failed (after rolling back what it had made)."""
 
 
+class PortNotUp(AttachError):
+    """The port's flows were not installed in time: a condition that may clear (a runtime retries)."""
+
+
 def netns_path(container):
     """A container given as a netns name, a netns path or a PID -> the path of its network namespace."""
     if container.isdigit():
@@ -102,7 +106,7 @@ def wait_up(api, name, timeout):
     """The port, once the controller reports its flows installed on every host that needs them."""
     port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
     if not port["up"]:
-        raise AttachError(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
+        raise PortNotUp(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
                           "on every host that needs them (is the host joined and its switch connected?"
                           " see `weft status`)")
     return port
@@ -178,13 +182,18 @@ def detach(name, ovsdb=None, api=None):
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
     api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
+    remove_local(name, ovsdb)
+    api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
+
+
+def remove_local(name, ovsdb):
+    """What attach made on this host for port `name`: its OVS port and its veth (idempotent)."""
     device = host_device(name)
     try:
         vswitch.unplug_port(ovsdb, device)
     except rpc.OvsdbError as err:
         raise AttachError(f"cannot remove {device} from br-int: {err}") from None
     _delete_link(device)
-    api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
 
 
 def _delete_link(device):

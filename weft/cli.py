@@ -12,7 +12,7 @@ from weft.errors import WeftError
 
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
-    "network": ["name", "vni", "cidr", "gateway", "mtu"],
+    "network": ["name", "vni", "cidr", "gateway", "mtu", "ports"],
     "port": ["name", "network", "ip", "mac", "host", "up", "container"],
 }
 
@@ -194,6 +194,27 @@ def build_parser():
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
     p.set_defaults(func=detach_cmd)
 
+    p = sub.add_parser("cni-config", help="print a CNI network configuration list for a Weft network "
+                                          "(for /etc/cni/net.d/NETWORK.conflist)")
+    p.add_argument("network", help="the Weft network (it must exist)")
+    p.add_argument("--api", default=argparse.SUPPRESS, help="the API the plugin uses (default: this weft's)")
+    p.add_argument("--token-file", default=argparse.SUPPRESS, help="the token file the plugin uses (TCP API)")
+    p.add_argument("--ca-file", help="the CA the plugin checks an https API with")
+    p.add_argument("--name", help="the CNI network's name (default: the Weft network's)")
+    p.add_argument("--ovsdb", help="this host's OVSDB, if not the default unix:/var/run/openvswitch/db.sock")
+    p.add_argument("--cni-version", choices=["0.4.0", "1.0.0", "1.1.0"], default="1.0.0",
+                   help="the CNI spec version (default 1.0.0; 1.1.0 adds STATUS and GC)")
+    p.set_defaults(func=cni_config_cmd)
+
+    p = sub.add_parser("docker-plugin", help="serve Docker's remote network and IPAM driver protocol (run on "
+                                             "each host, beside its dockerd)")
+    p.add_argument("--socket", default="/run/docker/plugins/weft.sock",
+                   help="where dockerd finds the plugin (default /run/docker/plugins/weft.sock)")
+    p.add_argument("--docker", default="unix:///run/docker.sock",
+                   help="dockerd's API, to learn network and container names (default unix:///run/docker.sock)")
+    p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
+    p.set_defaults(func=docker_plugin_cmd)
+
     labcli.add_lab_commands(sub)
     pkicli.add_pki_commands(sub)
     return parser
@@ -322,10 +343,22 @@ def attach_cmd(args, api):
         print(f"{port['name']}: {port['ip']} {port['mac']} on network {port['network']}, host {port['host']}: up")
 
 
+def cni_config_cmd(args, api):
+    from weft.cni import conflist
+    network = api.get(api_path("networks", args.network))  # a clear error now, not at the first ADD
+    print(json.dumps(conflist(network["name"], args.name, api.base, args.cni_version, args.ovsdb,
+                              args.token_file, args.ca_file), indent=2))
+
+
 def detach_cmd(args, api):
     from weft.attach import detach
     detach(args.name, ovsdb=args.ovsdb, api=api)
     print(f"port {args.name} detached")
+
+
+def docker_plugin_cmd(args, api):
+    from weft import dockerplugin
+    dockerplugin.main(args, api)
 
 
 def main(argv=None):

@@ -34,6 +34,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+# A host's name is also an interface name in the fabric (< 16 bytes) and part of its namespace's
+# name, wl-<lab>-<host>: no '-', so it never reads as a container's wl-<lab>-c-<name>.
+_HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,14}$")
+# The lab's own namespaces, bridge and directories (a host's directory is <lab dir>/<host>).
+_RESERVED_HOSTS = ("fab", "out", "br0", "fabric", "outside", "controller", "pki")
 
 
 class LabError(WeftError):
@@ -255,12 +260,12 @@ def _tail(path, lines=20):
 
 def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtimes=False, progress=_stderr):
     """Build the lab (hosts h1..hN, fabric, controller, joined hosts, and with `external` an
-    `outside` namespace on its own link to an uplink of h1); with `tls`, OpenFlow runs over TLS with
-    certificates from a PKI in the lab dir (`weft pki`); with `runtimes`, every host also runs a
-    dockerd and podman (weft.labruntimes). Return info(name)."""
+    `outside` namespace on its own link to an uplink of the first host); with `tls`, OpenFlow runs
+    over TLS with certificates from a PKI in the lab dir (`weft pki`); with `runtimes`, every host
+    also runs a dockerd and podman (weft.labruntimes). `hosts` is N, or the hosts' names
+    (weft.mininet names them after its switches). Return info(name)."""
     d = lab_dir(name)
-    if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
-        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
+    names = _host_names(hosts)
     missing = [t for t in ("ip", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
                            "ovs-appctl", "socat") if not shutil.which(t)]
     if missing:
@@ -291,8 +296,8 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtime
     _save(st)
     try:
         _make_fabric(st, progress)
-        for i in range(1, hosts + 1):
-            _make_host(st, i, progress)
+        for i, host in enumerate(names, 1):
+            _make_host(st, i, host, progress)
         _seed_tunnel_arp(st, progress)
         if external:
             _make_outside(st, progress)
@@ -313,8 +318,25 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtime
     where = f"API {st['api']}" if st["api"] else "no controller"
     if runtimes:
         where += ", dockerd and podman on every host"
-    progress(f"lab {name}: up with {hosts} hosts in {time.monotonic() - t0:.1f}s ({where})")
+    progress(f"lab {name}: up with {len(names)} hosts in {time.monotonic() - t0:.1f}s ({where})")
     return info(name)
+
+
+def _host_names(hosts):
+    if isinstance(hosts, int) and not isinstance(hosts, bool):
+        if not 1 <= hosts <= MAX_HOSTS:
+            raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
+        return [f"h{i}" for i in range(1, hosts + 1)]
+    names = list(hosts) if isinstance(hosts, (list, tuple)) else None
+    if not names or len(names) > MAX_HOSTS:
+        raise LabError(f"hosts must be a number or a list of 1 to {MAX_HOSTS} host names")
+    for host in names:
+        if not isinstance(host, str) or not _HOST_RE.fullmatch(host) or host in _RESERVED_HOSTS:
+            raise LabError(f"invalid lab host name {host!r}: use 1-15 lowercase letters or digits, "
+                           f"starting with a letter, and none of {', '.join(_RESERVED_HOSTS)}")
+    if len(set(names)) != len(names):
+        raise LabError("lab host names must be distinct")
+    return names
 
 
 EXTERNAL_CIDR = "192.0.2.0/24"   # TEST-NET-1, only ever inside the lab's own `outside` namespace
@@ -323,11 +345,13 @@ EXTERNAL_UPLINK = "uplink0"
 
 
 def _make_outside(st, progress):
-    """The world beyond a gateway: a namespace with one link to `uplink0` on h1 (plugged into br-int
-    by the controller when a router's gateway uses it). Tests run their servers there."""
+    """The world beyond a gateway: a namespace with one link to `uplink0` on the first host, h1
+    (plugged into br-int by the controller when a router's gateway uses it). Tests run their
+    servers there."""
     ns = f"wl-{st['name']}-out"
-    h1 = st["hosts"]["h1"]["netns"]
-    progress(f"lab {st['name']}: outside namespace {ns} ({EXTERNAL_NEXT_HOP}) linked to h1's {EXTERNAL_UPLINK}")
+    first = next(iter(st["hosts"]))
+    h1 = st["hosts"][first]["netns"]
+    progress(f"lab {st['name']}: outside namespace {ns} ({EXTERNAL_NEXT_HOP}) linked to {first}'s {EXTERNAL_UPLINK}")
     _netns_add(st, ns)
     _run(["ip", "-n", h1, "link", "add", EXTERNAL_UPLINK, "type", "veth", "peer", "name", "eth0", "netns", ns])
     _run(["ip", "-n", h1, "link", "set", EXTERNAL_UPLINK, "up"])
@@ -338,7 +362,7 @@ def _make_outside(st, progress):
     _run(["ip", "-n", ns, "addr", "add", f"{EXTERNAL_NEXT_HOP}/24", "dev", "eth0"])
     _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     _run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])  # pitfall 1
-    st["external"] = {"netns": ns, "host": "h1", "uplink": EXTERNAL_UPLINK, "cidr": EXTERNAL_CIDR,
+    st["external"] = {"netns": ns, "host": first, "uplink": EXTERNAL_UPLINK, "cidr": EXTERNAL_CIDR,
                       "next_hop": EXTERNAL_NEXT_HOP, "free_ips": [f"192.0.2.{i}" for i in range(10, 30)]}
     _save(st)
 
@@ -351,8 +375,7 @@ def _make_fabric(st, progress):
     _run(["ip", "-n", ns, "link", "set", "br0", "up"])
 
 
-def _make_host(st, i, progress):
-    host = f"h{i}"
+def _make_host(st, i, host, progress):
     ns = f"wl-{st['name']}-{host}"
     hd = Path(st["dir"]) / host
     fab = st["fabric"]["netns"]
@@ -724,6 +747,19 @@ def exec(name, target, argv):  # noqa: A001 - the CLI verb
         os.execvpe(cmd[0], cmd, environ)
     except OSError as err:
         raise LabError(f"cannot run {cmd[0]}: {err.strerror}") from None
+
+
+def record(name, pid, what):
+    """Records a process started outside the lab (Mininet's node shells) so `down` stops it, with
+    the processes it leads (its session's group). Its command line must mention the lab dir."""
+    _record_pid(_require(name), pid, what, group=True)
+
+
+def forget(name, pids):
+    """Drops recorded processes that have exited (see record), so the lab stays "all alive"."""
+    st = _require(name)
+    st["pids"] = [e for e in st["pids"] if e["pid"] not in pids or _alive(e["pid"])]
+    _save(st)
 
 
 def spawn(name, target, argv, what=None, runtime=False, **popen_kw):

@@ -3,6 +3,7 @@ these labs run without the controller (controller=False) except the join test's 
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,6 +151,15 @@ def test_names_are_validated():
     for bad in ("", "Weft", "a" * 13, "1lab", "a/b"):
         with pytest.raises(weftlab.LabError, match="invalid lab name"):
             weftlab.down(bad)
+
+
+def test_host_names_are_validated_before_anything_is_built():
+    for hosts, problem in ((["s1", "br0"], "invalid lab host name 'br0'"), (["s1", "s-2"], "invalid lab host name"),
+                           (["controller"], "invalid lab host name"), (["a" * 16], "invalid lab host name"),
+                           (["s1", "s1"], "must be distinct"), ([], "a number or a list"), (0, "--hosts must be")):
+        with pytest.raises(weftlab.LabError, match=re.escape(problem)):
+            weftlab.up(f"t{os.getpid()}hn", hosts, controller=False)
+        assert not weftlab.lab_dir(f"t{os.getpid()}hn").exists()
 
 
 def test_down_removes_only_its_own(make_lab, lab3):
