@@ -76,6 +76,37 @@ class Lab:
     def host_env(self, host):
         return weftlab.host_env(self.name, host)
 
+    @contextlib.contextmanager
+    def controller_stopped(self):
+        """The lab's controller stopped for the block (its API refuses connections; the NB and the
+        hosts' flows stay), then started again on the same ports and state, and the block's end
+        waits until every host is connected again."""
+        st = weftlab._require(self.name)
+        (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
+        weftlab._signal(entry, signal.SIGTERM)
+        if weftlab._wait_gone([entry], 10):
+            raise AssertionError(f"the controller (pid {entry['pid']}) did not stop")
+        try:
+            yield
+        finally:
+            st = weftlab._require(self.name)
+            st["pids"].remove(entry)
+            d = Path(st["dir"])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (str(weftlab.REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+            with open(d / "controller.log", "ab") as log:
+                proc = subprocess.Popen(weftlab.controller_argv(st["ofp_port"], d / "weft.conf"),
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=d, env=env, start_new_session=True)
+            weftlab._record_pid(st, proc.pid, "controller", group=True, proc=proc)
+            weftlab.wait_until_serving(proc, st["api"], d / "controller.log")
+            deadline = time.monotonic() + 30
+            while not all(h["status"].get("ready") for h in self.api.get("/v1/hosts")):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"hosts not ready again after the controller restart: "
+                                         f"{self.api.get('/v1/hosts')}")
+                time.sleep(0.1)
+
     def exec(self, target, *cmd, check=True, timeout=60):
         """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
         argv, env = weftlab.target_cmd(self.name, target, cmd)
