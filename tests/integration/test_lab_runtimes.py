@@ -181,6 +181,7 @@ def test_down_removes_containers_and_leaves_nothing(make_lab):
     cgroups = list(Path("/sys/fs/cgroup").glob(f"*/{rt['docker_cgroup_parent'].strip('/')}"))
     assert cgroups
     lab.down()
+    assert root_state() == lab.root_before
     assert _lab_processes(marker) == []
     assert not Path(info["dir"]).exists()
     assert [p for p in cgroups if p.exists()] == []
