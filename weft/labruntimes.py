@@ -466,16 +466,26 @@ def restart_docker(name, host, progress=weftlab._stderr):
 
 
 def _stop_daemon(st, host, kind, progress, timeout=20):
-    pid = st["hosts"][host].get(f"{kind}_pid")
-    if not pid or not weftlab._alive(pid) or not weftlab._is_ours(pid, st["marker"]):
-        return
-    entry = {"pid": pid, "what": f"{host} {kind}", "group": False}
-    weftlab._signal(entry, signal.SIGTERM)
-    if weftlab._wait_gone([entry], timeout):
-        progress(f"{host}: {kind} (pid {pid}) did not stop within {timeout}s of SIGTERM, sending SIGKILL")
-        weftlab._signal(entry, signal.SIGKILL)
-        if weftlab._wait_gone([entry], 5):
-            raise LabError(f"could not stop {host}'s {kind} (pid {pid})")
+    _stop_daemons(st, [host], kind, progress, timeout)
+
+
+def _stop_daemons(st, hosts, kind, progress, timeout=20):
+    """SIGTERM the recorded `kind` daemon of every host at once (a dockerd takes about a second to
+    stop, most of it waiting), then SIGKILL those still there after timeout."""
+    entries = []
+    for host in hosts:
+        pid = st["hosts"][host].get(f"{kind}_pid")
+        if pid and weftlab._alive(pid) and weftlab._is_ours(pid, st["marker"]):
+            entries.append({"pid": pid, "what": f"{host}'s {kind}", "group": False})
+            progress(f"{host}: stopping {kind} (pid {pid})")
+            weftlab._signal(entries[-1], signal.SIGTERM)
+    left = weftlab._wait_gone(entries, timeout)
+    for e in left:
+        progress(f"{e['what']} (pid {e['pid']}) did not stop within {timeout}s of SIGTERM, sending SIGKILL")
+        weftlab._signal(e, signal.SIGKILL)
+    left = weftlab._wait_gone(left, 5)
+    if left:
+        raise LabError("could not stop " + ", ".join(f"{e['what']} (pid {e['pid']})" for e in left))
 
 
 # ---------------------------------------------------------------- podman
@@ -596,35 +606,39 @@ def _cgroup_dirs(st, host):
     return [p for p in Path("/sys/fs/cgroup").glob(f"*/{parent}") if p.is_dir()]
 
 
+def _remove_containers(st, host, progress):
+    name, h = st["name"], st["hosts"][host]
+    holder = h.get("runtime_ns_pid")
+    if not (holder and weftlab._alive(holder) and weftlab._is_ours(holder, st["marker"])):
+        return  # without its mount namespace neither runtime can be reached
+    dockerd = h.get("dockerd_pid")
+    if dockerd and weftlab._alive(dockerd):
+        ids = (_try(progress, f"{host}: docker ps", *docker_cmd(name, host, ["ps", "-aq", "--no-trunc"])) or "").split()
+        if ids:
+            progress(f"{host}: removing {len(ids)} Docker container(s)")
+            _try(progress, f"{host}: docker rm -f", *docker_cmd(name, host, ["rm", "-f", *ids]))
+    if (_try(progress, f"{host}: podman ps", *podman_cmd(name, host, ["ps", "-aq"])) or "").split():
+        progress(f"{host}: removing the podman containers")
+        _try(progress, f"{host}: podman rm -fa", *podman_cmd(name, host, ["rm", "-fa", "-t", "0"]))
+    # podman removes the network namespace of every container it removes; one left means a
+    # container it could not remove.
+    netns = f"/proc/{holder}/root/run/netns"
+    left = sorted(os.listdir(netns)) if os.path.isdir(netns) else []
+    if left:
+        progress(f"{host}: podman left network namespaces {', '.join(left)} (they go with its mount namespace)")
+
+
 def stop(st, progress):
     """Take the runtimes down before the rest of the lab (lab.down calls this while the controller
     and any network plugin still run, so they see the containers leave): remove every container,
     through the real clients, stop the dockerds and their containerds, and stop what the runtimes
     left behind that names the lab dir."""
     name = st["name"]
-    for host, h in st["hosts"].items():
-        holder = h.get("runtime_ns_pid")
-        holder_alive = holder and weftlab._alive(holder) and weftlab._is_ours(holder, st["marker"])
-        dockerd = h.get("dockerd_pid")
-        if holder_alive and dockerd and weftlab._alive(dockerd):
-            argv, env = docker_cmd(name, host, ["ps", "-aq", "--no-trunc"])
-            ids = (_try(progress, f"{host}: docker ps", argv, env) or "").split()
-            if ids:
-                progress(f"{host}: removing {len(ids)} Docker container(s)")
-                _try(progress, f"{host}: docker rm -f", *docker_cmd(name, host, ["rm", "-f", *ids]))
-        if holder_alive:
-            argv, env = podman_cmd(name, host, ["ps", "-aq"])
-            if (_try(progress, f"{host}: podman ps", argv, env) or "").split():
-                progress(f"{host}: removing the podman containers")
-                _try(progress, f"{host}: podman rm -fa", *podman_cmd(name, host, ["rm", "-fa", "-t", "0"]))
-            # podman removes the network namespace of every container it removes; one left means
-            # a container it could not remove.
-            netns = f"/proc/{holder}/root/run/netns"
-            left = sorted(os.listdir(netns)) if os.path.isdir(netns) else []
-            if left:
-                progress(f"{host}: podman left network namespaces {', '.join(left)} (they go with its mount namespace)")
-        _stop_daemon(st, host, "dockerd", progress)
-        _stop_daemon(st, host, "containerd", progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # hosts are independent
+        list(pool.map(lambda host: _remove_containers(st, host, progress), st["hosts"]))
+    # dockerd stops the containerd it started; one still there after its dockerd is stopped here.
+    _stop_daemons(st, list(st["hosts"]), "dockerd", progress)
+    _stop_daemons(st, list(st["hosts"]), "containerd", progress)
     # Shims and conmons of containers that could not be removed (their runtime is gone, or hung).
     strays = [(pid, argv) for pid, argv in _leftovers(st) if Path(argv[0]).name in RUNTIME_PROGRAMS]
     if strays:

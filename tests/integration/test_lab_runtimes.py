@@ -34,6 +34,9 @@ def test_bring_up_left_the_root_namespace_alone(runtimes_lab):
     # Links, addresses, routes, ip_forward, the packet filter, and the root mount namespace's
     # /run/docker/plugins: as they were before the lab's dockerds and podmans started.
     assert root_state() == runtimes_lab.root_before
+    # The runtimes' mounts (the plugin dir, the covered /run, /var/lib, ...) exist only in their own
+    # mount namespace.
+    assert runtimes_lab.info["dir"] not in Path("/proc/self/mountinfo").read_text()
     # Each dockerd runs in its host's network namespace, never in the root one.
     for host, h in runtimes_lab.info["hosts"].items():
         for pid in (h["runtimes"]["dockerd_pid"], h["runtimes"]["containerd_pid"]):
@@ -181,6 +184,7 @@ def test_down_removes_containers_and_leaves_nothing(make_lab):
     cgroups = list(Path("/sys/fs/cgroup").glob(f"*/{rt['docker_cgroup_parent'].strip('/')}"))
     assert cgroups
     lab.down()
+    assert root_state() == lab.root_before
     assert _lab_processes(marker) == []
     assert not Path(info["dir"]).exists()
     assert [p for p in cgroups if p.exists()] == []
@@ -196,3 +200,19 @@ def test_clients_need_a_lab_with_runtimes(make_lab):
     assert "runs no container runtimes" in res.stderr and "Traceback" not in res.stderr
     res = _weft_lab("podman", "--name", plain.name, "h9", "--", "ps")
     assert res.returncode == 1 and "runs no container runtimes" in res.stderr
+
+
+def test_a_dockerd_that_fails_to_start_is_reported_with_its_log(make_lab, monkeypatch):
+    reason = runtimes_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    real = labruntimes._dockerd_argv
+    monkeypatch.setattr(labruntimes, "_dockerd_argv", lambda paths: [*real(paths), "--no-such-flag"])
+    with pytest.raises(weftlab.LabError) as err:
+        make_lab(hosts=1, controller=False, runtimes=True, shared=False)
+    message = str(err.value)
+    assert "h1: dockerd exited with status" in message and "dockerd.log" in message
+    assert "unknown flag: --no-such-flag" in message
+    # The failed bring-up took down what it had made.
+    name = message.split("/run/weft/labs/", 1)[1].split("/", 1)[0]
+    assert not (weftlab.LABS_DIR / name).exists() and _lab_processes(f"/run/weft/labs/{name}/") == []
