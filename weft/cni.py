@@ -322,6 +322,38 @@ def conflist(network, name=None, api=None, version="1.0.0", ovsdb=None, token_fi
     return {"cniVersion": version, "name": name or network, "plugins": [plugin]}
 
 
+def sync_conflists(directory, networks, **plugin):
+    """Makes `directory` (a runtime's network_config_dir) hold one NETWORK.conflist per Weft network
+    in `networks` (names), each with `plugin`'s fields (api, ovsdb...), and no other conflist of
+    Weft's: a conflist whose plugin is not Weft's is left alone. Returns the names written."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for network in networks:
+        path = os.path.join(directory, f"{network}.conflist")
+        text = json.dumps(conflist(network, **plugin), indent=2) + "\n"
+        try:
+            with open(path) as f:
+                if f.read() == text:
+                    continue
+        except FileNotFoundError:
+            pass
+        with open(f"{path}.tmp", "w") as f:
+            f.write(text)
+        os.replace(f"{path}.tmp", path)  # a runtime never reads half a file
+        written.append(network)
+    for entry in os.listdir(directory):
+        if entry.endswith(".conflist") and entry[:-len(".conflist")] not in networks:
+            path = os.path.join(directory, entry)
+            try:
+                with open(path) as f:
+                    plugins = json.load(f).get("plugins") or [{}]
+            except (OSError, ValueError, AttributeError):
+                continue
+            if plugins[0].get("type") == "weft":
+                os.unlink(path)
+    return written
+
+
 def write_plugin(path, source=None, python=sys.executable):
     """Writes an executable `path` that runs weft-cni with this interpreter (its venv) and, given a
     source tree, that tree's weft (a lab's plugin, as `python -m weft.cli` on a lab host). A runtime

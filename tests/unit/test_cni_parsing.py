@@ -217,3 +217,22 @@ def test_stdin_that_cannot_be_read():
 def test_console_script():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'weft-cni = "weft.cni:main"' in text
+
+
+def test_sync_conflists(tmp_path):
+    theirs = tmp_path / "podman.conflist"
+    theirs.write_text(json.dumps({"cniVersion": "1.0.0", "name": "podman", "plugins": [{"type": "bridge"}]}))
+    assert cni.sync_conflists(tmp_path, ["blue", "red"], api="unix:/a.sock") == ["blue", "red"]
+    blue = json.loads((tmp_path / "blue.conflist").read_text())
+    assert blue["plugins"] == [{"type": "weft", "network": "blue", "api": "unix:/a.sock"}]
+    assert cni.sync_conflists(tmp_path, ["blue", "red"], api="unix:/a.sock") == []  # unchanged: not rewritten
+    assert cni.sync_conflists(tmp_path, ["blue"], api="unix:/a.sock") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blue.conflist", "podman.conflist"]
+
+
+def test_write_plugin(tmp_path):
+    plugin = tmp_path / "weft"
+    cni.write_plugin(str(plugin), source=Path(__file__).resolve().parents[2])
+    res = subprocess.run([str(plugin)], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
+                         env={"PATH": os.environ["PATH"], "CNI_COMMAND": "VERSION"})
+    assert res.returncode == 0 and json.loads(res.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
