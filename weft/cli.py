@@ -213,6 +213,8 @@ def build_parser():
     p.add_argument("--docker", default="unix:///run/docker.sock",
                    help="dockerd's API, to learn network and container names (default unix:///run/docker.sock)")
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
+    p.add_argument("--state-dir", default="/var/lib/weft/docker-plugin",
+                   help="where the plugin keeps its IPAM pools and networks (default /var/lib/weft/docker-plugin)")
     p.set_defaults(func=docker_plugin_cmd)
 
     labcli.add_lab_commands(sub)

@@ -258,17 +258,21 @@ def _tail(path, lines=20):
 
 # ---------------------------------------------------------------- up
 
-def up(name="weft", hosts=2, controller=True, external=False, tls=False, progress=_stderr):
+def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtimes=False, progress=_stderr):
     """Build the lab (hosts h1..hN, fabric, controller, joined hosts, and with `external` an
     `outside` namespace on its own link to an uplink of the first host); with `tls`, OpenFlow runs
-    over TLS with certificates from a PKI in the lab dir (`weft pki`). `hosts` is N, or the hosts'
-    names (weft.mininet names them after its switches). Return info(name)."""
+    over TLS with certificates from a PKI in the lab dir (`weft pki`); with `runtimes`, every host
+    also runs a dockerd and podman (weft.labruntimes). `hosts` is N, or the hosts' names
+    (weft.mininet names them after its switches). Return info(name)."""
     d = lab_dir(name)
     names = _host_names(hosts)
     missing = [t for t in ("ip", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
                            "ovs-appctl", "socat") if not shutil.which(t)]
     if missing:
         raise LabError("missing commands: " + ", ".join(missing))
+    if runtimes:
+        from weft import labruntimes
+        labruntimes.check_installed()
     if os.geteuid() != 0:
         raise LabError("weft lab needs root (network namespaces, Open vSwitch)")
     ryu = controller_argv(0, "")[0]
@@ -300,6 +304,8 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, progres
         if controller:
             _start_controller(st, progress)
             _join_hosts(st, progress)
+        if runtimes:
+            labruntimes.start(st, progress)
     except BaseException:
         progress(f"lab {name}: bring-up failed, tearing down what was made")
         try:
@@ -310,6 +316,8 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, progres
     st["ready"] = True
     _save(st)
     where = f"API {st['api']}" if st["api"] else "no controller"
+    if runtimes:
+        where += ", dockerd and podman on every host"
     progress(f"lab {name}: up with {len(names)} hosts in {time.monotonic() - t0:.1f}s ({where})")
     return info(name)
 
@@ -579,8 +587,18 @@ def down(name="weft", progress=_stderr):
         progress(f"lab {name} is not up; nothing to do")
         return
     t0 = time.monotonic()
+    if st.get("runtimes"):
+        # First, while the controller and any network plugin still run: containers removed through
+        # the runtimes, so the plugins see them leave; a failure here must not keep the rest up.
+        from weft import labruntimes
+        try:
+            labruntimes.stop(st, progress)
+        except LabError as err:
+            progress(f"lab {name}: stopping the runtimes: {err}")
     progress(f"lab {name}: stopping {len(st['pids'])} processes")
     _stop_pids(st, progress)
+    if st.get("runtimes"):
+        labruntimes.check_nothing_left(st)
     for ns in reversed(st["netns"]):  # containers, then hosts, then the fabric
         if _netns_exists(ns):
             _run(["ip", "netns", "del", ns])
@@ -595,12 +613,21 @@ def info(name="weft"):
         "ofp_port": st["ofp_port"], "tls": st.get("tls", False),
         "fabric": dict(st["fabric"]),
         "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
-                      "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"]}
+                      "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"],
+                      **({"runtimes": _runtimes_info(st, h)} if st.get("runtimes") else {})}
                   for h, v in st["hosts"].items()},
+        "runtimes": bool(st.get("runtimes")),
         "containers": {c: dict(v) for c, v in st["containers"].items()},
         "pids": [dict(e) for e in st["pids"]],
         **({"external": dict(st["external"])} if st.get("external") else {}),
     }
+
+
+def _runtimes_info(st, host):
+    from weft import labruntimes
+    h = st["hosts"][host]
+    return {**labruntimes.host_paths(st, host), "ns_pid": h.get("runtime_ns_pid"),
+            "dockerd_pid": h.get("dockerd_pid"), "containerd_pid": h.get("containerd_pid")}
 
 
 def env(name="weft"):
@@ -735,14 +762,20 @@ def forget(name, pids):
     _save(st)
 
 
-def spawn(name, target, argv, what=None, **popen_kw):
+def spawn(name, target, argv, what=None, runtime=False, **popen_kw):
     """Start a background process in a lab namespace and record it so `down` stops it.
 
     Its command line must mention a path inside the lab dir (e.g. a pid, log or capture file):
-    that is how `down` verifies a recorded pid is still ours before killing it.
+    that is how `down` verifies a recorded pid is still ours before killing it. With `runtime`, it
+    runs beside the host's container runtimes (weft.labruntimes.runtime_cmd: their mount namespace,
+    where /run/docker/plugins is the host's own).
     """
     st = _require(name)
-    cmd, environ = target_cmd(name, target, argv)
+    if runtime:
+        from weft import labruntimes
+        cmd, environ = labruntimes.runtime_cmd(name, target, argv)
+    else:
+        cmd, environ = target_cmd(name, target, argv)
     if not any(st["marker"] in a for a in cmd):
         raise LabError(f"a spawned command must mention a path under {st['dir']}/")
     proc = subprocess.Popen(cmd, env=environ, start_new_session=True, **popen_kw)

@@ -32,6 +32,8 @@ def add_lab_commands(subparsers):
                    help="add an `outside` namespace linked to an uplink of h1 (for router gateways)")
     p.add_argument("--tls", action="store_true",
                    help="OpenFlow over TLS, with a CA and per-host certificates made in the lab dir")
+    p.add_argument("--runtimes", action="store_true",
+                   help="also run a dockerd and podman on every host, with the image weft/busybox")
     cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
     cmd(sub, "info", _cli_info, "print the lab as JSON")
     cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
@@ -49,13 +51,18 @@ def add_lab_commands(subparsers):
     p = cmd(sub, "exec", _cli_exec, "run a command in a host (its own OVS), container or fabric")
     p.add_argument("target", help="h1..hN, a container name, or fabric")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    for client, func in (("docker", _cli_docker), ("podman", _cli_podman)):
+        p = cmd(sub, client, func, f"run the real {client} client against a host's {client} (lab up --runtimes)")
+        p.add_argument("host", help="h1..hN")
+        p.add_argument("argv", nargs=argparse.REMAINDER, metavar=f"-- {client.upper()}-ARGS ...")
     return lab_parser
 
 
 def _cli_up(args):
     lab = _lab()
     result = lab.up(args.name, args.hosts, controller=not args.no_controller, external=args.external,
-                    tls=args.tls)
+                    tls=args.tls, runtimes=args.runtimes)
     if result["api"]:
         print(result["api"])
         lab._stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")
@@ -103,7 +110,20 @@ def _cli_container_del(args):
     return 0
 
 
+def _args_after_dashes(args):
+    return args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+
+
 def _cli_exec(args):
     lab = _lab()
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return lab.exec(args.name, args.target, argv)
+    return lab.exec(args.name, args.target, _args_after_dashes(args))
+
+
+def _cli_docker(args):
+    from weft import labruntimes
+    return labruntimes.exec_docker(args.name, args.host, _args_after_dashes(args))
+
+
+def _cli_podman(args):
+    from weft import labruntimes
+    return labruntimes.exec_podman(args.name, args.host, _args_after_dashes(args))

@@ -39,12 +39,25 @@ def skip_reason():
     return None
 
 
+def runtimes_skip_reason():
+    """Why labs with container runtimes (dockerd, podman) cannot run here, or None."""
+    from weft import labruntimes
+    lacking = labruntimes.missing()
+    if lacking:
+        return f"container runtimes missing: {', '.join(lacking)} (install {labruntimes.PACKAGES})"
+    return skip_reason()
+
+
 class Lab:
     """A running lab. Targets are host names (h1...), container names or "fabric"."""
 
-    def __init__(self, name, hosts=2, controller=True, external=False, tls=False, progress=weftlab._stderr):
+    def __init__(self, name, hosts=2, controller=True, external=False, tls=False, runtimes=False,
+                 progress=weftlab._stderr):
         self.name = name
-        weftlab.up(name, hosts, controller=controller, external=external, tls=tls, progress=progress)
+        # What the root namespace looked like just before this lab came up (runtimes touch nothing).
+        self.root_before = root_state() if runtimes else None
+        weftlab.up(name, hosts, controller=controller, external=external, tls=tls, runtimes=runtimes,
+                   progress=progress)
         api = self.info["api"]
         self.api = ApiClient(api) if api else None
         self._seq = itertools.count(1)
@@ -63,12 +76,61 @@ class Lab:
     def host_env(self, host):
         return weftlab.host_env(self.name, host)
 
+    @contextlib.contextmanager
+    def controller_stopped(self):
+        """The lab's controller stopped for the block (its API refuses connections; the NB and the
+        hosts' flows stay), then started again on the same ports and state, and the block's end
+        waits until every host is connected again."""
+        st = weftlab._require(self.name)
+        (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
+        weftlab._signal(entry, signal.SIGTERM)
+        if weftlab._wait_gone([entry], 10):
+            raise AssertionError(f"the controller (pid {entry['pid']}) did not stop")
+        try:
+            yield
+        finally:
+            st = weftlab._require(self.name)
+            st["pids"].remove(entry)
+            d = Path(st["dir"])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (str(weftlab.REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+            with open(d / "controller.log", "ab") as log:
+                proc = subprocess.Popen(weftlab.controller_argv(st["ofp_port"], d / "weft.conf"),
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=d, env=env, start_new_session=True)
+            weftlab._record_pid(st, proc.pid, "controller", group=True, proc=proc)
+            weftlab.wait_until_serving(proc, st["api"], d / "controller.log")
+            deadline = time.monotonic() + 30
+            while not all(h["status"].get("ready") for h in self.api.get("/v1/hosts")):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"hosts not ready again after the controller restart: "
+                                         f"{self.api.get('/v1/hosts')}")
+                time.sleep(0.1)
+
     def exec(self, target, *cmd, check=True, timeout=60):
         """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
         argv, env = weftlab.target_cmd(self.name, target, cmd)
         res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(f"[{target}] {' '.join(map(str, cmd))} exited {res.returncode}\n"
+                                 f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return res
+
+    def docker(self, host, *args, check=True, timeout=120):
+        """The real docker client against host's dockerd (a lab with runtimes); captured text output."""
+        from weft import labruntimes
+        return self._run(f"docker on {host}", *labruntimes.docker_cmd(self.name, host, args), check, timeout)
+
+    def podman(self, host, *args, check=True, timeout=120):
+        """podman on host, as `weft lab podman` runs it; captured text output."""
+        from weft import labruntimes
+        return self._run(f"podman on {host}", *labruntimes.podman_cmd(self.name, host, args), check, timeout)
+
+    @staticmethod
+    def _run(what, argv, env, check, timeout):
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"[{what}] {' '.join(argv)} exited {res.returncode}\n"
                                  f"stdout: {res.stdout}\nstderr: {res.stderr}")
         return res
 
@@ -401,6 +463,33 @@ def vlan_probe_frames(src_mac, dst_mac, src_ip, dst_ip):
     return [*tagged, icmp_echo_frame(src_mac, dst_mac, src_ip, dst_ip, UNTAGGED_ECHO_ID)]
 
 
+def root_state():
+    """The root namespace as its tools show it: links, routes, forwarding and, where the tools exist,
+    the packet filter; and the directories of the root mount namespace that dockerd, containerd and
+    podman write to whatever their flags say. Equal before and after a lab's bring-up when the lab
+    left them alone."""
+    def out(*argv):
+        if not shutil.which(argv[0]):
+            return None
+        res = subprocess.run(argv, capture_output=True, text=True)
+        # iptables-save stamps its output with the time ("# Generated by ... on <date>").
+        return res.returncode, [l for l in (res.stdout + res.stderr).splitlines() if not l.startswith("#")]
+    def listing(path):
+        return sorted(os.listdir(path)) if os.path.isdir(path) else None
+    runtime_dirs = ("/run/docker/plugins", "/run/containerd", "/etc/docker", "/opt/containerd",
+                    "/var/lib/cni", "/var/lib/containers", "/var/cache/containers")
+    return {
+        "ip link": out("ip", "link", "show"), "ip addr": out("ip", "addr", "show"),
+        "ip route": out("ip", "route", "show", "table", "all"), "ip -6 route": out("ip", "-6", "route", "show", "table", "all"),
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+        "iptables-save": out("iptables-save"), "ip6tables-save": out("ip6tables-save"),
+        "nft": out("nft", "list", "ruleset"),
+        **{path: listing(path) for path in runtime_dirs},
+        # Other labs come and go; a runtime's own namespaces (podman's netns-<uuid>) must not appear.
+        "/run/netns": sorted(n for n in listing("/run/netns") or [] if n.startswith("netns-")),
+    }
+
+
 class Capture:
     text = ""
 
@@ -422,12 +511,12 @@ class LabFactory:
         self._shared = {}
         self._all = []
 
-    def make(self, hosts=2, controller=True, shared=True, external=False, tls=False):
-        key = (hosts, controller, external, tls)
+    def make(self, hosts=2, controller=True, shared=True, external=False, tls=False, runtimes=False):
+        key = (hosts, controller, external, tls, runtimes)
         if shared and key in self._shared:
             return self._shared[key]
         lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller, external=external,
-                  tls=tls, progress=self.progress)
+                  tls=tls, runtimes=runtimes, progress=self.progress)
         self._all.append(lab)
         if shared:
             self._shared[key] = lab

@@ -37,7 +37,7 @@ def plugin(tmp_path):
     sock = str(tmp_path / "plugins" / "weft.sock")
     env = dict(os.environ, WEFT_API=f"unix:{tmp_path}/nothing.sock", PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", sock,
-                             "--docker", f"unix://{tmp_path}/no-docker.sock"],
+                             "--docker", f"unix://{tmp_path}/no-docker.sock", "--state-dir", str(tmp_path / "state")],
                             env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not os.path.exists(sock):
@@ -55,6 +55,7 @@ def test_activate_and_capabilities(plugin):
     assert "NetworkDriver" in call(sock, "/Plugin.Activate", None)["Implements"]
     assert call(sock, "/NetworkDriver.GetCapabilities", {})["Scope"] == "local"
     assert "Err" in call(sock, "/NetworkDriver.NoSuchCall", {})
+    assert "Error" in call(sock, "/IpamDriver.NoSuchCall", {})
 
 
 def test_socket_mode_and_removed_on_sigterm(plugin):
@@ -68,7 +69,8 @@ def test_socket_mode_and_removed_on_sigterm(plugin):
 def test_refuses_a_live_socket_of_another_plugin(plugin, tmp_path):
     _, sock = plugin
     env = dict(os.environ, WEFT_API=f"unix:{tmp_path}/nothing.sock", PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", sock],
+    done = subprocess.run([sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", sock,
+                           "--state-dir", str(tmp_path / "state2")],
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.startswith("weft: error: another plugin is serving on") and "Traceback" not in done.stderr
@@ -82,7 +84,8 @@ def test_takes_over_a_stale_socket(tmp_path):
     stale.bind(str(path / "weft.sock"))
     stale.close()  # bound, never listening: what a killed plugin leaves
     env = dict(os.environ, WEFT_API=f"unix:{tmp_path}/nothing.sock", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", str(path / "weft.sock")],
+    proc = subprocess.Popen([sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", str(path / "weft.sock"),
+                             "--state-dir", str(tmp_path / "state")],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
