@@ -190,9 +190,11 @@ def test_plugin_process():
     """The plugin as a runtime runs it: a process, env + stdin, the answer on stdout and its exit
     status; no Ryu or eventlet imported, and pyroute2's package __init__ skipped."""
     repo = Path(__file__).resolve().parents[2]
+    # (VERSION, which podman runs before every ADD and DEL, does not even load the API client.)
     probe = ("import runpy, sys; sys.argv = ['weft-cni']; import weft.cni as c; rc = c.main(); "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'eventlet') "
-             "and sys.modules[m]), file=sys.stderr); sys.exit(rc)")
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'eventlet') and sys.modules[m] "
+             "or m.startswith('pyroute2.') or m in ('weft.client', 'weft.attach')), file=sys.stderr); "
+             "sys.exit(rc)")
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "CNI_COMMAND": "VERSION"}
     res = subprocess.run([sys.executable, "-c", probe], input=b'{"cniVersion": "1.1.0"}', env=env,
                          capture_output=True)
