@@ -295,7 +295,8 @@ class Plugin:
         if not gateway:
             raise PluginError("the network has no gateway; give --gateway")
         record = {"pool": str(net), "gateway": gateway, "weft": None, "explicit": False,
-                  "ipam": ipv4[0].get("AddressSpace") == ADDRESS_SPACE}
+                  "ipam": ipv4[0].get("AddressSpace") == ADDRESS_SPACE,
+                  "internal": bool(options.get("com.docker.network.internal"))}
         if "weft.network" in generic:
             record["weft"], record["explicit"] = _weft_name(generic["weft.network"], "-o weft.network"), True
         if "weft.vni" in generic:
@@ -473,9 +474,11 @@ class Plugin:
             except WeftError as err:
                 raise PluginError(str(err)) from None
         threading.Thread(target=self._name_container, args=(network_id, endpoint_id, name), daemon=True).start()
-        # Gateway: without one, dockerd would give the container a second interface on a bridge of
-        # its own (docker_gwbridge); DisableGatewayService says never to.
-        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}, "Gateway": record["gateway"],
+        # Without a gateway dockerd would give the container a second interface, on a bridge of its
+        # own (docker_gwbridge); DisableGatewayService says never to. An --internal network gets no
+        # default route, as with Docker's own drivers.
+        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
+                "Gateway": "" if record.get("internal") else record["gateway"],
                 "StaticRoutes": [], "DisableGatewayService": True}
 
     def leave(self, body):

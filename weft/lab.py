@@ -627,7 +627,8 @@ def _runtimes_info(st, host):
     from weft import labruntimes
     h = st["hosts"][host]
     return {**labruntimes.host_paths(st, host), "ns_pid": h.get("runtime_ns_pid"),
-            "dockerd_pid": h.get("dockerd_pid"), "containerd_pid": h.get("containerd_pid")}
+            "dockerd_pid": h.get("dockerd_pid"), "containerd_pid": h.get("containerd_pid"),
+            "docker_plugin_pid": h.get("docker_plugin_pid")}
 
 
 def env(name="weft"):

@@ -14,7 +14,8 @@ all goes when the last process of the namespace exits.
 
 The layout, per host hN (<hd> = <labdir>/hN):
   <hd>/docker/    docker.sock, dockerd.log, daemon.json, root/ (data root), exec/ (exec root),
-                  plugins/ (mode 0700; /run/docker/plugins in the host's mount namespace)
+                  plugins/ (mode 0700; /run/docker/plugins in the host's mount namespace) with
+                  weft.sock, served by `weft docker-plugin` (plugin.log, plugin-state/)
   <hd>/podman/    containers.conf, root/, runroot/, tmp/, cni-bin/ (first in cni_plugin_dirs),
                   net.d/ (network_config_dir), cni-cache/ (/var/lib/cni in the mount namespace)
   <labdir>/image/ rootfs/ and busybox.tar, imported into every host's dockerd and podman
@@ -159,6 +160,8 @@ def host_paths(st, host):
         "docker_host": f"unix://{d / 'docker.sock'}", "docker_plugins_dir": str(d / "plugins"),
         "docker_log": str(d / "dockerd.log"), "docker_data_root": str(d / "root"),
         "docker_exec_root": str(d / "exec"), "docker_cgroup_parent": f"/weft-{st['name']}-{host}",
+        "docker_plugin_socket": str(d / "plugins" / "weft.sock"), "docker_plugin_log": str(d / "plugin.log"),
+        "docker_plugin_state": str(d / "plugin-state"),
         "podman": {"dir": str(p), "containers_conf": str(p / "containers.conf"), "root": str(p / "root"),
                    "runroot": str(p / "runroot"), "tmp_dir": str(p / "tmp"),
                    "cni_plugin_dir": str(p / "cni-bin"), "network_config_dir": str(p / "net.d"),
@@ -407,6 +410,44 @@ def _wait_dockerd(st, host, proc, timeout=DOCKERD_TIMEOUT):
     weftlab._save(st)
 
 
+PLUGIN_TIMEOUT = 30.0
+
+
+def _start_plugin(st, host, progress):
+    """`weft docker-plugin` beside host's dockerd: in its network and mount namespaces, with the
+    host's OVS_* and WEFT_API (target_cmd's environment), on the socket dockerd finds it by."""
+    paths = host_paths(st, host)
+    progress(f"{host}: starting weft docker-plugin on {paths['docker_plugin_socket']}")
+    argv, env = runtime_cmd(st["name"], host, [
+        sys.executable, "-m", "weft.cli", "docker-plugin", "--socket", paths["docker_plugin_socket"],
+        "--docker", paths["docker_host"], "--state-dir", paths["docker_plugin_state"]])
+    with open(paths["docker_plugin_log"], "ab") as log:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    weftlab._record_pid(st, proc.pid, f"{host} docker-plugin", proc=proc)  # nsenter execs it
+    st["hosts"][host]["docker_plugin_pid"] = proc.pid
+    weftlab._save(st)
+    deadline = time.monotonic() + PLUGIN_TIMEOUT
+    while not os.path.exists(paths["docker_plugin_socket"]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            problem = f"exited with status {proc.returncode}" if proc.poll() is not None else \
+                f"did not serve within {PLUGIN_TIMEOUT:.0f}s"
+            raise LabError(f"{host}: weft docker-plugin {problem}; last lines of {paths['docker_plugin_log']}:\n"
+                           f"{weftlab._tail(paths['docker_plugin_log'])}")
+        time.sleep(0.02)
+    return proc
+
+
+def start_plugin(name, host, progress=weftlab._stderr):
+    """Start host's Docker plugin (again, e.g. after stop_plugin)."""
+    _start_plugin(_require_runtimes(name, host), host, progress)
+
+
+def stop_plugin(name, host, progress=weftlab._stderr):
+    """Stop host's Docker plugin (SIGTERM: it removes its socket); dockerd and its containers run on."""
+    _stop_daemon(_require_runtimes(name, host), host, "docker_plugin", progress)
+
+
 def start_docker(name, host, progress=weftlab._stderr):
     """Start host's dockerd (again, e.g. after stop_docker) and wait until it answers."""
     st = _require_runtimes(name, host)
@@ -545,6 +586,8 @@ def start(st, progress):
         _write_podman_conf(st, host, host_paths(st, host))
         _install_cni_plugin(host_paths(st, host))
         _start_holder(st, host, progress)
+    for host in st["hosts"]:  # before dockerd, which activates it when it restores its networks
+        _start_plugin(st, host, progress)
     # All dockerds start at once: each spends most of its start-up (~0.5 s idle, seconds when the
     # machine is busy) waiting, not computing.
     procs = {}

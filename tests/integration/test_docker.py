@@ -1,0 +1,292 @@
+"""`weft docker-plugin` driven by real dockerds (20.10) on a 2-host lab with runtimes: each host runs
+its own dockerd with the plugin beside it (weft.labruntimes). Checked the way a user would check:
+packets and files delivered, `ip link`, `ovs-vsctl list-ports` and `ovs-ofctl dump-flows` on the
+hosts, and the Weft API. Every test removes the containers and networks it made.
+(tests/integration/test_docker_protocol.py speaks the protocol itself, for the error paths.)"""
+import re
+import secrets
+import time
+
+import pytest
+
+from weft import labruntimes
+from weft.attach import host_device
+from weft.dockerplugin import peer_device
+
+HOSTS = ("h1", "h2")
+SUBNET = "10.50.0.0/24"
+
+
+class Docker:
+    """The real docker clients of the lab's hosts, remembering what they made, to remove it."""
+
+    def __init__(self, lab):
+        self.lab, self.made = lab, []
+
+    def __call__(self, host, *args, check=True):
+        return self.lab.docker(host, *args, check=check)
+
+    def network(self, host, name, *args, check=True):
+        res = self(host, "network", "create", "-d", "weft", *args, name, check=check)
+        if res.returncode == 0:
+            self.made.append((host, "network", name))
+        return res
+
+    def run(self, host, name, network, *args, check=True):
+        """A container left running (`sleep` unless a command is given)."""
+        res = self(host, "run", "-d", "--net", network, "--name", name, *args,
+                   *(() if "weft/busybox" in args else ("weft/busybox", "sleep", "600")), check=check)
+        self.made.append((host, "container", name))  # a failed start may leave it created
+        return res
+
+    def ip(self, host, container, network):
+        return self(host, "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+                    container).stdout.strip()
+
+    def port(self, host, container, network):
+        """The Weft port of a container's endpoint on network."""
+        endpoint = self(host, "inspect", "-f",
+                        f'{{{{(index .NetworkSettings.Networks "{network}").EndpointID}}}}', container).stdout.strip()
+        (port,) = [p for p in self.lab.api.get("/v1/ports") if p["external_ids"].get("docker.endpoint") == endpoint]
+        return port
+
+    def remove(self, host, kind, name):
+        self(host, *(("rm", "-f") if kind == "container" else ("network", "rm")), name, check=False)
+        self.made.remove((host, kind, name))
+
+    def cleanup(self):
+        for host, kind, name in reversed(list(self.made)):  # containers first; creators' networks last
+            self.remove(host, kind, name)
+
+
+@pytest.fixture
+def docker(runtimes_lab):
+    d = Docker(runtimes_lab)
+    yield d
+    d.cleanup()
+
+
+def uniq(prefix):
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+def eventually(check, timeout=15, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.1)
+
+
+def weft_networks(lab):
+    return {n["name"] for n in lab.api.get("/v1/networks")}
+
+
+def pings(docker, host, container, ip):
+    return docker(host, "exec", container, "ping", "-c1", "-W2", ip, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def blue(runtimes_lab):
+    """A Weft network made by `docker network create` on both hosts (--ipam-driver weft), with a web
+    server on h1 and a client on h2."""
+    d = Docker(runtimes_lab)
+    net = uniq("blue")
+    for host in HOSTS:
+        d.network(host, net, "--ipam-driver", "weft", "--subnet", SUBNET)
+    d.run("h1", f"web-{net}", net, "weft/busybox", "sh", "-c",
+          "head -c 300000 /dev/urandom > /var/www/blob && exec httpd -f -p 80")
+    d.run("h2", f"cli-{net}", net)
+    d.net, d.web, d.cli = net, f"web-{net}", f"cli-{net}"
+    d.web_ip, d.cli_ip = d.ip("h1", d.web, net), d.ip("h2", d.cli, net)
+    yield d
+    d.cleanup()
+
+
+def test_containers_on_two_hosts_ping_and_transfer_a_file(runtimes_lab, blue):
+    assert pings(blue, "h2", blue.cli, blue.web_ip) and pings(blue, "h1", blue.web, blue.cli_ip)
+    sent = blue("h1", "exec", blue.web, "md5sum", "/var/www/blob").stdout.split()[0]
+    got = blue("h2", "exec", blue.cli, "sh", "-c", f"wget -qO- http://{blue.web_ip}/blob | md5sum").stdout.split()[0]
+    assert got == sent
+    # The container's interface: the network's MTU, its Weft port's MAC and address.
+    port = blue.port("h1", blue.web, blue.net)
+    link = blue("h1", "exec", blue.web, "ip", "-o", "link", "show", "eth0").stdout
+    assert "mtu 1550" in link and port["mac"] in link
+    assert (port["ip"], port["host"], port["up"]) == (blue.web_ip, "h1", True)
+    # The port says whose it is, the container's name once Docker has it.
+    eventually(lambda: blue.port("h1", blue.web, blue.net)["external_ids"].get("container") == blue.web,
+               what="the port naming its container")
+    assert blue.web in runtimes_lab.weft("port", "list", "--network", blue.net).stdout
+
+
+def test_names_resolve_on_the_same_host(blue):
+    out = blue("h1", "run", "--rm", "--net", blue.net, "weft/busybox", "wget", "-qO-", f"http://{blue.web}/").stdout
+    assert out == "hello from weft/busybox\n"
+    # Across hosts nothing resolves yet (Docker's DNS knows its own daemon's containers only).
+    assert blue("h2", "exec", blue.cli, "nslookup", blue.web, check=False).returncode != 0
+
+
+def test_another_network_with_the_same_subnet_is_isolated(blue, docker):
+    other = uniq("other")
+    for host in HOSTS:
+        docker.network(host, other, "--ipam-driver", "weft", "--subnet", SUBNET)
+    docker.run("h1", f"a-{other}", other)
+    docker.run("h2", f"b-{other}", other)
+    b_ip = docker.ip("h2", f"b-{other}", other)
+    # Same subnet, and so the same addresses as blue's: each reaches its own network's holder.
+    assert {blue.web_ip, blue.cli_ip} == {docker.ip("h1", f"a-{other}", other), b_ip}
+    assert pings(docker, "h1", f"a-{other}", b_ip)
+    # An address only blue has, on both hosts: blue reaches it, the other network never does.
+    for host in HOSTS:
+        docker.run(host, f"only-{other}-{host}", blue.net, "--ip", f"10.50.0.{200 + int(host[1])}")
+    for host, container in (("h1", f"a-{other}"), ("h2", f"b-{other}")):
+        for ip in ("10.50.0.201", "10.50.0.202"):
+            assert pings(blue, "h2", blue.cli, ip)
+            assert not pings(docker, host, container, ip), f"{container} ({other}) reached {ip} of {blue.net}"
+
+
+def test_default_ipam_across_hosts_names_the_conflict(runtimes_lab, docker):
+    """Docker's own IPAM hands out addresses per dockerd: the second host's first container gets
+    the first host's address, and is refused with the way out; --ip works."""
+    net = uniq("dflt")
+    for host in HOSTS:
+        docker.network(host, net, "--subnet", "10.51.0.0/24")
+    docker.run("h1", f"a-{net}", net)
+    res = docker.run("h2", f"b-{net}", net, check=False)
+    assert res.returncode != 0
+    holder = docker.port("h1", f"a-{net}", net)["name"]
+    assert (f"10.51.0.2 is already used by port {holder} (container a-{net}, on host h1) in Weft network {net}: "
+            "Docker's default IPAM allocates on each host alone: give --ip, a disjoint --ip-range per host, "
+            "or create the network with --ipam-driver weft on every host") in res.stderr
+    assert len(runtimes_lab.api.get(f"/v1/ports?network={net}")) == 1
+    docker.remove("h2", "container", f"b-{net}")
+    docker.run("h2", f"b-{net}", net, "--ip", "10.51.0.100")
+    assert pings(docker, "h2", f"b-{net}", "10.51.0.2")
+    # The MAC Weft chose (Docker's default IPAM gives none) is the container's.
+    port = docker.port("h2", f"b-{net}", net)
+    assert port["mac"] in docker("h2", "exec", f"b-{net}", "ip", "link", "show", "eth0").stdout
+
+
+def leftovers(lab, host, port):
+    """What is left of a removed container's port: in the API, on its host, in any host's flows."""
+    found = []
+    if any(p["name"] == port["name"] for p in lab.api.get("/v1/ports")):
+        found.append("the NB port")
+    ns = lab.info["hosts"][host]["netns"]
+    links = lab.exec(host, "ip", "-n", ns, "-br", "link").stdout
+    found += [f"link {d}" for d in (host_device(port["name"]), peer_device(port["name"])) if d in links]
+    if host_device(port["name"]) in lab.exec(host, "ovs-vsctl", "list-ports", "br-int").stdout.split():
+        found.append("the OVS port")
+    ip = re.compile(rf"(?<![\d.]){re.escape(port['ip'])}(?![\d])")
+    for h in HOSTS:
+        flows = lab.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+        found += [f"flows on {h} with its {what}" for what, hit in
+                  (("MAC", port["mac"] in flows.lower()), ("IP", bool(ip.search(flows)))) if hit]
+    return found
+
+
+@pytest.mark.parametrize("h1_args, h2_args", [
+    (("--ipam-driver", "weft"), ("--ipam-driver", "weft")),
+    ((), ("--ip-range", "10.52.0.128/25", "--gateway", "10.52.0.1")),  # disjoint ranges, Docker's IPAM
+], ids=["weft-ipam", "default-ipam"])
+def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args):
+    net = uniq("gone")
+    h1_id = docker.network("h1", net, *h1_args, "--subnet", "10.52.0.0/24").stdout.strip()
+    # h1's Docker network makes the Weft network (just after dockerd has named it to the plugin).
+    eventually(lambda: net in weft_networks(runtimes_lab), what="the Weft network")
+    assert runtimes_lab.api.get(f"/v1/networks/{net}")["external_ids"] == {"owner": "docker",
+                                                                           "docker.network": h1_id}
+    docker.network("h2", net, *h2_args, "--subnet", "10.52.0.0/24")
+    docker.run("h1", f"a-{net}", net)
+    docker.run("h2", f"b-{net}", net)
+    ports = {"h1": docker.port("h1", f"a-{net}", net), "h2": docker.port("h2", f"b-{net}", net)}
+    assert pings(docker, "h1", f"a-{net}", ports["h2"]["ip"])
+    assert all(leftovers(runtimes_lab, h, p) for h, p in ports.items())  # the check sees them while there
+    docker.remove("h1", "container", f"a-{net}")
+    docker.remove("h2", "container", f"b-{net}")
+    for host, port in ports.items():
+        eventually(lambda: not leftovers(runtimes_lab, host, port), what=f"{host}'s port gone without a trace")
+    # The host that joined the Weft network leaves it; the one whose Docker network made it deletes it.
+    docker.remove("h2", "network", net)
+    assert net in weft_networks(runtimes_lab)
+    docker.remove("h1", "network", net)
+    assert net not in weft_networks(runtimes_lab)
+
+
+@pytest.mark.parametrize("ipam", [("--ipam-driver", "weft"), ()], ids=["weft-ipam", "default-ipam"])
+def test_a_container_started_while_the_controller_is_down_fails_and_leaves_nothing(runtimes_lab, docker, ipam):
+    net = uniq("down")
+    docker.network("h1", net, *ipam, "--subnet", "10.53.0.0/24")
+    ns = runtimes_lab.info["hosts"]["h1"]["netns"]
+    links = runtimes_lab.exec("h1", "ip", "-n", ns, "-br", "link").stdout
+    ovs_ports = runtimes_lab.exec("h1", "ovs-vsctl", "list-ports", "br-int").stdout
+    # (named as the Docker network, which dockerd tells only once it is made: made just after)
+    eventually(lambda: net in weft_networks(runtimes_lab), what="the Weft network")
+    with runtimes_lab.controller_stopped():
+        res = docker.run("h1", f"c-{net}", net, check=False)
+        assert res.returncode != 0
+        assert "the Weft controller is not reachable, so weft cannot create the container's port: no Weft " \
+               "controller is listening on " in res.stderr, res.stderr
+        assert runtimes_lab.exec("h1", "ip", "-n", ns, "-br", "link").stdout == links
+        assert runtimes_lab.exec("h1", "ovs-vsctl", "list-ports", "br-int").stdout == ovs_ports
+    assert runtimes_lab.api.get(f"/v1/ports?network={net}") == []
+    docker.remove("h1", "container", f"c-{net}")
+    docker.run("h1", f"c-{net}", net)  # and with the controller back, it starts
+    assert runtimes_lab.api.get(f"/v1/ports?network={net}")[0]["up"]
+
+
+def port_rows(lab, net):
+    return sorted((p["name"], p["ip"], p["mac"], p["host"], p["up"]) for p in lab.api.get(f"/v1/ports?network={net}"))
+
+
+def test_a_dockerd_restart_keeps_running_containers_connected(runtimes_lab, blue, docker):
+    before = port_rows(runtimes_lab, blue.net)
+    for host in HOSTS:
+        labruntimes.restart_docker(runtimes_lab.name, host)
+        assert port_rows(runtimes_lab, blue.net) == before  # nothing flapped
+        assert pings(blue, "h2", blue.cli, blue.web_ip) and pings(blue, "h1", blue.web, blue.cli_ip)
+    # The reconcile the restarts triggered (dockerd activates the plugin again) removed nothing.
+    time.sleep(1)
+    assert port_rows(runtimes_lab, blue.net) == before
+    docker.run("h1", uniq("after-"), blue.net)  # and new containers still start
+
+
+def test_a_plugin_restarted_after_a_container_went_removes_its_port(runtimes_lab, blue, docker):
+    stale, kept = uniq("stale-"), uniq("kept-")
+    docker.run("h1", stale, blue.net)
+    docker.run("h1", kept, blue.net)
+    stale_port, kept_port = docker.port("h1", stale, blue.net), docker.port("h1", kept, blue.net)
+    others = [r for r in port_rows(runtimes_lab, blue.net) if r[0] not in (stale_port["name"], kept_port["name"])]
+    labruntimes.stop_plugin(runtimes_lab.name, "h1")
+    try:
+        # dockerd tries the plugin's socket for 15 s for each of its calls, then removes the container.
+        docker.remove("h1", "container", stale)
+        assert leftovers(runtimes_lab, "h1", stale_port)  # the port, veth and OVS port stayed behind
+    finally:
+        labruntimes.start_plugin(runtimes_lab.name, "h1")
+    eventually(lambda: not leftovers(runtimes_lab, "h1", stale_port), what="the stale port reconciled away")
+    assert port_rows(runtimes_lab, blue.net) == sorted(others + [
+        (kept_port["name"], kept_port["ip"], kept_port["mac"], "h1", True)])
+    assert pings(docker, "h1", kept, blue.cli_ip)
+
+
+def test_bad_options_are_refused_clearly(runtimes_lab, blue, docker):
+    net = uniq("bad")
+    for args, expected in [
+        (("-o", "color=blue", "--subnet", "10.54.0.0/24"),
+         "the weft driver has no option color: it takes -o weft.network=NAME"),
+        (("-o", "weft.vni=many", "--subnet", "10.54.0.0/24"), "-o weft.vni=many is not a number from 1 to 16777215"),
+        (("--ipam-driver", "weft"), "--ipam-driver weft needs --subnet"),
+        (("-o", f"weft.network={blue.net}", "--subnet", "10.54.0.0/24"),
+         f"Weft network {blue.net} exists with subnet {SUBNET}"),
+        (("--ipv6", "--subnet", "10.54.0.0/24", "--subnet", "fd00:54::/64"), "Weft networks are IPv4 only"),
+    ]:
+        res = docker.network("h1", net, *args, check=False)
+        assert res.returncode != 0 and expected in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert net not in weft_networks(runtimes_lab)
+    res = docker.run("h1", uniq("pub-"), blue.net, "-p", "8080:80", check=False)
+    assert res.returncode != 0 and "Weft networks do not publish container ports (-p/--publish)" in res.stderr
