@@ -29,20 +29,15 @@ containers may have limited connectivity) and Weft's own: 100 the
 controller refused the request, 101 the attach failed on this host (rolled back), 102 CHECK found
 the attachment not as it should be, 999 a bug in weft-cni.
 
-Start-up time is part of every container start, so this module imports the standard library and
-Weft's client only; the attach code (pyroute2, the OVSDB client) is imported by the commands using it.
+Start-up time is part of every container start (podman runs VERSION before each ADD and DEL, too),
+so at the top this module imports json, os, re and sys only: VERSION costs little more than the
+interpreter. Everything else, down to Weft's API client and the attach code (pyroute2, the OVSDB
+client), is imported by the functions that use it.
 """
-import hashlib
-import ipaddress
 import json
 import os
 import re
-import subprocess
 import sys
-import urllib.parse
-
-from controller.validate import NAME_RE
-from weft.client import ApiClient, ApiError, path as api_path
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -165,6 +160,7 @@ def parse_args(text):
 
 def _ipv4(text, what, code):
     """An address, with or without a /prefix (the ips capability gives CIDRs), -> the address."""
+    import ipaddress
     try:
         return str(ipaddress.IPv4Interface(text).ip)
     except ValueError:
@@ -189,6 +185,8 @@ def decode_config(raw):
 
 def parse_config(config, command):
     """Checks the network configuration (decoded) -> dict of settings. Raises CniError (2, 7)."""
+    from controller.validate import NAME_RE
+    from weft.client import ApiClient, ApiError
     for field, value in config.items():
         if field.startswith("cni.dev/"):
             continue
@@ -266,6 +264,8 @@ def port_name(container_id, ifname, args):
     characters; then '-' and 8 hex digits of a hash of the container id and interface name, so that
     two attachments never share a name (a pod made again under its old name, a second interface).
     Always a valid Weft name (<= 63 characters)."""
+    import hashlib
+    from controller.validate import NAME_RE
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:8]
     pod, namespace = args.get("K8S_POD_NAME"), args.get("K8S_POD_NAMESPACE")
     base = f"{namespace}.{pod}" if pod and namespace else pod or container_id[:12]
@@ -294,6 +294,7 @@ def is_ours(port, network_name, container_id=None, ifname=None):
 def build_result(version, ifname, netns, port, host_if, dns=None, prev=None):
     """The ADD result for `port` (as the API describes it), in the form `version` asks for. A
     prevResult (a plugin before this one in the chain) is kept, with this attachment added to it."""
+    import ipaddress
     prev = prev or {}
     interfaces = list(prev.get("interfaces") or [])
     host = {"name": host_if["name"], **({"mac": host_if["mac"]} if host_if.get("mac") else {})}
@@ -320,6 +321,38 @@ def conflist(network, name=None, api=None, version="1.0.0", ovsdb=None, token_fi
     plugin.update({k: v for k, v in (("api", api), ("token_file", token_file), ("ca_file", ca_file),
                                      ("ovsdb", ovsdb)) if v})
     return {"cniVersion": version, "name": name or network, "plugins": [plugin]}
+
+
+def sync_conflists(directory, networks, **plugin):
+    """Makes `directory` (a runtime's network_config_dir) hold one NETWORK.conflist per Weft network
+    in `networks` (names), each with `plugin`'s fields (api, ovsdb...), and no other conflist of
+    Weft's: a conflist whose plugin is not Weft's is left alone. Returns the names written."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for network in networks:
+        path = os.path.join(directory, f"{network}.conflist")
+        text = json.dumps(conflist(network, **plugin), indent=2) + "\n"
+        try:
+            with open(path) as f:
+                if f.read() == text:
+                    continue
+        except FileNotFoundError:
+            pass
+        with open(f"{path}.tmp", "w") as f:
+            f.write(text)
+        os.replace(f"{path}.tmp", path)  # a runtime never reads half a file
+        written.append(network)
+    for entry in os.listdir(directory):
+        if entry.endswith(".conflist") and entry[:-len(".conflist")] not in networks:
+            path = os.path.join(directory, entry)
+            try:
+                with open(path) as f:
+                    plugins = json.load(f).get("plugins") or [{}]
+            except (OSError, ValueError, AttributeError):
+                continue
+            if plugins[0].get("type") == "weft":
+                os.unlink(path)
+    return written
 
 
 def write_plugin(path, source=None, python=sys.executable):
@@ -351,6 +384,8 @@ def api_error(err, settings, what):
 
 def network_ports(settings, env=None):
     """This CNI network's Weft ports (all of them, or those of env's attachment)."""
+    import urllib.parse
+    from weft.client import ApiError, path as api_path
     query = "?network=" + urllib.parse.quote(settings["network"], safe="")
     try:
         ports = settings["api"].get(api_path("ports") + query)
@@ -368,6 +403,7 @@ def delegate(command, settings, env, raw, environ):
     """Runs the IPAM plugin as the spec's delegation says: found in CNI_PATH, the same environment
     (CNI_COMMAND set to `command`) and the same configuration on stdin, its stderr ours. Returns its
     result (None when it printed nothing); its error becomes ours."""
+    import subprocess
     kind = settings["ipam"]["type"]
     if not env["path"]:
         raise CniError(INVALID_ENV, "CNI_PATH is missing", f"it is needed to find the IPAM plugin {kind!r}")
@@ -417,6 +453,7 @@ def _check_netns(env):
 
 def cmd_add(settings, env, raw, environ):
     from weft.attach import AttachError, PortNotUp, attach, host_device
+    from weft.client import ApiError
     _check_netns(env)
     ip = env["args"].get("IP") or settings["ip"]
     mac = env["args"].get("MAC") or settings["mac"]
@@ -460,6 +497,7 @@ def cmd_del(settings, env, raw, environ):
     external_ids; with none left in the NB, what this attachment would have plugged on this host
     (its port name is known) is removed if it is still there."""
     from weft.attach import AttachError, detach, remove_local
+    from weft.client import ApiError, path as api_path
     ovsdb = ovsdb_remote(settings)
     ports = network_ports(settings, env)
     try:
@@ -486,8 +524,10 @@ def cmd_del(settings, env, raw, environ):
 
 
 def cmd_check(settings, env, raw, environ):
+    import ipaddress
     from ovsdb import rpc, vswitch
     from weft.attach import host_device
+    from weft.client import ApiError, path as api_path
     prev = settings["prev_result"]
     if not prev:
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult", "the runtime passes the ADD's result as prevResult")
@@ -553,6 +593,7 @@ def cmd_status(settings, env, raw, environ):
     (br-int is Weft's; else 50) and br-int is connected to the controller (OVSDB's is_connected,
     which vswitchd refreshes every few seconds; else 51)."""
     from ovsdb import rpc, vswitch
+    from weft.client import ApiError
     try:
         status = settings["api"].get("/v1/status")
     except ApiError as err:
@@ -589,6 +630,7 @@ def cmd_gc(settings, env, raw, environ):
     attachments); a port plugged nowhere is left alone too (another host may be adding it)."""
     from ovsdb import rpc, vswitch
     from weft.attach import AttachError, detach
+    from weft.client import ApiError
     remote = ovsdb_remote(settings)
     try:
         plugged = vswitch.plugged_ports(remote)

@@ -218,9 +218,11 @@ def _podman_argv(paths):
 
 def podman_cmd(name, host, args):
     """(argv, env) of podman on host: in its network namespace (where podman calls the CNI plugins)
-    and its runtimes' mount namespace, configured by the host's containers.conf."""
+    and its runtimes' mount namespace, configured by the host's containers.conf. Every Weft network
+    has a conflist in its net.d first (sync_podman_networks)."""
     st = _require_runtimes(name, host)
     paths = host_paths(st, host)
+    sync_podman_networks(st, host, paths)
     argv, env = runtime_cmd(name, host, [*_podman_argv(paths), *args])
     env["CONTAINERS_CONF"] = paths["podman"]["containers_conf"]
     return argv, env
@@ -523,6 +525,30 @@ network_config_dir = {q(p["network_config_dir"])}
 """)
 
 
+def _install_cni_plugin(paths):
+    """weft-cni as `weft` (the conflists' type), first in podman's cni_plugin_dirs, running this
+    venv's Python and this tree's weft, as `python -m weft.cli` does on a lab host."""
+    from weft import cni
+    cni.write_plugin(str(Path(paths["podman"]["cni_plugin_dir"]) / "weft"), source=weftlab.REPO_ROOT)
+
+
+def sync_podman_networks(st, host, paths):
+    """One conflist per Weft network in host's podman net.d (and none for a network gone), naming
+    the lab's API and the host's OVSDB, so `podman run --network NAME` works for any Weft network,
+    however it was made (weft network create, docker network create -d weft...). With the
+    controller down, net.d stays as it was: podman calls that need no network still work."""
+    if not st.get("api"):
+        return
+    from weft import cni
+    from weft.client import ApiClient, ApiError
+    try:
+        names = [n["name"] for n in ApiClient(st["api"], timeout=10).get("/v1/networks")]
+    except ApiError:
+        return
+    cni.sync_conflists(paths["podman"]["network_config_dir"], names, api=st["api"],
+                       ovsdb=f"unix:{st['hosts'][host]['dir']}/db.sock")
+
+
 # ---------------------------------------------------------------- bring-up and teardown
 
 def _import_image(st, tar, progress):
@@ -558,6 +584,7 @@ def start(st, progress):
     for host in st["hosts"]:
         _prepare_docker(host_paths(st, host))
         _write_podman_conf(st, host, host_paths(st, host))
+        _install_cni_plugin(host_paths(st, host))
         _start_holder(st, host, progress)
     for host in st["hosts"]:  # before dockerd, which activates it when it restores its networks
         _start_plugin(st, host, progress)

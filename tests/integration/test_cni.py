@@ -368,3 +368,17 @@ def test_cni_config_conflist(lab, container):
     delete(lab, c)
     res = lab.weft("cni-config", "nosuch", check=False)
     assert res.returncode == 1 and res.stderr.strip() == "weft: error: no network named 'nosuch'"
+
+
+def test_concurrent_adds(lab, container):
+    """A runtime may start several containers at once: each ADD gets its own address and port."""
+    import concurrent.futures
+    cs = [container("h1") for _ in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(len(cs)) as pool:
+        list(pool.map(lambda c: add(lab, c), cs))
+    assert len({c["ip"] for c in cs}) == len(cs)
+    assert all(lab.ping(c["name"], cs[0]["ip"]) for c in cs[1:])
+    with concurrent.futures.ThreadPoolExecutor(len(cs)) as pool:
+        list(pool.map(lambda c: delete(lab, c), cs))
+    for c in cs:
+        assert_gone(lab, c)

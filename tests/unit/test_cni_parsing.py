@@ -190,9 +190,11 @@ def test_plugin_process():
     """The plugin as a runtime runs it: a process, env + stdin, the answer on stdout and its exit
     status; no Ryu or eventlet imported, and pyroute2's package __init__ skipped."""
     repo = Path(__file__).resolve().parents[2]
+    # (VERSION, which podman runs before every ADD and DEL, does not even load the API client.)
     probe = ("import runpy, sys; sys.argv = ['weft-cni']; import weft.cni as c; rc = c.main(); "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'eventlet') "
-             "and sys.modules[m]), file=sys.stderr); sys.exit(rc)")
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'eventlet') and sys.modules[m] "
+             "or m.startswith('pyroute2.') or m in ('weft.client', 'weft.attach')), file=sys.stderr); "
+             "sys.exit(rc)")
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "CNI_COMMAND": "VERSION"}
     res = subprocess.run([sys.executable, "-c", probe], input=b'{"cniVersion": "1.1.0"}', env=env,
                          capture_output=True)
@@ -217,3 +219,22 @@ def test_stdin_that_cannot_be_read():
 def test_console_script():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'weft-cni = "weft.cni:main"' in text
+
+
+def test_sync_conflists(tmp_path):
+    theirs = tmp_path / "podman.conflist"
+    theirs.write_text(json.dumps({"cniVersion": "1.0.0", "name": "podman", "plugins": [{"type": "bridge"}]}))
+    assert cni.sync_conflists(tmp_path, ["blue", "red"], api="unix:/a.sock") == ["blue", "red"]
+    blue = json.loads((tmp_path / "blue.conflist").read_text())
+    assert blue["plugins"] == [{"type": "weft", "network": "blue", "api": "unix:/a.sock"}]
+    assert cni.sync_conflists(tmp_path, ["blue", "red"], api="unix:/a.sock") == []  # unchanged: not rewritten
+    assert cni.sync_conflists(tmp_path, ["blue"], api="unix:/a.sock") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blue.conflist", "podman.conflist"]
+
+
+def test_write_plugin(tmp_path):
+    plugin = tmp_path / "weft"
+    cni.write_plugin(str(plugin), source=Path(__file__).resolve().parents[2])
+    res = subprocess.run([str(plugin)], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
+                         env={"PATH": os.environ["PATH"], "CNI_COMMAND": "VERSION"})
+    assert res.returncode == 0 and json.loads(res.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
