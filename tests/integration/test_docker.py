@@ -303,3 +303,29 @@ def test_bad_options_are_refused_clearly(runtimes_lab, blue, docker):
     assert net not in weft_networks(runtimes_lab)
     res = docker.run("h1", uniq("pub-"), blue.net, "-p", "8080:80", check=False)
     assert res.returncode != 0 and "Weft networks do not publish container ports (-p/--publish)" in res.stderr
+
+
+def test_a_weft_router_joins_two_docker_networks_and_trace_follows(runtimes_lab, docker):
+    """Docker's gateway is the Weft network's, so a router attached later routes the running
+    containers without touching them; `weft trace` works from a Docker container's port."""
+    a, b, router = uniq("rta"), uniq("rtb"), uniq("r")
+    docker.network("h1", a, "--subnet", "10.55.0.0/24")
+    docker.network("h2", b, "--subnet", "10.56.0.0/24")
+    docker.run("h1", f"c-{a}", a)
+    docker.run("h2", f"c-{b}", b)
+    b_ip = docker.ip("h2", f"c-{b}", b)
+    assert not pings(docker, "h1", f"c-{a}", b_ip)
+    runtimes_lab.weft("router", "create", router)
+    try:
+        for net in (a, b):
+            runtimes_lab.weft("router", "attach", router, net)
+        assert runtimes_lab.api.get(f"/v1/routers/{router}?wait_up=10")["up"]
+        # (the container's failed ARP for its gateway, from the ping above, is retried within seconds)
+        eventually(lambda: pings(docker, "h1", f"c-{a}", b_ip), what="a routed ping")
+        port = docker.port("h1", f"c-{a}", a)["name"]
+        trace = runtimes_lab.weft("trace", "--from", port, "--to", b_ip).stdout
+        assert f"=> delivered to port {docker.port('h2', f'c-{b}', b)['name']} on host h2" in trace
+    finally:
+        for net in (a, b):
+            runtimes_lab.weft("router", "detach", router, net, check=False)
+        runtimes_lab.weft("router", "delete", router)
