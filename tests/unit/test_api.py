@@ -155,3 +155,23 @@ def test_force_leave_forgets_an_unreachable_host(populated, core):
 def test_unreachable_host_reports_the_error(populated, core):
     status, host = call(populated, "GET", "/v1/hosts/h1")
     assert status == 200 and host["status"]["ovsdb_connected"] is False
+
+
+def test_a_freed_address_comes_back_with_its_mac(api):
+    """A port given a freed address gets the MAC its last holder had (peers' neighbour caches stay
+    right: Weft answers ARP itself, so they never hear the new port's ARP); the MAC depends on the
+    network too, and a MAC asked for is kept."""
+    def call(method, path, body=None):
+        status, value = api.handle(method, path, json.dumps(body).encode() if body is not None else b"")
+        assert status < 300, value
+        return value
+    call("POST", "/v1/networks", {"name": "m1", "cidr": "10.9.0.0/24"})
+    call("POST", "/v1/networks", {"name": "m2", "cidr": "10.9.0.0/24"})
+    first = call("POST", "/v1/ports", {"name": "pa", "network": "m1"})
+    call("DELETE", "/v1/ports/pa")
+    again = call("POST", "/v1/ports", {"name": "pb", "network": "m1"})
+    assert (again["ip"], again["mac"]) == (first["ip"], first["mac"])
+    other = call("POST", "/v1/ports", {"name": "pc", "network": "m2"})
+    assert other["ip"] == first["ip"] and other["mac"] != first["mac"]
+    asked = call("POST", "/v1/ports", {"name": "pd", "network": "m1", "mac": "02:00:00:00:00:42"})
+    assert asked["mac"] == "02:00:00:00:00:42"
