@@ -3,6 +3,7 @@
 The Ryu app routes every /v1 request here. Each write validates fully before it touches the NB, so a
 refused request changes nothing; the database's own constraints back that up against racing writers.
 """
+import hashlib
 import ipaddress
 import random
 import urllib.parse
@@ -234,7 +235,7 @@ class NorthboundApi:
             free_ip = ip or taken.free_ip()
             if free_ip is None:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
-            return free_ip, mac or _random_mac(taken.mac_owner)
+            return free_ip, mac or _port_mac(network.vni, free_ip, taken.mac_owner)
 
         self._write(self.core.nb.create_port, name, network.name, choose, external_ids)
         return 201, self._port_json(self.core.nb_state().ports[name])
@@ -541,6 +542,16 @@ def router_port_mac(router_key, vni):
     the same MAC back, so containers that cached their gateway's MAC keep working. 0a:... is locally
     administered and never generated for ports (02:...); router keys fit 16 bits, VNIs 24."""
     return "0a:" + ":".join(f"{b:02x}" for b in (router_key.to_bytes(2, "big") + vni.to_bytes(3, "big")))
+
+
+def _port_mac(vni, ip, in_use):
+    """A port's MAC, derived from its network and address: a container given the address of one
+    removed just before gets its MAC too, so the peers that still have it in their ARP cache keep
+    reaching it (their entry would otherwise send its replies to a MAC gone for up to a minute). As
+    Docker's bridge derives a MAC from the IP, and as router_port_mac; random when that one is taken."""
+    digest = hashlib.sha256(f"{vni}/{ip}".encode()).digest()
+    mac = "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    return _random_mac(in_use) if in_use(mac) else mac
 
 
 def _random_mac(in_use):
