@@ -235,7 +235,7 @@ class NorthboundApi:
             free_ip = ip or taken.free_ip()
             if free_ip is None:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
-            return free_ip, mac or port_mac(network.vni, free_ip, taken.mac_owner)
+            return free_ip, mac or _port_mac(network.vni, free_ip, taken.mac_owner)
 
         self._write(self.core.nb.create_port, name, network.name, choose, external_ids)
         return 201, self._port_json(self.core.nb_state().ports[name])
@@ -544,14 +544,11 @@ def router_port_mac(router_key, vni):
     return "0a:" + ":".join(f"{b:02x}" for b in (router_key.to_bytes(2, "big") + vni.to_bytes(3, "big")))
 
 
-def port_mac(vni, ip, in_use):
-    """The MAC a port that asks for none gets: derived from its network and address (02:... and 40
-    bits of a hash), so a port that is given a freed address gets the MAC its last holder had. Weft
-    answers ARP itself, so a peer never hears the new port's ARP request and keeps the neighbour
-    entry it has (REACHABLE for up to ~45 s): with another MAC, a container started right after one
-    that went (`docker run --rm`, `podman run --rm`) was unreachable for up to a minute from the
-    peers its predecessor had talked to. (Docker's own IPAM derives MACs from addresses likewise.)
-    A MAC in use (a hash collision, or one asked for) falls back to a random one."""
+def _port_mac(vni, ip, in_use):
+    """A port's MAC, derived from its network and address: a container given the address of one
+    removed just before gets its MAC too, so the peers that still have it in their ARP cache keep
+    reaching it (their entry would otherwise send its replies to a MAC gone for up to a minute). As
+    Docker's bridge derives a MAC from the IP, and as router_port_mac; random when that one is taken."""
     digest = hashlib.sha256(f"{vni}/{ip}".encode()).digest()
     mac = "02:" + ":".join(f"{b:02x}" for b in digest[:5])
     return _random_mac(in_use) if in_use(mac) else mac

@@ -10,8 +10,8 @@ in (seen on the wire; see /work/shared/notes/runtimes.md and the README's Docker
   removal:         RevokeExternalConnectivity, Leave, DeleteEndpoint, [IPAM ReleaseAddress]
   network rm:      [IPAM ReleaseAddress(gateway), ReleasePool], DeleteNetwork
 
-Every Docker endpoint is a Weft port, named from the endpoint id (or, with the weft IPAM driver,
-from the MAC Docker chose, since that port is made at RequestAddress, before the endpoint has an id),
+Every Docker endpoint is a Weft port, named from the endpoint id (with the weft IPAM driver, a
+random name: that port is made at RequestAddress, before the endpoint has an id), with Weft's MAC,
 and marked with external_ids: owner=docker, docker.network, docker.endpoint, docker.host (the
 plugin's own id, kept in its state: the ports it answers for) and container (once Docker names it).
 
@@ -50,7 +50,6 @@ DEFAULT_STATE_DIR = "/var/lib/weft/docker-plugin"
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 ADDRESS_SPACE = "weft"          # what GetDefaultAddressSpaces answers: marks a network on weft IPAM
 GATEWAY_REQUEST = "com.docker.network.gateway"
-MAC_OPTION = "com.docker.network.endpoint.macaddress"
 GENERIC = "com.docker.network.generic"
 MTU_OPTION = "com.docker.network.driver.mtu"
 OPTIONS = ("weft.network", "weft.vni", MTU_OPTION)
@@ -71,11 +70,6 @@ def log(message):
 def port_name(endpoint_id):
     """The Weft port of a Docker endpoint: 48 bits of its id, as Docker's short ids."""
     return PORT_PREFIX + endpoint_id[:12]
-
-
-def reserved_port_name(mac):
-    """The Weft port made at RequestAddress (weft IPAM), named from the MAC it carries."""
-    return PORT_PREFIX + mac.replace(":", "").lower()
 
 
 def peer_device(name):
@@ -182,9 +176,10 @@ class Plugin:
         return {"Scope": "local", "ConnectivityScope": "global"}
 
     def ipam_capabilities(self, body):
-        # The MAC comes with RequestAddress, so the port made there has the MAC the endpoint gets.
+        # No MAC at RequestAddress: Docker's would be random, Weft's is the same for the same address
+        # (peers' ARP caches stay right when an address is handed out again); CreateEndpoint answers it.
         # No replay: pools and addresses are kept by the plugin and by Weft across dockerd restarts.
-        return {"RequiresMACAddress": True, "RequiresRequestReplay": False}
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
 
     def address_spaces(self, body):
         return {"LocalDefaultAddressSpace": ADDRESS_SPACE, "GlobalDefaultAddressSpace": ADDRESS_SPACE}
@@ -248,12 +243,11 @@ class Plugin:
             raise PluginError("the weft IPAM driver hands out addresses on weft networks only (-d weft), "
                               "and takes no --aux-address")
         record = self._network(network_id)
-        mac = options.get(MAC_OPTION) or None
         ip = _address_in(body["Address"], net, "--ip") if body.get("Address") else None
-        name = reserved_port_name(mac) if mac else PORT_PREFIX + secrets.token_hex(6)
+        name = PORT_PREFIX + secrets.token_hex(6)  # the endpoint has no id yet
         ids = {"owner": "docker", "docker.network": network_id, "docker.host": self.state.host_id,
                "docker.pool": pool_id}
-        port = self._create_port(network_id, record, name, ip, mac, ids)
+        port = self._create_port(network_id, record, name, ip, None, ids)
         with self.lock:
             self.addresses[(pool_id, port["ip"])] = name
         return {"Address": f"{port['ip']}/{net.prefixlen}", "Data": {}}
@@ -424,17 +418,15 @@ class Plugin:
                "docker.host": self.state.host_id}
         if record["ipam"]:
             # The port was made at RequestAddress; it becomes this endpoint's.
-            name = reserved_port_name(mac) if mac else None
-            port = self._get_port(name) if name else None
-            if port is None or port["ip"] != ip:
-                port = next((p for p in self._ports(record["weft"]) if p["ip"] == ip
-                             and p["external_ids"].get("owner") == "docker"
-                             and not p["external_ids"].get("docker.endpoint")), None)
-            if port is None:
-                raise PluginError(f"no Weft port holds {ip} for this endpoint (was it released?)")
+            port = self._reserved(network_id, record, ip, endpoint_id)
             name = port["name"]
-            self._set_ids(name, {**port["external_ids"], **ids})
-            answer = {}
+            ids = {**port["external_ids"], **ids}
+            if mac and mac != port["mac"]:  # --mac-address: the port is made again, with it
+                self._remove_port(name)
+                port = self._create_port(network_id, record, name, ip, mac, ids)
+            else:
+                self._set_ids(name, ids)
+            answer = {} if mac else {"Interface": {"MacAddress": port["mac"]}}
         else:
             name = port_name(endpoint_id)
             port = self._create_port(network_id, record, name, ip, mac, ids)
@@ -442,6 +434,20 @@ class Plugin:
         with self.lock:
             self.endpoints[endpoint_id] = name
         return answer
+
+    def _reserved(self, network_id, record, ip, endpoint_id):
+        """The port RequestAddress made for `ip` on this network (or this endpoint's, on a retry)."""
+        with self.lock:
+            name = next((n for (pool_id, address), n in self.addresses.items() if address == ip and n
+                         and self.state.pools.get(pool_id, {}).get("network") == network_id), None)
+        port = self._get_port(name) if name else None
+        if port is None or port["ip"] != ip:  # reserved before this plugin started
+            port = next((p for p in self._ports(record["weft"]) if p["ip"] == ip
+                         and p["external_ids"].get("docker.host") == self.state.host_id
+                         and p["external_ids"].get("docker.endpoint") in (None, endpoint_id)), None)
+        if port is None:
+            raise PluginError(f"no Weft port holds {ip} for this endpoint (was the address released?)")
+        return port
 
     def delete_endpoint(self, body):
         endpoint_id = body.get("EndpointID") or ""
@@ -808,6 +814,14 @@ def _claim(path):
 
 def serve(plugin, path=DEFAULT_SOCKET, ready=None):
     """Serves `plugin` on the unix socket `path` (mode 0660) until SIGTERM or SIGINT."""
+    stopping, servers = threading.Event(), []
+
+    def on_signal(signum, frame):  # installed before the socket exists: a SIGTERM never leaves it
+        stopping.set()
+        for server in servers:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     _claim(path)
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where anyone may connect
@@ -816,15 +830,12 @@ def serve(plugin, path=DEFAULT_SOCKET, ready=None):
     finally:
         os.umask(old_umask)
     server.plugin = plugin
-
-    def on_signal(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    servers.append(server)
     try:
         if ready:
             ready()
-        server.serve_forever(poll_interval=0.5)
+        if not stopping.is_set():
+            server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
         try:

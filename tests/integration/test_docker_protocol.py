@@ -242,7 +242,7 @@ def test_ipam_pool_refusals(plugins, request_body, expected):
 
 def ipam_network(plugin, names, pool="10.77.0.0/24"):
     """What `docker network create -d weft --ipam-driver weft --subnet POOL` sends; the pool id."""
-    assert plugin("/IpamDriver.GetCapabilities") == {"RequiresMACAddress": True, "RequiresRequestReplay": False}
+    assert plugin("/IpamDriver.GetCapabilities") == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     assert plugin("/IpamDriver.GetDefaultAddressSpaces")["LocalDefaultAddressSpace"] == "weft"
     pool_id = plugin("/IpamDriver.RequestPool", {"AddressSpace": "weft", "Pool": pool, "SubPool": "",
                                                  "Options": {}, "V6": False})["PoolID"]
@@ -256,31 +256,42 @@ def ipam_network(plugin, names, pool="10.77.0.0/24"):
     return pool_id, network_id
 
 
-def request_address(plugin, pool_id, mac, address=""):
-    return plugin("/IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": address,
-                                                 "Options": {"com.docker.network.endpoint.macaddress": mac}})
+def request_address(plugin, pool_id, address=""):
+    return plugin("/IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": address, "Options": {}})
 
 
 def test_ipam_address_is_the_port(lab, plugins, names):
     """RequestAddress makes the port (the NB picks the address, atomically across hosts);
-    CreateEndpoint takes it over; ReleaseAddress removes what DeleteEndpoint has not."""
+    CreateEndpoint takes it over and answers its MAC; ReleaseAddress removes what DeleteEndpoint has not."""
     h1 = plugins["h1"]
     pool_id, net = ipam_network(h1, names)
-    got = request_address(h1, pool_id, "02:42:0a:4d:00:02")
+    got = request_address(h1, pool_id)
     ip = got["Address"].split("/")[0]
     assert got == {"Address": f"{ip}/24", "Data": {}} and ip != "10.77.0.1"
-    port = lab.api.get("/v1/ports/docker-02420a4d0002")
-    assert (port["ip"], port["mac"]) == (ip, "02:42:0a:4d:00:02")
-    taken = request_address(plugins["h1"], pool_id, "02:42:0a:4d:00:03", address=ip)
-    assert taken["Error"] == (f"{ip} is already used by port docker-02420a4d0002 (not plugged in yet) in "
+    (port,) = lab.api.get(f"/v1/ports?network={names['weft']}")
+    assert port["ip"] == ip and port["external_ids"]["docker.pool"] == pool_id
+    taken = request_address(plugins["h1"], pool_id, address=ip)
+    assert taken["Error"] == (f"{ip} is already used by port {port['name']} (not plugged in yet) in "
                               f"Weft network {names['weft']}: pick a free --ip")
     ep = names["id"]("eps")
-    assert create_endpoint(h1, net, ep, f"{ip}/24", mac="02:42:0a:4d:00:02") == {}  # Docker's MAC: no answer
-    assert lab.api.get("/v1/ports/docker-02420a4d0002")["external_ids"]["docker.endpoint"] == ep
+    assert create_endpoint(h1, net, ep, f"{ip}/24") == {"Interface": {"MacAddress": port["mac"]}}
+    assert create_endpoint(h1, net, ep, f"{ip}/24") == {"Interface": {"MacAddress": port["mac"]}}  # a retry
+    assert lab.api.get(f"/v1/ports/{port['name']}")["external_ids"]["docker.endpoint"] == ep
+    assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
+    assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip}) == {}
+    assert lab.api.get(f"/v1/ports?network={names['weft']}") == []
+    # The address again, for another container: the same MAC (its peers may still have it cached).
+    assert request_address(h1, pool_id)["Address"] == f"{ip}/24"
+    assert lab.api.get(f"/v1/ports?network={names['weft']}")[0]["mac"] == port["mac"]
+    # `--mac-address`: the port is made again with Docker's MAC (no answer then: Docker chose it).
+    ep = names["id"]("eps")
+    assert create_endpoint(h1, net, ep, f"{ip}/24", mac="02:42:0a:4d:00:99") == {}
+    (again,) = lab.api.get(f"/v1/ports?network={names['weft']}")
+    assert (again["ip"], again["mac"], again["external_ids"]["docker.endpoint"]) == (ip, "02:42:0a:4d:00:99", ep)
     assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
     assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip}) == {}
     # An address Docker released before making an endpoint (its start failed) goes with its port.
-    other = request_address(h1, pool_id, "02:42:0a:4d:00:04")["Address"].split("/")[0]
+    other = request_address(h1, pool_id)["Address"].split("/")[0]
     assert lab.api.get(f"/v1/ports?network={names['weft']}")[0]["ip"] == other
     assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": other}) == {}
     assert lab.api.get(f"/v1/ports?network={names['weft']}") == []
@@ -288,7 +299,7 @@ def test_ipam_address_is_the_port(lab, plugins, names):
     assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": "10.77.0.1"}) == {}
     assert h1("/IpamDriver.ReleasePool", {"PoolID": pool_id}) == {}
     assert h1("/IpamDriver.ReleasePool", {"PoolID": pool_id}) == {}
-    assert "has no pool" in request_address(h1, pool_id, "02:42:0a:4d:00:05")["Error"]
+    assert "has no pool" in request_address(h1, pool_id)["Error"]
 
 
 def test_ipam_refuses_an_address_for_a_pool_with_no_weft_network(plugins):
@@ -308,13 +319,13 @@ def test_ipam_refuses_an_address_for_a_pool_with_no_weft_network(plugins):
 def test_ipam_two_hosts_at_once_never_share_an_address(lab, plugins, names):
     """Both hosts' plugins ask for 12 addresses each, all at once, on one Weft network."""
     pools = {h: ipam_network(plugins[h], names)[0] for h in ("h1", "h2")}
-    jobs = [(h, f"02:42:0a:4d:{i:02x}:{2 if h == 'h1' else 3:02x}") for i in range(12) for h in pools]
+    jobs = [h for _ in range(12) for h in pools]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda job: request_address(plugins[job[0]], pools[job[0]], job[1]), jobs))
+        answers = list(pool.map(lambda host: request_address(plugins[host], pools[host]), jobs))
     addresses = [a["Address"] for a in answers]
     assert len(set(addresses)) == len(jobs), answers
     assert len(lab.api.get(f"/v1/ports?network={names['weft']}")) == len(jobs)
-    for (host, _), address in zip(jobs, addresses):
+    for host, address in zip(jobs, addresses):
         plugins[host]("/IpamDriver.ReleaseAddress", {"PoolID": pools[host], "Address": address.split("/")[0]})
     assert lab.api.get(f"/v1/ports?network={names['weft']}") == []
     for host, pool_id in pools.items():

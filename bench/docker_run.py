@@ -1,0 +1,103 @@
+"""`docker run` on a Weft network to the first reply from a container on the other host, against
+the same on Docker's own bridge driver on one host.
+
+A 2-host lab with runtimes (a dockerd and `weft docker-plugin` per host, weft.labruntimes). Weft: a
+network made by `docker network create -d weft --ipam-driver weft` on both hosts, a target
+container on h1; each run is `docker run --rm --net blue weft/busybox ping -c1 -W1 TARGET` on h2.
+Bridge: `docker network create -d bridge` on h2 alone (iptables, masquerade and forwarding off, so
+only h2's namespace gets a Linux bridge; checked: the root namespace and h2's forwarding are as
+before), a target container on h2, the same `docker run` on h2. Runs alternate (weft, bridge, then
+bridge, weft, ...). Timed from just before the client starts to the ping's reply line on its stdout
+("first reply"), and to the client's exit ("total", which adds the reply wait's end and the
+container's removal). `--net none` (no network, no ping) is the start-up floor.
+
+    .venv/bin/python bench/docker_run.py [--runs 20]
+"""
+import argparse
+import subprocess
+import time
+
+import _common
+from _common import median, pct, table
+from _labutil import quiet
+
+from weft import labruntimes
+from weft.testing import Lab, root_state
+
+
+def timed_run(lab, host, args):
+    """(seconds to the first reply line or None, seconds to exit, exit status) of `docker ARGS`."""
+    argv, env = labruntimes.docker_cmd(lab.name, host, args)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
+    for line in proc.stdout:
+        if first is None and "bytes from" in line:
+            first = time.perf_counter() - t0
+    proc.wait()
+    return first, time.perf_counter() - t0, proc.returncode, proc.stderr.read()
+
+
+def run(runs):
+    lab = Lab(f"bdr{int(time.time()) % 100000}", 2, runtimes=True, progress=quiet)
+    try:
+        for host in ("h1", "h2"):
+            lab.docker(host, "network", "create", "-d", "weft", "--ipam-driver", "weft", "--subnet",
+                       "10.80.0.0/24", "blue")
+        lab.docker("h1", "run", "-d", "--net", "blue", "--name", "wtarget", "weft/busybox", "sleep", "3600")
+        weft_ip = lab.docker("h1", "inspect", "-f", '{{.NetworkSettings.Networks.blue.IPAddress}}',
+                             "wtarget").stdout.strip()
+        root_before = root_state()
+        forward_before = lab.exec("h2", "sysctl", "-n", "net.ipv4.ip_forward").stdout
+        lab.docker("h2", "network", "create", "-d", "bridge", "--subnet", "10.81.0.0/24",
+                   "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "bbr")
+        lab.docker("h2", "run", "-d", "--net", "bbr", "--name", "btarget", "weft/busybox", "sleep", "3600")
+        bridge_ip = lab.docker("h2", "inspect", "-f", '{{.NetworkSettings.Networks.bbr.IPAddress}}',
+                               "btarget").stdout.strip()
+        assert root_state() == root_before, "Docker's bridge driver changed the root namespace"
+        assert lab.exec("h2", "sysctl", "-n", "net.ipv4.ip_forward").stdout == forward_before
+        cases = {
+            "weft (h2 -> h1)": ["run", "--rm", "--net", "blue", "weft/busybox", "ping", "-c1", "-W1", weft_ip],
+            "bridge (h2 -> h2)": ["run", "--rm", "--net", "bbr", "weft/busybox", "ping", "-c1", "-W1", bridge_ip],
+            "none (no network)": ["run", "--rm", "--net", "none", "weft/busybox", "true"],
+        }
+        for args in cases.values():  # warm-up: first use of each path (image layers, plugin imports)
+            timed_run(lab, "h2", args)
+        results = {name: [] for name in cases}
+        failures = {name: 0 for name in cases}
+        for i in range(runs):
+            order = list(cases) if i % 2 == 0 else list(reversed(cases))
+            for name in order:
+                first, total, status, err = timed_run(lab, "h2", cases[name])
+                if status != 0:
+                    failures[name] += 1
+                    print(f"  run {i} {name}: exit {status}: {err.strip()[-200:]}")
+                    continue
+                results[name].append((first, total))
+        rows = []
+        for name, values in results.items():
+            firsts = [f for f, _ in values if f is not None]
+            totals = [t for _, t in values]
+            ms = (lambda xs, p: f"{pct(xs, p) * 1000:.0f}" if xs else "-")
+            rows.append([name, len(values), failures[name], ms(firsts, 50), ms(firsts, 90), ms(totals, 50),
+                         ms(totals, 90)])
+        print(table(["case", "runs", "failed", "first reply p50 ms", "p90 ms", "total p50 ms", "p90 ms"], rows))
+        weft_first = median([f for f, _ in results["weft (h2 -> h1)"]])
+        bridge_first = median([f for f, _ in results["bridge (h2 -> h2)"]])
+        print(f"\nWeft adds {1000 * (weft_first - bridge_first):.0f} ms to Docker's own start time at the "
+              f"median (first reply; target: at most 100 ms)")
+    finally:
+        lab.down()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    _common.header("Docker: docker run to the first reply (bench/docker_run.py)", ["bench/docker_run.py"] +
+                   ([f"--runs {args.runs}"] if args.runs != 20 else []))
+    run(args.runs)
+
+
+if __name__ == "__main__":
+    main()
