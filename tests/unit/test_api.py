@@ -91,6 +91,20 @@ def test_defaults_allocate_vni_gateway_mtu_ip_and_mac(api):
     assert call(api, "POST", "/v1/networks", {"name": "green", "cidr": "10.6.0.0/24"})[1]["vni"] == 101
 
 
+def test_a_freed_address_is_handed_out_again_only_after_the_others(api):
+    """A container given the address of one just removed would carry a new MAC while its peers' ARP
+    caches still map the address to the old one: its first seconds of traffic would be lost."""
+    call(api, "POST", "/v1/networks", {"name": "tiny", "cidr": "10.7.0.0/29"})  # .2 to .6 for ports
+    ips = [call(api, "POST", "/v1/ports", {"name": f"t{i}", "network": "tiny"})[1]["ip"] for i in range(3)]
+    assert ips == ["10.7.0.2", "10.7.0.3", "10.7.0.4"]
+    assert call(api, "DELETE", "/v1/ports/t1")[0] == 200
+    assert call(api, "POST", "/v1/ports", {"name": "n1", "network": "tiny"})[1]["ip"] == "10.7.0.5"
+    assert call(api, "POST", "/v1/ports", {"name": "n2", "network": "tiny"})[1]["ip"] == "10.7.0.6"
+    assert call(api, "POST", "/v1/ports", {"name": "n3", "network": "tiny"})[1]["ip"] == "10.7.0.3"  # wraps
+    status, answer = call(api, "POST", "/v1/ports", {"name": "n4", "network": "tiny"})
+    assert status == 409 and "no free address" in answer["error"]
+
+
 def _concurrently(api, bodies, path="/v1/ports"):
     """POSTs every body at once (as a CNI attaching many containers does) -> [(status, reply)].
     A body may be (path, body) to mix collections."""
@@ -155,3 +169,23 @@ def test_force_leave_forgets_an_unreachable_host(populated, core):
 def test_unreachable_host_reports_the_error(populated, core):
     status, host = call(populated, "GET", "/v1/hosts/h1")
     assert status == 200 and host["status"]["ovsdb_connected"] is False
+
+
+def test_a_freed_address_comes_back_with_its_mac(api):
+    """A port given an address that was in use gets the MAC its last holder had (peers' neighbour
+    caches stay right: Weft answers ARP itself, so they never hear the new port's ARP); the MAC
+    depends on the network too, and a MAC asked for is kept."""
+    def call(method, path, body=None):
+        status, value = api.handle(method, path, json.dumps(body).encode() if body is not None else b"")
+        assert status < 300, value
+        return value
+    call("POST", "/v1/networks", {"name": "m1", "cidr": "10.9.0.0/24"})
+    call("POST", "/v1/networks", {"name": "m2", "cidr": "10.9.0.0/24"})
+    first = call("POST", "/v1/ports", {"name": "pa", "network": "m1", "ip": "10.9.0.7"})
+    call("DELETE", "/v1/ports/pa")
+    again = call("POST", "/v1/ports", {"name": "pb", "network": "m1", "ip": "10.9.0.7"})
+    assert again["mac"] == first["mac"]
+    other = call("POST", "/v1/ports", {"name": "pc", "network": "m2", "ip": "10.9.0.7"})
+    assert other["mac"] != first["mac"]
+    asked = call("POST", "/v1/ports", {"name": "pd", "network": "m1", "mac": "02:00:00:00:00:42"})
+    assert asked["mac"] == "02:00:00:00:00:42"
