@@ -10,7 +10,11 @@ before the fork to the reaping of the process; CPU is the child's own user+sys (
 For the start-up share: `python -c pass`, VERSION (interpreter + weft.cni, no work), and "ADD's
 imports": the plugin's imports for an ADD (weft.attach, IPRoute, the OVSDB client) and nothing else.
 
-    .venv/bin/python bench/cni_add.py [--quick] [--cycles 50]
+With --podman N (a lab with runtimes): N `podman run --rm IMAGE true` on h1 with `--network none`
+and with the Weft network, alternating, as `weft lab podman` runs them: what the plugin costs a
+podman user (podman runs VERSION, ADD, VERSION, DEL per container).
+
+    .venv/bin/python bench/cni_add.py [--quick] [--cycles 50] [--podman 10]
 """
 import argparse
 import ctypes
@@ -22,7 +26,7 @@ import time
 
 import _common
 from _common import pct, table
-from _labutil import PY, new_lab
+from _labutil import PY, new_lab, quiet
 
 from weft import cni
 
@@ -109,13 +113,37 @@ def run(cycles):
         lab.down()
 
 
+def run_podman(n):
+    """{"none": [seconds], "weft": [seconds]} of `podman run --rm` on h1, alternating."""
+    import subprocess
+    from weft import labruntimes
+    from weft.testing import Lab
+    lab = Lab(f"b{os.getpid() % 1000000}pod"[:12], 2, runtimes=True, progress=quiet)  # (as new_lab names)
+    out = {"none": [], "weft": []}
+    try:
+        lab.api.post("/v1/networks", {"name": "n1", "cidr": "10.70.0.0/16"})
+        for i in range(n + 1):
+            for network in ("none", "n1"):
+                argv, env = labruntimes.podman_cmd(lab.name, "h1", ["run", "--rm", "--network", network,
+                                                                   "weft/busybox", "true"])
+                t0 = time.perf_counter()
+                subprocess.run(argv, env=env, check=True, capture_output=True)
+                if i:  # the first of each warms podman's caches
+                    out["none" if network == "none" else "weft"].append(time.perf_counter() - t0)
+        return out
+    finally:
+        lab.down()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="10 cycles")
     ap.add_argument("--cycles", type=int)
+    ap.add_argument("--podman", type=int, default=0, help="also N podman runs, none vs the Weft network")
     a = ap.parse_args()
     cycles = a.cycles or (10 if a.quick else 50)
     samples = run(cycles)
+    podman = run_podman(a.podman) if a.podman else None
     _common.header(f"cni_add: {cycles} ADD/CHECK/DEL cycles on h1 of a 2-host lab", sys.argv)
     rows = []
     for command, xs in samples.items():
@@ -125,6 +153,10 @@ def main():
                      f"{pct(wall, 99) * 1e3:.0f}", f"{pct(cpu, 50) * 1e3:.0f}",
                      f"{sum(cpu) / len(cpu) * 1e3:.0f}", len(xs)])
     print(table(["call", "p50 ms", "p90 ms", "p99 ms", "CPU p50 ms", "CPU mean ms", "n"], rows))
+    if podman:
+        print(f"\n`podman run --rm weft/busybox true` on h1, {a.podman} of each, alternating:\n")
+        print(table(["network", "p50 ms", "p90 ms", "n"],
+                    [[k, f"{pct(v, 50) * 1e3:.0f}", f"{pct(v, 90) * 1e3:.0f}", len(v)] for k, v in podman.items()]))
 
 
 if __name__ == "__main__":

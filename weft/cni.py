@@ -372,14 +372,19 @@ def write_plugin(path, source=None, python=sys.executable):
 
 # ---------------------------------------------------------------- talking to the world
 
+def _api_details(err):
+    """The API's message; for a refused token, which field of the configuration gives one."""
+    return err.message + ("; the configuration's token_file gives the plugin a token" if err.status == 401 else "")
+
+
 def api_error(err, settings, what):
     """An ApiError -> the CNI error a runtime can act on."""
     if err.status is None or err.status >= 500:  # unreachable, or 503 while the NB loads
-        return CniError(TRY_AGAIN, f"the Weft controller is not available ({what})", err.message)
+        return CniError(TRY_AGAIN, f"the Weft controller is not available ({what})", _api_details(err))
     if err.status == 404 and err.message.startswith("network:"):
         return CniError(INVALID_CONFIG, f"no Weft network named {settings['network']!r}",
                         f"{err.message}; create it with `weft network create {settings['network']} --cidr ...`")
-    return CniError(WEFT_REFUSED, f"the Weft controller refused to {what}", err.message)
+    return CniError(WEFT_REFUSED, f"the Weft controller refused to {what}", _api_details(err))
 
 
 def network_ports(settings, env=None):
@@ -597,7 +602,7 @@ def cmd_status(settings, env, raw, environ):
     try:
         status = settings["api"].get("/v1/status")
     except ApiError as err:
-        raise CniError(NOT_AVAILABLE, "the Weft controller is not available", err.message) from None
+        raise CniError(NOT_AVAILABLE, "the Weft controller is not available", _api_details(err)) from None
     if not status.get("nb", {}).get("connected"):
         raise CniError(NOT_AVAILABLE, "the Weft controller has no NB connection",
                        str(status.get("nb", {}).get("error") or status.get("nb")))

@@ -3,10 +3,12 @@ stdin, run inside the lab host's namespace with its OVS environment; the contain
 the tests make. Checked as a user would: the result, packets, `ovs-vsctl`/`ovs-ofctl` on the host."""
 import itertools
 import json
+import os
 import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -382,3 +384,23 @@ def test_concurrent_adds(lab, container):
         list(pool.map(lambda c: delete(lab, c), cs))
     for c in cs:
         assert_gone(lab, c)
+
+
+def test_tcp_api_with_a_token_file(tmp_path):
+    """`api` may be the controller's TCP listener; `token_file` is then its bearer token."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from running_controller import running_controller
+    with running_controller("weft-cni-tcp-", tcp=True) as ctl:
+        conf = {"cniVersion": "1.1.0", "name": "x", "type": "weft", "api": ctl.url,
+                "ovsdb": f"unix:{tmp_path}/no-ovsdb.sock"}
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": weftlab.REPO_ROOT.as_posix(), "CNI_COMMAND": "STATUS"}
+
+        def status(config):
+            res = subprocess.run(PLUGIN, input=json.dumps(config).encode(), env=env, capture_output=True, timeout=60)
+            return Call(res)
+        call = status(conf)  # no token: refused by the API
+        assert call.out["code"] == 50 and "configuration's token_file" in call.out["details"], call
+        call = status({**conf, "token_file": str(ctl.token_file)})  # the API answers; this host has no OVS
+        assert call.out["code"] == 50 and "Open vSwitch is not available" in call.out["msg"], call
+        call = status({**conf, "token_file": str(tmp_path / "nosuch")})
+        assert call.out["code"] == 50 and "cannot read the token file" in call.out["details"], call
