@@ -1,8 +1,8 @@
 """`weft docker-plugin`: a libnetwork remote network driver and IPAM driver backed by Weft.
 
 dockerd calls it over a unix socket in /run/docker/plugins with POSTs of JSON; each answer is JSON,
-and a failure is {"Err": "message"}, which Docker shows its user as is. The order dockerd 20.10 calls
-in (seen on the wire; see /work/shared/notes/runtimes.md and the README's Docker section):
+and a failure is {"Err": "message"} ({"Error": ...} from the IPAM driver), which Docker shows its user. The order dockerd 20.10 calls
+in (seen on the wire; the README's Docker section says more):
 
   network create:  [IPAM RequestPool, RequestAddress(gateway)], CreateNetwork
   docker run:      [IPAM RequestAddress], CreateEndpoint, Join, ProgramExternalConnectivity,
@@ -24,7 +24,6 @@ plugin. Docker never tells an IPAM driver which network a pool is for, nor a net
 network's name; both are learnt later and must survive a plugin restart.
 """
 import errno
-import http.client
 import http.server
 import ipaddress
 import json
