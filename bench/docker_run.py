@@ -9,13 +9,19 @@ only h2's namespace gets a Linux bridge; checked: the root namespace and h2's fo
 before), a target container on h2, the same `docker run` on h2. Runs alternate (weft, bridge, then
 bridge, weft, ...). Timed from just before the client starts to the ping's reply line on its stdout
 ("first reply"), and to the client's exit ("total", which adds the reply wait's end and the
-container's removal). `--net none` (no network, no ping) is the start-up floor.
+container's removal). `--net none` (no network, no ping) is the start-up floor. The plugins run
+with WEFT_DEBUG=1, which logs each call's time: the table of h2's calls during the Weft runs is
+where Weft's share of a `docker run` goes.
 
     .venv/bin/python bench/docker_run.py [--runs 20]
 """
 import argparse
+import collections
+import os
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import _common
 from _common import median, pct, table
@@ -38,7 +44,20 @@ def timed_run(lab, host, args):
     return first, time.perf_counter() - t0, proc.returncode, proc.stderr.read()
 
 
+def plugin_calls(log_path, offset):
+    """{call: [ms]} from the plugin's log after byte `offset` (its WEFT_DEBUG lines)."""
+    calls = collections.defaultdict(list)
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        for line in f.read().decode(errors="replace").splitlines():
+            m = re.match(r"weft docker-plugin: /(\S+) answered in ([\d.]+) ms", line)
+            if m:
+                calls[m.group(1)].append(float(m.group(2)))
+    return calls
+
+
 def run(runs):
+    os.environ["WEFT_DEBUG"] = "1"  # the plugins log each call's time
     lab = Lab(f"bdr{int(time.time()) % 100000}", 2, runtimes=True, progress=quiet)
     try:
         for host in ("h1", "h2"):
@@ -65,10 +84,18 @@ def run(runs):
             timed_run(lab, "h2", args)
         results = {name: [] for name in cases}
         failures = {name: 0 for name in cases}
+        log_path = lab.info["hosts"]["h2"]["runtimes"]["docker_plugin_log"]
+        calls = collections.defaultdict(list)
+        loads = []
         for i in range(runs):
             order = list(cases) if i % 2 == 0 else list(reversed(cases))
+            loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
             for name in order:
+                offset = os.path.getsize(log_path)
                 first, total, status, err = timed_run(lab, "h2", cases[name])
+                if name.startswith("weft"):
+                    for call, ms in plugin_calls(log_path, offset).items():
+                        calls[call].extend(ms)
                 if status != 0:
                     failures[name] += 1
                     print(f"  run {i} {name}: exit {status}: {err.strip()[-200:]}")
@@ -85,7 +112,19 @@ def run(runs):
         weft_first = median([f for f, _ in results["weft (h2 -> h1)"]])
         bridge_first = median([f for f, _ in results["bridge (h2 -> h2)"]])
         print(f"\nWeft adds {1000 * (weft_first - bridge_first):.0f} ms to Docker's own start time at the "
-              f"median (first reply; target: at most 100 ms)")
+              f"median (first reply; target: at most 100 ms). Load average during the runs: "
+              f"{min(loads):.1f}-{max(loads):.1f}.\n")
+        print("h2's plugin calls during the Weft runs (its own time per call, WEFT_DEBUG):\n")
+        order = ["IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint", "NetworkDriver.Join",
+                 "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.EndpointOperInfo",
+                 "NetworkDriver.RevokeExternalConnectivity", "NetworkDriver.Leave",
+                 "NetworkDriver.DeleteEndpoint", "IpamDriver.ReleaseAddress"]
+        start = ("IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint", "NetworkDriver.Join")
+        rows = [[c, len(calls[c]), f"{median(calls[c]):.1f}", f"{pct(calls[c], 90):.1f}"]
+                for c in order + sorted(set(calls) - set(order)) if calls.get(c)]
+        print(table(["call", "n", "p50 ms", "p90 ms"], rows))
+        print(f"\nStart-up calls (RequestAddress + CreateEndpoint + Join), sum of medians: "
+              f"{sum(median(calls[c]) for c in start if calls.get(c)):.0f} ms")
     finally:
         lab.down()
 

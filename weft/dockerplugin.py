@@ -761,6 +761,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         plugin = self.server.plugin
+        started = time.monotonic()
         try:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -768,14 +769,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 body = json.loads(raw) if raw.strip() else None
             except ValueError:
                 raise PluginError(f"the request to {self.path} is not JSON") from None
-            if os.environ.get("WEFT_DEBUG"):
-                log(f"{self.path} {json.dumps(body)}")
             answer = plugin.call(self.path, body)
         except PluginError as err:
             answer = _error(self.path, str(err))
         except Exception as err:  # noqa: BLE001 - Docker shows the user one line, the log gets the rest
             traceback.print_exc()
             answer = _error(self.path, f"internal error in weft docker-plugin ({type(err).__name__}: {err})")
+        if os.environ.get("WEFT_DEBUG"):  # every call, with its time (bench/docker_run.py reads these)
+            log(f"{self.path} answered in {1000 * (time.monotonic() - started):.1f} ms: {json.dumps(answer)}")
         data = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)

@@ -280,8 +280,8 @@ def test_ipam_address_is_the_port(lab, plugins, names):
     assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
     assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip}) == {}
     assert lab.api.get(f"/v1/ports?network={names['weft']}") == []
-    # The address again, for another container: the same MAC (its peers may still have it cached).
-    assert request_address(h1, pool_id)["Address"] == f"{ip}/24"
+    # The address again (--ip), for another container: the same MAC (peers may still have it cached).
+    assert request_address(h1, pool_id, address=ip)["Address"] == f"{ip}/24"
     assert lab.api.get(f"/v1/ports?network={names['weft']}")[0]["mac"] == port["mac"]
     # `--mac-address`: the port is made again with Docker's MAC (no answer then: Docker chose it).
     ep = names["id"]("eps")
