@@ -18,13 +18,16 @@ COLUMNS = {
 
 
 def _cell(value):
-    if isinstance(value, dict):  # host status: show what is wrong at a glance
+    if isinstance(value, dict) and ("ovsdb_connected" in value or "error" in value):
+        # a host's status: show what is wrong at a glance
         if value.get("error"):
             return "error: " + value["error"]
         flags = [k.replace("_connected", "") for k in ("ovsdb_connected", "openflow_connected") if value.get(k)]
         if not (value.get("ready") and len(flags) == 2):
             return "connected: " + (",".join(flags) or "none")
         return "ready" if value.get("flows_in_sync", True) else "ready, flows syncing"
+    if isinstance(value, dict):  # external_ids
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
