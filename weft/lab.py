@@ -741,7 +741,11 @@ def exec(name, target, argv):  # noqa: A001 - the CLI verb
     """Replace this process with argv run in a lab namespace, as `ip netns exec` does (which execs
     too): the pid, the signals and the exit status are then the command's own, so a script that
     stops `weft lab exec ... &` by its pid stops the command."""
-    cmd, environ = target_cmd(name, target, argv)
+    exec_as(*target_cmd(name, target, argv))
+
+
+def exec_as(cmd, environ):
+    """Replace this process with `cmd` (argv) in `environ`; LabError if it cannot be run."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:

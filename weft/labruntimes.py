@@ -228,22 +228,13 @@ def podman_cmd(name, host, args):
     return argv, env
 
 
-def _exec(cmd, environ):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvpe(cmd[0], cmd, environ)
-    except OSError as err:
-        raise LabError(f"cannot run {cmd[0]}: {err.strerror}") from None
-
-
 def exec_docker(name, host, args):
     """Become the docker client for host (pid, signals and exit status are the client's own)."""
-    _exec(*docker_cmd(name, host, args))
+    weftlab.exec_as(*docker_cmd(name, host, args))
 
 
 def exec_podman(name, host, args):
-    _exec(*podman_cmd(name, host, args))
+    weftlab.exec_as(*podman_cmd(name, host, args))
 
 
 # ---------------------------------------------------------------- the mount namespace holder
