@@ -850,9 +850,12 @@ def main(args, api):
     try:
         driver = os.path.basename(args.socket).removesuffix(".sock")
         plugin = Plugin(api, docker=args.docker, ovsdb=args.ovsdb, state_dir=args.state_dir, driver=driver)
-        threading.Thread(target=plugin.reconcile_forever, daemon=True).start()
-        plugin.reconcile_soon()
-        serve(plugin, args.socket, ready=lambda: log(f"serving on {args.socket} (Weft API {api.base}, "
-                                                     f"dockerd {args.docker})"))
+        def ready():
+            # Only once the socket is ours: a plugin refused because another one serves it must not
+            # reconcile (remove ports) behind the live one's back.
+            log(f"serving on {args.socket} (Weft API {api.base}, dockerd {args.docker})")
+            threading.Thread(target=plugin.reconcile_forever, daemon=True).start()
+            plugin.reconcile_soon()
+        serve(plugin, args.socket, ready=ready)
     except PluginError as err:
         raise WeftError(str(err)) from None

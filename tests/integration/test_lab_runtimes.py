@@ -48,8 +48,9 @@ def test_bring_up_left_the_root_namespace_alone(runtimes_lab):
 def test_the_image_serves_fetches_pings_and_talks_nc(runtimes_lab):
     script = ("httpd -p 80 && wget -qO- http://localhost/ && ping -c1 -W2 127.0.0.1 >/dev/null && echo ping ok"
               " && (nc -l -p 7 > /tmp/got &)"
-              # the listener may not be up yet, nor the bytes written, on a busy machine: retry, don't sleep
-              " && for i in $(seq 100); do echo via-nc | nc 127.0.0.1 7 2>/dev/null && break; sleep 0.1; done"
+              # on a busy machine the listener may not be up yet, nor the bytes written: wait for each
+              " && for i in $(seq 100); do netstat -ltn | grep -q ':7 ' && break; sleep 0.1; done"
+              " && echo via-nc | nc 127.0.0.1 7"
               " && for i in $(seq 100); do [ -s /tmp/got ] && break; sleep 0.1; done && cat /tmp/got")
     expected = "hello from weft/busybox\nping ok\nvia-nc\n"
     out = runtimes_lab.docker("h1", "run", "--rm", "--network", "none", "weft/busybox", "sh", "-c", script).stdout
