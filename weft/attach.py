@@ -107,8 +107,8 @@ def wait_up(api, name, timeout):
     port = api.get(api_path("ports", name) + f"?wait_up={timeout:g}")
     if not port["up"]:
         raise PortNotUp(f"port {name!r} was not up within {timeout:.0f} s: its flows are not installed "
-                          "on every host that needs them (is the host joined and its switch connected?"
-                          " see `weft status`)")
+                        "on every host that needs them (is the host joined and its switch connected?"
+                        " see `weft status`)")
     return port
 
 

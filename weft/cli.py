@@ -47,7 +47,7 @@ def _show(result, as_json):
             print(f"{key.ljust(width)}  {_cell(result[key])}")
 
 
-def _crud(kind, path):
+def _crud(kind):
     """list/show/delete handlers shared by hosts, networks and ports."""
     def list_(args, api):
         query = f"?network={urllib.parse.quote(args.network, safe='')}" if getattr(args, "network", None) else ""
@@ -68,10 +68,10 @@ def _crud(kind, path):
     return list_, show, delete
 
 
-def _add_crud(sub, kind, path, create, create_args, delete_names=("delete",), delete_args=()):
+def _add_crud(sub, kind, create, create_args, delete_names=("delete",), delete_args=()):
     parser = sub.add_parser(kind, help=f"{kind}s")
     cmds = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    list_, show, delete = _crud(kind, path)
+    list_, show, delete = _crud(kind)
     p = cmds.add_parser("list", help=f"list {kind}s")
     p.add_argument("--json", action="store_true")
     if kind == "port":
@@ -135,7 +135,7 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=status)
 
-    _add_crud(sub, "host", "/v1/hosts",
+    _add_crud(sub, "host",
               (("join", "create"), _create("/v1/hosts", {"encap_ip": "encap_ip", "ovsdb": "ovsdb",
                                                          "datapath_type": "datapath", "of_target": "of_target"})),
               [(("--encap-ip",), {"required": True, "help": "the host's tunnel endpoint (VTEP) address"}),
@@ -146,14 +146,14 @@ def build_parser():
               delete_names=("leave", "delete"),
               delete_args=[(("--force",), {"action": "store_true",
                                            "help": "forget the host even if its OVSDB is unreachable"})])
-    _add_crud(sub, "network", "/v1/networks",
+    _add_crud(sub, "network",
               (("create",), _create("/v1/networks", {"cidr": "cidr", "vni": "vni", "mtu": "mtu",
                                                      "gateway": "gateway"})),
               [(("--cidr",), {"required": True, "help": "IPv4 subnet, e.g. 10.1.0.0/24"}),
                (("--vni",), {"type": _number, "help": "Geneve VNI (default: the lowest free one from 100)"}),
                (("--mtu",), {"type": _number, "help": "container MTU (default: underlay MTU - 50)"}),
                (("--gateway",), {"help": "reserved gateway address (default: the subnet's first)"})])
-    _add_crud(sub, "port", "/v1/ports",
+    _add_crud(sub, "port",
               (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
               [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {})])
 

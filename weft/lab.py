@@ -473,21 +473,10 @@ def _start_controller(st, progress):
                     f"api_socket = {d}/api.sock\n")
     argv = controller_argv(ofp, conf, _make_pki(st, progress) if st["tls"] else None)
     st.update(ofp_port=ofp, api=f"unix:{d}/api.sock")
-    log_path = d / "controller.log"
+    st["controller_argv"] = [str(a) for a in argv]
     progress(f"lab {st['name']}: starting the controller (OpenFlow 127.0.0.1:{ofp}, API {st['api']}), "
-             f"log {log_path}")
-    # `controller.app` is imported by module name: make the source tree importable even when
-    # Weft is not installed.
-    env = _full_env({"PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=d, env=env, start_new_session=True)
-    _record_pid(st, proc.pid, "controller", group=True, proc=proc)
-
-    # The API answers before the embedded NB is connected, and joining a host needs the NB: wait for
-    # both, or the first POST /v1/hosts races the NB connection and gets a 503.
-    wait_until_serving(proc, st["api"], log_path)
+             f"log {d / 'controller.log'}")
+    launch_controller(st)
 
     # Pitfall 9 / notes: OVS only accepts a unix controller target inside its own OVS_RUNDIR and
     # Ryu only listens on TCP, so each host gets a unix->TCP relay in the root namespace. `nodelay`,
@@ -518,6 +507,26 @@ def _start_controller(st, progress):
             _record_pid(st, relay.pid, f"{host} TLS relay", group=True, proc=relay)
             h["of_target"] = f"ssl:127.0.0.1:{TLS_OF_PORT}"
     _save(st)
+
+
+def source_pythonpath():
+    """A PYTHONPATH with this source tree first: lab processes run this copy of Weft (`controller.app`
+    is imported by module name), installed or not."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
+def launch_controller(st):
+    """Starts the lab's controller (again, after a stop: same ports, state and log), records it, and
+    returns once it serves. The API answers before the embedded NB is connected, and joining a host
+    needs the NB: waiting for both keeps the first POST /v1/hosts from racing it into a 503."""
+    d = Path(st["dir"])
+    log_path = d / "controller.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(st["controller_argv"], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=d, env=_full_env({"PYTHONPATH": source_pythonpath()}),
+                                start_new_session=True)
+    _record_pid(st, proc.pid, "controller", group=True, proc=proc)
+    wait_until_serving(proc, st["api"], log_path)
 
 
 def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
@@ -725,7 +734,7 @@ def target_cmd(name, target, argv):
         if st.get("api"):
             host_env["WEFT_API"] = st["api"]  # `weft` run on the host reaches the controller
         # `python -m weft.cli` on a host runs this same copy of Weft, wherever the caller's cwd is.
-        host_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        host_env["PYTHONPATH"] = source_pythonpath()
         return ["ip", "netns", "exec", st["hosts"][target]["netns"], *argv], _full_env(host_env)
     if target in st["containers"]:
         return ["ip", "netns", "exec", st["containers"][target]["netns"], *argv], dict(os.environ)

@@ -313,8 +313,7 @@ def hold(netns, host_dir):
 def _start_holder(st, host, progress):
     h = st["hosts"][host]
     log = Path(h["dir"]) / "runtime-ns.log"
-    env = weftlab._full_env({"PYTHONPATH": os.pathsep.join(
-        p for p in (str(weftlab.REPO_ROOT), os.environ.get("PYTHONPATH")) if p)})
+    env = weftlab._full_env({"PYTHONPATH": weftlab.source_pythonpath()})
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "weft.labruntimes", "hold", h["netns"], h["dir"]],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,

@@ -91,15 +91,7 @@ class Lab:
         finally:
             st = weftlab._require(self.name)
             st["pids"].remove(entry)
-            d = Path(st["dir"])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                p for p in (str(weftlab.REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
-            with open(d / "controller.log", "ab") as log:
-                proc = subprocess.Popen(weftlab.controller_argv(st["ofp_port"], d / "weft.conf"),
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=d, env=env, start_new_session=True)
-            weftlab._record_pid(st, proc.pid, "controller", group=True, proc=proc)
-            weftlab.wait_until_serving(proc, st["api"], d / "controller.log")
+            weftlab.launch_controller(st)
             deadline = time.monotonic() + 30
             while not all(h["status"].get("ready") for h in self.api.get("/v1/hosts")):
                 if time.monotonic() > deadline:
