@@ -87,7 +87,7 @@ class ApiClient:
             sock_path = self.base[len("unix:"):]
             if not sock_path:
                 raise ApiError(None, f"{self.base!r} names no socket (unix:/PATH)")
-            return lambda: _UnixHTTPConnection(sock_path, self.timeout)
+            return lambda: UnixHTTPConnection(sock_path, self.timeout)
         try:
             url = urllib.parse.urlsplit(self.base)
             host, port = url.hostname, url.port
@@ -209,7 +209,8 @@ def _excerpt(raw, limit=80):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: the API's, dockerd's, a Docker plugin's."""
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path

@@ -40,7 +40,7 @@ import traceback
 import urllib.parse
 
 from controller.validate import NAME_RE, NAME_RULE
-from weft.client import ApiError, _UnixHTTPConnection, path as api_path
+from weft.client import ApiError, UnixHTTPConnection, path as api_path
 from weft.errors import WeftError
 
 DEFAULT_SOCKET = "/run/docker/plugins/weft.sock"
@@ -86,7 +86,7 @@ class Docker:
         self.url, self.path = url, url[len("unix://"):]
 
     def get(self, path, timeout=10.0):
-        conn = _UnixHTTPConnection(self.path, timeout)
+        conn = UnixHTTPConnection(self.path, timeout)
         try:
             conn.request("GET", path, headers={"Accept": "application/json"})
             resp = conn.getresponse()

@@ -3,11 +3,9 @@ real dockerd does not easily produce: refusals, retries, IPv6, an address race b
 The plugin runs on lab hosts beside their OVS, against the lab's controller; no dockerd is needed
 (these calls never ask one). tests/integration/test_docker.py drives it through real dockerds."""
 import concurrent.futures
-import http.client
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +15,10 @@ import pytest
 
 from weft import lab as weftlab
 from weft.attach import host_device
-from weft.client import ApiError
+from weft.client import ApiError, UnixHTTPConnection
 
 GATEWAY = "com.docker.network.gateway"
 GENERIC = "com.docker.network.generic"
-
-
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=60)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.unix_path)
 
 
 class PluginProcess:
@@ -54,7 +42,7 @@ class PluginProcess:
             time.sleep(0.05)
 
     def __call__(self, name, body=None):
-        conn = _Unix(self.socket)
+        conn = UnixHTTPConnection(self.socket, timeout=60)
         try:
             conn.request("POST", name, body=json.dumps(body),
                          headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})

@@ -1,6 +1,5 @@
 """The Docker plugin's socket and protocol framing, with no controller or dockerd (see
 tests/integration/test_docker.py for the real thing)."""
-import http.client
 import json
 import os
 import socket
@@ -11,21 +10,13 @@ import time
 
 import pytest
 
+from weft.client import UnixHTTPConnection
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.unix_path)
-
-
 def call(path, name, body):
-    conn = _Unix(path)
+    conn = UnixHTTPConnection(path, timeout=10)
     conn.request("POST", name, body=json.dumps(body),
                  headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
     resp = conn.getresponse()
