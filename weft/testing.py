@@ -80,7 +80,7 @@ class Lab:
     def controller_stopped(self):
         """The lab's controller stopped for the block (its API refuses connections; the NB and the
         hosts' flows stay), then started again on the same ports and state, and the block's end
-        waits until every host is connected again."""
+        waits until every host is connected again and its flows are in sync."""
         st = weftlab._require(self.name)
         (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
         weftlab._signal(entry, signal.SIGTERM)
@@ -93,7 +93,10 @@ class Lab:
             st["pids"].remove(entry)
             weftlab.launch_controller(st)
             deadline = time.monotonic() + 30
-            while not all(h["status"].get("ready") for h in self.api.get("/v1/hosts")):
+            # Settled, not just connected: the restarted controller has resynced every switch, so
+            # the ports are up again before the next test looks at them.
+            while not all(h["status"].get("ready") and h["status"].get("flows_in_sync")
+                          for h in self.api.get("/v1/hosts")):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"hosts not ready again after the controller restart: "
                                          f"{self.api.get('/v1/hosts')}")
