@@ -46,12 +46,13 @@ def test_bring_up_left_the_root_namespace_alone(runtimes_lab):
 
 
 def test_the_image_serves_fetches_pings_and_talks_nc(runtimes_lab):
+    # nc: the listener runs in the foreground and prints what it got; the client, in the background,
+    # first waits for it to listen (on a busy machine it may take a while), so no sleep and no race.
     script = ("httpd -p 80 && wget -qO- http://localhost/ && ping -c1 -W2 127.0.0.1 >/dev/null && echo ping ok"
-              " && (nc -l -p 7 > /tmp/got &)"
-              # on a busy machine the listener may not be up yet, nor the bytes written: wait for each
-              " && for i in $(seq 100); do netstat -ltn | grep -q ':7 ' && break; sleep 0.1; done"
-              " && echo via-nc | nc 127.0.0.1 7"
-              " && for i in $(seq 100); do [ -s /tmp/got ] && break; sleep 0.1; done && cat /tmp/got")
+              " || exit 1\n"
+              "(for i in $(seq 300); do netstat -ltn | grep -q ':7 ' && break; sleep 0.1; done;"
+              " echo via-nc | nc 127.0.0.1 7) &\n"
+              "timeout 60 nc -l -p 7\n")
     expected = "hello from weft/busybox\nping ok\nvia-nc\n"
     out = runtimes_lab.docker("h1", "run", "--rm", "--network", "none", "weft/busybox", "sh", "-c", script).stdout
     assert out == expected
