@@ -120,6 +120,7 @@ class NetworkState:
     cidr: str
     gateway_ip: str
     mtu: int = 1450
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value): what namespaceSelectors match
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,8 @@ class PortState:
     network: str
     mac: str  # lowercase aa:bb:cc:dd:ee:ff
     ip: str
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value): what podSelectors match
+    named_ports: tuple[tuple[str, str, int], ...] = ()  # sorted (name, "TCP"|"UDP"|"SCTP", number)
 
 
 @dataclass(frozen=True, slots=True)
