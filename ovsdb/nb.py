@@ -485,9 +485,6 @@ class Nb:
             setattr(self._row(tables, table, name), column, value)
         self.conn.transact(build)
 
-    def set_external_ids(self, table, name, external_ids):
-        self.set_map(table, name, "external_ids", external_ids)
-
     def set_labels(self, table, name, labels):
         self.set_map(table, name, "labels", labels)
 
