@@ -3,7 +3,6 @@
 The Ryu app routes every /v1 request here. Each write validates fully before it touches the NB, so a
 refused request changes nothing; the database's own constraints back that up against racing writers.
 """
-import functools
 import hashlib
 import ipaddress
 import random
@@ -31,19 +30,14 @@ class NorthboundApi:
             ("POST", ("networks",), self.create_network, ()),
             ("GET", ("networks", None), self.show_network, ()),
             ("DELETE", ("networks", None), self.delete_network, ()),
-            # Replaced whole: {"labels": {}} removes them all. The policies that select a port or a
-            # network by its labels follow at once.
-            ("PUT", ("networks", None, "labels"), functools.partial(self._set_map, "network", "labels", v.labels), ()),
+            ("PUT", ("networks", None, "labels"), self.set_network_labels, ()),
             ("GET", ("ports",), self.list_ports, ("network", "selector")),
             ("POST", ("ports",), self.create_port, ()),
             ("GET", ("ports", None), self.show_port, ("wait_up",)),
             ("DELETE", ("ports", None), self.delete_port, ("force",)),
-            # A runtime learns some of its own ids (a container's name) only after the port is up.
-            ("PUT", ("ports", None, "external_ids"),
-             functools.partial(self._set_map, "port", "external_ids", v.external_ids), ()),
-            ("PUT", ("ports", None, "labels"), functools.partial(self._set_map, "port", "labels", v.labels), ()),
-            ("PUT", ("ports", None, "named_ports"),
-             functools.partial(self._set_map, "port", "named_ports", v.named_ports), ()),
+            ("PUT", ("ports", None, "external_ids"), self.set_port_external_ids, ()),
+            ("PUT", ("ports", None, "labels"), self.set_port_labels, ()),
+            ("PUT", ("ports", None, "named_ports"), self.set_port_named_ports, ()),
             ("GET", ("routers",), self.list_routers, ()),
             ("POST", ("routers",), self.create_router, ()),
             ("GET", ("routers", None), self.show_router, ("wait_up",)),
@@ -260,13 +254,33 @@ class NorthboundApi:
         self._write(self.core.nb.create_port, name, network.name, choose, external_ids, labels, named_ports)
         return 201, self._port_json(self.core.nb_state().ports[name])
 
-    def _set_map(self, kind, column, check, name, body, params):
-        """PUT of a port's or network's map column ({column: {...}}), checked by `check`: replaced whole."""
-        self._get(kind + "s", name)
-        value = check(v.body_fields(body, {column: dict}, {})[column], column)
-        self._write(self.core.nb.set_map, kind.capitalize(), name, column, value)
-        show = self._port_json if kind == "port" else self._network_json
-        return 200, show(getattr(self.core.nb_state(), kind + "s")[name])
+    # PUT of a map replaces it whole ({"labels": {}} removes every label). The policies that select a
+    # port or a network by its labels follow at once.
+    def set_port_external_ids(self, name, body, params):
+        """A runtime learns some of its own ids (a container's name) only after the port is up."""
+        self._get("ports", name)
+        return self._set_map("Port", name, "external_ids", v.external_ids(
+            v.body_fields(body, {"external_ids": dict}, {})["external_ids"]))
+
+    def set_port_labels(self, name, body, params):
+        self._get("ports", name)
+        return self._set_map("Port", name, "labels", v.labels(v.body_fields(body, {"labels": dict}, {})["labels"]))
+
+    def set_port_named_ports(self, name, body, params):
+        self._get("ports", name)
+        return self._set_map("Port", name, "named_ports", v.named_ports(
+            v.body_fields(body, {"named_ports": dict}, {})["named_ports"]))
+
+    def set_network_labels(self, name, body, params):
+        self._get("networks", name)
+        return self._set_map("Network", name, "labels", v.labels(
+            v.body_fields(body, {"labels": dict}, {})["labels"]))
+
+    def _set_map(self, table, name, column, value):
+        self._write(self.core.nb.set_map, table, name, column, value)
+        state = self.core.nb_state()
+        return 200, self._port_json(state.ports[name]) if table == "Port" else \
+            self._network_json(state.networks[name])
 
     def delete_port(self, name, body, params):
         """A port whose interface is still plugged into a br-int is not deleted unless forced: a
