@@ -12,8 +12,6 @@ Names (as Kubernetes and Docker name them), for a port P on network N and a serv
 with <domain> `weft` unless configured. A bare P or S is looked up in the querying port's own
 network, as a search path would; where a port and a service share a name, the service wins.
 """
-from __future__ import annotations
-
 import ipaddress
 import logging
 import random
@@ -26,7 +24,6 @@ from dataclasses import dataclass
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
@@ -283,12 +280,13 @@ class DnsResponder:
         if query is None or len(query.payload) < 12 or query.payload[2] & 0x80:
             self._count("malformed")  # a response is dropped, never answered: no reply loops
             return None
-        reply = self._reply(query.payload, in_network, lambda wire: send(self._frame(query, wire)),
-                            send is not None)
+        relay = None if send is None else lambda wire: send(self._frame(query, wire))
+        reply = self._reply(query.payload, in_network, relay)
         return None if reply is None else self._frame(query, reply)
 
-    def _reply(self, payload, in_network, relay, can_relay):
-        """The DNS reply to `payload` (a query whose header is readable), or None if forwarded."""
+    def _reply(self, payload, in_network, relay):
+        """The DNS reply to `payload` (a query whose header is readable), or None if forwarded:
+        relay(wire) takes the upstream's answer later (None: no forwarding, SERVFAIL)."""
         qid, flags, qdcount = struct.unpack_from("!HHH", payload)
         opcode = (flags >> 11) & 0xF
         if opcode != dns.opcode.QUERY:
@@ -322,7 +320,7 @@ class DnsResponder:
             self._count("refused")
             return self._local(msg, dns.rcode.REFUSED, limit)
         with self._lock:
-            busy = not can_relay or self._forwards >= self.max_forwards
+            busy = relay is None or self._forwards >= self.max_forwards
             if not busy:
                 self._forwards += 1
                 self._counters["forwarded"] += 1

@@ -4,12 +4,11 @@ import socket
 import struct
 import threading
 
-import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
-import dns.rdatatype
 import dns.rrset
 import pytest
 from hypothesis import given, settings, strategies as st
