@@ -91,15 +91,16 @@ def parse_json(raw):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not valid UTF-8") from None
-    if _nesting(text) > MAX_JSON_DEPTH:
+    if nesting(text) > MAX_JSON_DEPTH:
         raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique_keys)
     except ValueError as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
 
 
-def _nesting(text):
+def nesting(text):
+    """How deep a JSON text nests its lists and objects, in one pass and without parsing it."""
     depth = deepest = 0
     in_string = escaped = False
     for char in text:
@@ -120,11 +121,11 @@ def _nesting(text):
     return deepest
 
 
-def _no_constant(name):
+def no_constant(name):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _unique_keys(pairs):
+def unique_keys(pairs):
     result = {}
     for key, value in pairs:
         if key in result:
