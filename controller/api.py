@@ -26,15 +26,18 @@ class NorthboundApi:
             ("POST", ("hosts",), self.join_host, ()),
             ("GET", ("hosts", None), self.show_host, ()),
             ("DELETE", ("hosts", None), self.leave_host, ("force",)),
-            ("GET", ("networks",), self.list_networks, ()),
+            ("GET", ("networks",), self.list_networks, ("selector",)),
             ("POST", ("networks",), self.create_network, ()),
             ("GET", ("networks", None), self.show_network, ()),
             ("DELETE", ("networks", None), self.delete_network, ()),
-            ("GET", ("ports",), self.list_ports, ("network",)),
+            ("PUT", ("networks", None, "labels"), self.set_network_labels, ()),
+            ("GET", ("ports",), self.list_ports, ("network", "selector")),
             ("POST", ("ports",), self.create_port, ()),
             ("GET", ("ports", None), self.show_port, ("wait_up",)),
             ("DELETE", ("ports", None), self.delete_port, ("force",)),
             ("PUT", ("ports", None, "external_ids"), self.set_port_external_ids, ()),
+            ("PUT", ("ports", None, "labels"), self.set_port_labels, ()),
+            ("PUT", ("ports", None, "named_ports"), self.set_port_named_ports, ()),
             ("GET", ("routers",), self.list_routers, ()),
             ("POST", ("routers",), self.create_router, ()),
             ("GET", ("routers", None), self.show_router, ("wait_up",)),
@@ -148,17 +151,21 @@ class NorthboundApi:
     def _network_json(self, net):
         return {"name": net.name, "vni": net.vni, "cidr": net.cidr, "gateway": net.gateway_ip, "mtu": net.mtu,
                 "ports": len(self.core.nb_state().ports_of_network.get(net.name, ())),
-                "external_ids": net.external_ids}
+                "external_ids": net.external_ids, "labels": net.labels}
 
     def list_networks(self, body, params):
-        return 200, [self._network_json(n) for _, n in sorted(self.core.nb_state().networks.items())]
+        """`?selector=app=web,tier!=db`: only the networks whose labels it selects (what a policy's
+        namespaceSelector would pick)."""
+        chosen = _selected(params)
+        return 200, [self._network_json(n) for _, n in sorted(self.core.nb_state().networks.items())
+                     if chosen(n.labels)]
 
     def show_network(self, name, body, params):
         return 200, self._network_json(self._get("networks", name))
 
     def create_network(self, body, params):
         f = v.body_fields(body, {"name": str, "cidr": str},
-                          {"vni": int, "mtu": int, "gateway": str, "external_ids": dict})
+                          {"vni": int, "mtu": int, "gateway": str, "external_ids": dict, "labels": dict})
         name = v.name(f["name"])
         net = v.ipv4_network(f["cidr"])
         gateway = v.address_in(f.get("gateway", str(net.network_address + 1)), net, "gateway")
@@ -166,6 +173,7 @@ class NorthboundApi:
         mtu = v.network_mtu(f.get("mtu", underlay - v.GENEVE_OVERHEAD), underlay)
         vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI) if "vni" in f else None
         external_ids = v.external_ids(f.get("external_ids", {}))
+        labels = v.labels(f.get("labels", {}))
 
         def choose_vni(taken, name_in_use):  # runs inside the NB transaction: see NbReplica.tunnel_keys
             if name_in_use:
@@ -173,7 +181,7 @@ class NorthboundApi:
             if vni in taken:
                 raise ApiError(409, f"vni: {vni} is already used by {taken[vni]}")
             return vni or _free_key(taken)
-        self._write(self.core.nb.create_network, name, choose_vni, str(net), gateway, mtu, external_ids)
+        self._write(self.core.nb.create_network, name, choose_vni, str(net), gateway, mtu, external_ids, labels)
         return 201, self._network_json(self.core.nb_state().networks[name])
 
     def delete_network(self, name, body, params):
@@ -195,11 +203,14 @@ class NorthboundApi:
         net = (state or self.core.nb_state()).networks.get(port.network)
         return {"name": port.name, "network": port.network, "mac": port.mac, "ip": port.ip, "key": port.key,
                 "host": port.host, "up": self.core.port_up(port.name), "external_ids": port.external_ids,
-                "cidr": net and net.cidr, "gateway": net and net.gateway_ip, "mtu": net and net.mtu}
+                "labels": port.labels, "named_ports": port.named_ports, "cidr": net and net.cidr, "gateway": net and net.gateway_ip, "mtu": net and net.mtu}
 
     def list_ports(self, body, params):
+        """`?network=NAME`: that network's ports only; `?selector=app=web,tier!=db`: only the ports
+        whose labels it selects (what a policy's podSelector would pick, in every network)."""
         state = self.core.nb_state()
-        ports = list(state.ports.values())
+        chosen = _selected(params)
+        ports = [p for p in list(state.ports.values()) if chosen(p.labels)]
         if "network" in params:
             ports = [p for p in ports if p.network == params["network"]]
         return 200, [self._port_json(p, state) for p in sorted(ports, key=lambda p: p.name)]
@@ -213,7 +224,8 @@ class NorthboundApi:
         return 200, self._port_json(port)
 
     def create_port(self, body, params):
-        f = v.body_fields(body, {"name": str, "network": str}, {"ip": str, "mac": str, "external_ids": dict})
+        f = v.body_fields(body, {"name": str, "network": str},
+                          {"ip": str, "mac": str, "external_ids": dict, "labels": dict, "named_ports": dict})
         name = v.name(f["name"])
         state = self.core.nb_state()
         network = state.networks.get(f["network"])
@@ -223,6 +235,8 @@ class NorthboundApi:
         ip = v.address_in(f["ip"], net, "ip", reserved=(network.gateway_ip,)) if "ip" in f else None
         mac = v.mac(f["mac"]) if "mac" in f else None
         external_ids = v.external_ids(f.get("external_ids", {}))
+        labels = v.labels(f.get("labels", {}))
+        named_ports = v.named_ports(f.get("named_ports", {}))
 
         def choose(taken):  # runs inside the NB transaction: see nb.Nb.create_port
             if taken.port_network(name) is not None:
@@ -237,16 +251,36 @@ class NorthboundApi:
                 raise ApiError(409, f"network: {network.name!r} ({network.cidr}) has no free address left")
             return free_ip, mac or _port_mac(network.vni, free_ip, taken.mac_owner)
 
-        self._write(self.core.nb.create_port, name, network.name, choose, external_ids)
+        self._write(self.core.nb.create_port, name, network.name, choose, external_ids, labels, named_ports)
         return 201, self._port_json(self.core.nb_state().ports[name])
 
+    # PUT of a map replaces it whole ({"labels": {}} removes every label). The policies that select a
+    # port or a network by its labels follow at once.
     def set_port_external_ids(self, name, body, params):
-        """Replaces a port's external_ids: a runtime learns some of its own ids (a container's name)
-        only after the port is up."""
+        """A runtime learns some of its own ids (a container's name) only after the port is up."""
         self._get("ports", name)
-        external_ids = v.external_ids(v.body_fields(body, {"external_ids": dict}, {})["external_ids"])
-        self._write(self.core.nb.set_external_ids, "Port", name, external_ids)
-        return 200, self._port_json(self.core.nb_state().ports[name])
+        return self._set_map("Port", name, "external_ids", v.external_ids(
+            v.body_fields(body, {"external_ids": dict}, {})["external_ids"]))
+
+    def set_port_labels(self, name, body, params):
+        self._get("ports", name)
+        return self._set_map("Port", name, "labels", v.labels(v.body_fields(body, {"labels": dict}, {})["labels"]))
+
+    def set_port_named_ports(self, name, body, params):
+        self._get("ports", name)
+        return self._set_map("Port", name, "named_ports", v.named_ports(
+            v.body_fields(body, {"named_ports": dict}, {})["named_ports"]))
+
+    def set_network_labels(self, name, body, params):
+        self._get("networks", name)
+        return self._set_map("Network", name, "labels", v.labels(
+            v.body_fields(body, {"labels": dict}, {})["labels"]))
+
+    def _set_map(self, table, name, column, value):
+        self._write(self.core.nb.set_map, table, name, column, value)
+        state = self.core.nb_state()
+        return 200, self._port_json(state.ports[name]) if table == "Port" else \
+            self._network_json(state.networks[name])
 
     def delete_port(self, name, body, params):
         """A port whose interface is still plugged into a br-int is not deleted unless forced: a
@@ -483,6 +517,13 @@ def _free_key(taken, limit=v.MAX_VNI):
     if key is None:
         raise ApiError(409, f"no free key left below {limit}")
     return key
+
+
+def _selected(params):
+    """The `?selector=` of a list, as a test of labels (no selector: everything)."""
+    if "selector" not in params:
+        return lambda labels: True
+    return v.selector(params["selector"]).matches
 
 
 def _on_network(state, network, ip):

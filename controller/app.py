@@ -36,8 +36,8 @@ from controller.config import Config
 from controller.core import WeftCore
 from controller.http import HostCheck, HttpFront, Peer, TokenStore
 from ovsdb.idl import use_tls
-from flows.model import FIELD_BITS, Flow
 from flows.ofctl import to_ofctl
+from flows.openflow import decode_flow_stats, decode_group_desc, decode_meter_config, encode_entry
 
 LOG = logging.getLogger("weft.app")
 
@@ -142,8 +142,9 @@ class WeftApp(app_manager.RyuApp):
             switch.closed()
             self.core.switch_disconnected(switch)
 
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats_reply(self, ev):
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPGroupDescStatsReply,
+                 ofp_event.EventOFPMeterConfigStatsReply], MAIN_DISPATCHER)
+    def _stats_reply(self, ev):
         self._reply(ev, done=not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
@@ -238,29 +239,32 @@ class OpenFlowSwitch:
         except (SwitchGone, TimeoutError):
             return False
 
-    def dump_flows(self):
-        """Every flow on the switch, in the pipeline's vocabulary."""
-        request = self.parser.OFPFlowStatsRequest(self.datapath, table_id=self.ofp.OFPTT_ALL)
-        return [flow_from_stats(stat) for reply in self._request(request) for stat in reply.body]
+    def dump(self):
+        """Every flow, group and meter on the switch, in the pipeline's vocabulary."""
+        parser, ofp, dp = self.parser, self.ofp, self.datapath
+        requests = ((parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), decode_meter_config),
+                    (parser.OFPGroupDescStatsRequest(dp, 0), decode_group_desc),
+                    (parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL), decode_flow_stats))
+        return [decode(stat, ofp) for request, decode in requests
+                for reply in self._request(request) for stat in reply.body]
 
     def apply(self, flow_diff):
-        """Sends a FlowDiff (deletes first, then adds; an add replaces a flow with the same key, cookie
-        included) and waits for the barrier after it, so the switch has processed all of it."""
+        """Sends a FlowDiff in the order FlowDiff.ordered() gives (meters and groups before the flows
+        that use them, after them on removal) and waits for the barrier after it, so the switch has
+        processed all of it."""
         self.errors.clear()
         sent = {}
-        changes = [(f, self.ofp.OFPFC_DELETE_STRICT) for f in flow_diff.delete] + \
-                  [(f, self.ofp.OFPFC_ADD) for f in (*flow_diff.modify, *flow_diff.add)]
-        for flow, command in changes:
-            msg = self._flow_mod(flow, command)
+        for command, entry in flow_diff.ordered():
+            msg = encode_entry(self.parser, self.ofp, self.datapath, entry, command)
             self.datapath.set_xid(msg)
-            sent[msg.xid] = flow
+            sent[msg.xid] = entry
             self.datapath.send_msg(msg)
         self._request(self.parser.OFPBarrierRequest(self.datapath))
         if self.errors:
             xid, err_type, code = self.errors[0]
-            flow = sent.get(xid)
-            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} flow change(s), first "
-                               f"with error type {err_type} code {code}: {to_ofctl(flow) if flow else '?'}")
+            entry = sent.get(xid)
+            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} change(s), first "
+                               f"with error type {err_type} code {code}: {to_ofctl(entry) if entry else '?'}")
 
     def send_arp_request(self, port, src_mac, src_ip, target_ip):
         pkt = packet.Packet()
@@ -272,65 +276,6 @@ class OpenFlowSwitch:
             self.datapath, buffer_id=self.ofp.OFP_NO_BUFFER, in_port=self.ofp.OFPP_CONTROLLER,
             actions=[self.parser.OFPActionOutput(port)], data=pkt.data))
 
-    def _flow_mod(self, flow, command):
-        parser, ofp = self.parser, self.ofp
-        instructions = []
-        actions = [self._action(a) for a in flow.actions if a[0] != "goto"]
-        if actions:
-            instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
-        if flow.actions and flow.actions[-1][0] == "goto":
-            instructions.append(parser.OFPInstructionGotoTable(flow.actions[-1][1]))
-        return parser.OFPFlowMod(self.datapath, cookie=flow.cookie, table_id=flow.table, command=command,
-                                 priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
-                                 instructions=instructions, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
-
-    def _action(self, action):
-        parser, kind = self.parser, action[0]
-        if kind == "output":
-            return parser.OFPActionOutput(action[1], 0xffff)
-        if kind == "set_field":
-            return parser.OFPActionSetField(**{action[1]: action[2]})
-        if kind == "move":
-            return parser.NXActionRegMove(src_field=action[1], dst_field=action[2], n_bits=action[3],
-                                          src_ofs=0, dst_ofs=0)
-        if kind in ("push", "pop"):
-            stack_action = parser.NXActionStackPush if kind == "push" else parser.NXActionStackPop
-            return stack_action(field=action[1], start=0, end=FIELD_BITS[action[1]] - 1)
-        if kind == "dec_ttl":
-            return parser.OFPActionDecNwTtl()
-        if kind == "controller":
-            return parser.OFPActionOutput(self.ofp.OFPP_CONTROLLER, self.ofp.OFPCML_NO_BUFFER)
-        if kind == "ct":
-            _, commit, zone, table, nat = action
-            return parser.NXActionCT(flags=CT_COMMIT if commit else 0, zone_src="", zone_ofs_nbits=zone,
-                                     recirc_table=CT_NO_RECIRC if table is None else table, alg=0,
-                                     actions=[] if nat is None else [_nat_action(parser, nat)])
-        raise ValueError(f"no OpenFlow translation for action {action!r}")
-
-
-CT_COMMIT = 1           # NX_CT_F_COMMIT
-CT_NO_RECIRC = 0xff     # NX_CT_RECIRC_NONE
-NAT_SRC, NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
-OFPP_CONTROLLER = ofproto_v1_3.OFPP_CONTROLLER
-
-
-def _nat_action(parser, nat):
-    if nat[0] == "nat":  # apply the connection's existing mapping (un-NAT replies)
-        return parser.NXActionNAT(flags=0)
-    flags = NAT_SRC if nat[0] == "snat" else NAT_DST
-    return parser.NXActionNAT(flags=flags, range_ipv4_min=nat[1], range_ipv4_max=nat[1])
-
-
-def _nat_from_ofp(actions):
-    for action in actions:
-        if type(action).__name__ == "NXActionNAT":
-            if action.flags & NAT_SRC:
-                return ("snat", action.range_ipv4_min)
-            if action.flags & NAT_DST:
-                return ("dnat", action.range_ipv4_min)
-            return ("nat",)
-    return None
-
 
 def _certificate_name(sock):
     """The CN of a TLS peer's verified certificate; None over plain TCP."""
@@ -339,36 +284,6 @@ def _certificate_name(sock):
         return None
     subject = dict(item for rdn in (getpeercert() or {}).get("subject", ()) for item in rdn)
     return subject.get("commonName", "")
-
-
-def flow_from_stats(stat):
-    """A flow read from the switch, in the same vocabulary the compiler writes, so they compare."""
-    actions = []
-    for inst in stat.instructions:
-        if hasattr(inst, "actions"):
-            actions.extend(_action_from_ofp(a) for a in inst.actions)
-        elif hasattr(inst, "table_id"):
-            actions.append(("goto", inst.table_id))
-    match = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in stat.match._fields2)
-    return Flow(stat.table_id, stat.priority, match, tuple(actions), stat.cookie)
-
-
-def _action_from_ofp(action):
-    name = type(action).__name__
-    if name == "OFPActionOutput":
-        return ("controller",) if action.port == OFPP_CONTROLLER else ("output", action.port)
-    if name == "NXActionCT":
-        return ("ct", bool(action.flags & CT_COMMIT), action.zone_ofs_nbits,
-                None if action.recirc_table == CT_NO_RECIRC else action.recirc_table, _nat_from_ofp(action.actions))
-    if name == "OFPActionSetField":
-        return ("set_field", action.key, action.value)
-    if name == "NXActionRegMove":  # Ryu reads NXM fields back as "eth_src_nxm"; the pipeline says "eth_src"
-        return ("move", action.src_field.removesuffix("_nxm"), action.dst_field.removesuffix("_nxm"), action.n_bits)
-    if name in ("NXActionStackPush", "NXActionStackPop"):
-        return ("push" if name == "NXActionStackPush" else "pop", action.field.removesuffix("_nxm"))
-    if name == "OFPActionDecNwTtl":
-        return ("dec_ttl",)
-    return ("unknown", name)  # not ours: it differs from any desired flow, so the diff replaces it
 
 
 # --- the northbound API's listeners ------------------------------------------------------------------

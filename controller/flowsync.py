@@ -1,22 +1,19 @@
-"""Keeps one switch's flows equal to what the compiler wants, by difference.
+"""Keeps one switch's flows, groups and meters equal to what the compiler wants, by difference.
 
-On (re)connect it reads the switch's flows and sends only what differs, never a delete-all; after
-that it diffs only the objects (cookies) the compiler reported changed. Every batch ends with a
-barrier, and only the barrier's reply makes the batch count as installed (that is what "port up"
-means). What the switch acknowledged lives here, and only here.
+On (re)connect it reads the switch's flows, groups and meters and sends only what differs, never a
+delete-all; after that it diffs only the objects (cookies) the compiler reported changed, through
+`flows.diff.Owned`, so an entry several objects share stays until the last of them lets it go. Every
+batch ends with a barrier, and only the barrier's reply makes the batch count as installed (that is
+what "port up" means). What the switch acknowledged lives here, and only here.
 """
 import logging
 
-from flows.diff import diff_flows
+from flows.diff import Owned, diff_flows, diff_keyed
 from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.flowsync")
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 NONE = frozenset()
-
-
-def _union(host_flows, cookies):
-    return [flow for cookie in cookies for flow in host_flows.get(cookie, ())]
 
 
 class HostFlowSync:
@@ -26,7 +23,7 @@ class HostFlowSync:
         self.switch = switch
         self.desired = desired            # the compiler's {cookie: flows} for this host (live)
         self.on_applied = on_applied      # called with (host, cookies) after each acknowledged batch
-        self.installed = None             # {cookie: flows} the switch acknowledged; None: read it first
+        self.installed = None             # flows.diff.Owned the switch acknowledged; None: read it first
         self.batches = 0
         self.flow_mods = 0
         self._dirty = set()               # cookies whose desired flows changed since the last batch
@@ -46,7 +43,7 @@ class HostFlowSync:
 
     def acked(self, cookie, flows):
         """Whether the switch has acknowledged exactly `flows` for this cookie."""
-        return self.installed is not None and self.installed.get(cookie, NONE) == flows
+        return self.installed is not None and self.installed.owners.get(cookie, NONE) == flows
 
     @property
     def in_sync(self):
@@ -81,29 +78,30 @@ class HostFlowSync:
     def _sync(self):
         if self.installed is None:
             self._dirty.clear()
-            want = dict(self.desired)
-            flow_diff = diff_flows(_union(want, want), self.switch.dump_flows())
+            want = {c: flows for c, flows in self.desired.items() if flows}
+            installed = Owned()
+            for cookie, entries in want.items():
+                installed.replace(cookie, entries)
+            flow_diff = diff_flows(installed.entries().values(), self.switch.dump())
             LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete", self.host,
                      len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete))
-            for flow in [*flow_diff.modify, *flow_diff.delete][:5]:
-                LOG.debug("host %s: differs: %s", self.host, to_ofctl(flow))
-            installed, cookies = want, list(want)
+            for entry in [*flow_diff.modify, *flow_diff.delete][:5]:
+                LOG.debug("host %s: differs: %s", self.host, to_ofctl(entry))
+            cookies = []
         else:
             if not self._dirty:
                 return
             cookies, self._dirty = self._dirty, set()
             want = {c: self.desired.get(c, NONE) for c in cookies}
-            changed = [c for c in cookies if want[c] != self.installed.get(c, NONE)]
-            flow_diff = diff_flows(_union(want, changed), _union(self.installed, changed))
             installed = self.installed
+            changed = {c: w for c, w in want.items() if w != installed.owners.get(c, NONE)}
+            have, want_now = installed.preview(changed)
+            flow_diff = diff_keyed(want_now, have)
         if flow_diff:
             self.switch.apply(flow_diff)  # yields until the barrier answers
             self.flow_mods += len(flow_diff)
         for cookie in cookies:
-            if want[cookie]:
-                installed[cookie] = want[cookie]
-            else:
-                installed.pop(cookie, None)
+            installed.replace(cookie, want[cookie])
         self.installed = installed
         self.batches += 1
-        self.on_applied(self.host, cookies)
+        self.on_applied(self.host, cookies or list(want))

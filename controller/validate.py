@@ -327,3 +327,156 @@ def network_mtu(value, underlay_mtu, field="mtu"):
         raise bad(field, f"{value} is too large for the underlay: Geneve needs {GENEVE_OVERHEAD} bytes, so "
                          f"with an underlay MTU of {underlay_mtu} the largest network MTU is {highest}")
     return value
+
+
+# --- labels, named ports and selectors, as Kubernetes has them -------------------------------------
+LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")  # also a value's form
+DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+SERVICE_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")  # IANA_SVC_NAME, without its other rules
+MAX_LABELS = 64
+MAX_NAMED_PORTS = 64
+LABEL_KEY_RULE = ("an optional DNS subdomain prefix and '/', then 1-63 letters, digits, '-', '_' or '.', "
+                  "starting and ending with a letter or digit")
+LABEL_VALUE_RULE = "empty, or 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+SERVICE_NAME_RULE = ("1-15 lowercase letters, digits or '-', with a letter, no '--', not starting or ending "
+                     "with '-'")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def label_key(value, field):
+    prefix, _, name_part = value.rpartition("/") if isinstance(value, str) else ("", "", None)
+    if not (isinstance(name_part, str) and LABEL_NAME_RE.fullmatch(name_part)
+            and (not prefix and "/" not in value or len(prefix) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(prefix))):
+        raise bad(field, f"key {shown(value)} is not a valid label key ({LABEL_KEY_RULE})")
+    return value
+
+
+def label_value(value, field):
+    if not isinstance(value, str) or value and not LABEL_NAME_RE.fullmatch(value):
+        raise bad(field, f"{shown(value)} is not a valid label value ({LABEL_VALUE_RULE})")
+    return value
+
+
+def labels(value, field="labels"):
+    """A port's or network's labels ({key: value}, Kubernetes' syntax): what policies select by."""
+    if not isinstance(value, dict):
+        raise bad(field, f"{shown(value)} is not an object of strings")
+    if len(value) > MAX_LABELS:
+        raise bad(field, f"{len(value)} labels is more than the {MAX_LABELS} allowed")
+    for key, item in value.items():
+        label_value(item, f"{field}.{label_key(key, field)}")
+    return dict(value)
+
+
+def service_name(value, field):
+    """An IANA_SVC_NAME, as Kubernetes takes for a named port."""
+    if not (isinstance(value, str) and SERVICE_NAME_RE.fullmatch(value) and "--" not in value
+            and any("a" <= c <= "z" for c in value)):
+        raise bad(field, f"{shown(value)} is not a valid port name ({SERVICE_NAME_RULE})")
+    return value
+
+
+def named_port_target(value, field):
+    """"TCP/8080" (any case) -> ("TCP", 8080)."""
+    protocol, slash, number = value.partition("/") if isinstance(value, str) else ("", "", "")
+    if not slash or protocol.upper() not in PROTOCOLS or not INTEGER_RE.fullmatch(number):
+        raise bad(field, f"{shown(value)} is not PROTOCOL/NUMBER (like TCP/8080; protocols: "
+                         f"{', '.join(PROTOCOLS)})")
+    return protocol.upper(), integer(int(number), field, 1, 65535)
+
+
+def named_ports(value, field="named_ports"):
+    """A port's named ports ({"http": "TCP/8080"}), which policies and services may name instead of a
+    number -> the same, protocols in capitals and numbers as written without leading zeros."""
+    if not isinstance(value, dict):
+        raise bad(field, f"{shown(value)} is not an object of strings")
+    if len(value) > MAX_NAMED_PORTS:
+        raise bad(field, f"{len(value)} named ports is more than the {MAX_NAMED_PORTS} allowed")
+    out = {}
+    for key, item in value.items():
+        service_name(key, field)
+        protocol, number = named_port_target(item, f"{field}.{key}")
+        out[key] = f"{protocol}/{number}"
+    return out
+
+
+_SELECTOR_TOKEN = re.compile(r"\s*(?:(==|!=|=|!|\(|\)|,|<|>)|([^\s=!(),<>]+))")
+_SELECTOR_OPERATORS = frozenset({"==", "!=", "=", "!", "(", ")", ",", "<", ">"})
+
+
+def selector(text, field="selector"):
+    """A Kubernetes label selector string (`kubectl get -l`): requirements joined by ',', each one of
+    `key=value`, `key==value`, `key!=value`, `key`, `!key`, `key in (a,b)`, `key notin (a,b)` ->
+    flows.policy.Selector. The empty string selects everything."""
+    from flows.policy import Requirement, Selector
+    tokens, pos = [], 0
+    while pos < len(text):
+        found = _SELECTOR_TOKEN.match(text, pos)
+        if not found:  # only white space is left
+            break
+        tokens.append(found.group(1) or found.group(2))
+        pos = found.end()
+    equal, expressions = [], []
+    where = [0]
+
+    def take():
+        where[0] += 1
+        return tokens[where[0] - 1] if where[0] <= len(tokens) else None
+
+    def peek():
+        return tokens[where[0]] if where[0] < len(tokens) else None
+
+    def word(what, after):
+        token = take()
+        if token is None or token in _SELECTOR_OPERATORS:
+            place = f"after {after!r}" if after else "at the start"
+            raise bad(field, f"{shown(text)}: expected {what} {place}{'' if token is None else f', found {token!r}'}")
+        return token
+
+    def value_after(op):
+        return "" if peek() in (None, ",") else label_value(word("a value", op), field)
+
+    while tokens:
+        if peek() == "!":
+            take()
+            key = label_key(word("a label key", "!"), field)
+            expressions.append(Requirement(key, "DoesNotExist"))
+        else:
+            key = label_key(word("a label key", "," if where[0] else None), field)
+            op = peek()
+            if op in (None, ","):
+                expressions.append(Requirement(key, "Exists"))
+            elif op in ("=", "=="):
+                take()
+                equal.append((key, value_after(op)))
+            elif op == "!=":
+                take()
+                expressions.append(Requirement(key, "NotIn", (value_after(op),)))
+            elif op in ("in", "notin"):
+                take()
+                if take() != "(":
+                    raise bad(field, f"{shown(text)}: expected '(' after {key} {op}")
+                if peek() == ")":
+                    raise bad(field, f"{shown(text)}: {key} {op} () needs at least one value")
+                values = []
+                while True:
+                    values.append(value_after("(" if not values else ","))
+                    closing = take()
+                    if closing == ")":
+                        break
+                    if closing != ",":
+                        raise bad(field, f"{shown(text)}: expected ',' or ')' in the values of {key} {op}")
+                expressions.append(Requirement(key, "In" if op == "in" else "NotIn", tuple(sorted(set(values)))))
+            elif op in ("<", ">"):
+                raise bad(field, f"{shown(text)}: the operators < and > are not supported (=, ==, !=, in, notin, "
+                                 "key and !key are)")
+            else:
+                raise bad(field, f"{shown(text)}: expected =, ==, !=, in or notin after {key}, found {op!r}")
+        separator = take()
+        if separator is None:
+            break
+        if separator != ",":
+            raise bad(field, f"{shown(text)}: expected ',' between requirements, found {separator!r}")
+        if peek() is None:
+            raise bad(field, f"{shown(text)}: expected a requirement after the last ','")
+    return Selector(tuple(sorted(equal)), tuple(expressions))

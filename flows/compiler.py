@@ -54,7 +54,7 @@ from flows.pipeline import (ARP_RESPONDER, CLASSIFY, FLAG_FROM_TUNNEL, GATEWAY, 
                             L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
                             REG_DATAPATH, REG_FLAGS, REG_INPORT, REG_NEXT_HOP, REG_OUTPORT,
                             ROUTING, STATIC_COOKIE, TUNNEL_OFPORT, UPLINK_IN, UPLINK_OFPORT,
-                            UPLINK_OUT, Category, make_cookie)
+                            UPLINK_OUT, Category, goto, make_cookie, proceed)
 
 PRIORITY_SPECIFIC = 110  # beats the object's general flow (ping to the gateway, floating IPs)
 PRIORITY_OBJECT = 100  # a flow for a known port, network or router
@@ -127,11 +127,11 @@ def _arp_request_for(ip: str) -> tuple:
 def static_flows() -> frozenset[Flow]:
     return frozenset({
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", UPLINK_OFPORT), UNTAGGED),
-             (("goto", UPLINK_IN.id),), STATIC_COOKIE),
+             (goto(UPLINK_IN),), STATIC_COOKIE),
         Flow(ARP_RESPONDER.id, PRIORITY_ARP_UNKNOWN,
              (("arp_op", ARP_REQUEST), ("eth_type", ETH_TYPE_ARP)), (), STATIC_COOKIE),
-        Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (("goto", L3_GATE.id),), STATIC_COOKIE),
-        Flow(L3_GATE.id, PRIORITY_DEFAULT, (), (("goto", L2_LOOKUP.id),), STATIC_COOKIE),
+        Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (proceed(ARP_RESPONDER),), STATIC_COOKIE),
+        Flow(L3_GATE.id, PRIORITY_DEFAULT, (), (proceed(L3_GATE),), STATIC_COOKIE),
     })
 
 
@@ -141,7 +141,7 @@ def network_flows(network: NetworkState) -> frozenset[Flow]:
     return frozenset({
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", TUNNEL_OFPORT), ("tunnel_id", vni)),
              (("set_field", REG_DATAPATH, vni), ("set_field", REG_FLAGS, FLAG_FROM_TUNNEL),
-              ("goto", L2_LOOKUP.id)),
+              goto(L2_LOOKUP)),
              network_cookie(network)),
     })
 
@@ -159,7 +159,7 @@ def _neighbor(port: PortState, vni: int) -> Flow:
     """A routed packet whose next hop is this port gets its MAC."""
     return Flow(NEIGHBOR.id, PRIORITY_OBJECT,
                 ((REG_DATAPATH, vni), (REG_NEXT_HOP, _ip_int(port.ip))),
-                (("set_field", "eth_dst", port.mac), ("goto", L2_LOOKUP.id)), port_cookie(port))
+                (("set_field", "eth_dst", port.mac), goto(L2_LOOKUP)), port_cookie(port))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -169,19 +169,19 @@ def local_port_flows(port: PortState, vni: int, ofport: int, routed: bool) -> fr
     flows = {
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", ofport), UNTAGGED),
              (("set_field", REG_DATAPATH, vni), ("set_field", REG_INPORT, port.key),
-              ("goto", PORT_SECURITY.id)),
+              proceed(CLASSIFY)),
              cookie),
         Flow(PORT_SECURITY.id, PRIORITY_OBJECT,
              (("eth_src", port.mac), ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", port.ip),
               (REG_INPORT, port.key)),
-             (("goto", ARP_RESPONDER.id),), cookie),
+             (proceed(PORT_SECURITY),), cookie),
         Flow(PORT_SECURITY.id, PRIORITY_OBJECT,
              (("arp_sha", port.mac), ("arp_spa", port.ip), ("eth_src", port.mac),
               ("eth_type", ETH_TYPE_ARP), (REG_INPORT, port.key)),
-             (("goto", ARP_RESPONDER.id),), cookie),
+             (proceed(PORT_SECURITY),), cookie),
         _arp_responder(port, vni),
         Flow(L2_LOOKUP.id, PRIORITY_OBJECT, (("eth_dst", port.mac), (REG_DATAPATH, vni)),
-             (("set_field", REG_OUTPORT, port.key), ("goto", OUTPUT.id)), cookie),
+             (("set_field", REG_OUTPORT, port.key), proceed(L2_LOOKUP)), cookie),
         Flow(OUTPUT.id, PRIORITY_OBJECT, ((REG_OUTPORT, port.key),), (("output", ofport),),
              cookie),
     }
@@ -247,12 +247,12 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
                   ("set_field", "icmpv4_type", ICMP_ECHO_REPLY), ("output", OFPP_IN_PORT)),
                  cookie),
             Flow(L3_GATE.id, PRIORITY_OBJECT, in_net,
-                 (("set_field", REG_DATAPATH, key), ("goto", ROUTING.id)), cookie),
+                 (("set_field", REG_DATAPATH, key), goto(ROUTING)), cookie),
             Flow(ROUTING.id, route_priority(net.cidr, attached=True),
                  ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
                   ("ipv4_dst", _ip_prefix(net.cidr))),
                  (*_route_to(rp, net), ("move", "ipv4_dst", REG_NEXT_HOP, 32),
-                  ("goto", NEIGHBOR.id)),
+                  goto(NEIGHBOR)),
                  cookie),
         }
     for route in router.routes:
@@ -265,11 +265,11 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
                        ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
                         ("ipv4_dst", _ip_prefix(route.cidr))),
                        (*_route_to(rp, net), ("set_field", REG_NEXT_HOP, int(via)),
-                        ("goto", NEIGHBOR.id)),
+                        goto(NEIGHBOR)),
                        cookie))
     if router.gateway is not None and gateway_encap_ip is not None:
         # The default route: everything not internal leaves through the gateway host.
-        to_gateway = (("goto", GATEWAY.id),) if on_gateway_host else (
+        to_gateway = (goto(GATEWAY),) if on_gateway_host else (
             ("set_field", "tun_ipv4_dst", gateway_encap_ip), ("set_field", "tunnel_id", key),
             ("output", TUNNEL_OFPORT))
         flows.add(Flow(ROUTING.id, PRIORITY_ROUTER_LAST,
@@ -290,10 +290,10 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
     gw, key = router.gateway, router.key
     in_router = ((REG_DATAPATH, key),)
     ipv4 = ("eth_type", ETH_TYPE_IPV4)
-    enter_router = (("set_field", REG_DATAPATH, key), ("ct", False, key, L3_GATE.id, ("nat",)))
+    enter_router = (("set_field", REG_DATAPATH, key), ("ct", False, key, L3_GATE.name, ("nat",)))
     flows = {
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", TUNNEL_OFPORT), ("tunnel_id", key)),
-             (("set_field", REG_DATAPATH, key), ("goto", GATEWAY.id)), cookie),
+             (("set_field", REG_DATAPATH, key), goto(GATEWAY)), cookie),
         # From the outside.
         Flow(UPLINK_IN.id, PRIORITY_OBJECT, _arp_request_for(gw.ip), _arp_reply(gw.mac, gw.ip),
              cookie),
@@ -303,17 +303,17 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
              (("controller",),), cookie),
         Flow(UPLINK_IN.id, PRIORITY_OBJECT, (ipv4, ("ipv4_dst", gw.ip)), enter_router, cookie),
         Flow(L3_GATE.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_EST)),
-             (("goto", ROUTING.id),), cookie),
+             (goto(ROUTING),), cookie),
         # New connections from the outside, except to a floating IP (below).
         Flow(L3_GATE.id, PRIORITY_ROUTER_LAST, in_router, (), cookie),
         # To the outside.
         # (ct with nat needs an IPv4 match in the same flow: OVS refuses it otherwise.)
-        Flow(GATEWAY.id, PRIORITY_OBJECT, (*in_router, ipv4), (("ct", False, key, NAT.id, ("nat",)),),
+        Flow(GATEWAY.id, PRIORITY_OBJECT, (*in_router, ipv4), (("ct", False, key, NAT.name, ("nat",)),),
              cookie),
         Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ipv4, ("ct_state", CT_STATE_NEW)),
-             (("ct", True, key, UPLINK_OUT.id, ("snat", gw.ip)),), cookie),
+             (("ct", True, key, UPLINK_OUT.name, ("snat", gw.ip)),), cookie),
         Flow(NAT.id, PRIORITY_OBJECT, (*in_router, ("ct_state", CT_STATE_EST)),
-             (("goto", UPLINK_OUT.id),), cookie),
+             (goto(UPLINK_OUT),), cookie),
     }
     if gw.next_hop_mac is not None:
         flows.add(Flow(UPLINK_OUT.id, PRIORITY_OBJECT, in_router,
@@ -328,10 +328,10 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
                  cookie),
             Flow(L3_GATE.id, PRIORITY_SPECIFIC,
                  (*in_router, ("ct_state", CT_STATE_NEW), ipv4, ("ipv4_dst", fip.ip)),
-                 (("ct", True, key, ROUTING.id, ("dnat", port_ip)),), cookie),
+                 (("ct", True, key, ROUTING.name, ("dnat", port_ip)),), cookie),
             Flow(NAT.id, PRIORITY_SPECIFIC,
                  (*in_router, ("ct_state", CT_STATE_NEW), ipv4, ("ipv4_src", port_ip)),
-                 (("ct", True, key, UPLINK_OUT.id, ("snat", fip.ip)),), cookie),
+                 (("ct", True, key, UPLINK_OUT.name, ("snat", fip.ip)),), cookie),
         }
     return flows
 

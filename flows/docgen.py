@@ -29,13 +29,13 @@ def generate() -> str:
         "",
         "## Tables",
         "",
-        _row("id", "name", "purpose", "miss"),
-        _row("---", "---", "---", "---"),
+        _row("id", "name", "purpose", "next", "miss"),
+        _row("---", "---", "---", "---", "---"),
     ]
     for t in TABLES:
         purpose = f"*Reserved ({t.reserved_for}), no flows yet.* {t.purpose}" \
             if t.reserved_for else t.purpose
-        lines.append(_row(t.id, t.name, purpose, t.miss))
+        lines.append(_row(t.id, t.name, purpose, t.next or "", t.miss))
     lines += [
         "",
         f"The Geneve port is ofport {TUNNEL_OFPORT} on every host (`remote_ip=flow`, "

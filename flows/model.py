@@ -1,70 +1,20 @@
-"""Inputs (the topology) and outputs (flows) of the compiler, all frozen and hashable.
-
-Flow vocabulary (fixed: the Ryu adapter converts it to and from OpenFlow messages)
--------------------------------------------------------------------------------
-Match fields are Ryu OXM/NXM names, see FIELD_BITS. Values are ints, except MAC fields
-(lowercase "aa:bb:cc:dd:ee:ff") and IPv4 fields ("10.0.0.1"). A masked match is a
-(value, mask) tuple of the same types. `Flow.match` is a tuple of (field, value) sorted by field.
-
-`ct_state` is matched as (value, mask) of the CT_* bits below (OVS's own bit values);
-`ct_zone`, `ip_proto`, `nw_ttl`, `icmpv4_type`, `icmpv4_code`, `tcp_*`, `udp_*` are ints.
-`vlan_vid` is the OpenFlow 1.3 field, an int: OFPVID_NONE for an untagged frame, OFPVID_PRESENT
-| VID for a tagged one (802.1Q or 802.1ad outer tag; a priority tag is VID 0: 0x1000). eth_type
-is the ethertype after the tag, so a match without vlan_vid takes tagged frames too.
-OpenFlow prerequisites are spelled out: a match on ipv4_*/ip_proto carries eth_type=0x0800,
-one on icmpv4_* also ip_proto=1, one on arp_* eth_type=0x0806.
-
-Actions are tuples, applied in order:
-    ("output", port)                      port: int (OFPP_IN_PORT allowed)
-    ("set_field", field, value)           also ipv4_src/ipv4_dst, icmpv4_type, eth_*, regs
-    ("move", src_field, dst_field, n_bits) NXM move of the low n_bits, offsets 0
-    ("push", field) / ("pop", field)      NXM stack: push a whole field, pop into one (a swap:
-                                          push a; move b->a; pop b)
-    ("dec_ttl",)                          OVS drops the packet when the TTL would reach 0
-    ("ct", commit, zone, table, nat)      OVS ct(): commit: bool, zone: int (16 bits),
-                                          table: int | None (recirculate there, with ct_state
-                                          set; the compiler puts nothing after it),
-                                          nat: None | ("nat",) (apply the connection's
-                                          existing mapping, e.g. un-NAT a reply) |
-                                          ("snat", ip) | ("dnat", ip) (new mapping; only
-                                          with commit=True)
-    ("controller",)                       packet-in to the controller, max_len 65535
-    ("goto", table_id)                    always last; becomes an OF goto-table instruction
-Empty actions = drop.
+"""Inputs (the topology) and outputs (flows, groups, meters) of the compiler, all frozen and
+hashable. The vocabulary of matches and actions is defined in flows/vocab.py.
 """
 from __future__ import annotations
 
 import ipaddress
 import weakref
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from flows.pipeline import OFPP_IN_PORT, TUNNEL_OFPORT, UPLINK_OFPORT
-
-MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
-IPV4_FIELDS = frozenset({"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_dst"})
-FIELD_BITS: dict[str, int] = {
-    "in_port": 32, "eth_src": 48, "eth_dst": 48, "eth_type": 16, "arp_op": 16,
-    "arp_spa": 32, "arp_tpa": 32, "arp_sha": 48, "arp_tha": 48, "ip_proto": 8,
-    "ipv4_src": 32, "ipv4_dst": 32, "tunnel_id": 64, "tun_ipv4_dst": 32, "metadata": 64,
-    "nw_ttl": 8, "icmpv4_type": 8, "icmpv4_code": 8, "tcp_src": 16, "tcp_dst": 16,
-    "udp_src": 16, "udp_dst": 16, "ct_state": 32, "ct_zone": 16,
-    "vlan_vid": 13,  # 12-bit VID + the OFPVID_PRESENT bit
-    **{f"reg{i}": 32 for i in range(16)},
-}
-ACTIONS = frozenset({"output", "set_field", "move", "push", "pop", "dec_ttl", "ct", "controller", "goto"})
-
-# ct_state bits, as OVS numbers them.
-CT_NEW = 0x01
-CT_EST = 0x02
-CT_REL = 0x04
-CT_RPL = 0x08
-CT_INV = 0x10
-CT_TRK = 0x20
-CT_FLAGS = (("new", CT_NEW), ("est", CT_EST), ("rel", CT_REL), ("rpl", CT_RPL), ("inv", CT_INV),
-            ("trk", CT_TRK))  # as ovs-ofctl names them
+from flows.policy import PolicyState, ServiceState
+from flows.vocab import (ACTIONS, CT_EST, CT_FLAGS, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK,
+                         FIELD_BITS, IPV4_FIELDS, MAC_FIELDS, int_to_value, value_to_int)
 
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000  # matched without a mask: untagged frames only
@@ -76,29 +26,9 @@ ARP_REPLY = 2
 IP_PROTO_ICMP = 1
 IP_PROTO_TCP = 6
 IP_PROTO_UDP = 17
+IP_PROTO_SCTP = 132
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
-
-
-def value_to_int(field_name: str, value: Any) -> int:
-    """MAC/IPv4 strings to ints; ints unchanged. Used where fields are compared or moved."""
-    if isinstance(value, int):
-        return value
-    if field_name in MAC_FIELDS:
-        return int(value.replace(":", ""), 16)
-    if field_name in IPV4_FIELDS:
-        return int(ipaddress.IPv4Address(value))
-    raise TypeError(f"{field_name}: expected int, got {value!r}")
-
-
-def int_to_value(field_name: str, number: int) -> Any:
-    """Inverse of value_to_int: back to the vocabulary's type for that field."""
-    if field_name in MAC_FIELDS:
-        raw = f"{number:012x}"
-        return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
-    if field_name in IPV4_FIELDS:
-        return str(ipaddress.IPv4Address(number))
-    return number
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,6 +50,7 @@ class NetworkState:
     cidr: str
     gateway_ip: str
     mtu: int = 1450
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value): what namespaceSelectors match
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +60,8 @@ class PortState:
     network: str
     mac: str  # lowercase aa:bb:cc:dd:ee:ff
     ip: str
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value): what podSelectors match
+    named_ports: tuple[tuple[str, str, int], ...] = ()  # sorted (name, "TCP"|"UDP"|"SCTP", number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +128,8 @@ class Delta:
     ports: frozenset[str] = frozenset()
     bindings: frozenset[str] = frozenset()
     routers: frozenset[str] = frozenset()
+    policies: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
 
 
 def _replaced(old: Mapping, new: Iterable, remove: Iterable[str], key: str) -> tuple[Mapping, frozenset]:
@@ -218,15 +153,20 @@ class Topology:
     ports: Mapping[str, PortState] = field(default_factory=dict)
     bindings: Mapping[str, Binding] = field(default_factory=dict)  # by port name
     routers: Mapping[str, RouterState] = field(default_factory=dict)
+    policies: Mapping[str, PolicyState] = field(default_factory=dict)  # by PolicyState.key
+    services: Mapping[str, ServiceState] = field(default_factory=dict)  # by .qualified
     delta: Delta | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(cls, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
               ports: Iterable[PortState] = (), bindings: Iterable[Binding] = (),
-              validate: bool = True, routers: Iterable[RouterState] = ()) -> Topology:
+              validate: bool = True, routers: Iterable[RouterState] = (),
+              policies: Iterable[PolicyState] = (), services: Iterable[ServiceState] = ()
+              ) -> Topology:
         topo = cls(_frozen({h.name: h for h in hosts}), _frozen({n.name: n for n in networks}),
                    _frozen({p.name: p for p in ports}), _frozen({b.port: b for b in bindings}),
-                   _frozen({r.name: r for r in routers}))
+                   _frozen({r.name: r for r in routers}), _frozen({p.key: p for p in policies}),
+                   _frozen({s.qualified: s for s in services}))
         if validate:
             topo.validate()
         return topo
@@ -236,7 +176,9 @@ class Topology:
                 routers: Iterable[RouterState] = (), remove_hosts: Iterable[str] = (),
                 remove_networks: Iterable[str] = (), remove_ports: Iterable[str] = (),
                 remove_bindings: Iterable[str] = (),
-                remove_routers: Iterable[str] = ()) -> Topology:
+                remove_routers: Iterable[str] = (), policies: Iterable[PolicyState] = (),
+                remove_policies: Iterable[str] = (), services: Iterable[ServiceState] = (),
+                remove_services: Iterable[str] = ()) -> Topology:
         """A new topology with these objects added, replaced or removed (removing a port removes
         its binding); everything else is shared, and `delta` says what was touched.
 
@@ -249,9 +191,14 @@ class Topology:
         new_bindings, touched_bindings = _replaced(self.bindings, bindings,
                                                    [*remove_ports, *remove_bindings], "port")
         new_routers, touched_routers = _replaced(self.routers, routers, remove_routers, "name")
+        new_policies, touched_policies = _replaced(self.policies, policies, remove_policies, "key")
+        new_services, touched_services = _replaced(self.services, services, remove_services,
+                                                   "qualified")
         return Topology(new_hosts, new_networks, new_ports, new_bindings, new_routers,
+                        new_policies, new_services,
                         Delta(weakref.ref(self), touched_hosts, touched_networks, touched_ports,
-                              touched_bindings, touched_routers))
+                              touched_bindings, touched_routers, touched_policies,
+                              touched_services))
 
     def router_of(self, network: str) -> RouterState | None:
         """The router attached to a network, if any (validate() allows at most one)."""
@@ -411,9 +358,56 @@ def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
     return sorted(flows, key=Flow.sort_key)
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    actions: tuple[Action, ...]
+    weight: int = 1
+
+
+_L4_HASH_FIELDS = ("ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst", "udp_src",
+                   "udp_dst", "sctp_src", "sctp_dst")
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """An OpenFlow group. select: OVS picks one bucket per connection (a hash of its addresses
+    and ports), so a connection stays on its bucket; all: every bucket; indirect: the one."""
+    group_id: int
+    type: str  # "select" | "all" | "indirect"
+    buckets: tuple[Bucket, ...]
+
+    @property
+    def key(self) -> tuple:
+        return ("group", self.group_id)
+
+    def choose(self, pkt: Mapping[str, int]) -> Bucket:
+        """The tracer's pick for a select group: a stable hash of the connection's fields (it
+        cannot know OVS's hash, only that it is per connection)."""
+        if self.type != "select" or len(self.buckets) == 1:
+            return self.buckets[0]
+        digest = zlib.crc32(repr(tuple(pkt.get(f, 0) for f in _L4_HASH_FIELDS)).encode())
+        return self.buckets[digest % len(self.buckets)]
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """An OpenFlow meter that drops packets above `rate` per second (bursts of `burst`)."""
+    meter_id: int
+    rate: int  # packets per second
+    burst: int
+
+    @property
+    def key(self) -> tuple:
+        return ("meter", self.meter_id)
+
+
+Entry = Flow | Group | Meter  # what an owner (a cookie) wants on a switch
+
+
 __all__ = [
     "HostState", "NetworkState", "PortState", "Binding", "RouterPortState", "RouteState",
     "GatewayState", "FloatingIpState", "RouterState", "Topology", "Delta", "Flow", "sorted_flows",
+    "Bucket", "Group", "Meter", "Entry", "IP_PROTO_SCTP",
     "value_to_int", "int_to_value", "FIELD_BITS", "MAC_FIELDS", "IPV4_FIELDS", "ACTIONS",
     "OFPVID_PRESENT", "OFPVID_NONE", "ETH_TYPE_IPV4", "ETH_TYPE_ARP", "ARP_REQUEST", "ARP_REPLY",
     "OFPP_IN_PORT",

@@ -22,11 +22,12 @@ class Table:
     purpose: str
     miss: str = DROP
     reserved_for: str = ""  # non-empty: the id is taken now, the flows come with that later work
+    next: str = ""  # the stage a packet goes on to when this one lets it pass (see `proceed`)
 
 
 # Ids leave gaps of 10 so a later stage can slot in without renumbering installed flows.
 CLASSIFY = Table(
-    "CLASSIFY", 0,
+    "CLASSIFY", 0, next="PORT_SECURITY", purpose=
     "Local port, untagged frames only (vlan_vid=OFPVID_NONE; a VLAN-tagged frame, priority "
     "tag included, misses and is dropped): load the network key (metadata) and logical inport "
     "(reg14), go to PORT_SECURITY. "
@@ -35,11 +36,11 @@ CLASSIFY = Table(
     "tun_id = a router key goes to GATEWAY. Uplink port, untagged frames only: go to "
     "UPLINK_IN.")
 PORT_SECURITY = Table(
-    "PORT_SECURITY", 10,
+    "PORT_SECURITY", 10, next="ARP_RESPONDER", purpose=
     "IPv4 and ARP are let through only with the port's own MAC and IP (eth_src, ipv4_src, "
     "arp_sha, arp_spa); everything else, IPv6 included, misses and is dropped.")
 ARP_RESPONDER = Table(
-    "ARP_RESPONDER", 20,
+    "ARP_RESPONDER", 20, next="L3_GATE", purpose=
     "ARP requests for a known IP of the network are answered in place and sent back out the "
     "in_port; requests for unknown IPs are dropped; all other traffic goes to L2_LOOKUP.")
 ACL_EGRESS = Table(
@@ -53,7 +54,7 @@ UPLINK_IN = Table(
     "ct(zone=router, nat) (un-SNAT of replies, un-DNAT of floating-IP traffic), recirculating "
     "into L3_GATE.")
 L3_GATE = Table(
-    "L3_GATE", 40,
+    "L3_GATE", 40, next="L2_LOOKUP", purpose=
     "IPv4 to a router-port MAC enters the router (metadata = router key) and goes to ROUTING. "
     "From the uplink: established connections go "
     "to ROUTING, new ones only to a floating IP (committed with DNAT), the rest is dropped. "
@@ -83,7 +84,7 @@ UPLINK_OUT = Table(
     "Gateway host: eth_src = external MAC, eth_dst = next hop MAC, output to the uplink; "
     "while the next hop's MAC is unknown this misses and the packet is dropped.")
 L2_LOOKUP = Table(
-    "L2_LOOKUP", 90,
+    "L2_LOOKUP", 90, next="OUTPUT", purpose=
     "(network, eth_dst) of a local port loads the logical outport (reg15) and goes to OUTPUT; "
     "of a remote port (only if not from a tunnel: split horizon) sets tun_id=VNI, "
     "tun_dst=that host and outputs to the Geneve port. Broadcast, multicast and unknown "
@@ -98,6 +99,19 @@ TABLES: tuple[Table, ...] = (
     GATEWAY, NAT, UPLINK_OUT, L2_LOOKUP, ACL_INGRESS, OUTPUT,
 )
 TABLE_BY_ID: dict[int, Table] = {t.id: t for t in TABLES}
+TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+
+def goto(table: Table) -> tuple:
+    """The action that sends a packet on to `table`'s stage (flows name stages, not ids)."""
+    return ("goto", table.name)
+
+
+def proceed(table: Table) -> tuple:
+    """The action that lets a packet pass `table`'s stage on to the stage after it. A stage that
+    becomes active (ACL_EGRESS, load balancing) slots in by changing one `next`, and the flows
+    of the stages around it follow without being rewritten."""
+    return ("goto", table.next)
 
 # --------------------------------------------------------------------------------------------
 # Registers and metadata

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.compiler import compile_all
-from flows.model import (ARP_REQUEST, CT_EST, CT_FLAGS, CT_INV, CT_NEW, CT_RPL, CT_TRK,
-                         ETH_TYPE_ARP, ETH_TYPE_IPV4, FIELD_BITS, ICMP_ECHO_REQUEST,
-                         IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, OFPVID_NONE, Flow,
-                         Topology, int_to_value, value_to_int)
+from flows.model import (ARP_REQUEST, CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_TYPE_ARP,
+                         ETH_TYPE_IPV4, FIELD_BITS, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
+                         IP_PROTO_TCP, IP_PROTO_UDP, OFPVID_NONE, Flow, Group, Topology,
+                         int_to_value, value_to_int)
 from flows.ofctl import to_ofctl
 from flows.pipeline import (CLASSIFY, OFPP_IN_PORT, REG_NEXT_HOP, TABLE_BY_ID, TUNNEL_OFPORT,
                             UPLINK_OFPORT, Category, parse_cookie)
+from flows.vocab import ACTIONS, Execution, format_ct_state
 
 DELIVERED = "delivered"
 DROPPED = "dropped"
@@ -183,6 +184,10 @@ def _strip(pkt: dict[str, int]) -> dict[str, int]:
     return {f: v for f, v in pkt.items() if f not in _PIPELINE_ONLY}
 
 
+def _matches(match: tuple[tuple[str, int, int], ...], pkt: Mapping[str, int]) -> bool:
+    return all(f in pkt and pkt[f] & mask == value for f, value, mask in match)
+
+
 def _compile_match(flow: Flow) -> tuple[tuple[str, int, int], ...]:
     """(field, value, mask) with ints, so matching is just integer compares."""
     result = []
@@ -201,11 +206,15 @@ class Tracer:
         compiled = compile_all(topo) if compiled is None else compiled
         # host -> table id -> [(match, flow)] highest priority first
         self._tables: dict[str, dict[int, list]] = {}
+        self._groups: dict[str, dict[int, Group]] = {}
         for host, by_cookie in compiled.items():
             tables: dict[int, list] = {}
-            for flows in by_cookie.values():
-                for flow in flows:
-                    tables.setdefault(flow.table, []).append((_compile_match(flow), flow))
+            for entries in by_cookie.values():
+                for entry in entries:
+                    if isinstance(entry, Group):
+                        self._groups.setdefault(host, {})[entry.group_id] = entry
+                    elif isinstance(entry, Flow):
+                        tables.setdefault(entry.table, []).append((_compile_match(entry), entry))
             for entries in tables.values():
                 entries.sort(key=lambda e: e[1].sort_key())
             self._tables[host] = tables
@@ -213,9 +222,34 @@ class Tracer:
         self._host_by_ip = {h.encap_ip: h.name for h in topo.hosts.values()}
 
     def _lookup(self, host: str, table: int, pkt: dict[str, int]) -> Flow | None:
-        for match, flow in self._tables.get(host, {}).get(table, ()):
-            if all(f in pkt and pkt[f] & mask == value for f, value, mask in match):
-                return flow
+        """The highest-priority flow that matches, OVS's conjunctive matches included: at each
+        priority, conjunction(id, k/n) flows that match mark clause k of id; an id with all n
+        clauses marked lets the packet match flows on conj_id=id at that priority."""
+        entries = self._tables.get(host, {}).get(table, ())
+        index = 0
+        while index < len(entries):
+            priority = entries[index][1].priority
+            level = []
+            while index < len(entries) and entries[index][1].priority == priority:
+                level.append(entries[index])
+                index += 1
+            clauses: dict[int, set[int]] = {}
+            needed: dict[int, int] = {}
+            for match, flow in level:
+                if flow.actions and flow.actions[0][0] == "conjunction" and _matches(match, pkt):
+                    for _, conj_id, clause, n_clauses in flow.actions:
+                        clauses.setdefault(conj_id, set()).add(clause)
+                        needed[conj_id] = n_clauses
+            complete = {c for c, seen in clauses.items() if len(seen) == needed[c]}
+            for match, flow in level:
+                if flow.actions and flow.actions[0][0] == "conjunction":
+                    continue
+                conj = next((v for f, v, _ in match if f == "conj_id"), None)
+                if conj is not None:
+                    if conj in complete and _matches(match, {**pkt, "conj_id": conj}):
+                        return flow
+                elif _matches(match, pkt):
+                    return flow
         return None
 
     def trace(self, host: str, packet: Mapping[str, Any],
@@ -284,51 +318,22 @@ class Tracer:
                     "untagged frames")
         return "table miss"
 
-    @staticmethod
-    def _apply(flow: Flow, host: str, pkt: dict[str, int], conntrack: Conntrack
+    def _apply(self, flow: Flow, host: str, pkt: dict[str, int], conntrack: Conntrack
                ) -> tuple[str, Any, str]:
-        """Run a flow's actions on pkt; return (goto, table) | (output, port) |
-        (controller, None) | (drop, reason), and a note on what ct did."""
-        output, note = None, ""
-        stack = []  # the compiler pops within the flow that pushed
+        """Run a flow's actions on pkt (each action simulates itself: flows.vocab); return
+        (goto, table) | (output, port) | (controller, None) | (drop, reason), and a note on what
+        ct and groups did."""
+        ex = Execution(host, pkt, conntrack, self._groups.get(host, {}).get)
         for action in flow.actions:
-            kind = action[0]
-            if kind == "set_field":
-                pkt[action[1]] = value_to_int(action[1], action[2])
-            elif kind == "move":
-                _, src, dst, n_bits = action
-                mask = (1 << n_bits) - 1
-                pkt[dst] = (pkt.get(dst, 0) & ~mask) | (pkt.get(src, 0) & mask)
-            elif kind == "push":
-                stack.append(pkt.get(action[1], 0))
-            elif kind == "pop":
-                pkt[action[1]] = stack.pop()
-            elif kind == "dec_ttl":
-                if pkt.get("nw_ttl", 64) <= 1:
-                    return "drop", "TTL exceeded", note
-                pkt["nw_ttl"] = pkt.get("nw_ttl", 64) - 1
-            elif kind == "ct":
-                _, commit, zone, table, nat = action
-                state, done = conntrack.execute(host, pkt, commit, zone, nat)
-                note = "; ".join(filter(None, (
-                    f"ct(zone={zone}{', ' + ' '.join(map(str, nat)) if nat else ''})",
-                    format_ct_state(state), done)))
-                if table is not None:  # the compiler puts nothing after a recirculating ct
-                    pkt["ct_state"], pkt["ct_zone"] = state, zone
-                    return "goto", table, note
-            elif kind == "controller":
-                return "controller", None, note
-            elif kind == "output":
-                if output is not None:
-                    raise NotImplementedError("more than one output")
-                output = action[1]
-            elif kind == "goto":
-                return "goto", action[1], note
-            else:
-                raise ValueError(f"unknown action {action!r}")
-        if output is None:
+            ACTIONS[action[0]].execute(action, ex)
+            if ex.stop:
+                break
+        note = "; ".join(ex.notes)
+        if ex.stop:
+            return (*ex.stop, note)
+        if ex.output is None:
             return "drop", "no output", note
-        return "output", output, note
+        return "output", ex.output, note
 
     def from_port(self, port_name: str, **packet_overrides: Any) -> Trace:
         host, packet = packet_from_port(self.topo, port_name, **packet_overrides)
@@ -340,10 +345,6 @@ def _category_name(category: int) -> str:
         return Category(category).name
     except ValueError:
         return str(category)
-
-
-def format_ct_state(state: int) -> str:
-    return "".join(f"+{name}" for name, bit in CT_FLAGS if state & bit) or "-trk"
 
 
 # --------------------------------------------------------------------------------------------

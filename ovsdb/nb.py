@@ -44,6 +44,7 @@ class Network:
     gateway_ip: str
     mtu: int
     external_ids: dict = dataclasses.field(default_factory=dict)  # the owner's own keys (a runtime's ids)
+    labels: dict = dataclasses.field(default_factory=dict)        # what policies' namespaceSelectors see
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Port:
     host: str | None
     status: dict
     external_ids: dict = dataclasses.field(default_factory=dict)  # the owner's own keys (a runtime's ids)
+    labels: dict = dataclasses.field(default_factory=dict)        # what policies' podSelectors see
+    named_ports: dict = dataclasses.field(default_factory=dict)   # {"http": "TCP/8080"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +203,7 @@ class NbReplica:
         self._free_ips.pop(old_name, None)
         if row is not None:
             self.networks[row.name] = Network(row.name, row.vni, row.cidr, row.gateway_ip, row.mtu,
-                                             dict(row.external_ids))
+                                             dict(row.external_ids), dict(row.labels))
         self.changes.networks.add(old_name or row.name)
 
     def _changed_port(self, uuid, old_name, row):
@@ -215,7 +218,7 @@ class NbReplica:
                 self.ports_on_host[old.host].discard(old.name)
         if row is not None:
             port = Port(row.name, row.key, row.network.name, row.mac, row.ip, _opt(row.host), dict(row.status),
-                        dict(row.external_ids))
+                        dict(row.external_ids), dict(row.labels), dict(row.named_ports))
             self.ports[port.name] = port
             self.ports_of_network.setdefault(port.network, set()).add(port.name)
             self.ips.setdefault(port.network, {})[port.ip] = port.name
@@ -406,17 +409,17 @@ class Nb:
         picked[key] = "a write of the same batch"
         return key
 
-    def create_network(self, name, choose_vni, cidr, gateway_ip, mtu, external_ids=None):
+    def create_network(self, name, choose_vni, cidr, gateway_ip, mtu, external_ids=None, labels=None):
         """Inserts a network with the VNI `choose_vni(tunnel_keys, name_in_use)` returns (or raises)."""
         def build(txn, tables):
             names = txn.scratch.setdefault("network_names", set())
             vni = self._tunnel_key(txn, choose_vni, name in self.replica.networks or name in names)
             names.add(name)
             _insert(txn, tables, "Network", name=name, vni=vni, cidr=cidr, gateway_ip=gateway_ip, mtu=mtu,
-                    external_ids=external_ids or {})
+                    external_ids=external_ids or {}, labels=labels or {})
         self.conn.transact(build)
 
-    def create_port(self, name, network, choose, external_ids=None):
+    def create_port(self, name, network, choose, external_ids=None, labels=None, named_ports=None):
         """Inserts a port with the (ip, mac) that `choose(PortsTaken)` returns."""
         def build(txn, tables):
             net = self._row(tables, "Network", network)
@@ -430,7 +433,7 @@ class Nb:
             picked["macs"][mac] = f"port {name}"
             picked["keys"].add(key)
             _insert(txn, tables, "Port", name=name, key=key, network=net, mac=mac, ip=ip,
-                    external_ids=external_ids or {})
+                    external_ids=external_ids or {}, labels=labels or {}, named_ports=named_ports or {})
         self.conn.transact(build)
 
     def create_router(self, name, choose_key):
@@ -475,11 +478,15 @@ class Nb:
             _insert(txn, tables, "Floating_IP", ip=ip, port=self._row(tables, "Port", port))
         self.conn.transact(build)
 
-    def set_external_ids(self, table, name, external_ids):
-        """Replaces the external_ids of the row named `name` (LookupError if there is none)."""
+    def set_map(self, table, name, column, value):
+        """Replaces a map column (external_ids, labels, named_ports) of the row named `name`, whole,
+        in one transaction (LookupError if there is no such row)."""
         def build(txn, tables):
-            self._row(tables, table, name).external_ids = external_ids
+            setattr(self._row(tables, table, name), column, value)
         self.conn.transact(build)
+
+    def set_labels(self, table, name, labels):
+        self.set_map(table, name, "labels", labels)
 
     def delete(self, table, name):
         """Deletes the row named `name` (a floating IP: its ip); False if there was none. The database refuses (TransactionError)

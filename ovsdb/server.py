@@ -2,6 +2,10 @@
 
 Used when no NB remote is configured. It runs as the controller's child; if a previous controller died
 without stopping it, the next one adopts the server it finds on the same db file instead of failing.
+A db file made with an older schema is converted to this one at start, its rows kept: offline
+(`ovsdb-tool convert`), or online (`ovsdb-client convert`) when an adopted server holds the file,
+whose lock `ovsdb-tool` cannot take. A db file of a newer schema is refused: converting it down
+would drop the columns this Weft does not know.
 """
 import os
 import signal
@@ -33,11 +37,14 @@ class EmbeddedNbServer:
 
     def start(self, timeout=10.0):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)  # the NB socket and the API tokens live here
-        self._prepare_db()
         running = self._running_pid()
         if running:
+            self._upgrade(["ovsdb-client", "convert", self.remote, self.schema_path])
             self.pid = running
             return self.remote
+        if not os.path.exists(self.db_path):
+            _run(["ovsdb-tool", "create", self.db_path, self.schema_path])
+        self._upgrade(["ovsdb-tool", "convert", self.db_path, self.schema_path])
         proc = subprocess.Popen(
             ["ovsdb-server", self.db_path, "--remote=punix:" + self.sock_path, "--pidfile=" + self.pid_path,
              "--unixctl=" + self.ctl_path, "--log-file=" + self.log_path, "--no-chdir", "-vconsole:off"],
@@ -69,11 +76,16 @@ class EmbeddedNbServer:
             time.sleep(0.01)
         self.pid = self._proc = None
 
-    def _prepare_db(self):
-        if not os.path.exists(self.db_path):
-            _run(["ovsdb-tool", "create", self.db_path, self.schema_path])
-        elif _run(["ovsdb-tool", "needs-conversion", self.db_path, self.schema_path]).strip() == "yes":
-            _run(["ovsdb-tool", "convert", self.db_path, self.schema_path])
+    def _upgrade(self, convert):
+        """Runs `convert` if the db file's schema is not this one; refuses a newer one."""
+        have = _version(_run(["ovsdb-tool", "db-version", self.db_path]))
+        want = _version(_run(["ovsdb-tool", "schema-version", self.schema_path]))
+        if have > want:
+            raise EmbeddedServerError(
+                f"{self.db_path} has NB schema {'.'.join(map(str, have))}, newer than this controller's "
+                f"{'.'.join(map(str, want))}: run the Weft that wrote it (converting down would lose data)")
+        if _run(["ovsdb-tool", "needs-conversion", self.db_path, self.schema_path]).strip() == "yes":
+            _run(convert)
 
     def _running_pid(self):
         """The pid of an ovsdb-server still serving our db file (left by a controller that died)."""
@@ -91,6 +103,10 @@ def _alive(pid):
     except OSError:
         return False
     return state != "Z"
+
+
+def _version(text):
+    return tuple(int(part) for part in text.strip().split("."))
 
 
 def _run(argv):

@@ -70,10 +70,15 @@ VALID_BODIES = {
     "join_host": {"name": "h3", "encap_ip": "192.0.2.3", "ovsdb": "unix:/nonexistent/h3.sock",
                   "datapath_type": "netdev", "of_target": "tcp:127.0.0.1:6653"},
     "create_network": {"name": "n4", "cidr": "10.4.0.0/24", "vni": 4000, "mtu": 1400, "gateway": "10.4.0.254",
-                       "external_ids": {"owner": "docker", "docker.network": "cada2d"}},
+                       "external_ids": {"owner": "docker", "docker.network": "cada2d"},
+                       "labels": {"example.com/project": "p1"}},
     "create_port": {"name": "p5", "network": "blue", "ip": "10.1.0.50", "mac": "02:00:00:00:00:50",
-                    "external_ids": {"container": "web"}},
+                    "external_ids": {"container": "web"}, "labels": {"app": "web", "tier": ""},
+                    "named_ports": {"http": "TCP/8080", "dns": "udp/53"}},
     "set_port_external_ids": {"external_ids": {"container": "db", "owner": "cni"}},
+    "set_port_labels": {"labels": {"app": "db"}},
+    "set_port_named_ports": {"named_ports": {"pg": "TCP/5432"}},
+    "set_network_labels": {"labels": {"env": "prod"}},
     "create_router": {"name": "r3"},
     "attach_router": {"network": "red"},
     "add_route": {"cidr": "172.17.0.0/16", "via": "10.1.0.254"},
@@ -85,7 +90,7 @@ VALID_BODIES = {
 VALID_QUERY = {"force": ["true", "false", "yes", "0"], "wait_up": ["0", "0.01"], "network": NAMES["networks"],
                "cidr": ["172.16.0.0/16", "172.17.0.0/16"], "from": NAMES["ports"],
                "to": ["10.2.0.5", "10.1.0.2", "198.51.100.1"], "proto": ["icmp", "tcp", "udp"],
-               "dport": ["80", "1", "65535"]}
+               "dport": ["80", "1", "65535"], "selector": ["app=web", "app in (web,db),!tier", ""]}
 
 GATEWAY = {"host": "h2", "uplink": "uplink1", "ip": "203.0.113.10/24", "next_hop": "203.0.113.1"}
 # Requests that once got a 500 or were wrongly accepted (issue 8, and what this fuzzer found since):

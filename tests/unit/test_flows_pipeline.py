@@ -19,6 +19,8 @@ def test_tables_are_ordered_unique_and_leave_gaps():
     assert all(b - a >= 2 for a, b in zip(ids, ids[1:]))
     assert len({t.name for t in TABLES}) == len(TABLES)
     assert all(t.miss == DROP for t in TABLES)
+    names = {t.name for t in TABLES}
+    assert all(t.next in names for t in TABLES if t.next)  # `proceed` leads somewhere real
 
 
 def test_reserved_tables_have_no_flows_yet():
@@ -26,8 +28,8 @@ def test_reserved_tables_have_no_flows_yet():
     for host_flows in compile_all(scale_topology(3, 5, 2)).values():
         for flows in host_flows.values():
             assert not {f.table for f in flows} & reserved
-            for f in flows:  # every goto leads to a declared, non-reserved table
-                assert all(a[1] in {t.id for t in TABLES} - reserved
+            for f in flows:  # every goto names a declared, non-reserved stage
+                assert all(a[1] in {t.name for t in TABLES if not t.reserved_for}
                            for a in f.actions if a[0] == "goto")
                 assert all(a[0] != "goto" for a in f.actions[:-1])  # goto only last
 

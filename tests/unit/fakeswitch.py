@@ -1,0 +1,98 @@
+"""A switch in memory that eats the real OpenFlow messages (as Faucet's FakeOFTable does).
+
+Every change goes through flows.openflow's encoder, Ryu's real message classes, their bytes on the
+wire, and back through Ryu's parsers and flows.openflow's decoder, so what the fake holds is what a
+switch would have understood. It enforces what OVS enforces and a wrong order would break: a flow
+may only use a group or meter that exists, adding an existing group or modifying a missing one is
+refused, and deleting a group deletes the flows that use it.
+"""
+import struct
+
+from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst, ...)
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from flows.model import Flow, Group
+from flows.openflow import decode_flow_stats, decode_group_desc, decode_meter_config, encode_entry
+
+
+class FakeDatapath:
+    ofproto, ofproto_parser, id = ofp, parser, 0xfeed
+
+    def set_xid(self, msg):
+        msg.set_xid(1)
+
+
+def wire(entry, command):
+    """Encode `entry` to bytes and parse them back as a switch would report the entry."""
+    msg = encode_entry(parser, ofp, FakeDatapath(), entry, command)
+    msg.serialize()
+    buf = bytes(msg.buf)
+    if isinstance(entry, Flow):
+        mod = parser.OFPFlowMod.parser(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
+                                       len(buf), 1, buf)
+        return decode_flow_stats(_Stats(mod), ofp)
+    body = buf[ofp.OFP_HEADER_SIZE:]  # command(2) then the fields a desc/config reply also has
+    if isinstance(entry, Group):  # group mod: command, type, pad, id | desc: length, type, pad, id
+        desc = struct.pack("!H", len(body)) + body[2:]
+        return decode_group_desc(parser.OFPGroupDescStats.parser(desc, 0), ofp)
+    config = struct.pack("!H", len(body)) + body[2:]  # meter mod: command, flags, id | config: length, ...
+    return decode_meter_config(parser.OFPMeterConfigStats.parser(config, 0), ofp)
+
+
+class _Stats:
+    """A parsed flow mod seen as the flow stats entry it becomes on the switch."""
+
+    def __init__(self, mod):
+        self.table_id, self.priority, self.cookie = mod.table_id, mod.priority, mod.cookie
+        self.match, self.instructions = mod.match, mod.instructions
+
+
+class Refused(Exception):
+    pass
+
+
+class FakeSwitch:
+    """Duck-types controller.app.OpenFlowSwitch's dump() and apply()."""
+
+    def __init__(self):
+        self.flows, self.groups, self.meters = {}, {}, {}  # key -> entry, as decoded from the wire
+        self.messages = 0
+
+    def dump(self):
+        return [*self.meters.values(), *self.groups.values(), *self.flows.values()]
+
+    def apply(self, flow_diff):
+        for command, entry in flow_diff.ordered():
+            self.messages += 1
+            self._one(command, wire(entry, command) if command != "delete" else entry)
+
+    def _one(self, command, entry):
+        if isinstance(entry, Flow):
+            if command == "delete":
+                self.flows.pop(entry.key, None)
+                return
+            for action in entry.actions:
+                if action[0] == "group" and action[1] not in self.groups:
+                    raise Refused(f"flow uses group {action[1]}, which does not exist")
+                if action[0] == "meter" and action[1] not in self.meters:
+                    raise Refused(f"flow uses meter {action[1]}, which does not exist")
+            self.flows[entry.key] = entry
+            return
+        table, ident = (self.groups, entry.group_id) if isinstance(entry, Group) else (
+            self.meters, entry.meter_id)
+        if command == "add" and ident in table:
+            raise Refused(f"{entry.key} exists already")
+        if command == "modify" and ident not in table:
+            raise Refused(f"{entry.key} does not exist")
+        if command == "delete":
+            table.pop(ident, None)
+            kind = "group" if isinstance(entry, Group) else "meter"
+            for key, flow in list(self.flows.items()):
+                if (kind, ident) in {a[:2] for a in flow.actions}:
+                    del self.flows[key]  # as OpenFlow: the flows using it go with it
+            return
+        table[ident] = entry
+
+
+__all__ = ["FakeSwitch", "Refused", "wire"]
