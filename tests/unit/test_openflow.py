@@ -19,7 +19,8 @@ EVERY_ACTION = (
     ("set_field", "reg13", 5), ("set_field", "eth_src", "02:00:00:00:00:01"),
     ("set_field", "ipv4_dst", "10.0.0.9"), ("move", "arp_sha", "arp_tha", 48),
     ("move", "ipv4_dst", "reg0", 32), ("push", "eth_dst"), ("pop", "eth_src"), ("dec_ttl",),
-    ("ct_clear",), ("ct", False, 7, None, None), ("group", 3), ("output", 5), ("controller",),
+    ("ct_clear",), ("ct", False, 7, None, None), ("multipath", 77, 3, "reg2"), ("group", 3),
+    ("output", 5), ("controller",),
     ("goto", "L3_GATE"),
 )
 
