@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flows.pipeline import OFPP_IN_PORT, TUNNEL_OFPORT, UPLINK_OFPORT
+from flows.policy import PolicyState, ServiceState
 from flows.vocab import (ACTIONS, CT_EST, CT_FLAGS, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK,
                          FIELD_BITS, IPV4_FIELDS, MAC_FIELDS, int_to_value, value_to_int)
 
@@ -127,6 +128,8 @@ class Delta:
     ports: frozenset[str] = frozenset()
     bindings: frozenset[str] = frozenset()
     routers: frozenset[str] = frozenset()
+    policies: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
 
 
 def _replaced(old: Mapping, new: Iterable, remove: Iterable[str], key: str) -> tuple[Mapping, frozenset]:
@@ -150,15 +153,20 @@ class Topology:
     ports: Mapping[str, PortState] = field(default_factory=dict)
     bindings: Mapping[str, Binding] = field(default_factory=dict)  # by port name
     routers: Mapping[str, RouterState] = field(default_factory=dict)
+    policies: Mapping[str, PolicyState] = field(default_factory=dict)  # by PolicyState.key
+    services: Mapping[str, ServiceState] = field(default_factory=dict)  # by .qualified
     delta: Delta | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(cls, hosts: Iterable[HostState] = (), networks: Iterable[NetworkState] = (),
               ports: Iterable[PortState] = (), bindings: Iterable[Binding] = (),
-              validate: bool = True, routers: Iterable[RouterState] = ()) -> Topology:
+              validate: bool = True, routers: Iterable[RouterState] = (),
+              policies: Iterable[PolicyState] = (), services: Iterable[ServiceState] = ()
+              ) -> Topology:
         topo = cls(_frozen({h.name: h for h in hosts}), _frozen({n.name: n for n in networks}),
                    _frozen({p.name: p for p in ports}), _frozen({b.port: b for b in bindings}),
-                   _frozen({r.name: r for r in routers}))
+                   _frozen({r.name: r for r in routers}), _frozen({p.key: p for p in policies}),
+                   _frozen({s.qualified: s for s in services}))
         if validate:
             topo.validate()
         return topo
@@ -168,7 +176,9 @@ class Topology:
                 routers: Iterable[RouterState] = (), remove_hosts: Iterable[str] = (),
                 remove_networks: Iterable[str] = (), remove_ports: Iterable[str] = (),
                 remove_bindings: Iterable[str] = (),
-                remove_routers: Iterable[str] = ()) -> Topology:
+                remove_routers: Iterable[str] = (), policies: Iterable[PolicyState] = (),
+                remove_policies: Iterable[str] = (), services: Iterable[ServiceState] = (),
+                remove_services: Iterable[str] = ()) -> Topology:
         """A new topology with these objects added, replaced or removed (removing a port removes
         its binding); everything else is shared, and `delta` says what was touched.
 
@@ -181,9 +191,14 @@ class Topology:
         new_bindings, touched_bindings = _replaced(self.bindings, bindings,
                                                    [*remove_ports, *remove_bindings], "port")
         new_routers, touched_routers = _replaced(self.routers, routers, remove_routers, "name")
+        new_policies, touched_policies = _replaced(self.policies, policies, remove_policies, "key")
+        new_services, touched_services = _replaced(self.services, services, remove_services,
+                                                   "qualified")
         return Topology(new_hosts, new_networks, new_ports, new_bindings, new_routers,
+                        new_policies, new_services,
                         Delta(weakref.ref(self), touched_hosts, touched_networks, touched_ports,
-                              touched_bindings, touched_routers))
+                              touched_bindings, touched_routers, touched_policies,
+                              touched_services))
 
     def router_of(self, network: str) -> RouterState | None:
         """The router attached to a network, if any (validate() allows at most one)."""
