@@ -54,7 +54,7 @@ def body_fields(body, required, optional):
             continue
         wanted = known[field]
         if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise bad(field, f"expected {_TYPE_NAMES[wanted]}, got {_describe(value)}")
+            raise bad(field, f"expected {_TYPE_NAMES[wanted]}, got {describe(value)}")
         fields[field] = value
     for field in required:
         if fields.get(field) in (None, ""):
@@ -62,7 +62,10 @@ def body_fields(body, required, optional):
     return fields
 
 
-def _describe(value):
+def describe(value):
+    """What kind of JSON value this is, in words (for "expected ..., got ...")."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     for kind, words in ((str, "a string"), (int, "a number"), (float, "a number"), (dict, "an object"),
@@ -88,15 +91,16 @@ def parse_json(raw):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not valid UTF-8") from None
-    if _nesting(text) > MAX_JSON_DEPTH:
+    if nesting(text) > MAX_JSON_DEPTH:
         raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique_keys)
     except ValueError as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
 
 
-def _nesting(text):
+def nesting(text):
+    """How deep a JSON text nests its lists and objects, in one pass and without parsing it."""
     depth = deepest = 0
     in_string = escaped = False
     for char in text:
@@ -117,17 +121,73 @@ def _nesting(text):
     return deepest
 
 
-def _no_constant(name):
+def no_constant(name):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _unique_keys(pairs):
+def unique_keys(pairs):
     result = {}
     for key, value in pairs:
         if key in result:
             raise ValueError(f"the key {shown(key)} appears twice")
         result[key] = value
     return result
+
+
+# Kubernetes' syntaxes (k8s.io/apimachinery/pkg/util/validation), for labels, selectors, named ports and
+# manifests' names. Each *_problem function returns what is wrong with a value, or None: the API and the
+# manifest parser raise it in their own form, with the field's path.
+LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+DNS1035_LABEL_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+PORT_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")
+LABEL_NAME_RULE = "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+
+
+def label_key_problem(key):
+    """A label key is a qualified name: an optional DNS-subdomain prefix and '/', then a name."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (0 < len(prefix) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(prefix)):
+        return "its prefix (before the '/') must be a lowercase DNS subdomain of at most 253 characters"
+    if not LABEL_NAME_RE.fullmatch(name):
+        return f"a label key is {LABEL_NAME_RULE}, after an optional DNS prefix and '/' (like app.kubernetes.io/name)"
+    return None
+
+
+def label_value_problem(value):
+    if value and not LABEL_NAME_RE.fullmatch(value):
+        return f"a label value is empty or {LABEL_NAME_RULE}"
+    return None
+
+
+def dns_subdomain_problem(value):
+    if not (len(value) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(value)):
+        return "must be a lowercase DNS subdomain: at most 253 lowercase letters, digits, '-' or '.', " \
+               "starting and ending with a letter or digit"
+    return None
+
+
+def dns_label_problem(value):
+    if not DNS_LABEL_RE.fullmatch(value):
+        return "must be a lowercase DNS label: 1-63 lowercase letters, digits or '-', starting and ending " \
+               "with a letter or digit"
+    return None
+
+
+def dns1035_label_problem(value):
+    if not DNS1035_LABEL_RE.fullmatch(value):
+        return "must be a DNS-1035 label: 1-63 lowercase letters, digits or '-', starting with a letter and " \
+               "ending with a letter or digit"
+    return None
+
+
+def port_name_problem(value):
+    """A named port is an IANA_SVC_NAME (RFC 6335): the name of a container's port, like "http"."""
+    if not (PORT_NAME_RE.fullmatch(value) and re.search("[a-z]", value) and "--" not in value):
+        return "a port name is 1-15 lowercase letters, digits or '-', with at least one letter, no '--', " \
+               "not starting or ending with '-' (like http)"
+    return None
 
 
 def name(value, field="name"):

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
+from flows.acl import compile_acls, static_acl_flows
 from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
                          ETH_TYPE_IPV4, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
                          OFPVID_NONE, Action, Binding, FloatingIpState, Flow, HostState,
@@ -132,6 +133,7 @@ def static_flows() -> frozenset[Flow]:
              (("arp_op", ARP_REQUEST), ("eth_type", ETH_TYPE_ARP)), (), STATIC_COOKIE),
         Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (proceed(ARP_RESPONDER),), STATIC_COOKIE),
         Flow(L3_GATE.id, PRIORITY_DEFAULT, (), (proceed(L3_GATE),), STATIC_COOKIE),
+        *static_acl_flows(),
     })
 
 
@@ -426,6 +428,7 @@ class Compiler:
         self._routers_of_floating_port: dict[str, set[str]] = {}
         # router -> (its flows elsewhere, its flows on its gateway host)
         self._router_fragments: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = {}
+        self._acls: dict[str, HostFlows] = {}  # host -> its NetworkPolicy owners (flows.acl)
 
     def update(self, topo: Topology) -> dict[str, HostFlows]:
         """Adopt `topo`; return, per host, the cookies whose flows changed and their new flows.
@@ -487,6 +490,9 @@ class Compiler:
                         or changed_routers & (before.routers | after.routers)):
                     rebuild.add(host)
 
+        old_acls = self._acls
+        if self._acls_affected(old, topo, delta, changed_ports | changed_networks):
+            self._acls = compile_acls(topo)
         changes: dict[str, HostFlows] = {}
         for host in sorted(set(old.hosts) | set(topo.hosts)):
             before = self.flows.get(host, {})
@@ -500,9 +506,32 @@ class Compiler:
                     if before.get(c) != after.get(c)}
             else:
                 diff = self._patch_host(host, old_placed, new_placed, dirty_routers)
+                diff.update(self._patch_acls(host, old_acls.get(host, {})))
             if diff:
                 changes[host] = diff
         return changes
+
+    def _acls_affected(self, old: Topology, topo: Topology, delta, changed: set[str]) -> bool:
+        """Whether the policies' flows may have changed: a policy did, or a port, binding,
+        network or router while policies exist (selectors, peers and named ports read them)."""
+        if old.policies is not topo.policies and (delta is None or delta.policies
+                                                  or old.policies != topo.policies):
+            return True
+        return bool(topo.policies) and bool(
+            changed or old.routers is not topo.routers or old.hosts is not topo.hosts)
+
+    def _patch_acls(self, host: str, before: HostFlows) -> HostFlows:
+        flows, after = self.flows[host], self._acls.get(host, {})
+        diff = {}
+        for cookie in before.keys() | after.keys():
+            new = after.get(cookie, frozenset())
+            if before.get(cookie, frozenset()) != new:
+                diff[cookie] = new
+                if new:
+                    flows[cookie] = new
+                else:
+                    flows.pop(cookie, None)
+        return diff
 
     def _index_routers(self, topo: Topology) -> None:
         self._router_of_network = {}
@@ -587,7 +616,7 @@ class Compiler:
         return on_gateway if router.gateway and router.gateway.host == host else elsewhere
 
     def _compile_host(self, host: str) -> HostFlows:
-        result: HostFlows = {STATIC_COOKIE: static_flows()}
+        result: HostFlows = {STATIC_COOKIE: static_flows(), **self._acls.get(host, {})}
         needs = self._needs.get(host, _Needs())
         for name in sorted(needs.networks):
             result.update(self._remote.get(name, {}))

@@ -81,16 +81,20 @@ def _is_clause(entry: Entry) -> bool:
 
 
 def merge(wanted: Iterable[Entry]) -> Entry:
-    """The one entry on the switch for what several owners want under one key: the same entry,
-    or, for a conjunctive clause that several rules use, one flow with all their conjunction
-    actions (Antrea's conjMatchFlowContext). Anything else is a compiler bug."""
+    """The one entry on the switch for what several owners want under one key: the same entry
+    (owners that differ only in the cookie get the lowest), or, for a conjunctive clause that
+    several rules use, one flow with all their conjunction actions (Antrea's
+    conjMatchFlowContext). Anything else is a compiler bug."""
     distinct = set(wanted)
     if len(distinct) == 1:
         return next(iter(distinct))
-    if all(_is_clause(e) for e in distinct):
-        first = min(distinct, key=lambda e: e.cookie)
-        actions = tuple(sorted({a for e in distinct for a in e.actions}))
-        return Flow(first.table, first.priority, first.match, actions, first.cookie)
+    first = min(distinct, key=lambda e: getattr(e, "cookie", 0))
+    if all(isinstance(e, Flow) for e in distinct):
+        if len({e.actions for e in distinct}) == 1:
+            return first
+        if all(_is_clause(e) for e in distinct):
+            actions = tuple(sorted({a for e in distinct for a in e.actions}))
+            return Flow(first.table, first.priority, first.match, actions, first.cookie)
     raise ValueError(f"owners want different entries under one key: {sorted(map(repr, distinct))}")
 
 

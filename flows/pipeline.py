@@ -40,12 +40,20 @@ PORT_SECURITY = Table(
     "IPv4 and ARP are let through only with the port's own MAC and IP (eth_src, ipv4_src, "
     "arp_sha, arp_spa); everything else, IPv6 included, misses and is dropped.")
 ARP_RESPONDER = Table(
-    "ARP_RESPONDER", 20, next="L3_GATE", purpose=
+    "ARP_RESPONDER", 20, next="ACL_EGRESS", purpose=
     "ARP requests for a known IP of the network are answered in place and sent back out the "
     "in_port; requests for unknown IPs are dropped; all other traffic goes to L2_LOOKUP.")
 ACL_EGRESS = Table(
-    "ACL_EGRESS", 30, "Policy from the sending port's point of view (ct, conjunction).",
-    reserved_for="ACL issue")
+    "ACL_EGRESS", 30, next="L3_GATE", purpose=
+    "NetworkPolicy, sending side: IPv4 from a port that any policy selects goes through "
+    "ct(zone=its network's key) into ACL_EGRESS_EVAL; everything else passes.")
+ACL_EGRESS_EVAL = Table(
+    "ACL_EGRESS_EVAL", 32, next="L3_GATE", purpose=
+    "Established and related packets pass, invalid ones are dropped. A new connection from a "
+    "port selected for egress passes only if a rule of a policy selecting it allows it "
+    "(conjunctive matches: selected port, peer address, protocol and port), and is then "
+    "committed; from a port selected for ingress only, it is committed and passes. The rest is "
+    "dropped (default deny).")
 UPLINK_IN = Table(
     "UPLINK_IN", 35,
     "Gateway host, frames from the uplink: ARP requests for the external or a floating IP are "
@@ -84,19 +92,25 @@ UPLINK_OUT = Table(
     "Gateway host: eth_src = external MAC, eth_dst = next hop MAC, output to the uplink; "
     "while the next hop's MAC is unknown this misses and the packet is dropped.")
 L2_LOOKUP = Table(
-    "L2_LOOKUP", 90, next="OUTPUT", purpose=
+    "L2_LOOKUP", 90, next="ACL_INGRESS", purpose=
     "(network, eth_dst) of a local port loads the logical outport (reg15) and goes to OUTPUT; "
     "of a remote port (only if not from a tunnel: split horizon) sets tun_id=VNI, "
     "tun_dst=that host and outputs to the Geneve port. Broadcast, multicast and unknown "
     "unicast are dropped: there is no flooding and no MAC learning.")
 ACL_INGRESS = Table(
-    "ACL_INGRESS", 100, "Policy from the receiving port's point of view.",
-    reserved_for="ACL issue")
+    "ACL_INGRESS", 100, next="OUTPUT", purpose=
+    "NetworkPolicy, receiving side (on the receiver's host, wherever the sender is): IPv4 to a "
+    "port that any policy selects goes through ct(zone=its network's key) into "
+    "ACL_INGRESS_EVAL; everything else passes.")
+ACL_INGRESS_EVAL = Table(
+    "ACL_INGRESS_EVAL", 102, next="OUTPUT", purpose=
+    "As ACL_EGRESS_EVAL, for the receiving port: new connections to a port selected for ingress "
+    "pass only if a rule allows them (peer = the source address).")
 OUTPUT = Table("OUTPUT", 110, "Output to the ofport of the logical outport (reg15).")
 
 TABLES: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ACL_EGRESS, UPLINK_IN, L3_GATE, ROUTING, NEIGHBOR,
-    GATEWAY, NAT, UPLINK_OUT, L2_LOOKUP, ACL_INGRESS, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ACL_EGRESS, ACL_EGRESS_EVAL, UPLINK_IN, L3_GATE,
+    ROUTING, NEIGHBOR, GATEWAY, NAT, UPLINK_OUT, L2_LOOKUP, ACL_INGRESS, ACL_INGRESS_EVAL, OUTPUT,
 )
 TABLE_BY_ID: dict[int, Table] = {t.id: t for t in TABLES}
 TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
@@ -131,7 +145,6 @@ REG_DATAPATH = "metadata"
 REG_INPORT = "reg14"
 REG_OUTPORT = "reg15"
 REG_FLAGS = "reg10"
-REG_CT_ZONE = "reg13"
 REG_NEXT_HOP = "reg0"
 
 # reg10 flag bits. Registers are zero when a packet enters the pipeline, so CLASSIFY may write
@@ -147,9 +160,6 @@ REGISTERS: tuple[Register, ...] = (
     Register("outport", REG_OUTPORT, (0, 31), "logical outport = port key"),
     Register("from_tunnel", REG_FLAGS, (0, 0),
              "frame came in on the Geneve port: never tunnel it again (split horizon)"),
-    Register("ct_zone", REG_CT_ZONE, (0, 15),
-             "conntrack zone of ACLs (NAT uses the router key as an immediate zone)",
-             reserved_for="ACL issue"),
 )
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +184,8 @@ class Category(IntEnum):
     NETWORK = 3
     PORT = 4
     ROUTER = 5
+    POLICY = 6  # a NetworkPolicy's rules on a host (key: flows.acl.policy_ids)
+    ACL = 7  # a selected port's conntrack and default-deny flows (key: the port key)
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.acl import describe_conj_id, policy_ids
 from flows.compiler import compile_all
 from flows.model import (ARP_REQUEST, CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_TYPE_ARP,
                          ETH_TYPE_IPV4, FIELD_BITS, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
-                         IP_PROTO_TCP, IP_PROTO_UDP, OFPVID_NONE, Flow, Group, Topology,
+                         IP_PROTO_SCTP, IP_PROTO_TCP, IP_PROTO_UDP, OFPVID_NONE, Flow, Group, Topology,
                          int_to_value, value_to_int)
 from flows.ofctl import to_ofctl
-from flows.pipeline import (CLASSIFY, OFPP_IN_PORT, REG_NEXT_HOP, TABLE_BY_ID, TUNNEL_OFPORT,
-                            UPLINK_OFPORT, Category, parse_cookie)
+from flows.pipeline import (ACL_EGRESS_EVAL, ACL_INGRESS_EVAL, CLASSIFY, OFPP_IN_PORT,
+                            REG_NEXT_HOP, TABLE_BY_ID, TUNNEL_OFPORT, UPLINK_OFPORT, Category,
+                            parse_cookie)
 from flows.vocab import ACTIONS, Execution, format_ct_state
 
 DELIVERED = "delivered"
@@ -94,6 +96,7 @@ class Trace:
 
 ConnTuple = tuple[int, int, int, int, int]  # ipv4_src, ipv4_dst, ip_proto, sport, dport
 _PORT_FIELDS = {IP_PROTO_TCP: ("tcp_src", "tcp_dst"), IP_PROTO_UDP: ("udp_src", "udp_dst"),
+                IP_PROTO_SCTP: ("sctp_src", "sctp_dst"),
                 IP_PROTO_ICMP: ("icmpv4_id", "icmpv4_id")}
 
 
@@ -219,6 +222,7 @@ class Tracer:
                 entries.sort(key=lambda e: e[1].sort_key())
             self._tables[host] = tables
         self._port_at = {(b.host, b.ofport): b.port for b in topo.bindings.values()}
+        self._policy_ids = policy_ids(topo.policies)
         self._host_by_ip = {h.encap_ip: h.name for h in topo.hosts.values()}
 
     def _lookup(self, host: str, table: int, pkt: dict[str, int]) -> Flow | None:
@@ -277,6 +281,10 @@ class Tracer:
                     remote_ip = int_to_value("tun_ipv4_dst", pkt.get("tun_ipv4_dst", 0))
                     next_host = self._host_by_ip.get(remote_ip)
                     note = f"tunnel to {next_host or remote_ip}, tun_id={pkt.get('tunnel_id', 0)}"
+                acl = self._acl_note(flow)
+                if acl:
+                    note = "; ".join(filter(None, (note, acl)))
+                    arg = acl if kind == "drop" else arg
                 _, category, key = parse_cookie(flow.cookie)
                 changes = tuple((f, int_to_value(f, v)) for f, v in sorted(pkt.items())
                                 if before.get(f) != v)
@@ -308,6 +316,29 @@ class Tracer:
                    "tun_ipv4_dst": pkt["tun_ipv4_dst"]}
             host = next_host
         return Trace(tuple(steps), Verdict(LOOP, host, reason=f"more than {self.max_hops} hops"))
+
+    def _acl_note(self, flow: Flow) -> str:
+        """Which policy and rule let a connection through, or which policies dropped it."""
+        _, category, key = parse_cookie(flow.cookie)
+        if category not in (Category.POLICY, Category.ACL):
+            return ""
+        conj = dict(flow.match).get("conj_id")
+        if conj is not None:
+            return f"allowed by {describe_conj_id(conj, self._policy_ids)}"
+        if category == Category.POLICY:
+            name = next((k for k, v in self._policy_ids.items() if v == key), f"#{key}")
+            return f"allowed by policy {name} (a rule with no peer and no port: everything)"
+        if flow.actions or flow.table not in (ACL_EGRESS_EVAL.id, ACL_INGRESS_EVAL.id):
+            return ""
+        side = "egress" if flow.table == ACL_EGRESS_EVAL.id else "ingress"
+        port = next((p for p in self.topo.ports.values() if p.key == key), None)
+        if port is None:
+            return ""
+        names = ", ".join(sorted(p.key for p in self.topo.policies.values()
+                                 if getattr(p, side) is not None and p.network == port.network
+                                 and p.pod_selector.matches(dict(port.labels))))
+        return (f"port {port.name} is selected for {side} by {names}; no rule of {names} allows "
+                "this connection")
 
     def _miss(self, host: str, table: int, pkt: dict[str, int]) -> str:
         """Why nothing matched: the tag, when the same frame untagged would have matched."""
@@ -383,7 +414,9 @@ def l4_fields(proto: str, sport: int = SOURCE_PORT, dport: int | None = None) ->
         return {"ip_proto": IP_PROTO_TCP, "tcp_src": sport, "tcp_dst": dport or 80}
     if proto == "udp":
         return {"ip_proto": IP_PROTO_UDP, "udp_src": sport, "udp_dst": dport or 53}
-    raise ValueError(f"unknown protocol {proto!r} (icmp, tcp or udp)")
+    if proto == "sctp":
+        return {"ip_proto": IP_PROTO_SCTP, "sctp_src": sport, "sctp_dst": dport or 80}
+    raise ValueError(f"unknown protocol {proto!r} (icmp, tcp, udp or sctp)")
 
 
 def first_hop_mac(topo: Topology, port_name: str, dst_ip: str) -> str:
