@@ -27,6 +27,10 @@ class Config:
     api_tls_key: str = _option("", "the private key of api_tls_cert")
     api_tls_client_ca: str = _option("", "if set, the TCP API also requires client certificates "
                                          "signed by this CA (PEM), besides the bearer token")
+    service_cidr: str = _option("10.96.0.0/16", "where Services' cluster IPs (VIPs) come from, as Kubernetes' "
+                                                "--service-cluster-ip-range: an IPv4 CIDR no network uses")
+    dns_upstream: str = _option("", "where Weft's DNS forwards the names it does not know: IP or IP:PORT; empty: "
+                                    "it refuses them (REFUSED), so no query leaves the data path")
 
     @property
     def tokens_dir(self):
@@ -63,5 +67,16 @@ def check(config):
         path = getattr(config, option)
         if path and not os.path.isfile(path):
             raise ValueError(f"[weft] {option}: no file {path!r}")
+    try:
+        validate.ipv4_network(config.service_cidr, "[weft] service_cidr", max_prefix=30)
+    except validate.ApiError as err:
+        raise ValueError(err.message) from None
+    if config.dns_upstream:
+        from controller.dns import _parse_upstream  # the DNS server's own reading of the option
+        try:
+            _parse_upstream(config.dns_upstream)
+        except ValueError as err:
+            raise ValueError(f"[weft] dns_upstream: {err}") from None
     if config.api_tls_client_ca and not config.api_tls_cert:
         raise ValueError("[weft] api_tls_client_ca needs api_tls_cert (client certificates need HTTPS)")
+

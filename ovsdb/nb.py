@@ -15,9 +15,12 @@ from ovsdb import server, vswitch
 from ovsdb.idl import OvsdbConnection
 
 DATABASE = "Weft_NB"
-TABLES = {"Host": None, "Network": None, "Port": None, "Router": None, "Router_Port": None, "Floating_IP": None}
+TABLES = {"Host": None, "Network": None, "Port": None, "Router": None, "Router_Port": None, "Floating_IP": None,
+          "Policy": None, "Service": None}
 MAX_PORT_KEY = 2**31 - 1
 MAX_HOST_KEY = 65535
+OPTIONAL_COLUMNS = {"load_balancer_ip"}  # what Nb.apply writes as a value or None
+MAX_SERVICE_KEY = 2**24 - 1  # a service's key names its OpenFlow groups and cookies (flows/policy.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,34 @@ class Router:
     gateway: dict        # {} or {host, uplink, ip, prefixlen, next_hop, mac}
 
 
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A NetworkPolicy as applied: `manifest` is its JSON document (what controller/manifests.py
+    checked on the way in and parses again to compile it)."""
+    name: str
+    network: str
+    manifest: str
+
+    @property
+    def qualified(self):
+        return f"{self.network}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """A Service as applied, with what the controller gave it: its key and its addresses."""
+    name: str
+    network: str
+    manifest: str
+    key: int
+    cluster_ip: str
+    load_balancer_ip: str | None
+
+    @property
+    def qualified(self):
+        return f"{self.network}/{self.name}"
+
+
 @dataclasses.dataclass
 class Changes:
     """The names of what changed since the last `NbReplica.take_changes()`. `everything`: the replica
@@ -78,6 +109,8 @@ class Changes:
     networks: set = dataclasses.field(default_factory=set)
     ports: set = dataclasses.field(default_factory=set)
     routers: set = dataclasses.field(default_factory=set)
+    policies: set = dataclasses.field(default_factory=set)  # "network/name"
+    services: set = dataclasses.field(default_factory=set)  # "network/name"
     everything: bool = False
 
 
@@ -160,6 +193,12 @@ class NbReplica:
         self._uuid_of = {table: {} for table in TABLES}  # name -> uuid
         self._router_rows = {}        # uuid -> (name, key, static routes, gateway)
         self._router_ports = {}       # uuid -> (router uuid, network name, mac)
+        self.policies, self.services = {}, {}  # "network/name" -> Policy, Service
+        self.policies_of_network = {}  # network name -> {"network/name"}
+        self.services_of_network = {}  # network name -> {"network/name"}
+        self.service_ips = {}         # a service's cluster IP or load balancer IP -> "network/name"
+        self.service_keys = FreeNumbers(1, MAX_SERVICE_KEY, lambda key: key in self._service_keys_used)
+        self._service_keys_used = set()
         self._counts = dict.fromkeys(TABLES, 0)
         self.changes = Changes()
         for table in TABLES:
@@ -178,7 +217,8 @@ class NbReplica:
             del self._uuid_of[table][old_name]
         new_name = None
         if event != "delete":
-            new_name = row.ip if table == "Floating_IP" else None if table == "Router_Port" else row.name
+            new_name = (row.ip if table == "Floating_IP" else None if table == "Router_Port"
+                        else f"{row.network}/{row.name}" if table in ("Policy", "Service") else row.name)
             if new_name is not None:
                 self._name_of[table][row.uuid] = new_name
                 self._uuid_of[table][new_name] = row.uuid
@@ -269,6 +309,35 @@ class NbReplica:
             if router:
                 self.changes.routers.add(router)
 
+    def _changed_policy(self, uuid, old_name, row):
+        old = self.policies.pop(old_name, None)
+        if old:
+            self.policies_of_network[old.network].discard(old_name)
+        if row is not None:
+            policy = Policy(row.name, row.network, row.manifest)
+            self.policies[policy.qualified] = policy
+            self.policies_of_network.setdefault(policy.network, set()).add(policy.qualified)
+        self.changes.policies.add(old_name or f"{row.network}/{row.name}")
+
+    def _changed_service(self, uuid, old_name, row):
+        old = self.services.pop(old_name, None)
+        if old:
+            self.services_of_network[old.network].discard(old_name)
+            for ip in (old.cluster_ip, old.load_balancer_ip):
+                if self.service_ips.get(ip) == old_name:
+                    del self.service_ips[ip]
+            self._service_keys_used.discard(old.key)
+            self.service_keys.freed(old.key)
+        if row is not None:
+            service = Service(row.name, row.network, row.manifest, row.key, row.cluster_ip,
+                              _opt(row.load_balancer_ip))
+            self.services[service.qualified] = service
+            self.services_of_network.setdefault(service.network, set()).add(service.qualified)
+            for ip in filter(None, (service.cluster_ip, service.load_balancer_ip)):
+                self.service_ips[ip] = service.qualified
+            self._service_keys_used.add(service.key)
+        self.changes.services.add(old_name or f"{row.network}/{row.name}")
+
     # --- reading ------------------------------------------------------------------------------------
     def take_changes(self):
         changes, self.changes = self.changes, Changes()
@@ -329,6 +398,26 @@ class PortsTaken:
 
     def free_ip(self):
         return self._replica.free_ip(self._network, self._picked["ips"].get(self._network, {}))
+
+
+class ServicesTaken:
+    """What a service's key and addresses must not collide with: the replica plus what earlier picks
+    of the same transaction took (the replica has those only after the commit)."""
+
+    def __init__(self, replica, picked):
+        self.replica, self._picked = replica, picked
+
+    def ip_owner(self, ip):
+        """The service ("network/name") that has `ip` as its cluster or load balancer IP, or None."""
+        return self._picked["ips"].get(ip) or self.replica.service_ips.get(ip)
+
+    def lowest_key(self):
+        return self.replica.service_keys.lowest(self._picked["keys"])
+
+    def pick(self, qualified, key, ips):
+        """Records what a service of this transaction got, for the picks after it."""
+        self._picked["keys"].add(key)
+        self._picked["ips"].update(dict.fromkeys(filter(None, ips), qualified))
 
 
 def load_schema():
@@ -497,6 +586,28 @@ class Nb:
                 row.delete()
             return row is not None
         return self.conn.transact(build)
+
+    def apply(self, choose, remove=()):
+        """Creates or replaces policies and services and deletes others in one transaction: all of
+        them or, if anything fails, none. `choose(ServicesTaken)` runs inside the transaction (so no
+        concurrent write picks the same key or address) and returns the objects to write, each
+        (table, network, name, columns) with table "Policy" or "Service"; `remove` lists
+        (table, network, name) to delete."""
+        def build(txn, tables):
+            picked = txn.scratch.setdefault("services", {"keys": set(), "ips": {}})
+            for table, network, name, columns in choose(ServicesTaken(self.replica, picked)):
+                row = self._find(tables, table, f"{network}/{name}")
+                if row is None:
+                    row = _insert(txn, tables, table, name=name, network=network)
+                for column, value in columns.items():
+                    if column in OPTIONAL_COLUMNS:  # OVSDB's optional value is a set of 0 or 1
+                        value = [] if value is None else [value]
+                    setattr(row, column, value)
+            for table, network, name in remove:
+                row = self._find(tables, table, f"{network}/{name}")
+                if row is not None:
+                    row.delete()
+        self.conn.transact(build)
 
     def set_host_statuses(self, statuses):
         """Replaces hosts' status maps ({host name: status}) in one transaction, writing only changes."""

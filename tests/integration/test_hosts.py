@@ -184,6 +184,9 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     ("api_socket", "api.sock", ["api_socket", "absolute path"]),
     ("api_socket_group", "no-such-group-here", ["api_socket_group", "no group"]),
     ("api_tls_cert", "/nonexistent/cert.pem", ["api_tls_cert", "api_tls_key"]),
+    ("service_cidr", "10.96.0.1/16", ["service_cidr", "host bits", "10.96.0.0/16"]),
+    ("service_cidr", "fd00::/108", ["service_cidr", "not an IPv4 network"]),
+    ("dns_upstream", "192.0.2.53:99999", ["dns_upstream", "IP[:port]"]),
 ])
 def test_bad_configuration_stops_the_controller_with_a_clear_message(tmp_path, option, value, words):
     ryu_manager = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
@@ -191,7 +194,8 @@ def test_bad_configuration_stops_the_controller_with_a_clear_message(tmp_path, o
     conf.write_text(f"[weft]\nstate_dir = {tmp_path}/state\napi_socket = {tmp_path}/api.sock\n{option} = {value}\n")
     result = subprocess.run([ryu_manager, "--ofp-tcp-listen-port", str(_free_port()), "--config-file", str(conf),
                              "controller.app"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": weftlab.source_pythonpath()})  # this tree's controller
     assert result.returncode == 1
     assert "weft: bad configuration" in result.stderr and "Traceback" not in result.stderr
     for word in words:

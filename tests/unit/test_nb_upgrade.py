@@ -1,6 +1,7 @@
-"""An upgraded controller keeps its NB: a db file written with the previous schema (1.2.0, before
-labels and named ports) is converted at start with its rows, also when a server left running by the
-old controller still holds it; a db file of a newer schema is refused rather than cut down."""
+"""An upgraded controller keeps its NB: a db file written with an older schema (1.2.0, before labels
+and named ports; 1.3.0, before policies and services) is converted at start with its rows, also when a
+server left running by the old controller still holds it; a db file of a newer schema is refused
+rather than cut down."""
 import json
 import os
 import shutil
@@ -17,30 +18,42 @@ from ovsdb import server
 from ovsdb.idl import ThreadHub
 from test_api import call  # tests/unit is on sys.path
 
-NEW_COLUMNS = {"Network": ("labels",), "Port": ("labels", "named_ports")}
+# What each schema version added: (columns by table, tables)
+ADDED = {"1.3.0": ({"Network": ("labels",), "Port": ("labels", "named_ports")}, ()),
+         "1.4.0": ({}, ("Policy", "Service"))}
+with open(server.SCHEMA_PATH) as f:
+    CURRENT = json.load(f)["version"]
 
 pytestmark = pytest.mark.skipif(not shutil.which("ovsdb-server"),
                                 reason="ovsdb-server is not installed (scripts/setup.sh installs it)")
 
 
-def old_schema(path):
-    """This schema as it was at 1.2.0: without the columns 1.3.0 added."""
+def old_schema(path, version):
+    """This schema as it was at `version`: without what the versions after it added."""
     with open(server.SCHEMA_PATH) as f:
         schema = json.load(f)
-    schema["version"] = "1.2.0"
-    for table, columns in NEW_COLUMNS.items():
-        for column in columns:
-            del schema["tables"][table]["columns"][column]
+    schema["version"] = version
+    for later, (columns, tables) in ADDED.items():
+        if _version(later) > _version(version):
+            for table, names in columns.items():
+                for column in names:
+                    del schema["tables"][table]["columns"][column]
+            for table in tables:
+                del schema["tables"][table]
     path.write_text(json.dumps(schema))
     return str(path)
 
 
-def old_nb(tmp_path):
-    """A state directory whose nb.db was made with the old schema and holds a network and a port."""
+def _version(text):
+    return tuple(map(int, text.split(".")))
+
+
+def old_nb(tmp_path, version="1.2.0"):
+    """A state directory whose nb.db was made with an old schema and holds a network and a port."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     db = str(state / "nb.db")
-    subprocess.run(["ovsdb-tool", "create", db, old_schema(tmp_path / "old.ovsschema")], check=True)
+    subprocess.run(["ovsdb-tool", "create", db, old_schema(tmp_path / "old.ovsschema", version)], check=True)
     subprocess.run(["ovsdb-tool", "transact", db, json.dumps([
         "Weft_NB",
         {"op": "insert", "table": "Network", "uuid-name": "n",
@@ -63,17 +76,24 @@ def start_core(state):
     return core
 
 
-def test_an_old_nb_file_is_converted_with_its_rows(tmp_path):
-    state = old_nb(tmp_path)
+def test_the_schema_history_ends_at_this_schema():
+    assert max(ADDED, key=_version) == CURRENT
+
+
+@pytest.mark.parametrize("version", ["1.2.0", "1.3.0"])
+def test_an_old_nb_file_is_converted_with_its_rows(tmp_path, version):
+    state = old_nb(tmp_path, version)
     core = start_core(state)
     try:
-        assert db_version(state) == "1.3.0"
+        assert db_version(state) == CURRENT
         nb = core.nb_state()
         assert (nb.networks["blue"].cidr, nb.networks["blue"].labels) == ("10.0.0.0/24", {})
         assert (nb.ports["p1"].ip, nb.ports["p1"].labels, nb.ports["p1"].named_ports) == ("10.0.0.5", {}, {})
         api = NorthboundApi(core)
         status, port = call(api, "PUT", "/v1/ports/p1/labels", {"labels": {"app": "web"}})
         assert status == 200 and port["labels"] == {"app": "web"}
+        core.nb.apply(lambda taken: [("Policy", "blue", "deny", {"manifest": "{}"})])  # the new tables work
+        assert list(core.nb_state().policies) == ["blue/deny"]
     finally:
         core.stop()
 
@@ -97,7 +117,7 @@ def test_a_server_left_running_on_an_old_file_is_converted_online(tmp_path):
             assert core.nb_state().ports["p1"].labels == {}
             answer = subprocess.run(["ovsdb-client", "get-schema-version", nb.remote, "Weft_NB"],
                                     capture_output=True, text=True, check=True)
-            assert answer.stdout.strip() == "1.3.0"
+            assert answer.stdout.strip() == CURRENT
         finally:
             core.stop()
     finally:
@@ -114,6 +134,6 @@ def test_a_newer_nb_file_is_refused_not_cut_down(tmp_path):
     schema["version"] = "9.0.0"
     (tmp_path / "new.ovsschema").write_text(json.dumps(schema))
     subprocess.run(["ovsdb-tool", "create", str(state / "nb.db"), str(tmp_path / "new.ovsschema")], check=True)
-    with pytest.raises(server.EmbeddedServerError, match="NB schema 9.0.0, newer than this controller's 1.3"):
+    with pytest.raises(server.EmbeddedServerError, match=f"NB schema 9.0.0, newer than this controller's {CURRENT}"):
         server.EmbeddedNbServer(str(state)).start()
     assert db_version(state) == "9.0.0"
