@@ -261,11 +261,10 @@ def _fragment(flows: Iterable[Flow]) -> frozenset[Flow]:
     return frozenset(merge(same) for same in by_key.values())
 
 
-def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
-                 ) -> dict[str, frozenset[Flow]]:
-    """A policy's rule flows per host (the hosts of the ports it selects)."""
+def policy_flows(view: _View, policy: PolicyState, selected: list[PortState], pid: int,
+                 zone: int) -> dict[str, frozenset[Flow]]:
+    """A policy's rule flows per host (the hosts of the `selected` ports)."""
     cookie = make_cookie(Category.POLICY, pid)
-    selected = view.selected(policy)
     shared: list[Flow] = []  # the same on every host
     per_port: list[tuple[PortState, Flow]] = []  # clause 1 / direct flows: on the port's host
     for side in SIDES:
@@ -301,7 +300,8 @@ def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
             by_host.setdefault(binding.host, []).append(flow)
     hosts = {view.topo.bindings[p.name].host for p in selected
              if p.name in view.topo.bindings and view.topo.bindings[p.name].host in view.topo.hosts}
-    return {host: _fragment([*by_host.get(host, ()), *shared]) for host in hosts}
+    everywhere = _fragment(shared)  # merged once: per-port flows never share a key with these
+    return {host: _fragment(by_host.get(host, ())) | everywhere for host in hosts}
 
 
 def compile_acls(topo: Topology) -> dict[str, dict[int, frozenset[Flow]]]:
@@ -317,11 +317,12 @@ def compile_acls(topo: Topology) -> dict[str, dict[int, frozenset[Flow]]]:
         network = topo.networks.get(policy.network)
         if network is None or network.key >= ACL_ZONE_LIMIT:
             continue  # not in the NB yet, or refused by the API (its zone would be a LB zone)
-        for port in view.selected(policy):
+        selected = view.selected(policy)
+        for port in selected:
             flags = directions.setdefault(port.name, [False, False])
             flags[0] |= policy.egress is not None
             flags[1] |= policy.ingress is not None
-        for host, flows in policy_flows(view, policy, ids[key], network.key).items():
+        for host, flows in policy_flows(view, policy, selected, ids[key], network.key).items():
             if flows:
                 result.setdefault(host, {})[make_cookie(Category.POLICY, ids[key])] = flows
     for name, (egress, ingress) in directions.items():
