@@ -10,6 +10,7 @@ import pytest
 from controller.api import NorthboundApi
 from controller.config import Config
 from controller.core import WeftCore
+from controller.manifests import parse_documents
 from ovsdb.idl import ThreadHub
 from test_api import call  # tests/unit is on sys.path
 
@@ -270,3 +271,39 @@ def test_delete_and_the_network_that_still_holds_them(blue, core):
         assert call(blue, "GET", path)[0] == 404
     assert stored(core) == ({}, {})
     assert call(blue, "DELETE", "/v1/networks/blue")[0] == 200
+
+
+# --- into the compiler's input ------------------------------------------------------------------------
+
+def wait_for(condition, what):
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_applied_objects_reach_the_topology_and_follow_each_change(blue, core):
+    assert apply(blue, policy(), service())[0] == 200
+    topo = lambda: core.compiler.topo  # noqa: E731
+    wait_for(lambda: "blue/allow-web" in topo().policies and "blue/web" in topo().services, "not compiled")
+    assert topo().policies["blue/allow-web"] == parse_documents([policy()], None)[0].obj
+    web = topo().services["blue/web"]
+    assert (web.key, web.cluster_ip, web.load_balancer_ip, web.ports[0].target_port) == (1, "10.96.0.1", None, "http")
+
+    assert apply(blue, policy(podSelector={}, policyTypes=["Egress"]))[0] == 200  # replaced: by difference
+    wait_for(lambda: topo().policies["blue/allow-web"].egress == (), "the replaced policy was not compiled")
+    assert call(blue, "DELETE", "/v1/services/blue/web")[0] == 200
+    wait_for(lambda: "blue/web" not in topo().services, "the deleted service stayed")
+    core._full = True  # a rebuild from scratch gives the same
+    core._wake.set()
+    wait_for(lambda: not core._full, "no rebuild")
+    assert set(topo().policies) == {"blue/allow-web"} and not topo().services
+
+
+def test_a_stored_manifest_this_controller_refuses_is_left_out_not_fatal(blue, core):
+    core.nb.apply(lambda taken: [("Policy", "blue", "odd", {"manifest": '{"kind": "NetworkPolicy"}'})])
+    assert apply(blue, policy())[0] == 200
+    wait_for(lambda: "blue/allow-web" in core.compiler.topo.policies, "the good policy was not compiled")
+    assert "blue/odd" not in core.compiler.topo.policies and core.topology_error is None
+    status, shown = call(blue, "GET", "/v1/policies/blue/odd")
+    assert status == 200 and shown["selects"] == [] and "cannot use the manifest" in shown["error"]
