@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from flows.diff import Owned, diff_keyed
 from flows.model import Entry, Flow, Group
 from flows.ofctl import to_ofctl
-from flows.pipeline import TABLE_BY_ID
+from flows.pipeline import TABLE_BY_ID, TABLES
 
+_ORDER = {name: i for i, name in enumerate(["meters", "groups", *(t.name for t in TABLES)])}  # as a switch lists them
 HostFlows = Mapping[int, frozenset[Entry]]  # cookie -> what that owner wants on one host
 CHANGES = ("added", "removed", "modified")
 
@@ -33,6 +34,7 @@ def plan(before: Mapping[str, HostFlows], after: Mapping[str, HostFlows], lines:
                 counts = tables.setdefault(table_name(entry), dict.fromkeys(CHANGES, 0))
                 counts[change] += 1
         host_total = {change: len(entries) for change, entries in changes.items()}
+        tables = dict(sorted(tables.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
         hosts[host] = {"tables": tables, "total": host_total,
                        **{change: [to_ofctl(e) for e in entries[:lines]] for change, entries in changes.items()}}
         for change in CHANGES:
