@@ -11,6 +11,8 @@ from controller.gateways import NextHops
 from controller.hosts import HostAgent
 from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie, router_cookie
+from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
+from flows.services import backend_endpoints
 from flows.trace import format_trace, trace_to_ip, trace_to_json
 from ovsdb.idl import TransactionError
 from ovsdb.nb import Nb
@@ -40,6 +42,7 @@ class WeftCore:
         self._applied_event = hub.Event()  # replaced and set on progress: a flow batch acked, a plug confirmed
         self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
         self._full = True                  # next pass rebuilds everything from scratch
+        self._backends = frozenset()       # service backends (protocol, address, port) last pass
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -313,9 +316,27 @@ class WeftCore:
         self.topology_error = None
         flow_changes = self.compiler.update(topo)
         self._sync_switches(state, flow_changes)
+        self._flush_gone_backends(topo)
         self._publish_host_status(state)
         touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
         self._publish_port_bindings(state, topo, touched)
+
+    def _flush_gone_backends(self, topo):
+        """A backend that left a service stops getting new connections with the flows just sent;
+        its existing ones (DNATed in the LB zone, hairpin ones SNATed too) go from every switch."""
+        if not topo.services and not self._backends:
+            return
+        now = backend_endpoints(topo)
+        gone, self._backends = self._backends - now, now
+        for ip_proto, address, port in sorted(gone):
+            LOG.info("service backend %s:%d (protocol %d) is gone: flushing its connections",
+                     address, port, ip_proto)
+            for switch in list(self.switches.values()):
+                for zone in (LB_ZONE, HAIRPIN_ZONE):
+                    try:
+                        switch.flush_conntrack(zone, ip_proto, address, port)
+                    except Exception as err:  # a switch going away: its conntrack goes with it
+                        LOG.debug("conntrack flush failed: %s", err)
 
     def _next_topology(self, state):
         """The NB's changes (and the hosts' and next hops') since the last pass, as a new topology."""

@@ -491,7 +491,7 @@ def _policy_port(port, path):
 def _port_name(name, path):
     if name.isdigit():
         _fail(path, f"{_shown(name)} is a string: write a port number without quotes")
-    problem = validate.port_name_problem(name)
+    problem = validate.service_name_problem(name)
     if problem:
         _fail(path, f"{_shown(name)}: {problem}")
 

@@ -135,62 +135,6 @@ def unique_keys(pairs):
     return result
 
 
-# Kubernetes' syntaxes (k8s.io/apimachinery/pkg/util/validation), for labels, selectors, named ports and
-# manifests' names. Each *_problem function returns what is wrong with a value, or None: the API and the
-# manifest parser raise it in their own form, with the field's path.
-LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
-DNS1035_LABEL_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
-PORT_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")
-LABEL_NAME_RULE = "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-
-
-def label_key_problem(key):
-    """A label key is a qualified name: an optional DNS-subdomain prefix and '/', then a name."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and not (0 < len(prefix) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(prefix)):
-        return "its prefix (before the '/') must be a lowercase DNS subdomain of at most 253 characters"
-    if not LABEL_NAME_RE.fullmatch(name):
-        return f"a label key is {LABEL_NAME_RULE}, after an optional DNS prefix and '/' (like app.kubernetes.io/name)"
-    return None
-
-
-def label_value_problem(value):
-    if value and not LABEL_NAME_RE.fullmatch(value):
-        return f"a label value is empty or {LABEL_NAME_RULE}"
-    return None
-
-
-def dns_subdomain_problem(value):
-    if not (len(value) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(value)):
-        return "must be a lowercase DNS subdomain: at most 253 lowercase letters, digits, '-' or '.', " \
-               "starting and ending with a letter or digit"
-    return None
-
-
-def dns_label_problem(value):
-    if not DNS_LABEL_RE.fullmatch(value):
-        return "must be a lowercase DNS label: 1-63 lowercase letters, digits or '-', starting and ending " \
-               "with a letter or digit"
-    return None
-
-
-def dns1035_label_problem(value):
-    if not DNS1035_LABEL_RE.fullmatch(value):
-        return "must be a DNS-1035 label: 1-63 lowercase letters, digits or '-', starting with a letter and " \
-               "ending with a letter or digit"
-    return None
-
-
-def port_name_problem(value):
-    """A named port is an IANA_SVC_NAME (RFC 6335): the name of a container's port, like "http"."""
-    if not (PORT_NAME_RE.fullmatch(value) and re.search("[a-z]", value) and "--" not in value):
-        return "a port name is 1-15 lowercase letters, digits or '-', with at least one letter, no '--', " \
-               "not starting or ending with '-' (like http)"
-    return None
-
-
 def name(value, field="name"):
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise bad(field, f"{shown(value)} is not a valid name ({NAME_RULE})")
@@ -330,9 +274,11 @@ def network_mtu(value, underlay_mtu, field="mtu"):
     return value
 
 
-# --- labels, named ports and selectors, as Kubernetes has them -------------------------------------
+# --- labels, named ports, selectors and names, as Kubernetes has them (k8s.io/apimachinery/pkg/util/validation)
 LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")  # also a value's form
+DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+DNS1035_LABEL_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 SERVICE_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")  # IANA_SVC_NAME, without its other rules
 MAX_LABELS = 64
 MAX_NAMED_PORTS = 64
@@ -343,17 +289,62 @@ SERVICE_NAME_RULE = ("1-15 lowercase letters, digits or '-', with a letter, no '
                      "with '-'")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
+# Each *_problem function says what is wrong with a string, or returns None: the API raises it as a 400
+# (label_key, labels... below), the manifest parser (controller/manifests.py) with the path of the field.
+
+
+def label_key_problem(key):
+    """A label key is a qualified name: an optional DNS-subdomain prefix and '/', then a name."""
+    prefix, slash, name_part = key.rpartition("/")
+    if slash and not (0 < len(prefix) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(prefix)):
+        return "its prefix (before the '/') must be a lowercase DNS subdomain of at most 253 characters"
+    if not LABEL_NAME_RE.fullmatch(name_part):
+        return f"a label key is {LABEL_KEY_RULE} (like app.kubernetes.io/name)"
+    return None
+
+
+def label_value_problem(value):
+    if value and not LABEL_NAME_RE.fullmatch(value):
+        return f"a label value is {LABEL_VALUE_RULE}"
+    return None
+
+
+def service_name_problem(value):
+    """A named port is an IANA_SVC_NAME (RFC 6335): the name of a container's port, like "http"."""
+    if not (SERVICE_NAME_RE.fullmatch(value) and "--" not in value and re.search("[a-z]", value)):
+        return f"a port name is {SERVICE_NAME_RULE} (like http)"
+    return None
+
+
+def dns_subdomain_problem(value):
+    if not (len(value) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(value)):
+        return "must be a lowercase DNS subdomain: at most 253 lowercase letters, digits, '-' or '.', " \
+               "starting and ending with a letter or digit"
+    return None
+
+
+def dns_label_problem(value):
+    if not DNS_LABEL_RE.fullmatch(value):
+        return "must be a lowercase DNS label: 1-63 lowercase letters, digits or '-', starting and ending " \
+               "with a letter or digit"
+    return None
+
+
+def dns1035_label_problem(value):
+    if not DNS1035_LABEL_RE.fullmatch(value):
+        return "must be a DNS-1035 label: 1-63 lowercase letters, digits or '-', starting with a letter and " \
+               "ending with a letter or digit"
+    return None
+
 
 def label_key(value, field):
-    prefix, _, name_part = value.rpartition("/") if isinstance(value, str) else ("", "", None)
-    if not (isinstance(name_part, str) and LABEL_NAME_RE.fullmatch(name_part)
-            and (not prefix and "/" not in value or len(prefix) <= 253 and DNS_SUBDOMAIN_RE.fullmatch(prefix))):
+    if not isinstance(value, str) or label_key_problem(value):
         raise bad(field, f"key {shown(value)} is not a valid label key ({LABEL_KEY_RULE})")
     return value
 
 
 def label_value(value, field):
-    if not isinstance(value, str) or value and not LABEL_NAME_RE.fullmatch(value):
+    if not isinstance(value, str) or label_value_problem(value):
         raise bad(field, f"{shown(value)} is not a valid label value ({LABEL_VALUE_RULE})")
     return value
 
@@ -371,8 +362,7 @@ def labels(value, field="labels"):
 
 def service_name(value, field):
     """An IANA_SVC_NAME, as Kubernetes takes for a named port."""
-    if not (isinstance(value, str) and SERVICE_NAME_RE.fullmatch(value) and "--" not in value
-            and any("a" <= c <= "z" for c in value)):
+    if not isinstance(value, str) or service_name_problem(value):
         raise bad(field, f"{shown(value)} is not a valid port name ({SERVICE_NAME_RULE})")
     return value
 

@@ -17,7 +17,7 @@ of several rules share one flow on the switch (flows.diff merges their conjuncti
 
 Owners (cookies): POLICY|id for a policy's rule flows on a host, ACL|port key for a selected
 port's ct and default-deny flows. The conntrack zone of a port's ACLs is its network's key, which
-must therefore be below ACL_ZONE_LIMIT (the upper zones are the load balancer's).
+must therefore be below ACL_ZONE_LIMIT (the zones above are the load balancer's).
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ from flows.diff import merge
 from flows.model import (CT_EST, CT_INV, CT_REL, CT_TRK, ETH_TYPE_IPV4, IP_PROTO_SCTP,
                          IP_PROTO_TCP, IP_PROTO_UDP, Flow, PortState, Topology)
 from flows.pipeline import (ACL_EGRESS, ACL_EGRESS_EVAL, ACL_INGRESS, ACL_INGRESS_EVAL,
-                            REG_INPORT, REG_OUTPORT, STATIC_COOKIE, Category, make_cookie,
-                            proceed)
+                            LB_ZONE, REG_INPORT, REG_OUTPORT, STATIC_COOKIE, Category,
+                            make_cookie, proceed)
 from flows.policy import Peer, PolicyRule, PolicyState
 
-ACL_ZONE_LIMIT = 0x8000
+ACL_ZONE_LIMIT = LB_ZONE
 PRIORITY_CT_STATE = 200  # established / related / invalid, above every rule
 PRIORITY_DIRECT = 110  # a rule with no peer and no port clause: its selected ports, directly
 PRIORITY_RULE = 100  # conjunctive clauses and their conj_id flows (one priority, as OVS needs)

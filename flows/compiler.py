@@ -47,11 +47,13 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from flows.acl import compile_acls, static_acl_flows
+from flows.services import compile_services, static_service_flows
 from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
                          ETH_TYPE_IPV4, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
+                         IP_PROTO_UDP,
                          OFPVID_NONE, Action, Binding, FloatingIpState, Flow, HostState,
                          NetworkState, PortState, RouterPortState, RouterState, Topology)
-from flows.pipeline import (ARP_RESPONDER, CLASSIFY, FLAG_FROM_TUNNEL, GATEWAY, L2_LOOKUP,
+from flows.pipeline import (ARP_RESPONDER, CLASSIFY, DNS, DNS_METER, FLAG_FROM_TUNNEL, GATEWAY, L2_LOOKUP,
                             L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
                             REG_DATAPATH, REG_FLAGS, REG_INPORT, REG_NEXT_HOP, REG_OUTPORT,
                             ROUTING, STATIC_COOKIE, TUNNEL_OFPORT, UPLINK_IN, UPLINK_OFPORT,
@@ -134,18 +136,37 @@ def static_flows() -> frozenset[Flow]:
         Flow(ARP_RESPONDER.id, PRIORITY_DEFAULT, (), (proceed(ARP_RESPONDER),), STATIC_COOKIE),
         Flow(L3_GATE.id, PRIORITY_DEFAULT, (), (proceed(L3_GATE),), STATIC_COOKIE),
         *static_acl_flows(),
+        *static_service_flows(),
     })
 
 
 @lru_cache(maxsize=4096)
-def network_flows(network: NetworkState) -> frozenset[Flow]:
-    vni = network.key
-    return frozenset({
+def network_flows(network: NetworkState, routed: bool) -> frozenset[Flow]:
+    """On hosts with a port in the network: its tunnel ingress, and its resolver (the gateway IP,
+    UDP 53) answered by the controller through the DNS meter. Without a router, the gateway IP is
+    still answered for (with network_gateway_mac), so DNS and service VIPs have a first hop."""
+    vni, cookie = network.key, network_cookie(network)
+    flows = {
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", TUNNEL_OFPORT), ("tunnel_id", vni)),
              (("set_field", REG_DATAPATH, vni), ("set_field", REG_FLAGS, FLAG_FROM_TUNNEL),
               goto(L2_LOOKUP)),
-             network_cookie(network)),
-    })
+             cookie),
+        Flow(DNS.id, PRIORITY_OBJECT,
+             ((REG_DATAPATH, vni), ("eth_type", ETH_TYPE_IPV4), ("ip_proto", IP_PROTO_UDP),
+              ("ipv4_dst", network.gateway_ip), ("udp_dst", 53)),
+             (("meter", DNS_METER), ("controller",)), cookie),
+    }
+    if not routed:
+        flows.add(Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
+                       (*_arp_request_for(network.gateway_ip), (REG_DATAPATH, vni)),
+                       _arp_reply(network_gateway_mac(vni), network.gateway_ip), cookie))
+    return frozenset(flows)
+
+
+def network_gateway_mac(vni: int) -> str:
+    """The MAC a network without a router answers for its gateway IP: a router leg's MAC with
+    router key 0, which no router has (see controller.api.router_port_mac)."""
+    return "0a:00:00:" + ":".join(f"{b:02x}" for b in vni.to_bytes(3, "big"))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -428,7 +449,7 @@ class Compiler:
         self._routers_of_floating_port: dict[str, set[str]] = {}
         # router -> (its flows elsewhere, its flows on its gateway host)
         self._router_fragments: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = {}
-        self._acls: dict[str, HostFlows] = {}  # host -> its NetworkPolicy owners (flows.acl)
+        self._overlay: dict[str, HostFlows] = {}  # host -> its policy and service owners
 
     def update(self, topo: Topology) -> dict[str, HostFlows]:
         """Adopt `topo`; return, per host, the cookies whose flows changed and their new flows.
@@ -490,9 +511,11 @@ class Compiler:
                         or changed_routers & (before.routers | after.routers)):
                     rebuild.add(host)
 
-        old_acls = self._acls
-        if self._acls_affected(old, topo, delta, changed_ports | changed_networks):
-            self._acls = compile_acls(topo)
+        old_overlay = self._overlay
+        if self._overlay_affected(old, topo, delta, changed_ports | changed_networks):
+            self._overlay = compile_services(topo, self._router_of_network)
+            for host, owners in compile_acls(topo).items():
+                self._overlay.setdefault(host, {}).update(owners)
         changes: dict[str, HostFlows] = {}
         for host in sorted(set(old.hosts) | set(topo.hosts)):
             before = self.flows.get(host, {})
@@ -506,22 +529,25 @@ class Compiler:
                     if before.get(c) != after.get(c)}
             else:
                 diff = self._patch_host(host, old_placed, new_placed, dirty_routers)
-                diff.update(self._patch_acls(host, old_acls.get(host, {})))
+                diff.update(self._patch_overlay(host, old_overlay.get(host, {})))
             if diff:
                 changes[host] = diff
         return changes
 
-    def _acls_affected(self, old: Topology, topo: Topology, delta, changed: set[str]) -> bool:
-        """Whether the policies' flows may have changed: a policy did, or a port, binding,
-        network or router while policies exist (selectors, peers and named ports read them)."""
-        if old.policies is not topo.policies and (delta is None or delta.policies
-                                                  or old.policies != topo.policies):
-            return True
-        return bool(topo.policies) and bool(
+    @staticmethod
+    def _overlay_affected(old: Topology, topo: Topology, delta, changed: set[str]) -> bool:
+        """Whether the policies' or services' entries may have changed: one of them did, or a
+        port, binding, network, host or router while some exist (selectors, peers, named ports
+        and backends read them)."""
+        for kind in ("policies", "services"):
+            before, after = getattr(old, kind), getattr(topo, kind)
+            if before is not after and (getattr(delta, kind) if delta else before != after):
+                return True
+        return bool(topo.policies or topo.services) and bool(
             changed or old.routers is not topo.routers or old.hosts is not topo.hosts)
 
-    def _patch_acls(self, host: str, before: HostFlows) -> HostFlows:
-        flows, after = self.flows[host], self._acls.get(host, {})
+    def _patch_overlay(self, host: str, before: HostFlows) -> HostFlows:
+        flows, after = self.flows[host], self._overlay.get(host, {})
         diff = {}
         for cookie in before.keys() | after.keys():
             new = after.get(cookie, frozenset())
@@ -616,13 +642,14 @@ class Compiler:
         return on_gateway if router.gateway and router.gateway.host == host else elsewhere
 
     def _compile_host(self, host: str) -> HostFlows:
-        result: HostFlows = {STATIC_COOKIE: static_flows(), **self._acls.get(host, {})}
+        result: HostFlows = {STATIC_COOKIE: static_flows(), **self._overlay.get(host, {})}
         needs = self._needs.get(host, _Needs())
         for name in sorted(needs.networks):
             result.update(self._remote.get(name, {}))
         for name in needs.local_networks:
             network = self.topo.networks[name]
-            result[network_cookie(network)] = network_flows(network)
+            result[network_cookie(network)] = network_flows(
+                network, name in self._router_of_network)
         for name in needs.routers:
             flows = self._router_fragment(name, host)
             if flows:

@@ -39,13 +39,6 @@ class FlowDiff:
                 *(("delete", e) for e in of(self.delete, Group)), *(("delete", e) for e in of(self.delete, Meter))]
 
 
-def _sorted(entries: Iterable[Entry]) -> list[Entry]:
-    flows, others = [], []
-    for e in entries:
-        (flows if isinstance(e, Flow) else others).append(e)
-    return [*sorted(others, key=lambda e: e.key), *sorted_flows(flows)]
-
-
 def _by_key(entries: Iterable[Entry], what: str) -> dict:
     result: dict = {}
     for entry in entries:
@@ -65,9 +58,9 @@ def diff_keyed(want: Mapping, have: Mapping) -> FlowDiff:
     """Both {key: entry}. Same key with other content (a flow's actions or cookie, a group's
     buckets) is a modify; apply with FlowDiff.ordered()."""
     return FlowDiff(
-        add=_sorted(e for k, e in want.items() if k not in have),
-        modify=_sorted(e for k, e in want.items() if k in have and _differs(have[k], e)),
-        delete=_sorted(e for k, e in have.items() if k not in want))
+        add=sorted_flows(e for k, e in want.items() if k not in have),
+        modify=sorted_flows(e for k, e in want.items() if k in have and _differs(have[k], e)),
+        delete=sorted_flows(e for k, e in have.items() if k not in want))
 
 
 def diff_flows(desired: Iterable[Entry], actual: Iterable[Entry]) -> FlowDiff:

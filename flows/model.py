@@ -355,7 +355,8 @@ class Flow:
 
 
 def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
-    return sorted(flows, key=Flow.sort_key)
+    """Flows in table order (meters and groups, if any, first)."""
+    return sorted(flows, key=lambda entry: entry.sort_key())
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +381,9 @@ class Group:
     def key(self) -> tuple:
         return ("group", self.group_id)
 
+    def sort_key(self) -> tuple:
+        return (-2, self.group_id)
+
     def choose(self, pkt: Mapping[str, int]) -> Bucket:
         """The tracer's pick for a select group: a stable hash of the connection's fields (it
         cannot know OVS's hash, only that it is per connection)."""
@@ -399,6 +403,9 @@ class Meter:
     @property
     def key(self) -> tuple:
         return ("meter", self.meter_id)
+
+    def sort_key(self) -> tuple:
+        return (-3, self.meter_id)
 
 
 Entry = Flow | Group | Meter  # what an owner (a cookie) wants on a switch

@@ -40,9 +40,38 @@ PORT_SECURITY = Table(
     "IPv4 and ARP are let through only with the port's own MAC and IP (eth_src, ipv4_src, "
     "arp_sha, arp_spa); everything else, IPv6 included, misses and is dropped.")
 ARP_RESPONDER = Table(
-    "ARP_RESPONDER", 20, next="ACL_EGRESS", purpose=
+    "ARP_RESPONDER", 20, next="DNS", purpose=
     "ARP requests for a known IP of the network are answered in place and sent back out the "
     "in_port; requests for unknown IPs are dropped; all other traffic goes to L2_LOOKUP.")
+DNS = Table(
+    "DNS", 22, next="SERVICE", purpose=
+    "UDP queries to the network's resolver (its gateway IP, port 53) go to the controller "
+    "through the host's DNS meter, which answers them; nothing else leaves the data path.")
+SERVICE = Table(
+    "SERVICE", 24, next="ACL_EGRESS", purpose=
+    "Sending host: TCP/UDP/SCTP to a Service's VIP and port loads the service key (reg1) and "
+    "goes through ct(zone=the client network's LB zone, nat) into SERVICE_NAT, which applies an "
+    "existing connection's DNAT. A backend's reply to a hairpin connection (to the VIP, from "
+    "the target port) is un-SNATed and un-DNATed here. Everything else passes.")
+SERVICE_NAT = Table(
+    "SERVICE_NAT", 25, next="SERVICE_ROUTE", purpose=
+    "Established: on to SERVICE_ROUTE. New: the service port's select group picks a ready "
+    "backend, whose bucket commits the DNAT to it (or, with sessionAffinity ClientIP, a hash "
+    "of the client address picks it); with no backend the connection is rejected by the "
+    "controller (TCP RST, ICMP port unreachable) through the reject meter.")
+SERVICE_AFFINITY = Table(
+    "SERVICE_AFFINITY", 26, next="SERVICE_ROUTE", purpose=
+    "sessionAffinity ClientIP: the backend index the client address hashed to (reg2) commits "
+    "the DNAT to that backend.")
+SERVICE_HAIRPIN = Table(
+    "SERVICE_HAIRPIN", 27, next="OUTPUT", purpose=
+    "A backend's reply to its own connection through its service: after un-SNAT (hairpin "
+    "zone) it is un-DNATed (LB zone) and delivered straight back to it.")
+SERVICE_ROUTE = Table(
+    "SERVICE_ROUTE", 28, next="ACL_EGRESS", purpose=
+    "(service, client network, backend address): deliver to the backend's network and MAC "
+    "(the router's leg MAC as source when they differ, TTL decremented); a backend that is its "
+    "own client is also SNATed to the VIP (hairpin). Then egress policy, as for any packet.")
 ACL_EGRESS = Table(
     "ACL_EGRESS", 30, next="L3_GATE", purpose=
     "NetworkPolicy, sending side: IPv4 from a port that any policy selects goes through "
@@ -98,19 +127,26 @@ L2_LOOKUP = Table(
     "tun_dst=that host and outputs to the Geneve port. Broadcast, multicast and unknown "
     "unicast are dropped: there is no flooding and no MAC learning.")
 ACL_INGRESS = Table(
-    "ACL_INGRESS", 100, next="OUTPUT", purpose=
+    "ACL_INGRESS", 100, next="SERVICE_REPLY", purpose=
     "NetworkPolicy, receiving side (on the receiver's host, wherever the sender is): IPv4 to a "
     "port that any policy selects goes through ct(zone=its network's key) into "
     "ACL_INGRESS_EVAL; everything else passes.")
 ACL_INGRESS_EVAL = Table(
-    "ACL_INGRESS_EVAL", 102, next="OUTPUT", purpose=
+    "ACL_INGRESS_EVAL", 102, next="SERVICE_REPLY", purpose=
     "As ACL_EGRESS_EVAL, for the receiving port: new connections to a port selected for ingress "
     "pass only if a rule allows them (peer = the source address).")
+SERVICE_REPLY = Table(
+    "SERVICE_REPLY", 105, next="OUTPUT", purpose=
+    "Client's host: a backend's reply (from its address and target port) to a local port goes "
+    "through ct(zone=LB zone of the port's network, nat), which turns its source back into the "
+    "VIP, then to OUTPUT.")
 OUTPUT = Table("OUTPUT", 110, "Output to the ofport of the logical outport (reg15).")
 
 TABLES: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ACL_EGRESS, ACL_EGRESS_EVAL, UPLINK_IN, L3_GATE,
-    ROUTING, NEIGHBOR, GATEWAY, NAT, UPLINK_OUT, L2_LOOKUP, ACL_INGRESS, ACL_INGRESS_EVAL, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, DNS, SERVICE, SERVICE_NAT, SERVICE_AFFINITY,
+    SERVICE_HAIRPIN, SERVICE_ROUTE,
+    ACL_EGRESS, ACL_EGRESS_EVAL, UPLINK_IN, L3_GATE, ROUTING, NEIGHBOR, GATEWAY, NAT, UPLINK_OUT,
+    L2_LOOKUP, ACL_INGRESS, ACL_INGRESS_EVAL, SERVICE_REPLY, OUTPUT,
 )
 TABLE_BY_ID: dict[int, Table] = {t.id: t for t in TABLES}
 TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
@@ -146,6 +182,9 @@ REG_INPORT = "reg14"
 REG_OUTPORT = "reg15"
 REG_FLAGS = "reg10"
 REG_NEXT_HOP = "reg0"
+REG_SERVICE = "reg1"
+REG_BACKEND = "reg2"
+REG_LB_CHECKED = "reg3"
 
 # reg10 flag bits. Registers are zero when a packet enters the pipeline, so CLASSIFY may write
 # the whole register; later writers of other flags must use a masked load.
@@ -156,6 +195,12 @@ REGISTERS: tuple[Register, ...] = (
              "logical datapath key = network VNI or router key (one 24-bit space)"),
     Register("next_hop", REG_NEXT_HOP, (0, 31),
              "IPv4 next hop chosen by ROUTING, looked up in NEIGHBOR"),
+    Register("service", REG_SERVICE, (0, 23),
+             "service key, set by SERVICE for its VIP (kept across ct recirculation)"),
+    Register("backend", REG_BACKEND, (0, 15),
+             "sessionAffinity ClientIP: the backend index the client address hashes to"),
+    Register("lb_checked", REG_LB_CHECKED, (0, 0),
+             "gateway host: this packet from a backend was already looked up in the LB zone"),
     Register("inport", REG_INPORT, (0, 31), "logical inport = port key"),
     Register("outport", REG_OUTPORT, (0, 31), "logical outport = port key"),
     Register("from_tunnel", REG_FLAGS, (0, 0),
@@ -174,6 +219,21 @@ UPLINK_OFPORT = 65001
 OFPP_IN_PORT = 0xFFFFFFF8  # OpenFlow "send back out the port it came in on"
 
 # --------------------------------------------------------------------------------------------
+# Meters (per host) and conntrack zones
+# --------------------------------------------------------------------------------------------
+
+DNS_METER = 1  # packets per second of DNS queries a host sends to the controller
+REJECT_METER = 2  # ... of connections to a service without backends, to be rejected
+DNS_RATE, DNS_BURST = 200, 50
+REJECT_RATE, REJECT_BURST = 100, 20
+# Conntrack zones: a network's ACLs use its key, a router's NAT its key (one key space, so they
+# never meet); every service DNAT uses LB_ZONE, which is safe because a service's clients are on
+# the networks of one router, whose subnets never overlap, and VIPs are unique; hairpin SNAT to
+# the VIP has a zone of its own. Keys from LB_ZONE up are refused where they would be zones.
+LB_ZONE = 0xFFFE
+HAIRPIN_ZONE = 0xFFFF
+
+# --------------------------------------------------------------------------------------------
 # Cookies: round (16) | category (8) | object key (40)
 # --------------------------------------------------------------------------------------------
 
@@ -186,6 +246,7 @@ class Category(IntEnum):
     ROUTER = 5
     POLICY = 6  # a NetworkPolicy's rules on a host (key: flows.acl.policy_ids)
     ACL = 7  # a selected port's conntrack and default-deny flows (key: the port key)
+    SERVICE = 8  # a Service's VIP, groups and routes on a host (key: the service key)
 
 
 @dataclass(frozen=True)

@@ -150,9 +150,15 @@ class Conntrack:
         else:
             state = CT_TRK | CT_NEW
         if nat is not None:
-            src, dst = ((conn.original[1], conn.original[0]) if is_reply
-                        else (conn.translated[0], conn.translated[1]))
+            if is_reply:  # back to what the other side first sent to: the original, reversed
+                src, dst, sport, dport = (conn.original[1], conn.original[0], conn.original[4],
+                                          conn.original[3])
+            else:
+                src, dst, _, sport, dport = conn.translated
             pkt["ipv4_src"], pkt["ipv4_dst"] = src, dst
+            fields = _PORT_FIELDS.get(key[2])
+            if fields and fields[0] != fields[1]:  # ICMP keeps its id
+                pkt[fields[0]], pkt[fields[1]] = sport, dport
         return state, ("committed" if commit and found is None else "")
 
 
@@ -160,7 +166,10 @@ def _nat_tuple(key: ConnTuple, nat: tuple | None) -> ConnTuple:
     if nat is None or nat[0] == "nat":
         return key
     ip = value_to_int("ipv4_src", nat[1])
-    return (ip, *key[1:]) if nat[0] == "snat" else (key[0], ip, *key[2:])
+    if nat[0] == "snat":
+        return (ip, *key[1:])
+    port = nat[2] if len(nat) > 2 else key[4]
+    return (key[0], ip, key[2], key[3], port)
 
 
 # --------------------------------------------------------------------------------------------

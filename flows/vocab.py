@@ -19,6 +19,7 @@ Actions are tuples, applied in order (see each class for its arguments):
     ("output", port)  ("set_field", field, value)  ("move", src, dst, n_bits)
     ("push", field)  ("pop", field)  ("dec_ttl",)  ("ct", commit, zone, table, nat)  ("ct_clear",)
     ("conjunction", id, clause, n_clauses)  ("group", group_id)  ("controller",)
+    ("multipath", basis, n_links, dst_register)
     ("meter", meter_id)   first, if present: becomes an OpenFlow meter instruction
     ("goto", stage)       last, if present: a goto-table instruction to the stage of that name
 Empty actions = drop.
@@ -26,6 +27,7 @@ Empty actions = drop.
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -450,6 +452,32 @@ class Group(Action):
                 return
 
 
+NX_HASH_FIELDS_NW_SRC = 4  # OVS's nx_hash_fields (Ryu names only the first two)
+NX_MP_ALG_HRW = 2
+
+
+class Multipath(Action):
+    """("multipath", basis, n_links, dst): dst (16 low bits of a register) = which of n_links
+    the packet's source address picks, by highest random weight, so removing a link moves only
+    the sources that picked it. OVS's hash is its own; the tracer's is stable but different."""
+    name, decodes = "multipath", ("NXActionMultipath",)
+
+    def text(self, a):
+        return f"multipath(nw_src,{a[1]},hrw,{a[2] - 1},0,{FIELDS[a[3]].nxm}[0..15])"
+
+    def encode(self, a, parser, ofp):
+        return parser.NXActionMultipath(fields=NX_HASH_FIELDS_NW_SRC, basis=a[1],
+                                        algorithm=NX_MP_ALG_HRW, max_link=a[2] - 1, arg=0,
+                                        ofs_nbits=15, dst=a[3])
+
+    def decode(self, obj, ofp):
+        return ("multipath", obj.basis, obj.max_link + 1, obj.dst.removesuffix("_nxm"))
+
+    def execute(self, a, ex):
+        source = ex.pkt.get("ipv4_src", 0)
+        ex.pkt[a[3]] = max(range(a[2]), key=lambda i: zlib.crc32(f"{source}/{a[1]}/{i}".encode()))
+
+
 class Meter(Action):
     """("meter", meter_id), first in a flow's actions: an OpenFlow meter instruction."""
     name, decodes = "meter", ()
@@ -480,7 +508,7 @@ class Goto(Action):
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
     Output(), Controller(), SetField(), Move(), Push(), Pop(), DecTtl(), Ct(), CtClear(),
-    Conjunction(), Group(), Meter(), Goto())}
+    Conjunction(), Group(), Multipath(), Meter(), Goto())}
 _DECODERS: dict[str, list[Action]] = {}
 for _kind in ACTIONS.values():
     for _cls in _kind.decodes:

@@ -58,8 +58,9 @@ def default_name(container, ifname):
 
 
 def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, api=None,
-           timeout=DEFAULT_TIMEOUT, mac=None, external_ids=None):
-    """Attaches a container to a network; returns the port as the API describes it (up)."""
+           timeout=DEFAULT_TIMEOUT, mac=None, external_ids=None, labels=None, named_ports=None):
+    """Attaches a container to a network; returns the port as the API describes it (up). The port has
+    its `labels` and `named_ports` from its creation: no policy ever sees it without them."""
     from pyroute2 import IPRoute  # imported here: the rest of the CLI starts without it
 
     api = api or ApiClient()
@@ -67,7 +68,8 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
     ns_path = netns_path(container)
     name = name or default_name(container, ifname)
     body = {k: v for k, v in (("name", name), ("network", network), ("ip", ip), ("mac", mac),
-                              ("external_ids", external_ids)) if v is not None}
+                              ("external_ids", external_ids), ("labels", labels),
+                              ("named_ports", named_ports)) if v is not None}
     port_answer = api.send("POST", "/v1/ports", body)
     with _rollback_on_error() as undo:
         port, datapath_type = _make_and_plug(undo, api, ovsdb, name, port_answer, ifname, ns_path)

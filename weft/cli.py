@@ -12,13 +12,13 @@ from weft.errors import WeftError
 
 COLUMNS = {
     "host": ["name", "key", "encap_ip", "datapath_type", "ovsdb", "status"],
-    "network": ["name", "vni", "cidr", "gateway", "mtu", "ports"],
-    "port": ["name", "network", "ip", "mac", "host", "up", "container"],
+    "network": ["name", "vni", "cidr", "gateway", "mtu", "ports", "labels"],
+    "port": ["name", "network", "ip", "mac", "host", "up", "container", "labels"],
 }
 
 
-def _cell(value):
-    if isinstance(value, dict) and ("ovsdb_connected" in value or "error" in value):
+def _cell(value, column=None):
+    if column == "status" and isinstance(value, dict):
         # a host's status: show what is wrong at a glance
         if value.get("error"):
             return "error: " + value["error"]
@@ -26,13 +26,14 @@ def _cell(value):
         if not (value.get("ready") and len(flags) == 2):
             return "connected: " + (",".join(flags) or "none")
         return "ready" if value.get("flows_in_sync", True) else "ready, flows syncing"
-    if isinstance(value, dict):  # external_ids
+    if isinstance(value, dict):  # external_ids, labels, named_ports
         return ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def print_table(rows, columns, out=sys.stdout):
-    cells = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[c.upper() if c == "labels" else c for c in columns]] + [[_cell(row.get(c), c) for c in columns]
+                                                                       for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for row in cells:
         out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
@@ -44,14 +45,15 @@ def _show(result, as_json):
     else:
         width = max(len(k) for k in result)
         for key in sorted(result):
-            print(f"{key.ljust(width)}  {_cell(result[key])}")
+            print(f"{key.ljust(width)}  {_cell(result[key], key)}")
 
 
 def _crud(kind):
     """list/show/delete handlers shared by hosts, networks and ports."""
     def list_(args, api):
-        query = f"?network={urllib.parse.quote(args.network, safe='')}" if getattr(args, "network", None) else ""
-        rows = api.get(api_path(kind + "s") + query)
+        query = {k: v for k, v in (("network", getattr(args, "network", None)),
+                                   ("selector", getattr(args, "selector", None))) if v is not None}
+        rows = api.get(api_path(kind + "s") + (f"?{urllib.parse.urlencode(query)}" if query else ""))
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
             return
@@ -76,6 +78,9 @@ def _add_crud(sub, kind, create, create_args, delete_names=("delete",), delete_a
     p.add_argument("--json", action="store_true")
     if kind == "port":
         p.add_argument("--network", help="only this network's ports")
+    if kind in ("port", "network"):
+        p.add_argument("--selector", "-l", help="only those whose labels this Kubernetes label selector picks "
+                                                "(app=web,tier!=db, env in (a,b), key, !key)")
     p.set_defaults(func=list_)
     p = cmds.add_parser("show", help=f"show one {kind}")
     p.add_argument("name")
@@ -94,14 +99,103 @@ def _add_crud(sub, kind, create, create_args, delete_names=("delete",), delete_a
         for flags, kwargs in delete_args:
             p.add_argument(*flags, **kwargs)
         p.set_defaults(func=delete)
+    if kind in ("port", "network"):
+        _add_map_editor(cmds, kind, "labels", "label", f"set or remove a {kind}'s labels", "KEY=VALUE|KEY-")
+    if kind == "port":
+        _add_map_editor(cmds, kind, "named_ports", "named port", "set or remove a port's named ports",
+                        "NAME=PROTO/PORT|NAME-")
 
 
 def _create(path, fields):
     def run(args, api):
         body = {field: getattr(args, attr) for field, attr in fields.items() if getattr(args, attr) is not None}
+        body.update(_maps(args))
         body["name"] = args.name
         _show(api.post(path, body), args.json)
     return run
+
+
+# --- labels and named ports ------------------------------------------------------------------------
+def _pair(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _edit(text):
+    """One edit of `weft port label` and the like: KEY=VALUE sets, KEY- removes (as kubectl label)."""
+    if "=" not in text and text.endswith("-") and len(text) > 1:
+        return text[:-1], None
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither KEY=VALUE (set) nor KEY- (remove)")
+    return _pair(text)
+
+
+LABEL_OPTION = (("--label",), {"dest": "labels", "action": "append", "type": _pair,
+                               "metavar": "KEY=VALUE", "help": "a label (repeatable): what policies select by"})
+NAMED_PORT_OPTION = (("--named-port",), {
+    "dest": "named_ports", "action": "append", "type": _pair,
+    "metavar": "NAME=PROTO/PORT", "help": "a named port (repeatable), like http=TCP/8080: what policies and "
+                                          "services may name instead of a number"})
+EDIT_HELP = ("kubectl's rules: KEY=VALUE sets, KEY- removes; a key that has another value changes only with "
+             "--overwrite")
+
+
+def _maps(args):
+    """The --label and --named-port options given, as the API's maps; a key given twice is refused."""
+    maps = {}
+    for field, option in (("labels", "--label"), ("named_ports", "--named-port")):
+        pairs = getattr(args, field, None)
+        if pairs:
+            keys = [k for k, _ in pairs]
+            twice = next((k for k in keys if keys.count(k) > 1), None)
+            if twice:
+                raise WeftError(f"{option} {twice} is given more than once")
+            maps[field] = dict(pairs)
+    return maps
+
+
+def edit_map(current, edits, overwrite, what):
+    """`current` after `edits` ([(key, value or None to remove)]), with kubectl label's rules: changing
+    a key's value needs `overwrite`; removing a key that is not there only says so."""
+    keys = [k for k, _ in edits]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice:
+        raise WeftError(f"{what} {twice!r} is changed more than once in one command")
+    new = dict(current)
+    for key, value in edits:
+        if value is None:
+            if key not in new:
+                print(f"weft: {what} {key!r} not found", file=sys.stderr)
+            new.pop(key, None)
+        elif new.get(key, value) != value and not overwrite:
+            raise WeftError(f"{what} {key!r} already has a value ({new[key]}), and --overwrite is not given")
+        else:
+            new[key] = value
+    return new
+
+
+def _map_editor(kind, column, what):
+    """`weft port label PORT k=v k-` and the like: read the map, edit it, PUT it back whole."""
+    def run(args, api):
+        path = api_path(kind + "s", args.name)
+        new = edit_map(api.get(path)[column], args.edits, args.overwrite, what)
+        result = api.put(api_path(kind + "s", args.name, column), {column: new})
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print(f"{kind} {args.name} {column.replace('_', ' ')}: {_cell(result[column])}")
+    return run
+
+
+def _add_map_editor(cmds, kind, column, what, help, metavar):
+    p = cmds.add_parser(what.replace(" ", "-"), help=help, description=f"{help}. {EDIT_HELP}.")
+    p.add_argument("name", help=f"the {kind}")
+    p.add_argument("edits", nargs="+", type=_edit, metavar=metavar)
+    p.add_argument("--overwrite", action="store_true", help="let KEY=VALUE change a key that has another value")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_map_editor(kind, column, what))
 
 
 def status(args, api):
@@ -152,10 +246,12 @@ def build_parser():
               [(("--cidr",), {"required": True, "help": "IPv4 subnet, e.g. 10.1.0.0/24"}),
                (("--vni",), {"type": _number, "help": "Geneve VNI (default: the lowest free one from 100)"}),
                (("--mtu",), {"type": _number, "help": "container MTU (default: underlay MTU - 50)"}),
-               (("--gateway",), {"help": "reserved gateway address (default: the subnet's first)"})])
+               (("--gateway",), {"help": "reserved gateway address (default: the subnet's first)"}),
+               LABEL_OPTION])
     _add_crud(sub, "port",
               (("create",), _create("/v1/ports", {"network": "network", "ip": "ip", "mac": "mac"})),
-              [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {})])
+              [(("--network",), {"required": True}), (("--ip",), {}), (("--mac",), {}), LABEL_OPTION,
+               NAMED_PORT_OPTION])
 
     _add_router_commands(sub)
     p = sub.add_parser("floating-ip", help="1:1 NAT of an external address to a port")
@@ -190,6 +286,8 @@ def build_parser():
     p.add_argument("--ifname", default="eth0", help="interface name in the container (default eth0)")
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
     p.add_argument("--timeout", type=_wait_seconds, default=10.0, help="seconds to wait for the port to be up")
+    for flags, kwargs in (LABEL_OPTION, NAMED_PORT_OPTION):
+        p.add_argument(*flags, **kwargs)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=attach_cmd)
     p = sub.add_parser("detach", help="remove a container's port: veth, OVS port, NB port, flows")
@@ -342,7 +440,7 @@ def attach_cmd(args, api):
     from weft.attach import attach
     port = attach(args.container, args.network, ip=args.ip, name=args.name, ifname=args.ifname,
                   ovsdb=args.ovsdb, api=api, timeout=args.timeout, mac=args.mac,
-                  external_ids={"container": args.container})
+                  external_ids={"container": args.container}, **_maps(args))
     if args.json:
         print(json.dumps(port, sort_keys=True))
     else:

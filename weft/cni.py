@@ -20,6 +20,8 @@ The configuration (README "CNI and podman" has the same list):
     ipam         optional: an IPAM plugin (host-local, static...) run from CNI_PATH; only the
                  address it returns is used. Without it Weft allocates.
     dns          optional: copied into the result
+    args         optional: `args.cni.labels` ([{"key": K, "value": V}], the CNI conventions' form)
+                 become the port's labels; anything else in args is ignored
 Unknown fields are refused (code 2), so a misspelt field is not silently ignored; so are `mtu` (the
 Weft network's MTU applies) and `ipMasq: true` (Weft's routers do SNAT).
 
@@ -225,7 +227,8 @@ def parse_config(config, command):
     runtime = config.get("runtimeConfig") or {}
     settings = {"version": config["cniVersion"], "name": config["name"], "network": network,
                 "timeout": float(timeout), "ipam": ipam, "dns": config.get("dns"), "ovsdb": ovsdb,
-                "prev_result": config.get("prevResult"), "ip": None, "mac": None}
+                "prev_result": config.get("prevResult"), "ip": None, "mac": None,
+                "labels": _labels(config.get("args") or {})}
     if "ips" in runtime:  # the `ips` and `mac` capabilities (CNI CONVENTIONS.md)
         ips = runtime["ips"]
         v4 = [ip for ip in ips if isinstance(ip, str) and ":" not in ip] if isinstance(ips, list) else None
@@ -242,6 +245,27 @@ def parse_config(config, command):
     except ApiError as err:
         raise CniError(INVALID_CONFIG, "the api, token_file or ca_file is not usable", err.message) from None
     return settings
+
+
+def _labels(args):
+    """`args.cni.labels` (CNI's CONVENTIONS.md: [{"key": K, "value": V}]) -> the port's labels. The
+    conventions let a plugin ignore what it does not understand in args; labels that are there but
+    malformed are refused instead: a policy would otherwise select (or miss) the container unseen."""
+    from controller.validate import ApiError, labels
+    cni = args.get("cni", {})
+    found = cni.get("labels", []) if isinstance(cni, dict) else None
+    if not isinstance(found, list) or not all(
+            isinstance(item, dict) and set(item) == {"key", "value"} for item in found):
+        raise CniError(INVALID_CONFIG, "args.cni.labels is not a list of {\"key\": K, \"value\": V}",
+                       json.dumps(args.get("cni"))[:200])
+    keys = [item["key"] for item in found]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise CniError(INVALID_CONFIG, f"args.cni.labels has the key {twice!r} twice")
+    try:
+        return labels({item["key"]: item["value"] for item in found}, "args.cni.labels")
+    except ApiError as err:
+        raise CniError(INVALID_CONFIG, "args.cni.labels: a label is not valid", err.message) from None
 
 
 def _attachments(config):
@@ -475,7 +499,7 @@ def cmd_add(settings, env, raw, environ):
     try:
         port = attach(env["netns"], settings["network"], ip=ip, name=name, ifname=env["ifname"],
                       ovsdb=ovsdb_remote(settings), api=settings["api"], timeout=settings["timeout"],
-                      mac=mac, external_ids=port_external_ids(settings, env))
+                      mac=mac, external_ids=port_external_ids(settings, env), labels=settings["labels"])
     except (ApiError, AttachError) as err:
         if ipam is not None:
             _undo_ipam(settings, env, raw, environ)

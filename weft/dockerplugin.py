@@ -39,6 +39,7 @@ import time
 import traceback
 import urllib.parse
 
+from controller import validate
 from controller.validate import NAME_RE, NAME_RULE
 from weft.client import ApiError, UnixHTTPConnection, path as api_path
 from weft.errors import WeftError
@@ -52,6 +53,8 @@ GATEWAY_REQUEST = "com.docker.network.gateway"
 GENERIC = "com.docker.network.generic"
 MTU_OPTION = "com.docker.network.driver.mtu"
 OPTIONS = ("weft.network", "weft.vni", MTU_OPTION)
+LABEL_PREFIX = "weft.label."            # -o / driver-opt weft.label.KEY=VALUE: a label
+NAMED_PORT_PREFIX = "weft.named-port."  # driver-opt weft.named-port.NAME=PROTO/PORT: a named port
 PORT_PREFIX = "docker-"
 UP_TIMEOUT = 10.0               # seconds Join waits for the port's flows
 NAME_WAIT = 10.0                # seconds to wait for dockerd to store a network it just created
@@ -271,11 +274,12 @@ class Plugin:
         network_id = body.get("NetworkID") or ""
         options = body.get("Options") or {}
         generic = options.get(GENERIC) or {}
-        unknown = sorted(set(generic) - set(OPTIONS))
+        unknown = sorted(k for k in generic if k not in OPTIONS and not k.startswith(LABEL_PREFIX))
         if unknown:
             raise PluginError(f"the weft driver has no option {', '.join(unknown)}: it takes -o weft.network=NAME "
-                              f"(the Weft network, default the Docker network's name), -o weft.vni=N and -o "
-                              f"{MTU_OPTION}=N")
+                              f"(the Weft network, default the Docker network's name), -o weft.vni=N, -o "
+                              f"{MTU_OPTION}=N and -o {LABEL_PREFIX}KEY=VALUE (a label of the Weft network)")
+        labels, _ = _maps(generic, "-o")
         if options.get("com.docker.network.enable_ipv6") or body.get("IPv6Data"):
             raise PluginError("Weft networks are IPv4 only: create the network without --ipv6")
         ipv4 = body.get("IPv4Data") or []
@@ -289,7 +293,7 @@ class Plugin:
             raise PluginError("the network has no gateway; give --gateway")
         record = {"pool": str(net), "gateway": gateway, "weft": None, "explicit": False,
                   "ipam": ipv4[0].get("AddressSpace") == ADDRESS_SPACE,
-                  "internal": bool(options.get("com.docker.network.internal"))}
+                  "internal": bool(options.get("com.docker.network.internal")), "labels": labels}
         if "weft.network" in generic:
             record["weft"], record["explicit"] = _weft_name(generic["weft.network"], "-o weft.network"), True
         if "weft.vni" in generic:
@@ -381,7 +385,8 @@ class Plugin:
                 existing = None
             if existing is None:
                 body = {"name": name, "cidr": record["pool"], "gateway": record["gateway"],
-                        "external_ids": {"owner": "docker", "docker.network": network_id}}
+                        "external_ids": {"owner": "docker", "docker.network": network_id},
+                        "labels": record.get("labels") or {}}
                 body.update({k: record[k] for k in ("vni", "mtu") if k in record})
                 try:
                     self.api.post("/v1/networks", body)
@@ -394,6 +399,10 @@ class Plugin:
                 ("subnet", "cidr", record["pool"]), ("gateway", "gateway", record["gateway"]),
                 ("weft.vni", "vni", record.get("vni")), ("mtu", "mtu", record.get("mtu")))
                 if mine is not None and existing.get(key) != mine]
+            # Labels given must be the network's; joining never changes them (weft network label does).
+            have = existing.get("labels") or {}
+            differs += [f"label {k}={v} (Weft has {f'{k}={have[k]}' if k in have else f'no {k}'})"
+                        for k, v in sorted((record.get("labels") or {}).items()) if have.get(k) != v]
             if differs:
                 raise PluginError(
                     f"Weft network {name} exists with subnet {existing['cidr']}, gateway {existing['gateway']}, "
@@ -410,6 +419,15 @@ class Plugin:
             raise PluginError("Weft networks are IPv4 only: run the container without --ip6")
         if not iface.get("Address"):
             raise PluginError("the endpoint has no IPv4 address")
+        # `docker run --network name=NET,driver-opt=weft.label.app=web` and `docker network connect
+        # --driver-opt ...` put their options here (container labels never reach a driver).
+        options = body.get("Options") or {}
+        unknown = sorted(k for k in options if k.startswith("weft.")
+                         and not k.startswith((LABEL_PREFIX, NAMED_PORT_PREFIX)))
+        if unknown:
+            raise PluginError(f"the weft driver has no endpoint option {', '.join(unknown)}: it takes driver-opt "
+                              f"{LABEL_PREFIX}KEY=VALUE and {NAMED_PORT_PREFIX}NAME=PROTO/PORT")
+        labels, named_ports = _maps(options, "driver-opt")
         record = self._network(network_id)
         ip = iface["Address"].split("/")[0]
         mac = (iface.get("MacAddress") or "").lower() or None
@@ -422,13 +440,16 @@ class Plugin:
             ids = {**port["external_ids"], **ids}
             if mac and mac != port["mac"]:  # --mac-address: the port is made again, with it
                 self._remove_port(name)
-                port = self._create_port(network_id, record, name, ip, mac, ids)
-            else:
+                port = self._create_port(network_id, record, name, ip, mac, ids, labels, named_ports)
+            else:  # set before Join plugs it: it carries no packet without its labels
                 self._set_ids(name, ids)
+                for column, value in (("labels", labels), ("named_ports", named_ports)):
+                    if value:
+                        self._put(name, column, value)
             answer = {} if mac else {"Interface": {"MacAddress": port["mac"]}}
         else:
             name = port_name(endpoint_id)
-            port = self._create_port(network_id, record, name, ip, mac, ids)
+            port = self._create_port(network_id, record, name, ip, mac, ids, labels, named_ports)
             answer = {} if mac else {"Interface": {"MacAddress": port["mac"]}}
         with self.lock:
             self.endpoints[endpoint_id] = name
@@ -506,10 +527,11 @@ class Plugin:
         raise PluginError("the weft driver is local-scope: it does not take part in swarm networks")
 
     # --- helpers ---------------------------------------------------------------------------------------
-    def _create_port(self, network_id, record, name, ip, mac, ids):
+    def _create_port(self, network_id, record, name, ip, mac, ids, labels=None, named_ports=None):
         """Creates the port; a retry of the same call (dockerd's, or after a plugin restart) gets the
         port made the first time."""
-        body = {"name": name, "network": record["weft"], "external_ids": ids}
+        body = {"name": name, "network": record["weft"], "external_ids": ids, "labels": labels or {},
+                "named_ports": named_ports or {}}
         body.update({k: v for k, v in (("ip", ip), ("mac", mac)) if v})
         with self.lock:
             self.live.add(name)  # before it exists: reconcile never takes it for a stale one
@@ -571,10 +593,13 @@ class Plugin:
             raise _unreachable(err, "list the network's ports") from None
 
     def _set_ids(self, name, ids):
+        self._put(name, "external_ids", ids)
+
+    def _put(self, name, column, value):
         try:
-            self.api.put(api_path("ports", name, "external_ids"), {"external_ids": ids})
+            self.api.put(api_path("ports", name, column), {column: value})
         except ApiError as err:
-            raise _unreachable(err, "mark the container's port") from None
+            raise _unreachable(err, f"set the {column.replace('_', ' ')} of the container's port") from None
 
     def _port_of(self, endpoint_id):
         """The Weft port of an endpoint: known to this process, or found by its external_ids."""
@@ -717,6 +742,18 @@ def _weft_name(value, what):
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise PluginError(f"{what} is not a Weft network name ({NAME_RULE})")
     return value
+
+
+def _maps(options, how):
+    """The weft.label.* and weft.named-port.* options (`how`: "-o" or "driver-opt") -> (labels,
+    named ports), checked as the API checks them."""
+    labels = {k[len(LABEL_PREFIX):]: v for k, v in options.items() if k.startswith(LABEL_PREFIX)}
+    named = {k[len(NAMED_PORT_PREFIX):]: v for k, v in options.items() if k.startswith(NAMED_PORT_PREFIX)}
+    try:
+        return (validate.labels(labels, f"{how} {LABEL_PREFIX.rstrip('.')}"),
+                validate.named_ports(named, f"{how} {NAMED_PORT_PREFIX.rstrip('.')}"))
+    except validate.ApiError as err:
+        raise PluginError(err.message) from None
 
 
 def _number(value, what, low, high):

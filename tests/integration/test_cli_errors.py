@@ -67,6 +67,9 @@ NAME_COMMANDS = [
     (["trace", "--from", "NAME", "--to", "10.7.0.9"], "no port named"),
     (["attach", "NAME", "--network", "blue"], "no such container"),
     (["detach", "NAME"], "no port named"),
+    (["port", "label", "NAME", "app=web"], "no port named"),
+    (["port", "named-port", "NAME", "http=TCP/80"], "no port named"),
+    (["network", "label", "NAME", "env=prod"], "no network named"),
     (["policy", "show", "blue/NAME"], "no policy named"),
     (["policy", "delete", "NAME", "-n", "blue"], "no policy named"),
     (["service", "show", "blue/NAME"], "no service named"),
@@ -144,6 +147,26 @@ CASES = [
     ("--ovsdb not a remote", ["host", "join", "h9", "--encap-ip", "192.0.2.9", "--ovsdb", "http://x"], 1, "ovsdb:"),
     ("--datapath unknown", ["host", "join", "h9", "--encap-ip", "192.0.2.9", "--ovsdb", "unix:/x", "--datapath",
                             "dpdk"], 2, "--datapath"),
+    # labels and named ports
+    ("--label not KEY=VALUE", ["port", "create", "p9", "--network", "blue", "--label", "app"], 2, "--label"),
+    ("--label twice", ["network", "create", "n9", "--cidr", "10.9.0.0/24", "--label", "a=1", "--label", "a=2"], 1,
+     "--label a is given more than once"),
+    ("--label bad value", ["port", "create", "p9", "--network", "blue", "--label", "app=-web"], 1, "labels.app:"),
+    ("--named-port bad protocol", ["port", "create", "p9", "--network", "blue", "--named-port", "http=ICMP/1"], 1,
+     "named_ports.http:"),
+    ("--named-port bad name", ["port", "create", "p9", "--network", "blue", "--named-port", "HTTP=TCP/80"], 1,
+     "not a valid port name"),
+    ("label edit neither set nor remove", ["port", "label", "lp", "app"], 2, "neither KEY=VALUE"),
+    ("label change without --overwrite", ["port", "label", "lp", "app=db"], 1,
+     "label 'app' already has a value (web), and --overwrite is not given"),
+    ("label set and removed at once", ["port", "label", "lp", "app=db", "app-", "--overwrite"], 1,
+     "changed more than once"),
+    ("label bad key", ["network", "label", "blue", "Bad/key=x"], 1, "not a valid label key"),
+    ("--label non-ASCII key", ["port", "create", "p9", "--network", "blue", "--label", "ünï=x"], 1,
+     "key 'ünï' is not a valid label key"),
+    ("named port change without --overwrite", ["port", "named-port", "lp", "http=TCP/81"], 1, "--overwrite"),
+    ("--selector bad", ["port", "list", "--selector", "app web"], 1, "selector:"),
+    ("--selector < >", ["network", "list", "-l", "replicas>1"], 1, "not supported"),
     ("missing name", ["port", "show"], 2, "name"),
     ("option for a name", ["port", "show", "-a"], 2, "name"),
     ("unknown command", ["frobnicate"], 2, "frobnicate"),
@@ -223,6 +246,8 @@ def where():
         ctl.api.post("/v1/hosts", {"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/h1.sock"})
         ctl.api.post("/v1/networks", {"name": "blue", "cidr": "10.7.0.0/24"})
         ctl.api.post("/v1/ports", {"name": "p1", "network": "blue"})
+        ctl.api.post("/v1/ports", {"name": "lp", "network": "blue", "labels": {"app": "web"},
+                                   "named_ports": {"http": "TCP/80"}})
         ctl.api.post("/v1/routers", {"name": "r1"})
         config = ctl.dir / "client.conf"  # empty: not the client.conf of whoever runs the tests
         config.write_text("")

@@ -181,6 +181,24 @@ def test_cni_args_ip_and_mac(lab, container):
     delete(lab, c2)
 
 
+def test_labels_from_args(lab, container):
+    """`args.cni.labels` (CNI's conventions) are the port's labels from its creation, so a policy's
+    podSelector picks the container from its first packet; a selector lists it."""
+    c = container()
+    labels = [{"key": "app", "value": "web"}, {"key": "example.com/tier", "value": "front"}]
+    conf = config(lab, args={"cni": {"labels": labels}})  # (add()'s `args` is CNI_ARGS)
+    cid = new_id()
+    call = cni(lab, "h1", "ADD", conf, cid, c["netns"], args="IgnoreUnknown=1")
+    assert call.rc == 0, call
+    (port,) = ports_of(lab, cid)
+    assert port["labels"] == {"app": "web", "example.com/tier": "front"}
+    picked = lab.api.get(api_path("ports") + f"?network={NET}&selector=example.com/tier%3Dfront,app")
+    assert [p["name"] for p in picked] == [port["name"]]
+    c.update(cid=cid, port=port, result=call.out)
+    delete(lab, c, args={"cni": {"labels": labels}})
+    assert_gone(lab, c)
+
+
 def test_config_defaults_from_the_environment(lab, container):
     """Without `api` the plugin finds the controller as `weft` does (WEFT_API in the runtime's env)."""
     c = container()
@@ -256,6 +274,8 @@ def test_errors(lab, container):
         ("undecodable", b"{not json", {}, 6, "not JSON"),
         ("old version", config(lab, "0.3.1"), {}, 1, "incompatible CNI version 0.3.1"),
         ("unsupported field", config(lab, mtu=9000), {}, 2, "unsupported field mtu: 9000"),
+        ("bad label", config(lab, args={"cni": {"labels": [{"key": "app", "value": "a b"}]}}), {}, 7,
+         "args.cni.labels.app: 'a b' is not a valid label value"),
     ]
     for what, conf, override, code, words in cases:
         cid = new_id()

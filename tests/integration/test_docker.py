@@ -306,6 +306,25 @@ def test_bad_options_are_refused_clearly(runtimes_lab, blue, docker):
     assert res.returncode != 0 and "Weft networks do not publish container ports (-p/--publish)" in res.stderr
 
 
+def test_labels_from_network_options_and_endpoint_driver_opts(runtimes_lab, docker):
+    """-o weft.label.* labels the Weft network; driver-opt weft.label.* / weft.named-port.* (`docker run
+    --network name=NET,driver-opt=...`, `docker network connect --driver-opt`) the container's port.
+    `docker run --label` does not reach a network driver."""
+    net, other = uniq("lbl"), uniq("lbl")
+    docker.network("h1", net, "--subnet", "10.55.0.0/24", "-o", "weft.label.env=prod", "-o", f"weft.network={net}")
+    docker.network("h1", other, "--subnet", "10.56.0.0/24")
+    assert runtimes_lab.api.get(f"/v1/networks/{net}")["labels"] == {"env": "prod"}
+    name = uniq("lblc-")
+    docker.run("h1", name, f"name={net},driver-opt=weft.label.app=web,driver-opt=weft.named-port.http=TCP/80",
+               "--label", "tier=front")
+    port = docker.port("h1", name, net)
+    assert (port["labels"], port["named_ports"], port["up"]) == ({"app": "web"}, {"http": "TCP/80"}, True)
+    docker("h1", "network", "connect", "--driver-opt", "weft.label.app=web-admin", other, name)
+    assert docker.port("h1", name, other)["labels"] == {"app": "web-admin"}
+    res = docker.run("h1", uniq("lblc-"), f"name={net},driver-opt=weft.label.app=-", check=False)
+    assert res.returncode != 0 and "driver-opt weft.label.app: '-' is not a valid label value" in res.stderr
+
+
 def test_a_weft_router_joins_two_docker_networks_and_trace_follows(runtimes_lab, docker):
     """Docker's gateway is the Weft network's, so a router attached later routes the running
     containers without touching them; `weft trace` works from a Docker container's port."""

@@ -93,11 +93,13 @@ def create_network(plugin, network_id, pool="10.77.0.0/24", gateway="10.77.0.1/2
         "IPv4Data": [{"AddressSpace": space, "Gateway": gateway, "Pool": pool}], "IPv6Data": list(ipv6)})
 
 
-def create_endpoint(plugin, network_id, endpoint_id, address, mac="", ipv6=""):
+def create_endpoint(plugin, network_id, endpoint_id, address, mac="", ipv6="", options=None):
+    """`options`: the driver-opts of `docker run --network name=NET,driver-opt=K=V` (runtimes.md)."""
     return plugin("/NetworkDriver.CreateEndpoint", {
         "NetworkID": network_id, "EndpointID": endpoint_id,
         "Interface": {"Address": address, "AddressIPv6": ipv6, "MacAddress": mac},
-        "Options": {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}})
+        "Options": {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": [],
+                    **(options or {})}})
 
 
 def test_activate_names_both_drivers(plugins):
@@ -111,6 +113,9 @@ def test_activate_names_both_drivers(plugins):
     ({"weft.vni": "0"}, (), "-o weft.vni=0 is not a number from 1 to 16777215"),
     ({"weft.network": "a..b"}, (), "-o weft.network is not a Weft network name"),
     ({"com.docker.network.driver.mtu": "100"}, (), "is not a number from 576 to 65535"),
+    ({"weft.label.env": "a b"}, (), "-o weft.label.env: 'a b' is not a valid label value"),
+    ({"weft.label.Bad/env": "x"}, (), "-o weft.label: key 'Bad/env' is not a valid label key"),
+    ({"weft.named-port.http": "TCP/80"}, (), "no option weft.named-port.http"),
     ({}, ({"AddressSpace": "LocalDefault", "Pool": "fd00::/64", "Gateway": "fd00::1/64"},),
      "Weft networks are IPv4 only: create the network without --ipv6"),
 ])
@@ -149,6 +154,47 @@ def test_create_joins_a_matching_network_and_refuses_another_subnet(lab, plugins
     assert plugins["h1"]("/NetworkDriver.DeleteNetwork", {"NetworkID": names["nets"][0]}) == {}
     assert names["weft"] not in {n["name"] for n in lab.api.get("/v1/networks")}
     assert plugins["h1"]("/NetworkDriver.DeleteNetwork", {"NetworkID": names["nets"][0]}) == {}  # again
+
+
+def test_network_and_endpoint_labels(lab, plugins, names):
+    """-o weft.label.K=V labels the Weft network; a host joining it with other labels is refused,
+    never changing them. driver-opt weft.label.K=V and weft.named-port.N=P/N label the port, with
+    Docker's IPAM (the port made at CreateEndpoint) and with Weft's (the port made before, labelled
+    at CreateEndpoint, before Join plugs it)."""
+    h1, h2 = plugins["h1"], plugins["h2"]
+    net = names["id"]()
+    assert create_network(h1, net, options={"weft.network": names["weft"], "weft.label.env": "prod"}) == {}
+    assert lab.api.get(f"/v1/networks/{names['weft']}")["labels"] == {"env": "prod"}
+    assert create_network(h2, names["id"](), options={"weft.network": names["weft"], "weft.label.env": "prod"}) == {}
+    answer = create_network(h2, names["id"](), options={"weft.network": names["weft"], "weft.label.env": "dev",
+                                                        "weft.label.team": "a"})
+    assert "this Docker network has label env=dev (Weft has env=prod), label team=a (Weft has no team)" \
+        in answer["Err"]
+    assert lab.api.get(f"/v1/networks/{names['weft']}")["labels"] == {"env": "prod"}
+    ep = names["id"]("eps")
+    create_endpoint(h1, net, ep, "10.77.0.2/24", options={"weft.label.app": "web", "other.driver.opt": "x",
+                                                          "weft.named-port.http": "tcp/8080"})
+    port = lab.api.get(f"/v1/ports/docker-{ep[:12]}")
+    assert (port["labels"], port["named_ports"]) == ({"app": "web"}, {"http": "TCP/8080"})
+    answer = create_endpoint(h1, net, names["id"]("eps"), "10.77.0.3/24", options={"weft.lable.app": "web"})
+    assert answer["Err"].startswith("the weft driver has no endpoint option weft.lable.app")
+    answer = create_endpoint(h1, net, names["id"]("eps"), "10.77.0.3/24", options={"weft.named-port.HTTP": "TCP/1"})
+    assert "driver-opt weft.named-port: 'HTTP' is not a valid port name" in answer["Err"]
+    assert [p["name"] for p in lab.api.get(f"/v1/ports?network={names['weft']}")] == [port["name"]]
+    assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
+    assert h1("/NetworkDriver.DeleteNetwork", {"NetworkID": net}) == {}
+    assert names["weft"] not in {n["name"] for n in lab.api.get("/v1/networks")}  # its creator removed it
+    # Weft's IPAM.
+    pool_id, net = ipam_network(h1, names, pool="10.79.0.0/24")
+    ip = request_address(h1, pool_id)["Address"].split("/")[0]
+    ep = names["id"]("eps")
+    create_endpoint(h1, net, ep, f"{ip}/24", options={"weft.label.app": "db"})
+    (port,) = lab.api.get(f"/v1/ports?network={names['weft']}")
+    assert port["labels"] == {"app": "db"} and port["external_ids"]["docker.endpoint"] == ep
+    assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
+    assert h1("/IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip}) == {}
+    assert h1("/NetworkDriver.DeleteNetwork", {"NetworkID": net}) == {}
+    assert h1("/IpamDriver.ReleasePool", {"PoolID": pool_id}) == {}
 
 
 def host_links(lab, host):

@@ -68,6 +68,12 @@ def test_environment_errors(env, code, words):
     ({**CONFIG, "api": "ftp://x"}, 7, "api"),
     ({**CONFIG, "runtimeConfig": {"ips": ["fd00::1/64"]}}, 7, "runtimeConfig.ips"),
     ({**CONFIG, "runtimeConfig": {"mac": "zz"}}, 7, "runtimeConfig.mac"),
+    ({**CONFIG, "args": {"cni": {"labels": {"app": "web"}}}}, 7, "args.cni.labels is not a list"),
+    ({**CONFIG, "args": {"cni": {"labels": [{"key": "app"}]}}}, 7, "args.cni.labels is not a list"),
+    ({**CONFIG, "args": {"cni": []}}, 7, "args.cni.labels is not a list"),
+    ({**CONFIG, "args": {"cni": {"labels": [{"key": "app", "value": "a"}, {"key": "app", "value": "b"}]}}}, 7,
+     "the key 'app' twice"),
+    ({**CONFIG, "args": {"cni": {"labels": [{"key": "app", "value": "-web"}]}}}, 7, "a label is not valid"),
 ])
 def test_configuration_errors(config, code, words):
     status, out = run(ENV, config)
@@ -117,6 +123,17 @@ def test_config_settings():
     assert cni.parse_config(CONFIG, "ADD")["network"] == "blue"  # the network defaults to the name
     gc = cni.parse_config({**CONFIG, "cni.dev/attachments": [{"containerID": "a", "ifname": "eth0"}]}, "GC")
     assert gc["valid"] == {("a", "eth0")}
+
+
+def test_labels_come_from_args_cni_labels():
+    """CNI's CONVENTIONS.md form; the rest of args is the runtime's and ignored."""
+    args = {"cni": {"labels": [{"key": "app", "value": "web"}, {"key": "example.com/tier", "value": ""}],
+                    "ips": ["10.50.0.9"]}, "org.apache.mesos": {"x": 1}}
+    assert cni.parse_config({**CONFIG, "args": args}, "ADD")["labels"] == {"app": "web", "example.com/tier": ""}
+    assert cni.parse_config({**CONFIG, "args": {"other": 1}}, "ADD")["labels"] == {}
+    assert cni.parse_config(CONFIG, "ADD")["labels"] == {}
+    status, out = run(ENV, {**CONFIG, "args": {"cni": {"labels": [{"key": "Bad/key", "value": "x"}]}}})
+    assert (status, out["code"]) == (1, 7) and "args.cni.labels: key 'Bad/key'" in out["details"], out
 
 
 @pytest.mark.parametrize("args, expected", [

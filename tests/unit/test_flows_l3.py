@@ -68,8 +68,8 @@ def test_routed_same_host_rewrites_macs_and_ttl(tracer):
     assert (v.kind, v.port, v.host) == (DELIVERED, "b", "h1")
     assert {s.host for s in result.steps} == {"h1"}
     assert [s.table for s in result.steps] == [
-        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "ACL_EGRESS", "L3_GATE", "ROUTING", "NEIGHBOR",
-        "L2_LOOKUP", "ACL_INGRESS", "OUTPUT"]
+        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "DNS", "SERVICE", "ACL_EGRESS", "L3_GATE",
+        "ROUTING", "NEIGHBOR", "L2_LOOKUP", "ACL_INGRESS", "SERVICE_REPLY", "OUTPUT"]
     assert (v.packet["eth_src"], v.packet["eth_dst"]) == (R1_GREEN, mac("b"))
     assert (v.packet["ipv4_src"], v.packet["ipv4_dst"], v.packet["nw_ttl"]) == (
         "10.0.0.2", "10.1.0.2", 63)
@@ -82,7 +82,7 @@ def test_routed_cross_host_tunnels_with_the_destination_vni(tracer):
     tunnel = next(s for s in result.steps if s.note.startswith("tunnel"))
     assert tunnel.host == "h1" and dict(tunnel.changes)["tunnel_id"] == 101  # green, not blue
     assert [s.table for s in result.steps if s.host == "h2"] == ["CLASSIFY", "L2_LOOKUP",
-                                                                  "ACL_INGRESS", "OUTPUT"]  # no hairpin
+                                                                  "ACL_INGRESS", "SERVICE_REPLY", "OUTPUT"]  # no hairpin
     assert (v.packet["eth_src"], v.packet["eth_dst"], v.packet["nw_ttl"]) == (
         R1_GREEN, mac("c"), 63)
 

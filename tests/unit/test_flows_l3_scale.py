@@ -236,11 +236,12 @@ def test_flow_counts_with_routing():
                 extra = 10 if host == gateway_host and router.gateway else 0
                 assert len(flows) == 4 * len(router.ports) + bool(router.gateway) + extra
     # Linear in ports: a host holds 7 flows per local port, 3 per remote port of the networks
-    # it needs, 4 per router port, 1 per network, and a constant (static, gateway).
+    # it needs, 4 per router port, 2 per network (tunnel, DNS), and a constant (static,
+    # gateway).
     router_ports = sum(len(r.ports) for r in topo.routers.values())
     for host, host_flows in compiled.items():
         local = sum(1 for b in topo.bindings.values() if b.host == host)
-        bound = 4 * local + 3 * len(topo.ports) + 4 * router_ports + len(topo.networks) + 14
+        bound = 4 * local + 3 * len(topo.ports) + 4 * router_ports + 2 * len(topo.networks) + 32
         assert sum(map(len, host_flows.values())) <= bound
 
 

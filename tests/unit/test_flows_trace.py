@@ -28,8 +28,8 @@ def test_same_host_delivery():
     assert result.verdict.kind == DELIVERED
     assert (result.verdict.port, result.verdict.host) == ("a2", "h1")
     assert [s.table for s in result.steps] == [
-        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "ACL_EGRESS", "L3_GATE", "L2_LOOKUP",
-        "ACL_INGRESS", "OUTPUT"]
+        "CLASSIFY", "PORT_SECURITY", "ARP_RESPONDER", "DNS", "SERVICE", "ACL_EGRESS", "L3_GATE",
+        "L2_LOOKUP", "ACL_INGRESS", "SERVICE_REPLY", "OUTPUT"]
     assert {s.host for s in result.steps} == {"h1"}
     assert str(result.verdict) == "delivered to port a2 on host h1"
 
@@ -45,7 +45,7 @@ def test_cross_host_via_tunnel():
     assert actions[-1] == ("output", TUNNEL_OFPORT)
     assert (tunnel_step.category, tunnel_step.key) == ("PORT", 2)  # b's remote flow
     on_h2 = [s.table for s in result.steps if s.host == "h2"]
-    assert on_h2 == ["CLASSIFY", "L2_LOOKUP", "ACL_INGRESS", "OUTPUT"]  # no port security/ARP twice
+    assert on_h2 == ["CLASSIFY", "L2_LOOKUP", "ACL_INGRESS", "SERVICE_REPLY", "OUTPUT"]  # no port security/ARP twice
 
 
 def test_arp_request_answered_on_the_senders_host():

@@ -402,7 +402,7 @@ def test_a_selector_indented_one_level_wrong():
      ["its prefix (before the '/') must be a lowercase DNS subdomain"]),
     (policy(podSelector={"matchLabels": {"a" * 64: "x"}}), "spec.podSelector.matchLabels", ["a label key is"]),
     (policy(podSelector={"matchLabels": {"app": "x" * 64}}), "spec.podSelector.matchLabels.app",
-     ["a label value is empty or 1-63"]),
+     ["a label value is empty, or 1-63"]),
     (policy(podSelector={"matchLabels": {"app": "-x"}}), "spec.podSelector.matchLabels.app", ["a label value"]),
     (policy(podSelector={"matchLabels": {"port": 80}}), "spec.podSelector.matchLabels.port", ["got 80", "quote"]),
     (policy(podSelector={"matchLabels": {"app.kubernetes.io/name": {}}}),
@@ -699,7 +699,7 @@ def test_the_cli_can_read_manifests_without_importing_yaml_at_start():
                                                                                   ("a" * 63 + ".") * 4 + "a"]),
     (validate.dns_label_problem, ["a", "1a", "a-b"], ["", "a.b", "A", "a-", "x" * 64]),
     (validate.dns1035_label_problem, ["a", "a-1"], ["1a", "a.b", "A", "a-", "x" * 64]),
-    (validate.port_name_problem, ["http", "h2", "grpc-web", "a" * 15], ["", "80", "-http", "http-", "a--b", "HTTP",
+    (validate.service_name_problem, ["http", "h2", "grpc-web", "a" * 15], ["", "80", "-http", "http-", "a--b", "HTTP",
                                                                          "a" * 16, "a_b"]),
 ])
 def test_kubernetes_syntaxes(check, good, bad):
