@@ -657,17 +657,18 @@ class NorthboundApi:
                                                      "free address left for a load balancer"))
         return address
 
-    def _policy(self, network, name):
-        policy = self.core.nb_state().policies.get(f"{network}/{name}")
-        if policy is None:
-            raise ApiError(404, f"no policy named {v.shown(name)} in network {v.shown(network)}")
-        return policy
+    def _object(self, table, network, name):
+        """The NB Policy or Service network/name, or a 404."""
+        state = self.core.nb_state()
+        found = (state.policies if table == "Policy" else state.services).get(f"{network}/{name}")
+        if found is None:
+            raise ApiError(404, f"no {table.lower()} named {v.shown(name)} in network {v.shown(network)}")
+        return found
 
-    def _service(self, network, name):
-        service = self.core.nb_state().services.get(f"{network}/{name}")
-        if service is None:
-            raise ApiError(404, f"no service named {v.shown(name)} in network {v.shown(network)}")
-        return service
+    def _delete_object(self, table, network, name):
+        self._object(table, network, name)
+        self._write(self.core.nb.apply, lambda taken: [], [(table, network, name)])
+        return 200, {"deleted": f"{network}/{name}"}
 
     def _in_network(self, objects, params):
         """`objects` ({"network/name": obj}) sorted, only `?network=`'s if given."""
@@ -688,23 +689,17 @@ class NorthboundApi:
                 "policy_types": [t for t, rules in (("Ingress", parsed and parsed.ingress),
                                                     ("Egress", parsed and parsed.egress)) if rules is not None],
                 "selects": [p.name for p in selects] if detail else len(selects)}
-        if detail:
-            body["manifest"] = json.loads(policy.manifest)
-        if parsed is None:
-            body["error"] = "this controller cannot use the manifest as stored (see its log)"
-        return body
+        return _with_manifest(body, policy, parsed) if detail else body
 
     def list_policies(self, body, params):
         return 200, [self._policy_json(p) for p in self._in_network(self.core.nb_state().policies, params)]
 
     def show_policy(self, network, name, body, params):
         """The manifest as applied, and the ports it selects right now."""
-        return 200, self._policy_json(self._policy(network, name), detail=True)
+        return 200, self._policy_json(self._object("Policy", network, name), detail=True)
 
     def delete_policy(self, network, name, body, params):
-        self._policy(network, name)
-        self._write(self.core.nb.apply, lambda taken: [], [("Policy", network, name)])
-        return 200, {"deleted": f"{network}/{name}"}
+        return self._delete_object("Policy", network, name)
 
     def _service_json(self, service, detail=False):
         parsed = service_state(service)
@@ -725,10 +720,7 @@ class NorthboundApi:
         body["backends"] = [{"port": p.name, "ip": p.ip, "host": p.host, "ready": up,
                              "targets": {sp.name: _target_port(sp, p) for sp in ports}}
                             for p, up in zip(backends, ready)]
-        body["manifest"] = json.loads(service.manifest)
-        if parsed is None:
-            body["error"] = "this controller cannot use the manifest as stored (see its log)"
-        return body
+        return _with_manifest(body, service, parsed)
 
     def list_services(self, body, params):
         return 200, [self._service_json(s) for s in self._in_network(self.core.nb_state().services, params)]
@@ -737,12 +729,10 @@ class NorthboundApi:
         """Its addresses and ports, and the backends it selects right now: ready (port up) or not, and
         the port number each service port reaches on it (a named targetPort resolved; None if that
         backend has no such name)."""
-        return 200, self._service_json(self._service(network, name), detail=True)
+        return 200, self._service_json(self._object("Service", network, name), detail=True)
 
     def delete_service(self, network, name, body, params):
-        self._service(network, name)
-        self._write(self.core.nb.apply, lambda taken: [], [("Service", network, name)])
-        return 200, {"deleted": f"{network}/{name}"}
+        return self._delete_object("Service", network, name)
 
     # --- trace --------------------------------------------------------------------------------------
     def trace(self, body, params):
@@ -798,6 +788,14 @@ def _lowest_free(subnet, in_use):
     first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
     return next((str(ipaddress.IPv4Address(n)) for n in range(first, last + 1)
                  if not in_use(str(ipaddress.IPv4Address(n)))), None)
+
+
+def _with_manifest(body, obj, parsed):
+    """A policy's or service's answer with its manifest as applied, and whether it is in use."""
+    body["manifest"] = json.loads(obj.manifest)
+    if parsed is None:
+        body["error"] = "this controller cannot use the manifest as stored (see its log)"
+    return body
 
 
 def _target_port(service_port, port):
