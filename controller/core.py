@@ -43,6 +43,7 @@ class WeftCore:
         self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
         self._full = True                  # next pass rebuilds everything from scratch
         self._backends = frozenset()       # service backends (protocol, address, port) last pass
+        self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -143,6 +144,18 @@ class WeftCore:
     def wait_router_up(self, name, timeout):
         """Waits until the router is up (see router_waiting_for); returns whether it is."""
         return self._wait(lambda: self.router_waiting_for(name) is None, timeout)
+
+    def wait_enforced(self, timeout):
+        """Waits until a reconcile pass that started after this call (and so saw every NB write made
+        before it) is done and every connected host's flows are acknowledged equal to what it
+        compiled: what `weft apply` waits for. Returns the hosts still not in sync ([] = enforced)."""
+        target = self._passes_started + 1
+        self._wake.set()
+
+        def lagging():
+            return sorted(name for name, sync in self.syncs.items() if not sync.in_sync)
+        self._wait(lambda: self._passes_done >= target and not lagging(), timeout)
+        return lagging() if self._passes_done >= target else sorted(self.syncs)
 
     def _wait(self, done, timeout):
         """Waits until done() (checked after each acknowledged flow batch); returns whether it is."""
@@ -290,6 +303,7 @@ class WeftCore:
             self._wake.clear()
             if not self._running or not self.nb_connected():
                 continue
+            self._passes_started += 1
             try:
                 self._reconcile(self.nb_state())
             except Exception:  # one bad pass must not end the loop that keeps the network running
@@ -297,6 +311,8 @@ class WeftCore:
                 self._full = True
                 self._wake.set()
                 self.hub.sleep(0.5)
+            self._passes_done = self._passes_started
+            self._progress()
 
     def _reconcile(self, state):
         """One pass: what changed in the NB, in the hosts' OVSDBs and in the learned next hops, through
