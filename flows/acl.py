@@ -123,8 +123,8 @@ def port_acl_flows(port: PortState, zone: int, egress: bool, ingress: bool) -> f
     cookie = acl_cookie(port)
     flows = set()
     for side, selected in ((EGRESS, egress), (INGRESS, ingress)):
-        this_port = ((side.port_reg, port.key),)
-        flows.add(Flow(side.ct_table.id, 100, (*this_port, IPV4),
+        this_port = ((side.port_reg, port.key), IPV4)  # (ct needs the IPv4 match: OVS refuses it otherwise)
+        flows.add(Flow(side.ct_table.id, 100, this_port,
                        (("ct", False, zone, side.eval_table.name, None),), cookie))
         flows.add(Flow(side.eval_table.id, PRIORITY_PORT_DEFAULT, this_port,
                        () if selected else _commit(side, zone), cookie))
@@ -281,7 +281,7 @@ def policy_flows(view: _View, policy: PolicyState, selected: list[PortState], pi
             if any(not c for c in clauses):
                 continue  # a clause nothing can satisfy: the rule allows nothing
             if not clauses:
-                per_port += [(p, Flow(table, PRIORITY_DIRECT, ((side.port_reg, p.key),),
+                per_port += [(p, Flow(table, PRIORITY_DIRECT, ((side.port_reg, p.key), IPV4),
                                       _commit(side, zone), cookie)) for p in selected]
                 continue
             conj = conj_id(pid, side, index)
@@ -291,8 +291,8 @@ def policy_flows(view: _View, policy: PolicyState, selected: list[PortState], pi
             for clause, matches in enumerate(clauses, start=2):
                 shared += [Flow(table, PRIORITY_RULE, m, (("conjunction", conj, clause, n),), cookie)
                            for m in matches]
-            shared.append(Flow(table, PRIORITY_RULE, (("conj_id", conj),), _commit(side, zone),
-                               cookie))
+            shared.append(Flow(table, PRIORITY_RULE, (("conj_id", conj), IPV4),
+                               _commit(side, zone), cookie))
     by_host: dict[str, list[Flow]] = {}
     for port, flow in per_port:
         binding = view.topo.bindings.get(port.name)

@@ -359,10 +359,14 @@ class Ct(Action):
             if nat[0] == "nat":
                 nat_actions.append(parser.NXActionNAT(flags=0))
             else:
-                ports = {"range_proto_min": nat[2], "range_proto_max": nat[2]} if len(nat) > 2 else {}
+                # One address (and port): OVS reads a missing maximum as the minimum. With a port,
+                # the maximum address is left out because Ryu 4.34 sends a NAT action whose length
+                # is not a multiple of 8 without padding it (OVS refuses the message as bad length);
+                # address + two ports is 24 bytes, as address min + max is.
+                where = ({"range_proto_min": nat[2], "range_proto_max": nat[2]} if len(nat) > 2
+                         else {"range_ipv4_max": nat[1]})
                 nat_actions.append(parser.NXActionNAT(
-                    flags=NAT_SRC if nat[0] == "snat" else NAT_DST, range_ipv4_min=nat[1],
-                    range_ipv4_max=nat[1], **ports))
+                    flags=NAT_SRC if nat[0] == "snat" else NAT_DST, range_ipv4_min=nat[1], **where))
         return parser.NXActionCT(
             flags=CT_COMMIT if commit else 0, zone_src="", zone_ofs_nbits=zone,
             recirc_table=CT_NO_RECIRC if table is None else TABLE_BY_NAME[table].id, alg=0,

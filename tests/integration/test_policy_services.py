@@ -37,10 +37,10 @@ def lab(make_lab):
         for port in TCP_PORTS:
             lab.servers.append(weftlab.spawn(
                 lab.name, name, ["socat", f"TCP-LISTEN:{port},reuseaddr,fork",
-                                 f"SYSTEM:echo {name} # {lab.dir}"],
+                                 f"SYSTEM:echo {name} # {lab.dir}/server"],
                 what=f"{name}: tcp {port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         lab.servers.append(weftlab.spawn(
-            lab.name, name, ["socat", f"UDP-RECVFROM:{UDP_PORT},fork", f"SYSTEM:echo {name} # {lab.dir}"],
+            lab.name, name, ["socat", f"UDP-RECVFROM:{UDP_PORT},fork", f"SYSTEM:echo {name} # {lab.dir}/server"],
             what=f"{name}: udp", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
              "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
@@ -206,10 +206,11 @@ def test_the_switch_holds_conjunctions_and_a_plan_changes_nothing(lab, tmp_path,
     apply(lab, tmp_path, DB_FROM_WEB)
     dump = lab.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
     assert "conjunction(" in dump and "conj_id=" in dump
-    before = lab.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "--no-stats").stdout
-    plan = apply(lab, tmp_path, DENY_DB, "--plan").stdout
-    assert "h2" in plan and "ACL_INGRESS_EVAL" in plan, plan
-    assert lab.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "--no-stats").stdout == before
+    before = lab.exec("h3", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "--no-stats").stdout
+    plan = apply(lab, tmp_path, DENY_DB.replace("app: db", "app: client").replace(
+        "Ingress", "Egress").replace("db-deny", "cli-shut"), "--plan").stdout
+    assert "h3" in plan and "ACL_EGRESS_EVAL" in plan, plan  # cli's host, its egress stage
+    assert lab.exec("h3", "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "--no-stats").stdout == before
     assert [p["name"] for p in lab.api.get("/v1/policies")] == ["db-from-web"]
 
 
