@@ -45,6 +45,8 @@ def add_lab_commands(subparsers):
     p.add_argument("--host", required=True, help="host the container lives on (h1, h2, ...)")
     p.add_argument("--network", help="attach it to this network (weft attach, run on the host)")
     p.add_argument("--ip", help="with --network: its address (default: the next free one)")
+    p.add_argument("--dns", action="store_true", help="with --network: resolve names through Weft's resolver "
+                   "(weft attach --dns), in what `weft lab exec` runs there")
     p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
     p.add_argument("container")
 
@@ -89,12 +91,12 @@ def _cli_env(args):
 
 def _cli_container_add(args):
     lab = _lab()
-    if args.ip and not args.network:
-        raise lab.LabError("--ip needs --network")
+    if (args.ip or args.dns) and not args.network:
+        raise lab.LabError(f"{'--ip' if args.ip else '--dns'} needs --network")
     created = lab.container_add(args.name, args.container, args.host)
     if args.network:
         try:
-            port = lab.container_attach(args.name, args.container, args.network, args.ip)
+            port = lab.container_attach(args.name, args.container, args.network, args.ip, dns=args.dns)
         except lab.LabError:
             lab.container_del(args.name, args.container)
             raise
