@@ -5,17 +5,25 @@ refused request changes nothing; the database's own constraints back that up aga
 """
 import hashlib
 import ipaddress
+import json
 import random
 import urllib.parse
 
+from controller import manifests
 from controller import validate as v
 from controller.dns import resolver_settings
+from controller.manifests import ManifestError
+from controller.topology import policy_state, service_state
 from controller.validate import ApiError
+from flows.compiler import compile_all
+from flows.plan import plan as plan_flows
 from ovsdb.idl import TransactionError
+from ovsdb.nb import MAX_SERVICE_KEY, ServicesTaken
 
 VERSION = "0.1.0"
-
-
+MAX_PLAN_LINES = 200       # ovs-ofctl lines a plan shows per host and kind of change
+DEFAULT_PLAN_LINES = 20
+KINDS = {"NetworkPolicy": "Policy", "Service": "Service"}  # manifest kind -> NB table
 
 class NorthboundApi:
     def __init__(self, core):
@@ -53,6 +61,13 @@ class NorthboundApi:
             ("POST", ("floating-ips",), self.create_floating_ip, ()),
             ("DELETE", ("floating-ips", None), self.delete_floating_ip, ()),
             ("GET", ("trace",), self.trace, ("from", "to", "proto", "dport")),
+            ("POST", ("apply",), self.apply, ()),
+            ("GET", ("policies",), self.list_policies, ("network",)),
+            ("GET", ("policies", None, None), self.show_policy, ()),
+            ("DELETE", ("policies", None, None), self.delete_policy, ()),
+            ("GET", ("services",), self.list_services, ("network",)),
+            ("GET", ("services", None, None), self.show_service, ()),
+            ("DELETE", ("services", None, None), self.delete_service, ()),
         ]
 
     def handle(self, method, path, raw_body=b"", query=""):
@@ -64,12 +79,13 @@ class NorthboundApi:
                 raise ApiError(404, f"no such resource {_printable(path)!r} (the API lives under /v1)")
             handler, args, allowed = self._route(method, parts[1:])
             params = _query_params(query, allowed)
-            body = v.parse_json(raw_body) if method in ("POST", "PUT") else None
+            depth = getattr(handler, "body_depth", v.MAX_JSON_DEPTH)
+            body = v.parse_json(raw_body, depth) if method in ("POST", "PUT") else None
             if not self.core.nb_loaded():
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
             return handler(*args, body=body, params=params)
         except ApiError as err:
-            return err.status, {"error": err.message}
+            return err.status, {"error": err.message, **err.details}
 
     def _route(self, method, parts):
         allowed = []
@@ -170,6 +186,10 @@ class NorthboundApi:
         name = v.name(f["name"])
         net = v.ipv4_network(f["cidr"])
         gateway = v.address_in(f.get("gateway", str(net.network_address + 1)), net, "gateway")
+        services = ipaddress.IPv4Network(self.core.config.service_cidr)
+        if net.overlaps(services):  # a port there would be shadowed by a service's cluster IP
+            raise ApiError(409, f"cidr: {net} overlaps the service CIDR {services}, where Services' cluster IPs "
+                                "come from ([weft] service_cidr)")
         underlay = self.core.config.underlay_mtu
         mtu = v.network_mtu(f.get("mtu", underlay - v.GENEVE_OVERHEAD), underlay)
         vni = v.integer(f["vni"], "vni", 1, v.MAX_VNI) if "vni" in f else None
@@ -195,6 +215,14 @@ class NorthboundApi:
         if ports:
             raise ApiError(409, f"network {name!r} still has {len(ports)} port(s) ({', '.join(ports[:5])}"
                                 f"{' ...' if len(ports) > 5 else ''}); delete them first")
+        state = self.core.nb_state()
+        for kind, what, objects in (("policy", "policies", state.policies_of_network),
+                                    ("service", "services", state.services_of_network)):
+            names = sorted(q.partition("/")[2] for q in objects.get(name, ()))
+            if names:  # a network is a namespace, but Weft does not delete what is in it behind its back
+                raise ApiError(409, f"network {name!r} still has {len(names)} {what} ({', '.join(names[:5])}"
+                                    f"{' ...' if len(names) > 5 else ''}); delete them first "
+                                    f"(weft {kind} delete {name}/{names[0]})")
         self._write(self.core.nb.delete, "Network", name)
         return 200, {"deleted": name}
 
@@ -386,6 +414,10 @@ class NorthboundApi:
                       if len(router.ports) > 1 and _on_network(self.core.nb_state(), network, via))
         if vias:
             raise ApiError(409, f"static route(s) {', '.join(vias)} go via {network!r}; delete them first")
+        balancers = self._load_balancers([network])
+        if balancers:
+            raise ApiError(409, f"LoadBalancer service(s) {', '.join(balancers)} of network {network!r} take their "
+                                f"address from router {name!r}'s gateway; delete them first")
         self._write(self.core.nb.detach_router, name, network)
         return 200, self._router_json(self.core.nb_state().routers[name])
 
@@ -431,6 +463,14 @@ class NorthboundApi:
                                     "(one gateway uplink per host)")
         if address in state.floating_ips:
             raise ApiError(409, f"ip: {address} is a floating IP")
+        for field, ip in (("ip", address), ("next_hop", next_hop)):
+            if ip in state.service_ips:
+                raise ApiError(409, f"{field}: {ip} is an address of service {state.service_ips[ip]}")
+        outside = [q for q, ip in self._load_balancers(router.ports).items()
+                   if ipaddress.IPv4Address(ip) not in subnet]
+        if outside:
+            raise ApiError(409, f"ip: LoadBalancer service(s) {', '.join(outside)} have addresses outside {subnet}; "
+                                "delete them first")
         mac = router.gateway.get("mac") or _random_mac(self.core.nb_state().macs.get)
         self._write(self.core.nb.set_gateway, name, {"host": f["host"], "uplink": uplink, "ip": address,
                                             "prefixlen": str(subnet.prefixlen), "next_hop": next_hop, "mac": mac})
@@ -444,8 +484,18 @@ class NorthboundApi:
                       if self._router_of_port(port) == name)
         if fips:
             raise ApiError(409, f"floating IPs {', '.join(fips)} use router {name!r}'s gateway; delete them first")
+        balancers = self._load_balancers(router.ports)
+        if balancers:
+            raise ApiError(409, f"LoadBalancer service(s) {', '.join(balancers)} use router {name!r}'s gateway; "
+                                "delete them first")
         self._write(self.core.nb.set_gateway, name, {})
         return 200, self._router_json(self.core.nb_state().routers[name])
+
+    def _load_balancers(self, networks):
+        """{"network/name": load balancer IP} of the LoadBalancer services in `networks`."""
+        state = self.core.nb_state()
+        return {q: state.services[q].load_balancer_ip for net in sorted(networks)
+                for q in sorted(state.services_of_network.get(net, ())) if state.services[q].load_balancer_ip}
 
     # --- floating IPs -------------------------------------------------------------------------------
     def _router_of_port(self, port_name):
@@ -473,6 +523,8 @@ class NorthboundApi:
         ip = v.address_in(f["ip"], subnet, "ip", reserved=(gw["ip"], gw["next_hop"]))
         if ip in state.floating_ips:
             raise ApiError(409, f"ip: {ip} is already the floating IP of port {state.floating_ips[ip]!r}")
+        if ip in state.service_ips:
+            raise ApiError(409, f"ip: {ip} is already an address of service {state.service_ips[ip]}")
         if port.name in state.floating_ips.values():
             raise ApiError(409, f"port: {port.name!r} already has a floating IP")
         self._write(self.core.nb.create_floating_ip, ip, port.name)
@@ -483,6 +535,207 @@ class NorthboundApi:
             raise ApiError(404, f"no floating IP {v.shown(ip)}")
         self._write(self.core.nb.delete, "Floating_IP", ip)
         return 200, {"deleted": ip}
+
+    # --- policies and services (Kubernetes manifests) -----------------------------------------------
+    def apply(self, body, params):
+        """NetworkPolicy and Service manifests, created or replaced all together or none of them (one
+        NB transaction), as `kubectl apply` does one by one. `plan`: nothing is written; the answer
+        is the flow difference they would make on each host."""
+        f = v.body_fields(body, {"documents": list}, {"network": str, "plan": bool, "plan_lines": int})
+        lines = v.integer(f.get("plan_lines", DEFAULT_PLAN_LINES), "plan_lines", 0, MAX_PLAN_LINES)
+        try:
+            parsed = manifests.parse_documents(f["documents"], f.get("network"))
+        except ManifestError as err:
+            raise _refused(400, err) from None
+        if not parsed:
+            raise v.bad("documents", "holds no NetworkPolicy or Service (only empty documents)")
+        outcome, rows = [], []
+
+        def choose(taken):  # runs inside the NB transaction (see Nb.apply), or alone for a plan
+            outcome[:], rows[:] = [], [self._apply_row(m, taken) for m in parsed]
+            for m, (action, _) in zip(parsed, rows):
+                outcome.append({"kind": m.kind, "network": m.network, "name": m.name, "action": action,
+                                **({"warnings": list(m.warnings)} if m.warnings else {})})
+            return [row for action, row in rows if action != "unchanged"]
+        if not f.get("plan"):
+            self._write(self.core.nb.apply, choose)
+            return 200, outcome
+        choose(ServicesTaken(self.core.nb_state(), {"keys": set(), "ips": {}}))
+        policies = [m.obj for m in parsed if m.kind == "NetworkPolicy"]
+        services = [m.obj.to_state(row[3]["key"], row[3]["cluster_ip"], row[3]["load_balancer_ip"])
+                    for m, (_, row) in zip(parsed, rows) if m.kind == "Service"]
+        compiler = self.core.compiler  # the live desired state, and the topology it was compiled from
+        after = compile_all(compiler.topo.replace(policies=policies, services=services))
+        return 200, {"plan": True, "objects": outcome, **plan_flows(compiler.flows, after, lines)}
+    apply.body_depth = manifests.MAX_DEPTH + 2  # a manifest nests deep, inside the body and its list
+
+    def _apply_row(self, m, taken):
+        """(what applying manifest `m` does, as kubectl prints it: created, configured or unchanged;
+        its NB row (table, network, name, columns))."""
+        state = self.core.nb_state()
+        if m.network not in state.networks:
+            raise _refused(400, m.error("metadata.namespace", f"no network named {v.shown(m.network)} (a "
+                                                              "Weft network is the manifest's namespace)"))
+        table = KINDS[m.kind]
+        qualified = f"{m.network}/{m.name}"
+        existing = (state.policies if table == "Policy" else state.services).get(qualified)
+        # Stored with its network as its namespace, so the same object applied with or without
+        # --network (or metadata.namespace) is the same document.
+        doc = {**m.source, "metadata": {**m.source["metadata"], "namespace": m.network}}
+        columns = {"manifest": json.dumps(doc, sort_keys=True, separators=(",", ":"))}
+        if table == "Service":
+            columns.update(self._service_addresses(m, existing, taken))
+        have = existing and {c: getattr(existing, c) for c in columns}
+        action = "created" if existing is None else "unchanged" if have == columns else "configured"
+        return action, (table, m.network, m.name, columns)
+
+    def _service_addresses(self, m, existing, taken):
+        """A service's key, cluster IP and load balancer IP: those it has, or those it asks for, or
+        the lowest free ones; recorded in `taken` for the services after it."""
+        spec, qualified = m.obj, f"{m.network}/{m.name}"
+
+        def owner(ip):  # who else has this address as a cluster or load balancer IP
+            who = taken.ip_owner(ip)
+            return None if who == qualified else who
+        cidr = ipaddress.IPv4Network(self.core.config.service_cidr)
+        if spec.cluster_ip:
+            if _unusable(ipaddress.IPv4Address(spec.cluster_ip), cidr):
+                raise _refused(400, m.error("spec.clusterIP", f"{spec.cluster_ip} is not an address of the "
+                                                              f"service CIDR {cidr} ([weft] service_cidr)"))
+            if owner(spec.cluster_ip):
+                raise _refused(409, m.error("spec.clusterIP", f"{spec.cluster_ip} is already the address of "
+                                                              f"service {owner(spec.cluster_ip)}"))
+            cluster_ip = spec.cluster_ip
+        elif existing:
+            cluster_ip = existing.cluster_ip  # a VIP stays, as in Kubernetes (clients may have it cached)
+        else:
+            cluster_ip = _lowest_free(cidr, owner)
+            if cluster_ip is None:
+                raise _refused(409, m.error("spec.clusterIP", f"the service CIDR {cidr} has no free address "
+                                                              "left ([weft] service_cidr)"))
+        load_balancer_ip = self._load_balancer_ip(m, existing, owner) if spec.type == "LoadBalancer" else None
+        key = existing.key if existing else taken.lowest_key()
+        if key is None:
+            raise _refused(409, m.error("metadata.name", f"no free service key left (all {MAX_SERVICE_KEY} are "
+                                                         "in use)"))
+        taken.pick(qualified, key, [cluster_ip, load_balancer_ip])
+        return {"key": key, "cluster_ip": cluster_ip, "load_balancer_ip": load_balancer_ip}
+
+    def _load_balancer_ip(self, m, existing, owner):
+        """An address of the gateway's external subnet, of the router the service's network is on:
+        never the gateway's own, its next hop, a floating IP, another router's gateway address or
+        another service's."""
+        state = self.core.nb_state()
+        router = state.router_of(m.network)
+        if router is None or not router.gateway:
+            missing = (f"it is attached to no router (weft router attach ROUTER {m.network})" if router is None
+                       else f"its router {router.name!r} has no gateway (weft router set-gateway {router.name} ...)")
+            raise _refused(400, m.error("spec.type", f"a LoadBalancer service takes an address of its router's "
+                                                     f"gateway, and network {m.network!r}: {missing}"))
+        gw = router.gateway
+        subnet = ipaddress.IPv4Network(f"{gw['ip']}/{gw['prefixlen']}", strict=False)
+        others = {r.gateway[k]: f"router {r.name!r}'s gateway {what}" for r in list(state.routers.values())
+                  if r.gateway for k, what in (("ip", "address"), ("next_hop", "next hop"))}
+
+        def in_use(ip):
+            if ip in others:
+                return others[ip]
+            if ip in state.floating_ips:
+                return f"the floating IP of port {state.floating_ips[ip]!r}"
+            return owner(ip) and f"the address of service {owner(ip)}"
+        asked = m.obj.load_balancer_ip
+        if asked:
+            if _unusable(ipaddress.IPv4Address(asked), subnet):
+                raise _refused(400, m.error("spec.loadBalancerIP", f"{asked} is not an address of router "
+                                                                   f"{router.name!r}'s external subnet {subnet}"))
+            if in_use(asked):
+                raise _refused(409, m.error("spec.loadBalancerIP", f"{asked} is already {in_use(asked)}"))
+            return asked
+        kept = existing and existing.load_balancer_ip
+        if kept and not _unusable(ipaddress.IPv4Address(kept), subnet) and not in_use(kept):
+            return kept
+        address = _lowest_free(subnet, in_use)
+        if address is None:
+            raise _refused(409, m.error("spec.type", f"router {router.name!r}'s external subnet {subnet} has no "
+                                                     "free address left for a load balancer"))
+        return address
+
+    def _object(self, table, network, name):
+        """The NB Policy or Service network/name, or a 404."""
+        state = self.core.nb_state()
+        found = (state.policies if table == "Policy" else state.services).get(f"{network}/{name}")
+        if found is None:
+            raise ApiError(404, f"no {table.lower()} named {v.shown(name)} in network {v.shown(network)}")
+        return found
+
+    def _delete_object(self, table, network, name):
+        self._object(table, network, name)
+        self._write(self.core.nb.apply, lambda taken: [], [(table, network, name)])
+        return 200, {"deleted": f"{network}/{name}"}
+
+    def _in_network(self, objects, params):
+        """`objects` ({"network/name": obj}) sorted, only `?network=`'s if given."""
+        network = params.get("network")
+        return [o for _, o in sorted(list(objects.items())) if network is None or o.network == network]
+
+    def _selected_ports(self, network, matches):
+        """The ports of `network` (NB values) whose labels `matches`, by name."""
+        state = self.core.nb_state()
+        return [state.ports[n] for n in sorted(state.ports_of_network.get(network, ())) if n in state.ports
+                and matches(state.ports[n].labels)]
+
+    def _policy_json(self, policy, detail=False):
+        parsed = policy_state(policy)
+        selects = self._selected_ports(policy.network, parsed.pod_selector.matches) if parsed else []
+        body = {"name": policy.name, "network": policy.network,
+                "pod_selector": selector_text(parsed.pod_selector) if parsed else None,
+                "policy_types": [t for t, rules in (("Ingress", parsed and parsed.ingress),
+                                                    ("Egress", parsed and parsed.egress)) if rules is not None],
+                "selects": [p.name for p in selects] if detail else len(selects)}
+        return _with_manifest(body, policy, parsed) if detail else body
+
+    def list_policies(self, body, params):
+        return 200, [self._policy_json(p) for p in self._in_network(self.core.nb_state().policies, params)]
+
+    def show_policy(self, network, name, body, params):
+        """The manifest as applied, and the ports it selects right now."""
+        return 200, self._policy_json(self._object("Policy", network, name), detail=True)
+
+    def delete_policy(self, network, name, body, params):
+        return self._delete_object("Policy", network, name)
+
+    def _service_json(self, service, detail=False):
+        parsed = service_state(service)
+        selector = dict(parsed.selector) if parsed else {}
+        # Services select by matchLabels; an empty selector selects no backend (as in Kubernetes)
+        backends = self._selected_ports(service.network, lambda labels: bool(selector) and all(
+            labels.get(k) == value for k, value in selector.items()))
+        ports = parsed.ports if parsed else ()
+        body = {"name": service.name, "network": service.network, "key": service.key,
+                "type": "LoadBalancer" if service.load_balancer_ip else "ClusterIP",
+                "cluster_ip": service.cluster_ip, "load_balancer_ip": service.load_balancer_ip,
+                "ports": [{"name": p.name, "protocol": p.protocol, "port": p.port, "target_port": p.target_port}
+                          for p in ports],
+                "selector": selector, "session_affinity": "ClientIP" if parsed and parsed.session_affinity else "None"}
+        ready = [self.core.port_up(p.name) for p in backends]
+        if not detail:
+            return {**body, "backends": len(backends), "ready": sum(ready)}
+        body["backends"] = [{"port": p.name, "ip": p.ip, "host": p.host, "ready": up,
+                             "targets": {sp.name: _target_port(sp, p) for sp in ports}}
+                            for p, up in zip(backends, ready)]
+        return _with_manifest(body, service, parsed)
+
+    def list_services(self, body, params):
+        return 200, [self._service_json(s) for s in self._in_network(self.core.nb_state().services, params)]
+
+    def show_service(self, network, name, body, params):
+        """Its addresses and ports, and the backends it selects right now: ready (port up) or not, and
+        the port number each service port reaches on it (a named targetPort resolved; None if that
+        backend has no such name)."""
+        return 200, self._service_json(self._object("Service", network, name), detail=True)
+
+    def delete_service(self, network, name, body, params):
+        return self._delete_object("Service", network, name)
 
     # --- trace --------------------------------------------------------------------------------------
     def trace(self, body, params):
@@ -520,6 +773,51 @@ def _free_key(taken, limit=v.MAX_VNI):
     if key is None:
         raise ApiError(409, f"no free key left below {limit}")
     return key
+
+
+def _refused(status, err):
+    """A ManifestError as the API answers it: the message, and the document it is about (which the
+    CLI turns into the file and document the user wrote)."""
+    return ApiError(status, str(err), {"document": err.document} if err.document is not None else None)
+
+
+def _unusable(ip, subnet):
+    """Whether `ip` is not a host address of `subnet`."""
+    return ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address)
+
+
+def _lowest_free(subnet, in_use):
+    """The lowest host address of `subnet` that `in_use(ip text)` says is free, or None."""
+    first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
+    return next((str(ipaddress.IPv4Address(n)) for n in range(first, last + 1)
+                 if not in_use(str(ipaddress.IPv4Address(n)))), None)
+
+
+def _with_manifest(body, obj, parsed):
+    """A policy's or service's answer with its manifest as applied, and whether it is in use."""
+    body["manifest"] = json.loads(obj.manifest)
+    if parsed is None:
+        body["error"] = "this controller cannot use the manifest as stored (see its log)"
+    return body
+
+
+def _target_port(service_port, port):
+    """The number a service port reaches on backend `port` (NB value): its targetPort, or the
+    backend's named port of that name and protocol; None if it has none."""
+    target = service_port.target_port
+    if isinstance(target, int):
+        return target
+    protocol, _, number = port.named_ports.get(target, "").partition("/")
+    return int(number) if protocol == service_port.protocol else None
+
+
+def selector_text(selector):
+    """A flows.policy.Selector as `kubectl get` writes one (what ?selector= reads back)."""
+    words = [f"{k}={value}" for k, value in selector.match_labels]
+    for r in selector.match_expressions:
+        words.append({"In": f"{r.key} in ({','.join(r.values)})", "NotIn": f"{r.key} notin ({','.join(r.values)})",
+                      "Exists": r.key, "DoesNotExist": f"!{r.key}"}[r.operator])
+    return ",".join(words) or "<none>"
 
 
 def _selected(params):

@@ -37,7 +37,8 @@ from controller.core import WeftCore
 from controller.http import HostCheck, HttpFront, Peer, TokenStore
 from ovsdb.idl import use_tls
 from flows.ofctl import to_ofctl
-from flows.openflow import decode_flow_stats, decode_group_desc, decode_meter_config, encode_entry
+from flows.openflow import (NX_EXPERIMENTER, NXT_CT_FLUSH, ct_flush_body, decode_flow_stats,
+                            decode_group_desc, decode_meter_config, encode_entry)
 
 LOG = logging.getLogger("weft.app")
 
@@ -268,6 +269,13 @@ class OpenFlowSwitch:
             entry = sent.get(xid)
             raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} change(s), first "
                                f"with error type {err_type} code {code}: {to_ofctl(entry) if entry else '?'}")
+
+    def flush_conntrack(self, zone, ip_proto, reply_src, reply_src_port):
+        """Drop the switch's connections in `zone` whose replies come from reply_src:port (a backend
+        that went away), so none of them lingers on it (OVS 3.1's NXT_CT_FLUSH)."""
+        self.datapath.send_msg(self.parser.OFPExperimenter(
+            self.datapath, NX_EXPERIMENTER, NXT_CT_FLUSH,
+            ct_flush_body(zone, ip_proto, reply_src, reply_src_port)))
 
     def send_arp_request(self, port, src_mac, src_ip, target_ip):
         pkt = packet.Packet()

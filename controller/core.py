@@ -12,6 +12,8 @@ from controller.hosts import HostAgent
 from controller.packetin import PacketIns
 from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie, router_cookie
+from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
+from flows.services import backend_endpoints
 from flows.trace import format_trace, trace_to_ip, trace_to_json
 from ovsdb.idl import TransactionError
 from ovsdb.nb import Nb
@@ -43,6 +45,8 @@ class WeftCore:
         self._applied_event = hub.Event()  # replaced and set on progress: a flow batch acked, a plug confirmed
         self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
         self._full = True                  # next pass rebuilds everything from scratch
+        self._backends = frozenset()       # service backends (protocol, address, port) last pass
+        self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -143,6 +147,18 @@ class WeftCore:
     def wait_router_up(self, name, timeout):
         """Waits until the router is up (see router_waiting_for); returns whether it is."""
         return self._wait(lambda: self.router_waiting_for(name) is None, timeout)
+
+    def wait_enforced(self, timeout):
+        """Waits until a reconcile pass that started after this call (and so saw every NB write made
+        before it) is done and every connected host's flows are acknowledged equal to what it
+        compiled: what `weft apply` waits for. Returns the hosts still not in sync ([] = enforced)."""
+        target = self._passes_started + 1
+        self._wake.set()
+
+        def lagging():
+            return sorted(name for name, sync in self.syncs.items() if not sync.in_sync)
+        self._wait(lambda: self._passes_done >= target and not lagging(), timeout)
+        return lagging() if self._passes_done >= target else sorted(self.syncs)
 
     def _wait(self, done, timeout):
         """Waits until done() (checked after each acknowledged flow batch); returns whether it is."""
@@ -295,6 +311,7 @@ class WeftCore:
             self._wake.clear()
             if not self._running or not self.nb_connected():
                 continue
+            self._passes_started += 1
             try:
                 self._reconcile(self.nb_state())
             except Exception:  # one bad pass must not end the loop that keeps the network running
@@ -302,6 +319,8 @@ class WeftCore:
                 self._full = True
                 self._wake.set()
                 self.hub.sleep(0.5)
+            self._passes_done = self._passes_started
+            self._progress()
 
     def _reconcile(self, state):
         """One pass: what changed in the NB, in the hosts' OVSDBs and in the learned next hops, through
@@ -322,9 +341,27 @@ class WeftCore:
         flow_changes = self.compiler.update(topo)
         self.answers.topology_changed()
         self._sync_switches(state, flow_changes)
+        self._flush_gone_backends(topo)
         self._publish_host_status(state)
         touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
         self._publish_port_bindings(state, topo, touched)
+
+    def _flush_gone_backends(self, topo):
+        """A backend that left a service stops getting new connections with the flows just sent;
+        its existing ones (DNATed in the LB zone, hairpin ones SNATed too) go from every switch."""
+        if not topo.services and not self._backends:
+            return
+        now = backend_endpoints(topo)
+        gone, self._backends = self._backends - now, now
+        for ip_proto, address, port in sorted(gone):
+            LOG.info("service backend %s:%d (protocol %d) is gone: flushing its connections",
+                     address, port, ip_proto)
+            for switch in list(self.switches.values()):
+                for zone in (LB_ZONE, HAIRPIN_ZONE):
+                    try:
+                        switch.flush_conntrack(zone, ip_proto, address, port)
+                    except Exception as err:  # a switch going away: its conntrack goes with it
+                        LOG.debug("conntrack flush failed: %s", err)
 
     def _next_topology(self, state):
         """The NB's changes (and the hosts' and next hops') since the last pass, as a new topology."""

@@ -25,6 +25,7 @@ import urllib.parse
 
 LOG = logging.getLogger("weft.api")
 MAX_BODY = 64 * 1024
+MAX_MANIFEST_BODY = 1024 * 1024  # POST /v1/apply: a file of manifests (kubectl's are often a few KiB each)
 MAX_REQUESTS_PER_CALLER = 512    # in flight at once, waits included
 MAX_WAITS_PER_CALLER = 256       # requests in flight that wait (wait_up=...): a burst of attaches waits too
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
@@ -221,7 +222,8 @@ class HttpFront:
             content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
             if content_type != "application/json":
                 raise _Refused(415, "writes must be sent as Content-Type: application/json")
-        raw = _read_body(environ) if method in ("POST", "PUT", "PATCH") else b""
+        limit = MAX_MANIFEST_BODY if path == "/v1/apply" else MAX_BODY
+        raw = _read_body(environ, limit) if method in ("POST", "PUT", "PATCH") else b""
         query = environ.get("QUERY_STRING", "")
         # as the API will read the query: "wait%5Fup" is wait_up too
         waits = any(urllib.parse.unquote(item.partition("=")[0]) == "wait_up" for item in query.split("&"))
@@ -255,12 +257,12 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-def _read_body(environ):
+def _read_body(environ, limit):
     length = environ.get("CONTENT_LENGTH") or ""
     if not (length.isascii() and length.isdigit()):
         raise _Refused(411, "a request body needs a Content-Length")
-    if int(length) > MAX_BODY:
-        raise _Refused(413, f"the request body is {length} bytes; the limit is {MAX_BODY}")
+    if int(length) > limit:
+        raise _Refused(413, f"the request body is {length} bytes; the limit is {limit}")
     return environ["wsgi.input"].read(int(length))
 
 

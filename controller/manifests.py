@@ -85,6 +85,14 @@ class Manifest:
     obj: PolicyState | ServiceSpec
     source: dict  # the document as given, to store and show back
     warnings: tuple[str, ...] = ()  # accepted as Kubernetes does, but worth telling (like kubectl's warnings)
+    document: int = 0  # its index among the documents given
+    path: str = ""  # where it is in that document: "" or, in a List, "items[2]"
+
+    def error(self, field, message):
+        """A ManifestError at `field` ("spec.clusterIP") of this document: for what the controller
+        refuses once it knows the NB (a network that does not exist, an address taken)."""
+        return ManifestError(message, ".".join(filter(None, (self.path, field))), self.document,
+                             f"{self.kind} {self.name}")
 
 
 # --- the schema: each object's fields, and what each holds ---------------------------------------------
@@ -751,7 +759,7 @@ def _document(doc, index, path, default_network):
     except ManifestError as err:
         err.document, err.header = index, _header(doc)
         raise
-    return Manifest(kind, name, network, obj, doc, tuple(warnings))
+    return Manifest(kind, name, network, obj, doc, tuple(warnings), index, path)
 
 
 # --- text (for the CLI) ---------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ Pure and framework-free. `TopologyBuilder` keeps the current topology and the pl
 OVSDBs report, and each `update` replaces only the objects that changed (what the NB replica's
 `Changes`, the claims and the next-hop resolver say), so one change costs what it touches.
 """
+import json
 import logging
 
-from controller import validate
+from controller import manifests, validate
 from flows.model import (Binding, FloatingIpState, GatewayState, HostState, NetworkState, PortState,
                          RouterPortState, RouterState, RouteState, Topology)
 
@@ -45,6 +46,46 @@ def router_state(state, router, next_hop_mac):
                        tuple(RouterPortState(net, mac) for net, mac in sorted(router.ports.items())),
                        tuple(RouteState(cidr, via) for cidr, via in sorted(router.static_routes.items())),
                        gateway, fips)
+
+
+def stored_manifest(obj):
+    """The Manifest of an NB Policy or Service, its stored document parsed again (it was checked on
+    the way in), or None if this controller refuses it (written past the API, or by another
+    version): that one object is left out and said so, not every switch frozen for it."""
+    try:
+        return manifests.parse_documents([json.loads(obj.manifest)], obj.network)[0]
+    except (ValueError, IndexError) as err:  # ManifestError is a ValueError, as is bad JSON
+        LOG.error("%s %s as stored in the NB cannot be used, it is left out: %s",
+                  type(obj).__name__.lower(), obj.qualified, err)
+        return None
+
+
+def policy_state(policy):
+    """nb.Policy -> flows.policy.PolicyState, or None (see stored_manifest)."""
+    manifest = stored_manifest(policy)
+    return manifest.obj if manifest and manifest.kind == "NetworkPolicy" else None
+
+
+def service_state(service):
+    """nb.Service -> flows.policy.ServiceState with the key and addresses the controller gave it,
+    or None (see stored_manifest)."""
+    manifest = stored_manifest(service)
+    if manifest is None or manifest.kind != "Service":
+        return None
+    try:
+        return manifest.obj.to_state(service.key, service.cluster_ip, service.load_balancer_ip)
+    except ValueError as err:  # its type and its stored addresses disagree
+        LOG.error("service %s as stored in the NB cannot be used, it is left out: %s", service.qualified, err)
+        return None
+
+
+def _states(table, names, to_state):
+    """(states, names to remove) of the NB objects `names` of `table` ({name: object})."""
+    states, gone = [], []
+    for name in names:
+        state = to_state(table[name]) if name in table else None
+        (states.append(state) if state is not None else gone.append(name))
+    return states, gone
 
 
 class TopologyBuilder:
@@ -100,7 +141,9 @@ class TopologyBuilder:
             networks=[network_state(n) for n in state.networks.values()],
             ports=[port_state(p) for p in state.ports.values()],
             bindings=filter(None, (self._binding(state, name) for name in list(self._claims))),
-            routers=[router_state(state, r, next_hop_mac) for r in state.routers.values()])
+            routers=[router_state(state, r, next_hop_mac) for r in state.routers.values()],
+            policies=_states(state.policies, list(state.policies), policy_state)[0],
+            services=_states(state.services, list(state.services), service_state)[0])
 
     def _replace(self, state, changes, plugged, routers, next_hop_mac):
         port_names = changes.ports | plugged
@@ -116,6 +159,8 @@ class TopologyBuilder:
                 else:
                     unbound.append(name)
         router_names = changes.routers | routers
+        policies, gone_policies = _states(state.policies, changes.policies, policy_state)
+        services, gone_services = _states(state.services, changes.services, service_state)
         topo = self.topo.replace(
             hosts=hosts, networks=networks, ports=ports, bindings=bindings,
             routers=[router_state(state, state.routers[n], next_hop_mac) for n in router_names
@@ -124,7 +169,8 @@ class TopologyBuilder:
             remove_networks=[n for n in changes.networks if n not in state.networks],
             remove_ports=[n for n in port_names if n not in state.ports],
             remove_bindings=unbound,
-            remove_routers=[n for n in router_names if n not in state.routers])
+            remove_routers=[n for n in router_names if n not in state.routers],
+            policies=policies, remove_policies=gone_policies, services=services, remove_services=gone_services)
         topo.validate_delta()
         return topo
 

@@ -26,10 +26,11 @@ NAME_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or di
 class ApiError(Exception):
     """An error a client should see: HTTP status and a message naming the field and the problem."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, details=None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.details = details or {}  # more fields of the error's answer, for a client to act on
 
 
 def bad(field, problem):
@@ -82,17 +83,17 @@ def shown(value, limit=40):
     return text if len(text) <= limit else text[:limit] + "..." + closing
 
 
-def parse_json(raw):
+def parse_json(raw, max_depth=MAX_JSON_DEPTH):
     """A request body: UTF-8 JSON, no NaN or Infinity, no duplicate keys, nested at most
-    MAX_JSON_DEPTH deep (checked before parsing, so a hostile document costs one linear scan)."""
+    `max_depth` deep (checked before parsing, so a hostile document costs one linear scan)."""
     if not raw:
         raise ApiError(400, "a JSON request body is required")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not valid UTF-8") from None
-    if nesting(text) > MAX_JSON_DEPTH:
-        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    if nesting(text) > max_depth:
+        raise ApiError(400, f"the request body nests deeper than {max_depth} levels")
     try:
         return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique_keys)
     except ValueError as err:

@@ -4,6 +4,9 @@ instead of importing Ryu, so it is unit-tested against Ryu's real message classe
 """
 from __future__ import annotations
 
+import ipaddress
+import struct
+
 from flows.model import Bucket, Flow, Group, Meter
 from flows.vocab import (ACTIONS, decode_action, decode_instructions, decode_match,
                          encode_actions, encode_match)
@@ -59,3 +62,30 @@ def decode_meter_config(config, ofp):
     if len(bands) == 1 and type(bands[0]).__name__ == "OFPMeterBandDrop":
         return Meter(config.meter_id, bands[0].rate, bands[0].burst_size)
     return Meter(config.meter_id, -1, -1)
+
+
+# --- conntrack flush (OVS 3.1's NXT_CT_FLUSH; Ryu has no class for it) ------------------------
+
+NX_EXPERIMENTER = 0x00002320
+NXT_CT_FLUSH = 32
+_NXT_CT_REPLY_TUPLE, _NXT_CT_ZONE_ID = 1, 2
+_NXT_CT_TUPLE_SRC, _NXT_CT_TUPLE_SRC_PORT = 0, 2
+
+
+def _prop(kind: int, value: bytes) -> bytes:
+    """An OpenFlow property: type, length (without padding), value, padded to 8 bytes."""
+    raw = struct.pack("!HH", kind, 4 + len(value)) + value
+    return raw + bytes(-len(raw) % 8)
+
+
+def ct_flush_body(zone: int, ip_proto: int, reply_src: str, reply_src_port: int) -> bytes:
+    """The body of an NXT_CT_FLUSH (after the experimenter id and type) that flushes, in `zone`,
+    the connections whose reply comes from reply_src:reply_src_port: those to one backend.
+    Layout from OVS's include/openflow/nicira-ext.h (struct nx_ct_flush and its TLVs); an IPv4
+    address is given IPv6-mapped, a 16-bit value padded to 32 bits."""
+    mapped = bytes(10) + b"\xff\xff" + ipaddress.IPv4Address(reply_src).packed
+    nested = (_prop(_NXT_CT_TUPLE_SRC, mapped)
+              + _prop(_NXT_CT_TUPLE_SRC_PORT, struct.pack("!HH", reply_src_port, 0)))
+    reply = struct.pack("!HH", _NXT_CT_REPLY_TUPLE, 8 + len(nested)) + bytes(4) + nested
+    return (struct.pack("!B7x", ip_proto) + reply + bytes(-len(reply) % 8)
+            + _prop(_NXT_CT_ZONE_ID, struct.pack("!HH", zone, 0)))  # ovs-ofctl's order

@@ -184,6 +184,7 @@ REG_FLAGS = "reg10"
 REG_NEXT_HOP = "reg0"
 REG_SERVICE = "reg1"
 REG_BACKEND = "reg2"
+REG_LB_CHECKED = "reg3"
 
 # reg10 flag bits. Registers are zero when a packet enters the pipeline, so CLASSIFY may write
 # the whole register; later writers of other flags must use a masked load.
@@ -198,6 +199,8 @@ REGISTERS: tuple[Register, ...] = (
              "service key, set by SERVICE for its VIP (kept across ct recirculation)"),
     Register("backend", REG_BACKEND, (0, 15),
              "sessionAffinity ClientIP: the backend index the client address hashes to"),
+    Register("lb_checked", REG_LB_CHECKED, (0, 0),
+             "gateway host: this packet from a backend was already looked up in the LB zone"),
     Register("inport", REG_INPORT, (0, 31), "logical inport = port key"),
     Register("outport", REG_OUTPORT, (0, 31), "logical outport = port key"),
     Register("from_tunnel", REG_FLAGS, (0, 0),

@@ -17,18 +17,26 @@ per backend; one without it is not a backend of that port). On every host with a
   SERVICE        (hairpin reply: backend -> VIP from the target port) -> un-SNAT, un-DNAT
                  (SERVICE_HAIRPIN), straight back to the backend
 
-Groups: id = service key << 8 | port index. Owner: SERVICE|service key on each client host.
+type LoadBalancer, on the router's gateway host: ARP for the service's external address is
+answered with the gateway's MAC, and IPv4 to it from the uplink enters SERVICE in the router's
+datapath, like a client; a backend's reply, tunnelled to the gateway host, is un-DNATed there
+(GATEWAY, LB zone) and leaves by UPLINK_OUT, bypassing the router's SNAT.
+
+Groups: id = service key << 8 | port index. Owner: SERVICE|service key on each client host (and
+on the gateway host of a LoadBalancer service).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
 
-from flows.model import (CT_EST, CT_NEW, CT_TRK, ETH_TYPE_IPV4, IP_PROTO_SCTP, IP_PROTO_TCP,
-                         IP_PROTO_UDP, Bucket, Flow, Group, Meter, NetworkState, PortState,
+from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
+                         ETH_TYPE_IPV4, IP_PROTO_SCTP, IP_PROTO_TCP, IP_PROTO_UDP, OFPP_IN_PORT,
+                         Bucket, Flow, Group, Meter, NetworkState, PortState, RouterState,
                          Topology)
-from flows.pipeline import (DNS, DNS_BURST, DNS_METER, DNS_RATE, HAIRPIN_ZONE, LB_ZONE,
-                            OUTPUT, REG_BACKEND, REG_DATAPATH, REG_OUTPORT, REG_SERVICE,
+from flows.pipeline import (DNS, DNS_BURST, DNS_METER, DNS_RATE, GATEWAY, HAIRPIN_ZONE,
+                            LB_ZONE, OUTPUT, REG_BACKEND, REG_DATAPATH, REG_LB_CHECKED,
+                            REG_OUTPORT, REG_SERVICE, UPLINK_IN, UPLINK_OUT,
                             REJECT_BURST, REJECT_METER, REJECT_RATE, SERVICE, SERVICE_AFFINITY,
                             SERVICE_HAIRPIN, SERVICE_NAT, SERVICE_REPLY, SERVICE_ROUTE,
                             STATIC_COOKIE, Category, goto, make_cookie, proceed)
@@ -162,6 +170,61 @@ def service_flows(service: ServiceState, network: NetworkState, leg_macs: tuple,
     return frozenset(entries)
 
 
+def backend_endpoints(topo: Topology) -> frozenset[tuple[int, str, int]]:
+    """(IP protocol, address, port) of every service backend: when one goes, the connections to
+    it are flushed from conntrack on every host (they would otherwise linger, UDP ones for good)."""
+    return frozenset((PROTO[sp.protocol][0], b.ip, t) for service in topo.services.values()
+                     for b in backends(topo, service) for sp in service.ports
+                     if (t := target_port(b, sp)) is not None)
+
+
+def _arp_answer(mac: str, ip: str) -> tuple:
+    return (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
+            ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
+            ("set_field", "arp_sha", mac), ("move", "arp_spa", "arp_tpa", 32),
+            ("set_field", "arp_spa", ip), ("output", OFPP_IN_PORT))
+
+
+@lru_cache(maxsize=1024)
+def load_balancer_flows(service: ServiceState, network: NetworkState, router: RouterState,
+                        leg_mac: str, chosen: tuple[PortState, ...]) -> frozenset:
+    """A LoadBalancer service's flows on its router's gateway host (see the module docstring)."""
+    cookie, key, lb_ip, gw = service_cookie(service), service.key, service.load_balancer_ip, \
+        router.gateway
+    in_router = ((REG_DATAPATH, router.key),)
+    entries = {
+        Flow(UPLINK_IN.id, PRIORITY,
+             (("arp_op", ARP_REQUEST), ("arp_tpa", lb_ip), ("eth_type", ETH_TYPE_ARP)),
+             _arp_answer(gw.mac, lb_ip), cookie),
+        Flow(UPLINK_IN.id, PRIORITY, (IPV4, ("ipv4_dst", lb_ip)),
+             (("set_field", REG_DATAPATH, router.key), goto(SERVICE)), cookie),
+        # the backend's reply has been un-DNATed: out, as the load balancer's address
+        Flow(GATEWAY.id, PRIORITY_HAIRPIN + 10,
+             (*in_router, (REG_LB_CHECKED, 1), ("ct_zone", LB_ZONE), CT_STATE_EST),
+             (goto(UPLINK_OUT),), cookie),
+    }
+    for sp in service.ports:
+        entries.add(Flow(SERVICE.id, PRIORITY, (*in_router, ("ipv4_dst", lb_ip),
+                                                *_l4(sp.protocol, sp.port)),
+                         (("set_field", REG_SERVICE, key),
+                          ("ct", False, LB_ZONE, SERVICE_NAT.name, ("nat",))), cookie))
+        for b in chosen:
+            t = target_port(b, sp)
+            if t is not None:
+                entries.add(Flow(GATEWAY.id, PRIORITY_HAIRPIN,
+                                 (*in_router, (REG_LB_CHECKED, 0), ("ipv4_src", b.ip),
+                                  *_l4(sp.protocol, t, "src")),
+                                 (("set_field", REG_LB_CHECKED, 1),
+                                  ("ct", False, LB_ZONE, GATEWAY.name, ("nat",))), cookie))
+    for b in chosen:
+        entries.add(Flow(SERVICE_ROUTE.id, PRIORITY,
+                         ((REG_SERVICE, key), *in_router, IPV4, ("ipv4_dst", b.ip)),
+                         (("set_field", REG_DATAPATH, network.key), ("set_field", "eth_src", leg_mac),
+                          ("dec_ttl",), ("set_field", "eth_dst", b.mac), proceed(SERVICE_ROUTE)),
+                         cookie))
+    return frozenset(entries)
+
+
 def compile_services(topo: Topology, router_of: Mapping[str, str]
                      ) -> dict[str, dict[int, frozenset]]:
     """{host: {cookie: entries}} for every service, on the hosts of its clients."""
@@ -183,8 +246,16 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
         leg_macs = tuple((topo.networks[n].key, None if n == service.network
                           else legs[service.network])
                          for n in clients if n in topo.networks)
-        entries = service_flows(service, network, leg_macs, tuple(backends(topo, service)))
+        chosen = tuple(backends(topo, service))
+        entries = service_flows(service, network, leg_macs, chosen)
         hosts = set().union(*(local_networks.get(n, set()) for n in clients))
         for host in hosts:
             result.setdefault(host, {})[service_cookie(service)] = entries
+        if service.load_balancer_ip and router and router.gateway \
+                and router.gateway.host in topo.hosts:
+            on_gateway = load_balancer_flows(service, network, router, legs[service.network],
+                                             chosen)
+            owners = result.setdefault(router.gateway.host, {})
+            owners[service_cookie(service)] = owners.get(service_cookie(service), frozenset()) \
+                | service_flows(service, network, leg_macs, chosen) | on_gateway
     return result

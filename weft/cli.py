@@ -6,7 +6,7 @@ import sys
 import urllib.parse
 
 from controller import validate  # standard library only: weft starts as fast
-from weft import labcli, pkicli
+from weft import labcli, manifestcli, pkicli
 from weft.client import ApiClient, ApiError, default_api, path as api_path
 from weft.errors import WeftError
 
@@ -320,6 +320,7 @@ def build_parser():
                    help="where the plugin keeps its IPAM pools and networks (default /var/lib/weft/docker-plugin)")
     p.set_defaults(func=docker_plugin_cmd)
 
+    manifestcli.add_manifest_commands(sub, print_table)
     labcli.add_lab_commands(sub)
     pkicli.add_pki_commands(sub)
     return parser

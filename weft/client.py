@@ -31,10 +31,11 @@ CONFIG_FILES = ("~/.config/weft/client.conf", "/etc/weft/client.conf")
 class ApiError(Exception):
     """The API answered with an error, or could not be reached. `status` is None when unreachable."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, details=None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.details = details or {}  # the error answer's other fields (POST /v1/apply: "document")
 
 
 def _config_file():
@@ -164,7 +165,7 @@ class ApiClient:
                 else f"HTTP {resp.status} {resp.reason}" + (f": {_excerpt(raw)}" if raw else "")
             if resp.status == 401:
                 message += " (give a token with --token-file FILE or WEFT_TOKEN_FILE)"
-            raise ApiError(resp.status, message)
+            raise ApiError(resp.status, message, value if isinstance(value, dict) else None)
         if value is _NOT_JSON:
             raise ApiError(resp.status, f"the API at {self.base} answered with something that is not JSON "
                                         f"({resp.getheader('Content-Type') or 'no content type'}): {_excerpt(raw)}")

@@ -60,9 +60,16 @@ POPULATION = [
     ("PUT", "/v1/routers/r1/gateway", {"host": "h1", "uplink": "uplink0", "ip": "198.51.100.10/24",
                                        "next_hop": "198.51.100.1"}),
     ("POST", "/v1/floating-ips", {"port": "web", "ip": "198.51.100.20"}),
+    ("POST", "/v1/apply", {"documents": [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny"},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+         "spec": {"type": "LoadBalancer", "selector": {"app": "db"}, "ports": [{"port": 5432}]}}],
+        "network": "green"}),
 ]
 NAMES = {"hosts": ["h1", "h2"], "networks": ["blue", "green", "red"], "ports": ["web", "db", "solo"],
-         "routers": ["r1", "r2"], "floating-ips": ["198.51.100.20"]}
+         "routers": ["r1", "r2"], "floating-ips": ["198.51.100.20"], "policies": ["deny", "allow-web"],
+         "services": ["lb", "web"]}
 
 # A valid body for each handler that takes one (every field of its v.body_fields call), which the
 # fuzzer then spoils field by field.
@@ -84,6 +91,17 @@ VALID_BODIES = {
     "add_route": {"cidr": "172.17.0.0/16", "via": "10.1.0.254"},
     "set_gateway": {"host": "h2", "uplink": "uplink1", "ip": "203.0.113.10/24", "next_hop": "203.0.113.1"},
     "create_floating_ip": {"port": "db", "ip": "198.51.100.21"},
+    "apply": {"documents": [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "allow-web", "namespace": "blue"},
+         "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                  "ingress": [{"from": [{"podSelector": {"matchExpressions": [
+                      {"key": "app", "operator": "In", "values": ["client"]}]}}, {"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                      "ports": [{"port": "http"}, {"protocol": "UDP", "port": 53, "endPort": 60}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "blue"},
+         "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.80",
+                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}],
+        "network": "blue", "plan": False, "plan_lines": 5},
 }
 # Valid values of each query parameter. wait_up only ever waits a moment: a valid long wait would
 # hold the run for as long.
@@ -108,6 +126,14 @@ KNOWN_BAD = [
     ("POST", "/v1/floating-ips", {"port": [], "ip": "198.51.100.21"}, 400, ["port", "expected a string"]),
     ("POST", "/v1/networks", {"name": DEEP, "cidr": "10.9.0.0/24"}, 400, ["nests deeper"]),
     ("POST", "/v1/networks", NESTED_1000.encode(), 400, ["nests deeper"]),
+    ("POST", "/v1/apply", {"documents": [DEEP]}, 400, ["nests deeper than 66"]),
+    ("POST", "/v1/apply", {"documents": "x"}, 400, ["documents", "expected a list"]),
+    ("POST", "/v1/apply", {"documents": [{"kind": "Service", "metadata": {"name": "x"}}]}, 400,
+     ["document 0 (Service x)", "apiVersion"]),
+    ("POST", "/v1/apply", {"documents": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                                          "spec": {"ports": [{"port": 1}]}}]}, 400, ["metadata.namespace"]),
+    ("POST", "/v1/apply", {"documents": [], "plan": True}, 400, ["documents", "no NetworkPolicy"]),
+    ("POST", "/v1/apply", b'{"documents": []}' + b" " * (1024 * 1024), 413, ["limit is 1048576"]),
     ("GET", "/v1/trace?from=web&to=10.2.0.5&proto=tcp&dport=%D9%A2", None, 400, ["dport", "ASCII digits"]),
     ("PUT", "/v1/routers/r2/gateway", {**GATEWAY, "host": "a.."}, 404, ["host", "a.."]),
     ("PUT", "/v1/routers/r2/gateway", {**GATEWAY, "uplink": "-a"}, 400, ["uplink", "interface name"]),
@@ -285,6 +311,11 @@ def nb_problem(rows):
     for table, table_rows in rows.items():
         for text in table_rows:
             row = json.loads(text)
+            if "manifest" in row:  # a JSON document as applied (what it holds is the manifest parser's to check)
+                try:
+                    json.loads(row.pop("manifest"))
+                except ValueError:
+                    return f"{table} row {text[:300]}: its manifest is not JSON"
             for string in _strings(row):
                 if not re.fullmatch(r"[\x21-\x7e]{0,4095}", string):
                     return f"{table} row {text[:300]}: {string[:200]!r} is not printable ASCII of at most 4095 bytes"
@@ -473,12 +504,19 @@ def _segment(rng, names):
     return as_raw_utf8(rng.choice(ODD_SEGMENTS))
 
 
+def _names(pattern, i):
+    """The names the route `pattern` takes at place i: a collection's own; below it, a router's network
+    (/v1/routers/R/ports/NET); a policy's or service's after its network (/v1/policies/NET/NAME)."""
+    if pattern[0] in ("policies", "services"):
+        return NAMES["networks"] if i == 1 else NAMES[pattern[0]]
+    return NAMES[pattern[0]] if i == 1 else NAMES["networks"]
+
+
 def _path(rng, pattern):
     segments = ["v1"]
     for i, part in enumerate(pattern):
         if part is None:
-            # the only name below a collection's is a router's network (/v1/routers/R/ports/NET)
-            segments.append(_segment(rng, NAMES[pattern[0]] if i == 1 else NAMES["networks"]))
+            segments.append(_segment(rng, _names(pattern, i)))
         elif rng.random() < 0.03:
             segments.append(rng.choice([part.upper(), part + "x", "%" + part.encode().hex()[:2] + part[1:], ""]))
         else:
@@ -534,6 +572,13 @@ SPOILED_STRINGS = [  # a valid string, nearly: what a sloppy client or a hostile
 
 
 def _spoiled(rng, value):
+    if isinstance(value, list):  # documents, or a list inside one: an item spoiled, or the list itself
+        if not value or rng.random() < 0.3:
+            return rng.choice([[], [None], [[]], value * 2, value + [value[:1]]])
+        spoiled = list(value)
+        index = rng.randrange(len(value))
+        spoiled[index] = _spoiled(rng, value[index])
+        return spoiled
     if isinstance(value, dict):  # external_ids: a key or a value spoiled, or too many keys
         key = rng.choice(list(value))
         spoiled = dict(value)
@@ -545,6 +590,8 @@ def _spoiled(rng, value):
         else:
             spoiled.update({f"k{i}": "v" for i in range(20)})
         return spoiled
+    if isinstance(value, bool):
+        return rng.choice([not value, None, 0, "true", [value]])
     if isinstance(value, int):
         return rng.choice([str(value), value * 1000, -value, float(value), value + 0.5, [value], str(value) + " "])
     return rng.choice(SPOILED_STRINGS)(value)

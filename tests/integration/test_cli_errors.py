@@ -70,7 +70,30 @@ NAME_COMMANDS = [
     (["port", "label", "NAME", "app=web"], "no port named"),
     (["port", "named-port", "NAME", "http=TCP/80"], "no port named"),
     (["network", "label", "NAME", "env=prod"], "no network named"),
+    (["policy", "show", "blue/NAME"], "no policy named"),
+    (["policy", "delete", "NAME", "-n", "blue"], "no policy named"),
+    (["service", "show", "blue/NAME"], "no service named"),
+    (["service", "delete", "blue/NAME"], "no service named"),
+    (["apply", "-f", "{file no-namespace}", "-n", "NAME"], "is not a valid name"),
 ]
+
+POLICY = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n"
+          "spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n")
+SERVICE = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {}\nspec:\n  ports: [{{port: 80}}]\n"
+# Manifest files for `weft apply` (written in the controller's directory; {file NAME} in CASES).
+FILES = {
+    "no-namespace": POLICY.encode(),
+    "good": (POLICY.replace("name: deny", "name: deny\n  namespace: blue") + "---\n" + SERVICE.format("blue")).encode(),
+    "unknown field": (POLICY + "---\n" + POLICY.replace("policyTypes", "policyTipes")).encode(),
+    "indented wrong": POLICY.replace("  podSelector: {}", "  podSelector:\n  matchLabels: {app: web}").encode(),
+    "bad YAML": b"kind: [NetworkPolicy\n",
+    "YAML alias": b"a: &x 1\nb: *x\n",
+    "not UTF-8": b"kind: \xff\n",
+    "missing network": SERVICE.format("nowhere").encode(),
+    "bad clusterIP": SERVICE.format("blue").replace("web", "api").replace("ports:", "clusterIP: 10.97.0.1\n  ports:")
+                     .encode(),
+    "empty": b"",
+}
 
 # (id, argv, exit status, a word the error must have). {ctl}: the real controller's API, {stand-in
 # NAME}: a misbehaving one, {refused}: a TCP port nothing listens on, {plain}: a plain HTTP server.
@@ -147,6 +170,32 @@ CASES = [
     ("missing name", ["port", "show"], 2, "name"),
     ("option for a name", ["port", "show", "-a"], 2, "name"),
     ("unknown command", ["frobnicate"], 2, "frobnicate"),
+    # weft apply, policy and service
+    ("apply without -f", ["apply"], 2, "-f"),
+    ("apply a missing file", ["apply", "-f", "/nonexistent/x.yaml"], 1, "/nonexistent/x.yaml: cannot read it"),
+    ("apply a directory", ["apply", "-f", "/etc"], 1, "/etc: cannot read it"),
+    ("apply bad YAML", ["apply", "-f", "{file bad YAML}"], 1, "bad-YAML.yaml: line 2, column 1: not valid YAML"),
+    ("apply a YAML alias", ["apply", "-f", "{file YAML alias}"], 1, "aliases"),
+    ("apply not UTF-8", ["apply", "-f", "{file not UTF-8}"], 1, "not-UTF-8.yaml: not UTF-8 text (byte 6 is 0xff)"),
+    ("apply an unknown field", ["apply", "-f", "{file unknown field}", "-n", "blue"], 1,
+     "unknown-field.yaml: document 1 (NetworkPolicy deny): spec.policyTipes: unknown field"),
+    ("apply a selector indented wrong", ["apply", "-f", "{file indented wrong}", "-n", "blue"], 1,
+     "spec.matchLabels"),
+    ("apply without a network", ["apply", "-f", "{file no-namespace}"], 1, "document 0 (NetworkPolicy deny): "
+                                                                          "metadata.namespace: missing"),
+    ("apply a network that differs", ["apply", "-f", "{file good}", "-n", "red"], 1, "differs from the network"),
+    ("apply to a missing network", ["apply", "-f", "{file good}", "-f", "{file missing network}"], 1,
+     "missing-network.yaml: document 0 (Service web): metadata.namespace: no network named 'nowhere'"),
+    ("apply a clusterIP outside", ["apply", "-f", "{file good}", "-f", "{file bad clusterIP}"], 1,
+     "bad-clusterIP.yaml: document 0 (Service api): spec.clusterIP: 10.97.0.1 is not an address of the service CIDR"),
+    ("apply an empty file", ["apply", "-f", "{file empty}"], 1, "no NetworkPolicy or Service"),
+    ("apply --plan-lines too many", ["apply", "-f", "{file good}", "--plan", "--plan-lines", "201"], 2,
+     "--plan-lines"),
+    ("apply --plan-lines Arabic-Indic", ["apply", "-f", "{file good}", "--plan", "--plan-lines", "٣"], 2,
+     "--plan-lines"),
+    ("policy show without a network", ["policy", "show", "deny"], 1, "NETWORK/NAME, or as NAME -n NETWORK"),
+    ("policy show two networks", ["policy", "show", "blue/deny", "-n", "red"], 1, "give one"),
+    ("service show in a missing network", ["service", "show", "nowhere/web"], 1, "in network 'nowhere'"),
     # errors the API itself reports
     ("404", ["network", "show", "ghost"], 1, "no network named 'ghost'"),
     ("409 exists", ["network", "create", "blue", "--cidr", "10.9.0.0/24"], 1, "already exists"),
@@ -203,6 +252,10 @@ def where():
         config = ctl.dir / "client.conf"  # empty: not the client.conf of whoever runs the tests
         config.write_text("")
         places = {"ctl": f"unix:{ctl.socket}", "refused": str(_free_ports(1)[0]), "config": str(config)}
+        for name, content in FILES.items():
+            path = ctl.dir / (name.replace(" ", "-") + ".yaml")
+            path.write_bytes(content)
+            places[f"file {name}"] = str(path)
         for name, answer in STAND_INS.items():
             path = ctl.dir / f"{name}.sock"
             servers.enter_context(_serving(socketserver.ThreadingUnixStreamServer, str(path), answer))

@@ -1,5 +1,10 @@
 """The one definition per action and field (flows/vocab.py) through real OpenFlow bytes, and the
 flow sync driving a fake switch that eats the real messages: no OVS needed."""
+import shutil
+import socket
+import struct
+import subprocess
+import threading
 import time
 
 import pytest
@@ -9,6 +14,7 @@ from flows.compiler import compile_all
 from flows.examples import routed_topology, scale_topology, small_topology
 from flows.model import Bucket, Flow, Group, Meter
 from flows.ofctl import to_ofctl
+from flows.openflow import NX_EXPERIMENTER, NXT_CT_FLUSH, ct_flush_body
 from flows.vocab import ACTIONS
 from ovsdb.idl import ThreadHub
 
@@ -155,3 +161,41 @@ def test_the_fake_switch_refuses_what_ovs_refuses():
     switch._one("add", USES_GROUP)
     switch._one("delete", GROUP)
     assert not switch.flows  # deleting a group deletes its flows
+
+
+@pytest.mark.skipif(not shutil.which("ovs-ofctl"), reason="ovs-ofctl is not installed (scripts/setup.sh installs it)")
+def test_the_conntrack_flush_is_byte_for_byte_what_ovs_ofctl_sends():
+    """ovs-ofctl ct-flush against a listener that records the message: ours must equal it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    seen = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        conn.sendall(struct.pack("!BBHI", 4, 0, 8, 1))  # OpenFlow 1.3 hello
+        buf = b""
+        while "flush" not in seen:
+            data = conn.recv(4096)
+            if not data:
+                return
+            buf += data
+            while len(buf) >= 8 and len(buf) >= struct.unpack("!H", buf[2:4])[0]:
+                length = struct.unpack("!H", buf[2:4])[0]
+                msg, buf = buf[:length], buf[length:]
+                if msg[1] == 4:  # OFPT_EXPERIMENTER
+                    seen["flush"] = msg
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "ct-flush",
+                    f"tcp:127.0.0.1:{listener.getsockname()[1]}", "zone=65534", "",
+                    "ct_nw_src=10.1.0.2,ct_nw_proto=17,ct_tp_src=5353"],
+                   capture_output=True, timeout=10)
+    thread.join(10)
+    listener.close()
+    msg = seen["flush"]
+    assert struct.unpack("!II", msg[8:16]) == (NX_EXPERIMENTER, NXT_CT_FLUSH)
+    assert msg[16:] == ct_flush_body(65534, 17, "10.1.0.2", 5353)

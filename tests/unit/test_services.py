@@ -144,3 +144,34 @@ def test_udp_services():
     topo = with_services(dns)
     v = request(topo, "cli", dport=53, proto="udp")[0].verdict
     assert v.kind == DELIVERED and v.packet["udp_dst"] == 5353
+
+
+def test_a_load_balancer_service_answers_from_outside_and_replies_leave_as_its_address():
+    from dataclasses import replace
+    from flows.model import GatewayState
+    from flows.pipeline import UPLINK_OFPORT
+    from flows.trace import SENT_OUT_UPLINK
+    lb = replace(service(), load_balancer_ip="203.0.113.50")
+    base = with_services(lb)
+    gateway = GatewayState("h3", "02:ee:00:00:00:01", "203.0.113.10", 24, "203.0.113.1",
+                           "02:ee:00:00:00:fe")
+    topo = base.replace(routers=[replace(base.routers["r1"], gateway=gateway)])
+    compiled = compile_all(topo)
+    tracer, ct = Tracer(topo, compiled), Conntrack()
+    outside = {"in_port": UPLINK_OFPORT, "eth_src": "02:ee:00:00:00:fe",
+               "eth_dst": "02:ee:00:00:00:01", "eth_type": 0x0800, "ipv4_src": "198.51.100.7",
+               "ipv4_dst": "203.0.113.50", "nw_ttl": 64, "ip_proto": 6, "tcp_src": 50000,
+               "tcp_dst": 80}
+    arp = tracer.trace("h3", {"in_port": UPLINK_OFPORT, "eth_src": "02:ee:00:00:00:fe",
+                              "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_op": 1,
+                              "arp_spa": "203.0.113.1", "arp_tpa": "203.0.113.50",
+                              "arp_sha": "02:ee:00:00:00:fe", "arp_tha": "00:00:00:00:00:00"})
+    assert arp.verdict.packet["arp_sha"] == "02:ee:00:00:00:01"
+    inbound = tracer.trace("h3", outside, ct)
+    v = inbound.verdict
+    assert v.kind == DELIVERED and v.port in ("web", "web2"), inbound
+    assert (v.packet["ipv4_dst"], v.packet["tcp_dst"]) == (IP[v.port], 8080)
+    back = reply_to(topo, inbound, compiled, ct)
+    assert back.verdict.kind == SENT_OUT_UPLINK, back
+    assert (back.verdict.packet["ipv4_src"], back.verdict.packet["tcp_src"]) == ("203.0.113.50", 80)
+    assert back.verdict.packet["ipv4_dst"] == "198.51.100.7"
