@@ -210,6 +210,11 @@ def status(args, api):
     if nb.get("error"):
         print(f"NB error: {nb['error']}")
     print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
+    dns, rejects = result.get("dns") or {}, result.get("service_rejects") or {}
+    if dns:  # what left the data path on purpose; packet_ins counts anything else (it stays 0)
+        print(f"DNS: {dns['queries']} queries ({dns['answered']} answered, {dns['nxdomain']} NXDOMAIN, "
+              f"{dns['refused']} refused, {dns['forwarded']} forwarded, {dns['dropped_rate']} over the rate "
+              f"limit)  service rejects: {rejects.get('sent', 0)}  other packet-ins: {result['packet_ins']}")
     rows = [{"name": name, "status": s} for name, s in result["hosts"].items()]
     if rows:
         print_table(rows, ["name", "status"])

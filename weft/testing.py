@@ -102,6 +102,20 @@ class Lab:
                                          f"{self.api.get('/v1/hosts')}")
                 time.sleep(0.1)
 
+    @contextlib.contextmanager
+    def controller_options(self, **options):
+        """The lab's controller restarted with these [weft] options (weft.conf) for the block, then
+        restarted as it was."""
+        conf = self.dir / "weft.conf"
+        original = conf.read_text()
+        with self.controller_stopped():
+            conf.write_text(original + "".join(f"{key} = {value}\n" for key, value in options.items()))
+        try:
+            yield
+        finally:
+            with self.controller_stopped():
+                conf.write_text(original)
+
     def exec(self, target, *cmd, check=True, timeout=60):
         """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
         argv, env = weftlab.target_cmd(self.name, target, cmd)
