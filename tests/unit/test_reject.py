@@ -7,20 +7,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from controller.reject import reject
+from onesum import ones_sum  # tests/unit is on sys.path
 
 CLIENT_MAC = bytes.fromhex("020000000005")
 GATEWAY_MAC = bytes.fromhex("0a0000000064")  # what the client sent to: the network's gateway MAC
 CLIENT_IP = bytes([10, 1, 0, 5])
 VIP = bytes([10, 96, 0, 10])
-
-
-def ones_sum(data):
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def ip_packet(proto, payload, frag=0, ihl=5, src=CLIENT_IP, dst=VIP):
