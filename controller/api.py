@@ -61,7 +61,7 @@ class NorthboundApi:
             ("POST", ("floating-ips",), self.create_floating_ip, ()),
             ("DELETE", ("floating-ips", None), self.delete_floating_ip, ()),
             ("GET", ("trace",), self.trace, ("from", "to", "proto", "dport")),
-            ("POST", ("apply",), self.apply, ()),
+            ("POST", ("apply",), self.apply, ("wait_up",)),
             ("GET", ("policies",), self.list_policies, ("network",)),
             ("GET", ("policies", None, None), self.show_policy, ()),
             ("DELETE", ("policies", None, None), self.delete_policy, ()),
@@ -539,8 +539,10 @@ class NorthboundApi:
     # --- policies and services (Kubernetes manifests) -----------------------------------------------
     def apply(self, body, params):
         """NetworkPolicy and Service manifests, created or replaced all together or none of them (one
-        NB transaction), as `kubectl apply` does one by one. `plan`: nothing is written; the answer
-        is the flow difference they would make on each host."""
+        NB transaction), as `kubectl apply` does one by one. `?wait_up=SECONDS` answers once they are
+        in force (every connected host's flows acknowledged), or when the time is over; "lagging" names
+        the hosts not in sync then. `plan`: nothing is written; the answer is the flow difference they
+        would make on each host."""
         f = v.body_fields(body, {"documents": list}, {"network": str, "plan": bool, "plan_lines": int})
         lines = v.integer(f.get("plan_lines", DEFAULT_PLAN_LINES), "plan_lines", 0, MAX_PLAN_LINES)
         try:
@@ -557,9 +559,12 @@ class NorthboundApi:
                 outcome.append({"kind": m.kind, "network": m.network, "name": m.name, "action": action,
                                 **({"warnings": list(m.warnings)} if m.warnings else {})})
             return [row for action, row in rows if action != "unchanged"]
+        wait = v.seconds(params["wait_up"], "wait_up", v.MAX_WAIT) if "wait_up" in params else None
         if not f.get("plan"):
             self._write(self.core.nb.apply, choose)
-            return 200, outcome
+            if wait is None:
+                return 200, outcome
+            return 200, {"objects": outcome, "lagging": self.core.wait_enforced(wait)}
         choose(ServicesTaken(self.core.nb_state(), {"keys": set(), "ips": {}}))
         policies = [m.obj for m in parsed if m.kind == "NetworkPolicy"]
         services = [m.obj.to_state(row[3]["key"], row[3]["cluster_ip"], row[3]["load_balancer_ip"])

@@ -684,10 +684,11 @@ def container_add(name, container, host):
     return {"netns": ns, "host": host, "host_netns": h["netns"], "host_dir": h["dir"]}
 
 
-def container_attach(name, container, network, ip=None, timeout=10.0, dns=False):
+def container_attach(name, container, network, ip=None, timeout=10.0, labels=(), named_ports=(), dns=False):
     """Attach a lab container to a network by running `weft attach` inside its host's namespace, the
-    same code a real host runs (there OVS_RUNDIR points the attach at that host's own OVSDB). With
-    `dns`, commands run in the container (`weft lab exec`) resolve names through Weft's resolver."""
+    same code a real host runs (there OVS_RUNDIR points the attach at that host's own OVSDB).
+    `labels` and `named_ports`: "KEY=VALUE" and "NAME=PROTO/PORT" texts, as weft attach takes them.
+    With `dns`, commands run in the container (`weft lab exec`) resolve names through Weft's resolver."""
     st = _require(name)
     c = st["containers"].get(container)
     if c is None:
@@ -698,6 +699,8 @@ def container_attach(name, container, network, ip=None, timeout=10.0, dns=False)
             "--name", container, "--timeout", str(timeout), "--json"]
     if ip:
         argv += ["--ip", ip]
+    argv += [arg for label in labels for arg in ("--label", label)]
+    argv += [arg for named in named_ports for arg in ("--named-port", named)]
     if dns:
         argv.append("--dns")
     cmd, cmd_env = target_cmd(name, c["host"], argv)
@@ -786,6 +789,20 @@ def forget(name, pids):
     st = _require(name)
     st["pids"] = [e for e in st["pids"] if e["pid"] not in pids or _alive(e["pid"])]
     _save(st)
+
+
+def background(name, target, argv):
+    """`weft lab exec --background`: argv left running in target (recorded, so `down` stops it), its
+    output appended to TARGET.log in the lab dir, which is returned. A shell stays its parent, so the
+    recorded command line names the lab dir (see spawn) whatever argv is."""
+    if not argv:
+        raise LabError("no command given (weft lab exec --background TARGET -- CMD ...)")
+    target_cmd(name, target, argv)  # a target the lab does not have is refused before its log is made
+    log = lab_dir(name) / f"{target}.log"
+    with open(log, "ab") as out:
+        spawn(name, target, ["sh", "-c", f'"$@"; exit $?  # {log}', "sh", *argv], what=f"{target}: {argv[0]}",
+              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    return log
 
 
 def spawn(name, target, argv, what=None, runtime=False, **popen_kw):

@@ -45,6 +45,10 @@ def add_lab_commands(subparsers):
     p.add_argument("--host", required=True, help="host the container lives on (h1, h2, ...)")
     p.add_argument("--network", help="attach it to this network (weft attach, run on the host)")
     p.add_argument("--ip", help="with --network: its address (default: the next free one)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --network: a label of its port (repeatable), as weft attach --label")
+    p.add_argument("--named-port", action="append", default=[], metavar="NAME=PROTO/PORT",
+                   help="with --network: a named port of its port (repeatable), as weft attach --named-port")
     p.add_argument("--dns", action="store_true", help="with --network: resolve names through Weft's resolver "
                    "(weft attach --dns), in what `weft lab exec` runs there")
     p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
@@ -52,6 +56,8 @@ def add_lab_commands(subparsers):
 
     p = cmd(sub, "exec", _cli_exec, "run a command in a host (its own OVS), container or fabric")
     p.add_argument("target", help="h1..hN, a container name, or fabric")
+    p.add_argument("--background", action="store_true",
+                   help="leave CMD running (a server), its output in the lab dir; weft lab down stops it")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     for client, func in (("docker", _cli_docker), ("podman", _cli_podman)):
@@ -91,12 +97,15 @@ def _cli_env(args):
 
 def _cli_container_add(args):
     lab = _lab()
-    if (args.ip or args.dns) and not args.network:
-        raise lab.LabError(f"{'--ip' if args.ip else '--dns'} needs --network")
+    for option, given in (("--ip", args.ip), ("--label", args.label), ("--named-port", args.named_port),
+                          ("--dns", args.dns)):
+        if given and not args.network:
+            raise lab.LabError(f"{option} needs --network")
     created = lab.container_add(args.name, args.container, args.host)
     if args.network:
         try:
-            port = lab.container_attach(args.name, args.container, args.network, args.ip, dns=args.dns)
+            port = lab.container_attach(args.name, args.container, args.network, args.ip,
+                                        labels=args.label, named_ports=args.named_port, dns=args.dns)
         except lab.LabError:
             lab.container_del(args.name, args.container)
             raise
@@ -118,6 +127,10 @@ def _args_after_dashes(args):
 
 def _cli_exec(args):
     lab = _lab()
+    if args.background:
+        log = lab.background(args.name, args.target, _args_after_dashes(args))
+        print(f"running in {args.target}, output in {log}")
+        return 0
     return lab.exec(args.name, args.target, _args_after_dashes(args))
 
 

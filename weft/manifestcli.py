@@ -20,6 +20,8 @@ def add_manifest_commands(sub, print_table):
                                                        "and remove on each host, per table")
     p.add_argument("--plan-lines", type=_lines, default=20, metavar="N",
                    help="flows shown per host and kind of change with --plan (default 20, at most 200)")
+    p.add_argument("--timeout", type=_wait_seconds, default=10.0,
+                   help="seconds to wait for the flows to be in force on every host (0: do not wait)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=apply_cmd)
     for kind, columns in (("policy", ["name", "network", "pod_selector", "policy_types", "selects"]),
@@ -38,6 +40,11 @@ def add_manifest_commands(sub, print_table):
             if action == "show":
                 q.add_argument("--json", action="store_true")
             q.set_defaults(func=func, kind=kind)
+
+
+def _wait_seconds(text):
+    from weft.cli import _wait_seconds  # the one reading of a --timeout
+    return _wait_seconds(text)
 
 
 def _lines(text):
@@ -83,20 +90,23 @@ def apply_cmd(args, api):
         body["plan_lines"] = args.plan_lines
     if args.network:
         body["network"] = args.network
+    waits = not args.plan and args.timeout
     try:
-        answer = api.post("/v1/apply", body)
+        answer = api.post("/v1/apply" + (f"?wait_up={args.timeout:g}" if waits else ""), body)
     except ApiError as err:
         raise _in_file(err, files) from None
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
-        return
-    objects = answer["objects"] if args.plan else answer
-    for obj in objects:
-        for warning in obj.get("warnings", ()):
-            print(f"Warning: {obj['kind']} {obj['name']}: {warning}", file=sys.stderr)
-        print(f"{RESOURCES[obj['kind']]}/{obj['name']} {obj['action']}" + (" (plan)" if args.plan else ""))
-    if args.plan:
-        print_plan(answer)
+    else:
+        for obj in answer["objects"] if args.plan or waits else answer:
+            for warning in obj.get("warnings", ()):
+                print(f"Warning: {obj['kind']} {obj['name']}: {warning}", file=sys.stderr)
+            print(f"{RESOURCES[obj['kind']]}/{obj['name']} {obj['action']}" + (" (plan)" if args.plan else ""))
+        if args.plan:
+            print_plan(answer)
+    if waits and answer["lagging"]:
+        raise ApiError(None, f"applied, but not yet in force on {', '.join(answer['lagging'])} after "
+                             f"{args.timeout:g} s: their switches have not acknowledged the flows (weft status)")
 
 
 def _in_file(err, files):

@@ -147,12 +147,14 @@ class Lab:
         """Create an empty container namespace on host; returns weft.lab.container_add's dict."""
         return weftlab.container_add(self.name, name, host)
 
-    def attach(self, name, host, network, ip=None, dns=False):
+    def attach(self, name, host, network, ip=None, labels=(), named_ports=(), dns=False):
         """A container on host attached to network through `weft attach` run on that host; returns the
         port as the API describes it (up: its flows are acknowledged on every host that needs them).
-        With `dns`, its resolv.conf names Weft's resolver (`weft attach --dns`)."""
+        `labels`, `named_ports`: "app=web", "http=TCP/80" texts, as weft attach takes them. With
+        `dns`, its resolv.conf names Weft's resolver (`weft attach --dns`)."""
         weftlab.container_add(self.name, name, host)
-        return weftlab.container_attach(self.name, name, network, ip, dns=dns)
+        return weftlab.container_attach(self.name, name, network, ip, labels=labels, named_ports=named_ports,
+                                        dns=dns)
 
     def weft(self, *args, target=None, check=True):
         """Runs the `weft` CLI against this lab's controller (in a host namespace when target is set)."""

@@ -160,6 +160,12 @@ def test_a_read_only_token_reads_but_cannot_write(controller):
         assert tcp_request(controller, "GET", "/v1/networks", token="ro-secret-0123456789abcdef")[0] == 200
         status, answer = tcp_request(controller, "POST", "/v1/networks", NETWORK, token="ro-secret-0123456789abcdef")
         assert status == 403 and "may only read" in answer["error"]
+        for path in ("/v1/policies", "/v1/services"):
+            assert tcp_request(controller, "GET", path, token="ro-secret-0123456789abcdef")[0] == 200
+        for method, path, body in (("POST", "/v1/apply", {"documents": [], "plan": True}),
+                                   ("DELETE", "/v1/policies/blue/x", None), ("DELETE", "/v1/services/blue/x", None)):
+            status, answer = tcp_request(controller, method, path, body, token="ro-secret-0123456789abcdef")
+            assert status == 403 and "may only read" in answer["error"], (method, path)
         assert controller.nb_rows() == before
     finally:
         token.unlink()

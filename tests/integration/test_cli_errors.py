@@ -193,6 +193,7 @@ CASES = [
      "--plan-lines"),
     ("apply --plan-lines Arabic-Indic", ["apply", "-f", "{file good}", "--plan", "--plan-lines", "٣"], 2,
      "--plan-lines"),
+    ("apply --timeout too long", ["apply", "-f", "{file good}", "--timeout", "61"], 2, "--timeout"),
     ("policy show without a network", ["policy", "show", "deny"], 1, "NETWORK/NAME, or as NAME -n NETWORK"),
     ("policy show two networks", ["policy", "show", "blue/deny", "-n", "red"], 1, "give one"),
     ("service show in a missing network", ["service", "show", "nowhere/web"], 1, "in network 'nowhere'"),

@@ -135,6 +135,36 @@ def test_lab_exec_stopped_by_its_pid_stops_its_command(lab3):
     assert not listening()
 
 
+def test_lab_exec_in_the_background_runs_until_the_lab_goes_down(make_lab):
+    """`weft lab exec --background` leaves a server running, its output in the lab dir, and `weft lab
+    down` stops it with the rest (a process in a deleted namespace would otherwise live on)."""
+    lab = make_lab(hosts=1, controller=False, shared=False)
+    lab.container("c1", "h1")
+    weft_lab = [sys.executable, "-m", "weft.cli", "lab", "exec", "--name", lab.name, "--background"]
+    result = subprocess.run([*weft_lab, "c1", "--", "socat", "TCP-LISTEN:18766,reuseaddr,fork", "SYSTEM:echo hi"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout == f"running in c1, output in {lab.info['dir']}/c1.log\n"
+    deadline = time.monotonic() + 10
+    while ":18766 " not in lab.exec("c1", "ss", "-Hltn").stdout:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+    assert lab.exec("c1", "socat", "-", "TCP:127.0.0.1:18766").stdout == "hi\n"
+    pids = [e["pid"] for e in lab.info["pids"] if e["what"] == "c1: socat"]
+    server = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("socat TCP-LISTEN:18766")]
+    assert len(pids) == 1 and len(server) == 1
+    bad = subprocess.run([*weft_lab, "nowhere", "--", "true"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "no host or container nowhere" in bad.stderr
+    lab.down()
+    assert not any(_alive(pid) for pid in pids + server)
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_tcpdump_and_iperf_helpers(lab3):
     hosts = lab3.info["hosts"]
     with lab3.tcpdump("fabric", "br0", "icmp", count=2) as cap:

@@ -87,6 +87,17 @@ def test_apply_creates_then_an_unchanged_manifest_is_a_no_op_and_a_changed_one_r
     assert status == 200 and core.nb_state().services["blue/web"].cluster_ip == "10.96.0.77"
 
 
+def test_apply_may_wait_until_it_is_in_force(blue, core):
+    body = {"documents": [policy()]}
+    status, answer = call(blue, "POST", "/v1/apply", body, query="wait_up=61")
+    assert status == 400 and "wait_up" in answer["error"] and stored(core) == ({}, {})
+    status, answer = call(blue, "POST", "/v1/apply", body, query="wait_up=10")
+    # no switch is connected, so nothing lags once the controller has compiled it
+    assert status == 200 and answer == {"objects": [{"kind": "NetworkPolicy", "network": "blue",
+                                                     "name": "allow-web", "action": "created"}], "lagging": []}
+    assert "blue/allow-web" in core.compiler.topo.policies  # in the pipeline when the answer comes
+
+
 def test_a_bad_document_anywhere_stores_nothing_and_is_named(blue, core):
     apply(blue, policy("first"))
     before = stored(core)
