@@ -278,3 +278,32 @@ def test_a_service_without_backends_refuses_connections_at_once(lab, service):
         assert lab.exec(client, sys.executable, "-c", PROBE, "udp", vip, "514").stdout.strip() == "refused"
     after = status(lab)
     assert after["service_rejects"]["sent"] == before + 4 and after["packet_ins"] == 0
+
+
+def test_a_client_behind_the_router_is_refused_too_and_a_backend_ends_the_refusals(lab, service):
+    """o1 (dnsother) reaches the service through a router, whose leg MAC the reject then comes
+    from; once a ready backend exists, connections reach it instead."""
+    vip = service["cluster_ip"]
+    lab.weft("router", "create", "dnsr")
+    lab.weft("router", "attach", "dnsr", NET)
+    lab.weft("router", "attach", "dnsr", OTHER)
+    for container in ("d1", "o1"):  # the gateway's MAC is now the router's: forget the old one
+        lab.exec(container, "ip", "neigh", "flush", "all")
+    assert resolve(lab, "o1", f"frontend.{NET}") == [vip]
+    assert lab.exec("o1", sys.executable, "-c", PROBE, "tcp", vip, "80").stdout.strip() == "refused"
+    lab.attach("dnsb1", "h2", NET, labels=["app=nobody-has-this"])
+    server = weftlab.spawn(lab.name, "dnsb1", ["socat", "TCP-LISTEN:80,reuseaddr,fork",
+                                               f"SYSTEM:echo dnsb1 # {lab.dir}/dnsb1-server"],
+                           what="dnsb1: test server", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while ":80 " not in lab.exec("dnsb1", "ss", "-Hltn").stdout:
+            assert time.monotonic() < deadline, "the backend's server did not start"
+            time.sleep(0.05)
+        for client in ("d1", "o1"):
+            res = lab.exec(client, "socat", "-T", "5", "-", f"TCP:{vip}:80,connect-timeout=5", check=False)
+            assert res.stdout.strip() == "dnsb1", (client, res)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        weftlab.container_del(lab.name, "dnsb1")
