@@ -11,6 +11,7 @@ import urllib.parse
 
 from controller import manifests
 from controller import validate as v
+from controller.dns import resolver_settings
 from controller.manifests import ManifestError
 from controller.topology import policy_state, service_state
 from controller.validate import ApiError
@@ -104,7 +105,7 @@ class NorthboundApi:
                      "hosts": {n: self._host_json(h)["status"] for n, h in sorted(state.hosts.items())},
                      "networks": len(state.networks), "ports": len(state.ports),
                      "ports_up": sum(1 for p in list(state.ports.values()) if self.core.port_up(p.name)),
-                     "packet_ins": self.core.packet_ins}
+                     "packet_ins": self.core.packet_ins, **self.core.answers.counters()}
 
     # --- hosts --------------------------------------------------------------------------------------
     def _host_json(self, host):
@@ -231,7 +232,9 @@ class NorthboundApi:
         net = (state or self.core.nb_state()).networks.get(port.network)
         return {"name": port.name, "network": port.network, "mac": port.mac, "ip": port.ip, "key": port.key,
                 "host": port.host, "up": self.core.port_up(port.name), "external_ids": port.external_ids,
-                "labels": port.labels, "named_ports": port.named_ports, "cidr": net and net.cidr, "gateway": net and net.gateway_ip, "mtu": net and net.mtu}
+                "labels": port.labels, "named_ports": port.named_ports, "cidr": net and net.cidr,
+                "gateway": net and net.gateway_ip, "mtu": net and net.mtu,
+                "dns": net and resolver_settings(net.name, net.gateway_ip)}
 
     def list_ports(self, body, params):
         """`?network=NAME`: that network's ports only; `?selector=app=web,tier!=db`: only the ports

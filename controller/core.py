@@ -9,6 +9,7 @@ import time
 from controller.flowsync import HostFlowSync
 from controller.gateways import NextHops
 from controller.hosts import HostAgent
+from controller.packetin import PacketIns
 from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie, router_cookie
 from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
@@ -35,6 +36,8 @@ class WeftCore:
         self.compiler = Compiler()
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
+        # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
+        self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
         self.next_hops = NextHops(hub)
         self.topology_error = None  # why the NB's contents cannot be compiled, while they cannot
@@ -169,8 +172,13 @@ class WeftCore:
                 return False
             applied.wait(timeout=remaining)
 
-    def packet_in(self, switch):
-        if self._host_of_switch(switch) is not None:  # what an unadmitted connection sends is not ours
+    def packet_in(self, switch, table_id=None, in_port=None, frame=b""):
+        """A packet the switch sent up from table `table_id`, in on `in_port`: a DNS query or a
+        connection to reject is answered; anything else is counted as data-path traffic."""
+        host = self._host_of_switch(switch)
+        if host is None:  # what an unadmitted connection sends is not ours
+            return
+        if not self.answers.handle(host, switch, table_id, in_port, frame):
             self.packet_ins += 1
 
     def arp_reply(self, switch, ip, mac):
@@ -331,6 +339,7 @@ class WeftCore:
             return
         self.topology_error = None
         flow_changes = self.compiler.update(topo)
+        self.answers.topology_changed()
         self._sync_switches(state, flow_changes)
         self._flush_gone_backends(topo)
         self._publish_host_status(state)

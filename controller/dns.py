@@ -30,6 +30,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from controller import frames
+
 LOG = logging.getLogger("weft.dns")
 
 DOMAIN = "weft"
@@ -49,6 +51,14 @@ class Answer:
     rcode: int = dns.rcode.NOERROR
     rdtype: int = dns.rdatatype.A
     records: tuple[str, ...] = ()
+
+
+def resolver_settings(network, gateway_ip, domain=DOMAIN):
+    """What a container of `network` puts in its resolv.conf (the CNI result's `dns`): the resolver
+    is the network's gateway IP; the search path makes a bare name a service first (as Kubernetes'
+    <namespace>.svc.<domain>), then a port of the network."""
+    network = network.lower()
+    return {"nameservers": [gateway_ip], "search": [f"{network}.svc.{domain}", f"{network}.{domain}"]}
 
 
 NXDOMAIN = Answer(dns.rcode.NXDOMAIN)
@@ -201,27 +211,13 @@ def _parse_frame(frame):
     if frag & 0x3FFF or proto != 17:
         return None  # a fragment (a DNS query over UDP fits one packet), or not UDP
     ip_src, ip_dst = frame[26:30], frame[30:34]
-    if not _unicast(ip_src) or not _unicast(ip_dst):
+    if not frames.unicast(ip_src) or not frames.unicast(ip_dst):
         return None
     udp = 14 + ihl
     sport, dport, length = struct.unpack_from("!HHH", frame, udp)
     if dport != 53 or sport == 0 or length < 8 or udp + length > 14 + total:
         return None
     return _Query(frame[0:6], frame[6:12], ip_src, ip_dst, sport, dport, bytes(frame[udp + 8:udp + length]))
-
-
-def _unicast(ip):
-    return 0 < ip[0] < 224 and ip != b"\xff\xff\xff\xff"
-
-
-def checksum(data):
-    """The Internet checksum (RFC 1071) of `data`."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 class DnsResponder:
@@ -393,14 +389,10 @@ class DnsResponder:
     def _frame(self, query, wire):
         """The Ethernet/IPv4/UDP frame carrying `wire` back to where `query` came from."""
         self._ip_id = (self._ip_id + 1) & 0xFFFF
-        udp_len = 8 + len(wire)
-        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, self._ip_id, 0, 64, 17, 0,
-                                   query.ip_dst, query.ip_src))
-        struct.pack_into("!H", ip, 10, checksum(bytes(ip)))
-        udp = bytearray(struct.pack("!HHHH", query.dport, query.sport, udp_len, 0))
-        pseudo = query.ip_dst + query.ip_src + struct.pack("!BBH", 0, 17, udp_len)
-        struct.pack_into("!H", udp, 6, checksum(pseudo + bytes(udp) + wire) or 0xFFFF)
-        return query.eth_src + query.eth_dst + b"\x08\x00" + bytes(ip) + bytes(udp) + wire
+        udp = struct.pack("!HHHH", query.dport, query.sport, 8 + len(wire), 0) + wire
+        csum = frames.l4_checksum(query.ip_dst, query.ip_src, 17, udp) or 0xFFFF  # 0: "no checksum"
+        udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+        return frames.ipv4_frame(query.eth_src, query.eth_dst, query.ip_dst, query.ip_src, 17, udp, self._ip_id)
 
 
 def _header_reply(qid, flags, rcode):

@@ -331,6 +331,21 @@ CT_NO_RECIRC = 0xff     # NX_CT_RECIRC_NONE
 NAT_SRC, NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
 
 
+def _padded(nx_action):
+    """`nx_action` serialized with the padding to 8 bytes that its length says it has. Ryu 4.34
+    appends a nested action's body to ct()'s unpadded, so a nat() with a port range (28 bytes,
+    declared 32) leaves the message 4 bytes shorter than its lengths say, and OVS refuses it
+    (OFPBRC_BAD_LEN): a service's group, whose bucket ends with it, never got installed."""
+    unpadded = nx_action.serialize_body
+    header = 10  # type, len, experimenter, subtype: what precedes the body (ryu's NXAction)
+
+    def serialize_body():
+        data = unpadded()
+        return data + bytes(-(header + len(data)) % 8)
+    nx_action.serialize_body = serialize_body
+    return nx_action
+
+
 class Ct(Action):
     """OVS ct(): ("ct", commit, zone, table, nat). commit: bool; zone: int (16 bits); table: a
     stage name or None (recirculate there with ct_state set; nothing may follow it); nat: None |
@@ -359,14 +374,10 @@ class Ct(Action):
             if nat[0] == "nat":
                 nat_actions.append(parser.NXActionNAT(flags=0))
             else:
-                # One address (and port): OVS reads a missing maximum as the minimum. With a port,
-                # the maximum address is left out because Ryu 4.34 sends a NAT action whose length
-                # is not a multiple of 8 without padding it (OVS refuses the message as bad length);
-                # address + two ports is 24 bytes, as address min + max is.
-                where = ({"range_proto_min": nat[2], "range_proto_max": nat[2]} if len(nat) > 2
-                         else {"range_ipv4_max": nat[1]})
-                nat_actions.append(parser.NXActionNAT(
-                    flags=NAT_SRC if nat[0] == "snat" else NAT_DST, range_ipv4_min=nat[1], **where))
+                ports = {"range_proto_min": nat[2], "range_proto_max": nat[2]} if len(nat) > 2 else {}
+                nat_actions.append(_padded(parser.NXActionNAT(
+                    flags=NAT_SRC if nat[0] == "snat" else NAT_DST, range_ipv4_min=nat[1],
+                    range_ipv4_max=nat[1], **ports)))
         return parser.NXActionCT(
             flags=CT_COMMIT if commit else 0, zone_src="", zone_ofs_nbits=zone,
             recirc_table=CT_NO_RECIRC if table is None else TABLE_BY_NAME[table].id, alg=0,

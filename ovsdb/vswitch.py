@@ -7,7 +7,7 @@ import collections
 import hashlib
 import secrets
 
-from flows.pipeline import TUNNEL_OFPORT, UPLINK_OFPORT
+from flows.pipeline import DNS_BURST, DNS_RATE, REJECT_BURST, REJECT_RATE, TUNNEL_OFPORT, UPLINK_OFPORT
 
 DATABASE = "Open_vSwitch"
 TABLES = {
@@ -19,10 +19,12 @@ TABLES = {
     "Controller": ["target", "is_connected", "external_ids", "controller_rate_limit",
                    "controller_burst_limit"],  # the last two: PACKET_IN_LIMITS
 }
-# Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; the only
-# ones are a gateway next hop's ARP replies, so this caps what a flood on the uplink can cost the
-# controller (100/s is OVS's minimum).
-PACKET_IN_LIMITS = {"controller_rate_limit": [100], "controller_burst_limit": [25]}
+# Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; they are a
+# gateway next hop's ARP replies, and the DNS queries and service rejects each limited by a meter of
+# its own. vswitchd's limit covers all of them at once (it queues, then drops, per in_port), so it is
+# the meters' sum: the meters are what limits each kind, this caps the total, the uplink's included.
+PACKET_IN_LIMITS = {"controller_rate_limit": [DNS_RATE + REJECT_RATE],
+                    "controller_burst_limit": [DNS_BURST + REJECT_BURST]}
 INTEGRATION_BRIDGE = "br-int"
 TUNNEL_PORT = "weft-geneve"
 OWNER_KEY = "weft-owner"

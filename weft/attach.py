@@ -46,6 +46,68 @@ def netns_path(container):
     return path
 
 
+RESOLV_MARK = "# Weft's resolver, written by `weft attach --dns` for port "
+NETNS_DIRS = ("/var/run/netns/", "/run/netns/")
+
+
+def resolv_conf_path(container):
+    """Where a container's resolv.conf goes: for a named network namespace NAME (given as NAME or
+    as /run/netns/NAME), /etc/netns/NAME/resolv.conf, which `ip netns exec NAME` bind-mounts over
+    /etc/resolv.conf. None for anything else (a PID, another path)."""
+    name = next((container[len(d):] for d in NETNS_DIRS if container.startswith(d)), container)
+    if not name or name.isdigit() or "/" in name or name in (".", ".."):
+        return None
+    return f"/etc/netns/{name}/resolv.conf"
+
+
+def _resolv_conf_owner(path):
+    """The port a resolv.conf was written for by `weft attach --dns`; None if Weft did not write it."""
+    try:
+        with open(path) as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return first[len(RESOLV_MARK):].strip() if first.startswith(RESOLV_MARK) else None
+
+
+def _check_resolv_conf(container):
+    path = resolv_conf_path(container)
+    if path is None:
+        raise AttachError(f"--dns needs a named network namespace (`ip netns`), whose resolv.conf is "
+                          f"/etc/netns/NAME/resolv.conf; {container!r} is not one")
+    if os.path.exists(path) and _resolv_conf_owner(path) is None:
+        raise AttachError(f"{path} exists and Weft did not write it; remove it, or attach without --dns")
+    return path
+
+
+def write_resolv_conf(path, port):
+    """The container's resolv.conf: the network's resolver and search path (the port's `dns`)."""
+    settings = port["dns"]
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    # Written beside NAME/, not in it: `ip netns exec` bind-mounts whatever NAME/ holds over /etc.
+    directory = os.path.dirname(path)
+    tmp = f"{os.path.dirname(directory)}/.{os.path.basename(directory)}.resolv.conf.weft-tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{RESOLV_MARK}{port['name']}\n# (`weft detach {port['name']}` removes it)\n"
+                + "".join(f"nameserver {ip}\n" for ip in settings["nameservers"])
+                + f"search {' '.join(settings['search'])}\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # a process reading it sees the old file or the new, never half of one
+
+
+def remove_resolv_conf(container, port=None):
+    """Removes the resolv.conf `weft attach --dns` wrote for the container (for `port`, or for any
+    port), and its /etc/netns/NAME directory if that is then empty. Anything else stays."""
+    path = resolv_conf_path(container)
+    owner = path and _resolv_conf_owner(path)
+    if owner is None or (port is not None and owner != port):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):  # not empty: someone else's files are there too
+        os.rmdir(os.path.dirname(path))
+
+
 def host_device(port_name):
     """The host end of a port's veth, within IFNAMSIZ. Derived from the port's name, which is known
     before the controller answers (48 bits of hash: a clash is refused as an existing device)."""
@@ -58,14 +120,17 @@ def default_name(container, ifname):
 
 
 def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, api=None,
-           timeout=DEFAULT_TIMEOUT, mac=None, external_ids=None, labels=None, named_ports=None):
+           timeout=DEFAULT_TIMEOUT, mac=None, external_ids=None, labels=None, named_ports=None, dns=False):
     """Attaches a container to a network; returns the port as the API describes it (up). The port has
-    its `labels` and `named_ports` from its creation: no policy ever sees it without them."""
+    its `labels` and `named_ports` from its creation: no policy ever sees it without them. With `dns`,
+    the container's resolv.conf names the network's resolver (a named netns only, see
+    resolv_conf_path); detach removes it."""
     from pyroute2 import IPRoute  # imported here: the rest of the CLI starts without it
 
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
     ns_path = netns_path(container)
+    resolv_conf = _check_resolv_conf(container) if dns else None
     name = name or default_name(container, ifname)
     body = {k: v for k, v in (("name", name), ("network", network), ("ip", ip), ("mac", mac),
                               ("external_ids", external_ids), ("labels", labels),
@@ -82,6 +147,9 @@ def attach(container, network, ip=None, name=None, ifname="eth0", ovsdb=None, ap
             if datapath_type == "netdev":
                 # The userspace datapath never completes partial checksums handed over by a veth.
                 netns.tx_checksum_off(ifname)
+        if resolv_conf:
+            write_resolv_conf(resolv_conf, port)
+            undo.append(lambda: remove_resolv_conf(container, name))
         return wait_up(api, name, timeout)
 
 
@@ -183,8 +251,11 @@ def detach(name, ovsdb=None, api=None):
     """Removes the port's veth, its OVS port and the NB port (and so every flow for it)."""
     api = api or ApiClient()
     ovsdb = ovsdb or rpc.default_remote()
-    api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
+    port = api.get(api_path("ports", name))  # it must exist: a clear error before anything is removed
     remove_local(name, ovsdb)
+    container = (port.get("external_ids") or {}).get("container")
+    if container:
+        remove_resolv_conf(container, name)
     api.delete(api_path("ports", name) + "?force=true")  # unplugged above; force covers a replica lag
 
 

@@ -210,6 +210,11 @@ def status(args, api):
     if nb.get("error"):
         print(f"NB error: {nb['error']}")
     print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
+    dns, rejects = result.get("dns") or {}, result.get("service_rejects") or {}
+    if dns:  # what left the data path on purpose; packet_ins counts anything else (it stays 0)
+        print(f"DNS: {dns['queries']} queries ({dns['answered']} answered, {dns['nxdomain']} NXDOMAIN, "
+              f"{dns['refused']} refused, {dns['forwarded']} forwarded, {dns['dropped_rate']} over the rate "
+              f"limit)  service rejects: {rejects.get('sent', 0)}  other packet-ins: {result['packet_ins']}")
     rows = [{"name": name, "status": s} for name, s in result["hosts"].items()]
     if rows:
         print_table(rows, ["name", "status"])
@@ -286,6 +291,8 @@ def build_parser():
     p.add_argument("--ifname", default="eth0", help="interface name in the container (default eth0)")
     p.add_argument("--ovsdb", help="this host's OVSDB (default unix:$OVS_RUNDIR/db.sock)")
     p.add_argument("--timeout", type=_wait_seconds, default=10.0, help="seconds to wait for the port to be up")
+    p.add_argument("--dns", action="store_true", help="point the container's resolv.conf at Weft's resolver "
+                   "(a named netns: /etc/netns/NAME/resolv.conf, which `ip netns exec` uses); detach removes it")
     for flags, kwargs in (LABEL_OPTION, NAMED_PORT_OPTION):
         p.add_argument(*flags, **kwargs)
     p.add_argument("--json", action="store_true")
@@ -440,7 +447,7 @@ def attach_cmd(args, api):
     from weft.attach import attach
     port = attach(args.container, args.network, ip=args.ip, name=args.name, ifname=args.ifname,
                   ovsdb=args.ovsdb, api=api, timeout=args.timeout, mac=args.mac,
-                  external_ids={"container": args.container}, **_maps(args))
+                  external_ids={"container": args.container}, dns=args.dns, **_maps(args))
     if args.json:
         print(json.dumps(port, sort_keys=True))
     else:

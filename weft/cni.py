@@ -19,7 +19,9 @@ The configuration (README "CNI and podman" has the same list):
     timeout      seconds ADD waits for the port's flows (default 10)
     ipam         optional: an IPAM plugin (host-local, static...) run from CNI_PATH; only the
                  address it returns is used. Without it Weft allocates.
-    dns          optional: copied into the result
+    dns          optional: the result's `dns`; by default the IPAM plugin's, else Weft's resolver
+                 (the network's gateway IP, search NETWORK.svc.weft NETWORK.weft), which the
+                 runtime writes into the container's resolv.conf
     args         optional: `args.cni.labels` ([{"key": K, "value": V}], the CNI conventions' form)
                  become the port's labels; anything else in args is ignored
 Unknown fields are refused (code 2), so a misspelt field is not silently ignored; so are `mtu` (the
@@ -510,8 +512,8 @@ def cmd_add(settings, env, raw, environ):
                        str(err)) from None
     device = host_device(name)
     return build_result(settings["version"], env["ifname"], env["netns"], port,
-                        {"name": device, "mac": _link_mac(device)}, settings["dns"] or ipam and ipam.get("dns"),
-                        settings["prev_result"])
+                        {"name": device, "mac": _link_mac(device)},
+                        settings["dns"] or ipam and ipam.get("dns") or port.get("dns"), settings["prev_result"])
 
 
 def _undo_ipam(settings, env, raw, environ):

@@ -608,8 +608,11 @@ def down(name="weft", progress=_stderr):
     _stop_pids(st, progress)
     if st.get("runtimes"):
         labruntimes.check_nothing_left(st)
+    containers = {c["netns"] for c in st["containers"].values()}
     for ns in reversed(st["netns"]):  # containers, then hosts, then the fabric
-        if _netns_exists(ns):
+        if ns in containers:
+            _del_container_netns(ns)
+        elif _netns_exists(ns):
             _run(["ip", "netns", "del", ns])
     shutil.rmtree(d)
     progress(f"lab {name}: down in {time.monotonic() - t0:.1f}s")
@@ -681,10 +684,11 @@ def container_add(name, container, host):
     return {"netns": ns, "host": host, "host_netns": h["netns"], "host_dir": h["dir"]}
 
 
-def container_attach(name, container, network, ip=None, timeout=10.0, labels=(), named_ports=()):
+def container_attach(name, container, network, ip=None, timeout=10.0, labels=(), named_ports=(), dns=False):
     """Attach a lab container to a network by running `weft attach` inside its host's namespace, the
     same code a real host runs (there OVS_RUNDIR points the attach at that host's own OVSDB).
-    `labels` and `named_ports`: "KEY=VALUE" and "NAME=PROTO/PORT" texts, as weft attach takes them."""
+    `labels` and `named_ports`: "KEY=VALUE" and "NAME=PROTO/PORT" texts, as weft attach takes them.
+    With `dns`, commands run in the container (`weft lab exec`) resolve names through Weft's resolver."""
     st = _require(name)
     c = st["containers"].get(container)
     if c is None:
@@ -697,6 +701,8 @@ def container_attach(name, container, network, ip=None, timeout=10.0, labels=(),
         argv += ["--ip", ip]
     argv += [arg for label in labels for arg in ("--label", label)]
     argv += [arg for named in named_ports for arg in ("--named-port", named)]
+    if dns:
+        argv.append("--dns")
     cmd, cmd_env = target_cmd(name, c["host"], argv)
     result = subprocess.run(cmd, env=cmd_env, capture_output=True, text=True)
     if result.returncode:
@@ -719,10 +725,16 @@ def container_del(name, container):
             raise LabError(f"detach of {container} failed: {result.stderr.strip()}")
     st = _require(name)
     st["containers"].pop(container)
-    if _netns_exists(c["netns"]):
-        _run(["ip", "netns", "del", c["netns"]])
+    _del_container_netns(c["netns"])
     st["netns"].remove(c["netns"])
     _save(st)
+
+
+def _del_container_netns(ns):
+    from weft.attach import remove_resolv_conf
+    if _netns_exists(ns):
+        _run(["ip", "netns", "del", ns])
+    remove_resolv_conf(ns)  # if `weft attach --dns` wrote one and no detach removed it
 
 
 def target_cmd(name, target, argv):

@@ -49,6 +49,8 @@ def add_lab_commands(subparsers):
                    help="with --network: a label of its port (repeatable), as weft attach --label")
     p.add_argument("--named-port", action="append", default=[], metavar="NAME=PROTO/PORT",
                    help="with --network: a named port of its port (repeatable), as weft attach --named-port")
+    p.add_argument("--dns", action="store_true", help="with --network: resolve names through Weft's resolver "
+                   "(weft attach --dns), in what `weft lab exec` runs there")
     p = cmd(csub, "del", _cli_container_del, "detach and delete a container namespace")
     p.add_argument("container")
 
@@ -95,14 +97,15 @@ def _cli_env(args):
 
 def _cli_container_add(args):
     lab = _lab()
-    for option, given in (("--ip", args.ip), ("--label", args.label), ("--named-port", args.named_port)):
+    for option, given in (("--ip", args.ip), ("--label", args.label), ("--named-port", args.named_port),
+                          ("--dns", args.dns)):
         if given and not args.network:
             raise lab.LabError(f"{option} needs --network")
     created = lab.container_add(args.name, args.container, args.host)
     if args.network:
         try:
             port = lab.container_attach(args.name, args.container, args.network, args.ip,
-                                        labels=args.label, named_ports=args.named_port)
+                                        labels=args.label, named_ports=args.named_port, dns=args.dns)
         except lab.LabError:
             lab.container_del(args.name, args.container)
             raise

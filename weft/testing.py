@@ -102,6 +102,20 @@ class Lab:
                                          f"{self.api.get('/v1/hosts')}")
                 time.sleep(0.1)
 
+    @contextlib.contextmanager
+    def controller_options(self, **options):
+        """The lab's controller restarted with these [weft] options (weft.conf) for the block, then
+        restarted as it was."""
+        conf = self.dir / "weft.conf"
+        original = conf.read_text()
+        with self.controller_stopped():
+            conf.write_text(original + "".join(f"{key} = {value}\n" for key, value in options.items()))
+        try:
+            yield
+        finally:
+            with self.controller_stopped():
+                conf.write_text(original)
+
     def exec(self, target, *cmd, check=True, timeout=60):
         """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
         argv, env = weftlab.target_cmd(self.name, target, cmd)
@@ -133,12 +147,14 @@ class Lab:
         """Create an empty container namespace on host; returns weft.lab.container_add's dict."""
         return weftlab.container_add(self.name, name, host)
 
-    def attach(self, name, host, network, ip=None, labels=(), named_ports=()):
+    def attach(self, name, host, network, ip=None, labels=(), named_ports=(), dns=False):
         """A container on host attached to network through `weft attach` run on that host; returns the
         port as the API describes it (up: its flows are acknowledged on every host that needs them).
-        `labels`, `named_ports`: "app=web", "http=TCP/80" texts, as weft attach takes them."""
+        `labels`, `named_ports`: "app=web", "http=TCP/80" texts, as weft attach takes them. With
+        `dns`, its resolv.conf names Weft's resolver (`weft attach --dns`)."""
         weftlab.container_add(self.name, name, host)
-        return weftlab.container_attach(self.name, name, network, ip, labels=labels, named_ports=named_ports)
+        return weftlab.container_attach(self.name, name, network, ip, labels=labels, named_ports=named_ports,
+                                        dns=dns)
 
     def weft(self, *args, target=None, check=True):
         """Runs the `weft` CLI against this lab's controller (in a host namespace when target is set)."""

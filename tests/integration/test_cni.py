@@ -132,6 +132,8 @@ def test_add_check_del(lab, container, version):
     assert ip["address"] == f"{port['ip']}/24" and ip["gateway"] == GATEWAY and ip["interface"] == 1
     assert ("version" in ip) == (version == "0.4.0")
     assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": GATEWAY}]
+    # Weft's resolver, for the runtime to write into the container's resolv.conf.
+    assert result["dns"] == {"nameservers": [GATEWAY], "search": [f"{NET}.svc.weft", f"{NET}.weft"]}
     assert [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"] == [port["ip"]]
     assert f"default via {GATEWAY} dev eth0" in lab.exec(c1["name"], "ip", "route").stdout
     # A Weft port named after the pod, marked as the CNI's, plugged into h1's br-int.

@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 from controller.dns import COUNTERS, CachedZone, DnsResponder, DnsZone
 from flows.model import PortState
 from flows.policy import ServicePort, ServiceState
+from onesum import ones_sum  # tests/unit is on sys.path
 
 CLIENT_MAC = bytes.fromhex("020000000001")
 GATEWAY_MAC = bytes.fromhex("0200000000fe")
@@ -38,15 +39,6 @@ ZONE = DnsZone(PORTS, SERVICES)
 # --------------------------------------------------------------------------------------------
 # Frames: a query as the switch hands it up, and checks on the reply as the client would see it
 # --------------------------------------------------------------------------------------------
-
-
-def ones_sum(data):
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def frame(payload, sport=33333, dport=53, ihl=5, proto=17, frag=0, total=None, udp_len=None):

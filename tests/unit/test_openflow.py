@@ -8,17 +8,20 @@ import threading
 import time
 
 import pytest
+from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields)
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from controller.flowsync import HostFlowSync
 from flows.compiler import compile_all
 from flows.examples import routed_topology, scale_topology, small_topology
 from flows.model import Bucket, Flow, Group, Meter
 from flows.ofctl import to_ofctl
-from flows.openflow import NX_EXPERIMENTER, NXT_CT_FLUSH, ct_flush_body
+from flows.openflow import NX_EXPERIMENTER, NXT_CT_FLUSH, ct_flush_body, encode_entry
 from flows.vocab import ACTIONS
 from ovsdb.idl import ThreadHub
 
-from fakeswitch import FakeSwitch, Refused, wire
+from fakeswitch import FakeDatapath, FakeSwitch, Refused, wire
 
 EVERY_ACTION = (
     ("meter", 7),
@@ -78,6 +81,27 @@ def test_groups_and_meters_survive_the_wire():
     assert to_ofctl(select) == ("group_id=5,type=select,"
                                 "bucket=weight:1,actions=ct(commit,zone=3,table=40,nat(dst=10.0.0.5:80)),"
                                 "bucket=weight:3,actions=ct(commit,zone=3,table=40,nat(dst=10.0.0.6:80))")
+
+
+@pytest.mark.skipif(not shutil.which("ovs-ofctl"), reason="ovs-ofctl is not installed (scripts/setup.sh installs it)")
+def test_ovs_itself_decodes_every_message_we_encode(tmp_path):
+    """OVS's own decoder (ovs-ofctl ofp-parse) on our bytes: it checks every length, which Ryu's
+    parser does not (a group whose bucket ended with nat(dst=IP:PORT) was 4 bytes short, and every
+    switch refused it with OFPBRC_BAD_LEN)."""
+    entries = list(_all_entries(compile_all(routed_topology())))
+    for nat in (("snat", "192.0.2.1"), ("dnat", "10.0.0.5", 8080), ("nat",), ("dnat", "10.0.0.6")):
+        entries.append(Group(len(entries), "select", (Bucket((("ct", True, 3, "L3_GATE", nat),)),)))
+        entries.append(Flow(30, 100, (("eth_type", 0x0800), ("in_port", len(entries))),
+                            (("ct", True, 9, "L3_GATE", nat),), 1))
+    messages = b""
+    for entry in entries:
+        msg = encode_entry(parser, ofp, FakeDatapath(), entry, "add")
+        msg.serialize()
+        messages += bytes(msg.buf)
+    (tmp_path / "messages").write_bytes(messages)
+    res = subprocess.run(["ovs-ofctl", "ofp-parse", str(tmp_path / "messages")], capture_output=True, text=True)
+    assert "error" not in res.stdout + res.stderr, res.stdout[:2000] + res.stderr
+    assert res.stdout.count("(OF1.3)") == len(entries)
 
 
 # --- HostFlowSync against the fake switch ----------------------------------------------------------
