@@ -72,6 +72,20 @@ class LineProc:
             self.proc.wait(timeout=5)
 
 
+def tcp_server(lab, container, port):
+    """bench/_tcpserver.py (accept, one byte, close) listening on `port` in `container`; the
+    caller terminates it (lab.down does too)."""
+    server = weftlab.spawn(lab.name, container, [PY, BENCH / "_tcpserver.py", port, lab.dir / f"{container}.tcp"],
+                           what=f"{container}: tcp server {port}", stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while f":{port} " not in lab.exec(container, "ss", "-Hltn").stdout:
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no server on port {port} in {container}")
+        time.sleep(0.05)
+    return server
+
+
 # ---------------------------------------------------------------- the lab's processes, from /proc
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
