@@ -1,11 +1,13 @@
 """Connection rate client for bench/service_dataplane.py, run inside the client container: N short
-TCP connections to IP:PORT (bench/_tcpserver.py answers one byte and closes), at most K open at a
-time, all from this one process (no fork per connection). Each connection is connect, read to the
-server's close, close: a full handshake and teardown through the path under test.
+TCP connections to IP:PORT (bench/_tcpserver.py answers one byte), at most K open at a time, all
+from this one process (no fork per connection). Each connection is connect, read the byte, close
+(the client first; the server closes on seeing it): a handshake, a reply and a teardown through the
+path under test. Each connection holds its client port in TIME_WAIT for 60 s afterwards, so the
+client's ip_local_port_range bounds the connections per minute.
 
     python bench/_connrate.py IP PORT N K
 prints one JSON line: {"n", "seconds" (first connect to last close), "failed", "ms": [per-connection
-time, connect to close]}. Python's start-up is outside the timed part.
+time, connect to the byte]}. Python's start-up is outside the timed part.
 """
 import errno
 import json
@@ -60,13 +62,13 @@ def main():
             else:
                 try:
                     if sock.recv(64):
-                        continue  # the byte; its close comes next
+                        times.append(now - state[0])
+                    else:
+                        failed += 1  # closed without the byte
                 except OSError:
                     failed += 1
-                else:
-                    times.append(now - state[0])
                 sel.unregister(sock)
-                sock.close()
+                sock.close()  # first: TIME_WAIT stays here (see _tcpserver.py)
             while started < n and len(sel.get_map()) < k:
                 start()
         if not sel.get_map():

@@ -3,7 +3,7 @@ backend, in one run; and both with a NetworkPolicy selecting the backend (one al
 none, for what conntrack on the ACL costs.
 
 2 hosts, one network n1: client `c` on h1 (app=client), backend `be` on h2 (app=be) running iperf3
-(5201) and bench/_tcpserver.py (8000: accept, one byte, close). Service `be`: selector app=be,
+(5201) and bench/_tcpserver.py (8000: accept, send one byte, close after the client). Service `be`: selector app=be,
 ports 5201 -> 5201 and 80 -> 8000, one backend. Targets, from c:
   direct:  be's address, ports 5201 and 8000;
   service: the VIP, ports 5201 and 80: the same path plus ct(nat) on h1 (DNAT to be on the way out,
@@ -12,13 +12,13 @@ Policy `be-allow`, when on: selects be, one ingress rule from app=client to TCP 
 then takes be's traffic through conntrack in both directions (ACL_INGRESS, ACL_EGRESS).
 Each repetition runs policy off and on (order flipped every repetition), each with both targets
 (order flipped too): iperf3 -t SECONDS (the receiver's rate), then CONNS connections one at a time
-and CONNS with 8 in flight (bench/_connrate.py in c, one process: connect, read the byte, see the
-close, close). Medians over the repetitions. Counters prove the path: packets through the service's
+and CONNS with 8 in flight (bench/_connrate.py in c, one process: connect, read the byte, close),
+from disjoint client port ranges per target (see PORT_RANGES). Medians over the repetitions. Counters prove the path: packets through the service's
 select group on h1 (one per new connection) and through h2's conntrack ACL flows, per mode.
 Baselines: the same connection loop inside be to 127.0.0.1 (no OVS: Python and the kernel), and a
 shell loop in c running `socat` once per connection (what a fork + exec per connection costs).
 
-    sudo .venv/bin/python bench/service_dataplane.py [--quick] [--reps 5] [--seconds 3] [--conns 2000]
+    sudo .venv/bin/python bench/service_dataplane.py [--quick] [--reps 5] [--seconds 3] [--conns 1500]
 Target (issue 10): service/direct throughput >= 0.95. Set net.core.rmem_default=4194304 for the run
 (pitfall 9 of measuring.md) and restore it.
 """
@@ -46,11 +46,10 @@ POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
                                 "ports": [{"protocol": "TCP", "port": 5201}, {"protocol": "TCP", "port": 8000}]}]}}
 INFLIGHT = 8
-# Client ports per target, disjoint: a direct connection reusing the port of an earlier connection
-# to the VIP meets that one's state (docs/benchmarks.md, issue 10: h1's LB conntrack entry turns the
-# direct reply's source into the VIP; be's TIME_WAIT refuses a SYN whose timestamps, offset per
-# destination, run behind, and h1's conntrack drops the client's RST that would clear it).
-PORT_RANGES = {"direct": "20000 39999", "service": "40000 59999"}
+# Client ports per target, disjoint: a direct connection from the port of an earlier connection to
+# the VIP would meet that one's conntrack entry on h1, which turns the direct reply's source into
+# the VIP (docs/benchmarks.md, issue 10). Each range holds the TIME_WAITs of a minute's connections.
+PORT_RANGES = {"direct": "10000 35999", "service": "36000 61999"}
 
 
 def conn_rate(lab, src, ip, port, n, k):
@@ -93,7 +92,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 repetition of 2 s, 500 connections")
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--conns", type=int, default=2000, help="connections per connection-rate run")
+    ap.add_argument("--conns", type=int, default=1500, help="connections per connection-rate run")
     a = ap.parse_args()
     seconds, reps, conns = (2, 1, 500) if a.quick else (a.seconds, a.reps, a.conns)
 
