@@ -123,8 +123,8 @@ def port_acl_flows(port: PortState, zone: int, egress: bool, ingress: bool) -> f
     cookie = acl_cookie(port)
     flows = set()
     for side, selected in ((EGRESS, egress), (INGRESS, ingress)):
-        this_port = ((side.port_reg, port.key),)
-        flows.add(Flow(side.ct_table.id, 100, (*this_port, IPV4),
+        this_port = ((side.port_reg, port.key), IPV4)  # (ct needs the IPv4 match: OVS refuses it otherwise)
+        flows.add(Flow(side.ct_table.id, 100, this_port,
                        (("ct", False, zone, side.eval_table.name, None),), cookie))
         flows.add(Flow(side.eval_table.id, PRIORITY_PORT_DEFAULT, this_port,
                        () if selected else _commit(side, zone), cookie))
@@ -261,11 +261,10 @@ def _fragment(flows: Iterable[Flow]) -> frozenset[Flow]:
     return frozenset(merge(same) for same in by_key.values())
 
 
-def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
-                 ) -> dict[str, frozenset[Flow]]:
-    """A policy's rule flows per host (the hosts of the ports it selects)."""
+def policy_flows(view: _View, policy: PolicyState, selected: list[PortState], pid: int,
+                 zone: int) -> dict[str, frozenset[Flow]]:
+    """A policy's rule flows per host (the hosts of the `selected` ports)."""
     cookie = make_cookie(Category.POLICY, pid)
-    selected = view.selected(policy)
     shared: list[Flow] = []  # the same on every host
     per_port: list[tuple[PortState, Flow]] = []  # clause 1 / direct flows: on the port's host
     for side in SIDES:
@@ -282,7 +281,7 @@ def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
             if any(not c for c in clauses):
                 continue  # a clause nothing can satisfy: the rule allows nothing
             if not clauses:
-                per_port += [(p, Flow(table, PRIORITY_DIRECT, ((side.port_reg, p.key),),
+                per_port += [(p, Flow(table, PRIORITY_DIRECT, ((side.port_reg, p.key), IPV4),
                                       _commit(side, zone), cookie)) for p in selected]
                 continue
             conj = conj_id(pid, side, index)
@@ -292,8 +291,8 @@ def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
             for clause, matches in enumerate(clauses, start=2):
                 shared += [Flow(table, PRIORITY_RULE, m, (("conjunction", conj, clause, n),), cookie)
                            for m in matches]
-            shared.append(Flow(table, PRIORITY_RULE, (("conj_id", conj),), _commit(side, zone),
-                               cookie))
+            shared.append(Flow(table, PRIORITY_RULE, (("conj_id", conj), IPV4),
+                               _commit(side, zone), cookie))
     by_host: dict[str, list[Flow]] = {}
     for port, flow in per_port:
         binding = view.topo.bindings.get(port.name)
@@ -301,7 +300,8 @@ def policy_flows(view: _View, policy: PolicyState, pid: int, zone: int
             by_host.setdefault(binding.host, []).append(flow)
     hosts = {view.topo.bindings[p.name].host for p in selected
              if p.name in view.topo.bindings and view.topo.bindings[p.name].host in view.topo.hosts}
-    return {host: _fragment([*by_host.get(host, ()), *shared]) for host in hosts}
+    everywhere = _fragment(shared)  # merged once: per-port flows never share a key with these
+    return {host: _fragment(by_host.get(host, ())) | everywhere for host in hosts}
 
 
 def compile_acls(topo: Topology) -> dict[str, dict[int, frozenset[Flow]]]:
@@ -317,11 +317,12 @@ def compile_acls(topo: Topology) -> dict[str, dict[int, frozenset[Flow]]]:
         network = topo.networks.get(policy.network)
         if network is None or network.key >= ACL_ZONE_LIMIT:
             continue  # not in the NB yet, or refused by the API (its zone would be a LB zone)
-        for port in view.selected(policy):
+        selected = view.selected(policy)
+        for port in selected:
             flags = directions.setdefault(port.name, [False, False])
             flags[0] |= policy.egress is not None
             flags[1] |= policy.ingress is not None
-        for host, flows in policy_flows(view, policy, ids[key], network.key).items():
+        for host, flows in policy_flows(view, policy, selected, ids[key], network.key).items():
             if flows:
                 result.setdefault(host, {})[make_cookie(Category.POLICY, ids[key])] = flows
     for name, (egress, ingress) in directions.items():

@@ -18,8 +18,9 @@ per backend; one without it is not a backend of that port). On every host with a
                  (SERVICE_HAIRPIN), straight back to the backend
 
 type LoadBalancer, on the router's gateway host: ARP for the service's external address is
-answered with the gateway's MAC, and IPv4 to it from the uplink enters SERVICE in the router's
-datapath, like a client; a backend's reply, tunnelled to the gateway host, is un-DNATed there
+answered with the gateway's MAC, and a connection to it from the uplink enters the service's
+load balancing in the router's datapath (UPLINK_IN -> ct -> SERVICE_NAT), like a client's; a
+backend's reply, tunnelled to the gateway host, is un-DNATed there
 (GATEWAY, LB zone) and leaves by UPLINK_OUT, bypassing the router's SNAT.
 
 Groups: id = service key << 8 | port index. Owner: SERVICE|service key on each client host (and
@@ -99,9 +100,10 @@ def backends(topo: Topology, service: ServiceState) -> list[PortState]:
 
 @lru_cache(maxsize=4096)
 def service_flows(service: ServiceState, network: NetworkState, leg_macs: tuple,
-                  chosen: tuple[PortState, ...]) -> frozenset:
+                  chosen: tuple[PortState, ...], ofports: tuple[int, ...]) -> frozenset:
     """A service's flows on a client host. leg_macs: (client network key, its router leg MAC in
-    the service's network or None for the service's own network) for every client network."""
+    the service's network or None for the service's own network) for every client network;
+    ofports: each chosen backend's, on its host."""
     cookie, key = service_cookie(service), service.key
     entries: set = set()
     for index, sp in enumerate(service.ports):
@@ -143,7 +145,11 @@ def service_flows(service: ServiceState, network: NetworkState, leg_macs: tuple,
                               ("ipv4_dst", service.cluster_ip), *reply),
                              (("set_field", REG_SERVICE, key),
                               ("ct", False, HAIRPIN_ZONE, SERVICE_HAIRPIN.name, ("nat",))), cookie))
-    for b in chosen:
+    for b, ofport in zip(chosen, ofports):
+        # A hairpin connection leaves by the port it came in by, which OpenFlow only allows as
+        # IN_PORT (an output to the in_port is dropped). Only on b's host can it match.
+        entries.add(Flow(OUTPUT.id, PRIORITY_HAIRPIN, ((REG_OUTPORT, b.key), ("in_port", ofport)),
+                         (("output", OFPP_IN_PORT),), cookie))
         for client_key, leg_mac in leg_macs:
             to_backend = ((REG_SERVICE, key), (REG_DATAPATH, client_key), IPV4,
                           ("ipv4_dst", b.ip))
@@ -196,17 +202,14 @@ def load_balancer_flows(service: ServiceState, network: NetworkState, router: Ro
         Flow(UPLINK_IN.id, PRIORITY,
              (("arp_op", ARP_REQUEST), ("arp_tpa", lb_ip), ("eth_type", ETH_TYPE_ARP)),
              _arp_answer(gw.mac, lb_ip), cookie),
-        Flow(UPLINK_IN.id, PRIORITY, (IPV4, ("ipv4_dst", lb_ip)),
-             (("set_field", REG_DATAPATH, router.key), goto(SERVICE)), cookie),
         # the backend's reply has been un-DNATed: out, as the load balancer's address
         Flow(GATEWAY.id, PRIORITY_HAIRPIN + 10,
              (*in_router, (REG_LB_CHECKED, 1), ("ct_zone", LB_ZONE), CT_STATE_EST),
              (goto(UPLINK_OUT),), cookie),
     }
-    for sp in service.ports:
-        entries.add(Flow(SERVICE.id, PRIORITY, (*in_router, ("ipv4_dst", lb_ip),
-                                                *_l4(sp.protocol, sp.port)),
-                         (("set_field", REG_SERVICE, key),
+    for sp in service.ports:  # (ct recirculates back to SERVICE_NAT: a goto may only go forward)
+        entries.add(Flow(UPLINK_IN.id, PRIORITY, (("ipv4_dst", lb_ip), *_l4(sp.protocol, sp.port)),
+                         (("set_field", REG_DATAPATH, router.key), ("set_field", REG_SERVICE, key),
                           ("ct", False, LB_ZONE, SERVICE_NAT.name, ("nat",))), cookie))
         for b in chosen:
             t = target_port(b, sp)
@@ -247,7 +250,8 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
                           else legs[service.network])
                          for n in clients if n in topo.networks)
         chosen = tuple(backends(topo, service))
-        entries = service_flows(service, network, leg_macs, chosen)
+        ofports = tuple(topo.bindings[b.name].ofport for b in chosen)
+        entries = service_flows(service, network, leg_macs, chosen, ofports)
         hosts = set().union(*(local_networks.get(n, set()) for n in clients))
         for host in hosts:
             result.setdefault(host, {})[service_cookie(service)] = entries
@@ -257,5 +261,5 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
                                              chosen)
             owners = result.setdefault(router.gateway.host, {})
             owners[service_cookie(service)] = owners.get(service_cookie(service), frozenset()) \
-                | service_flows(service, network, leg_macs, chosen) | on_gateway
+                | entries | on_gateway
     return result

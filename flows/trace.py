@@ -286,7 +286,7 @@ class Tracer:
                 before = dict(pkt)
                 kind, arg, note = self._apply(flow, host, pkt, conntrack)
                 next_host = None
-                if kind == "output" and arg == TUNNEL_OFPORT:
+                if kind == "output" and (pkt["in_port"] if arg == OFPP_IN_PORT else arg) == TUNNEL_OFPORT:
                     remote_ip = int_to_value("tun_ipv4_dst", pkt.get("tun_ipv4_dst", 0))
                     next_host = self._host_by_ip.get(remote_ip)
                     note = f"tunnel to {next_host or remote_ip}, tun_id={pkt.get('tunnel_id', 0)}"
@@ -308,6 +308,9 @@ class Tracer:
                     return end(DROPPED, table=table_name, reason=arg)
                 break
 
+            if arg == pkt.get("in_port") and arg != OFPP_IN_PORT:  # as OpenFlow switches do
+                return end(DROPPED, table=table_name,
+                           reason=f"output to its own in_port {arg} (only IN_PORT may send it back)")
             output = pkt["in_port"] if arg == OFPP_IN_PORT else arg
             if output == UPLINK_OFPORT:
                 return end(SENT_OUT_UPLINK, packet=_strip(pkt))

@@ -7,7 +7,7 @@ from flows.compiler import compile_all
 from flows.examples import small_topology
 from flows.model import (ARP_REPLY, ETH_TYPE_ARP, OFPVID_NONE, OFPVID_PRESENT, Binding, Flow,
                          HostState, NetworkState, PortState, Topology)
-from flows.pipeline import TUNNEL_OFPORT
+from flows.pipeline import OFPP_IN_PORT, TUNNEL_OFPORT
 from flows.trace import (DELIVERED, DROPPED, LOOP, TUNNELLED_TO_UNKNOWN, Tracer, format_trace,
                          trace, trace_from_port)
 from tags import MAYBE_TAGGED  # tests/unit is on sys.path
@@ -237,8 +237,10 @@ def test_every_port_reaches_every_port_of_its_network(topo, data):
 def test_loop_guard():
     topo = small_topology()
     bounce = {"h1": "192.168.0.2", "h2": "192.168.0.1"}
-    compiled = {host: {1: frozenset({Flow(0, 1, (), (("set_field", "tun_ipv4_dst", ip),
-                                                     ("output", TUNNEL_OFPORT)), 1)})}
-                for host, ip in bounce.items()}
+    # Back into the tunnel it came from: IN_PORT, since OpenFlow drops an output to the in_port.
+    compiled = {host: {1: frozenset({
+        Flow(0, 2, (("in_port", 1),), (("set_field", "tun_ipv4_dst", ip), ("output", TUNNEL_OFPORT)), 1),
+        Flow(0, 1, (), (("set_field", "tun_ipv4_dst", ip), ("output", OFPP_IN_PORT)), 1)})}
+        for host, ip in bounce.items()}
     result = Tracer(topo, compiled, max_hops=4).trace("h1", {"in_port": 1})
     assert result.verdict.kind == LOOP and len(result.steps) == 4

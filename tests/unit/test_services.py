@@ -175,3 +175,36 @@ def test_a_load_balancer_service_answers_from_outside_and_replies_leave_as_its_a
     assert back.verdict.kind == SENT_OUT_UPLINK, back
     assert (back.verdict.packet["ipv4_src"], back.verdict.packet["tcp_src"]) == ("203.0.113.50", 80)
     assert back.verdict.packet["ipv4_dst"] == "198.51.100.7"
+
+
+def test_every_goto_goes_forward_as_openflow_requires():
+    """A goto-table to an earlier table is refused (OFPBIC_BAD_TABLE_ID); ct recirculation may."""
+    from dataclasses import replace
+    from flows.model import Flow, GatewayState
+    from flows.pipeline import TABLE_BY_NAME
+    base = with_services(replace(service(), load_balancer_ip="203.0.113.50"),
+                         service(name="aff", affinity=True))
+    gateway = GatewayState("h3", "02:ee:00:00:00:01", "203.0.113.10", 24, "203.0.113.1",
+                           "02:ee:00:00:00:fe")
+    topo = base.replace(routers=[replace(base.routers["r1"], gateway=gateway)])
+    for host in compile_all(topo).values():
+        for entries in host.values():
+            for flow in entries:
+                if isinstance(flow, Flow) and flow.actions and flow.actions[-1][0] == "goto":
+                    assert TABLE_BY_NAME[flow.actions[-1][1]].id > flow.table, flow
+
+
+def test_every_ct_flow_matches_ipv4_as_ovs_requires():
+    """OVS refuses ct() in a flow whose match does not pin eth_type (OFPBAC_MATCH_INCONSISTENT)."""
+    from flows.model import Flow
+    from flows.policy import PolicyRule
+    from test_policy_conformance import policy
+    topo = with_services(service(), service(name="aff", affinity=True),
+                         policies=(policy("in", sel(app="db"), ingress=(PolicyRule(),)),
+                                   policy("out", sel(app="web"), egress=(PolicyRule(
+                                       peers=(Peer(sel(app="db")),)),))))
+    for host in compile_all(topo).values():
+        for entries in host.values():
+            for flow in entries:
+                if isinstance(flow, Flow) and any(a[0] == "ct" for a in flow.actions):
+                    assert ("eth_type", 0x0800) in flow.match, flow
