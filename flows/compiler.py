@@ -18,8 +18,9 @@ Who owns which flows (one cookie per object):
           unbound, on every   ARP_RESPONDER, + NEIGHBOR if routed (1, routed 2): a peer's first
           host that needs     ARP is answered while the port is still being plugged
           its network
-  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (enter
-          the router          the router), ROUTING (subnet; ping reply for its address) (4); per static route:
+  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), 2x L3_GATE (enter
+          the router          the router by its MAC or the network's own gateway MAC), ROUTING
+                              (subnet; ping reply for its address) (5); per static route:
                               ROUTING (1); with a gateway: the default route (1)
           on its gateway      also CLASSIFY (tun_id = router key), UPLINK_IN (ARP reply, next
           host                hop ARP to controller, IPv4 into ct), L3_GATE (established /
@@ -254,6 +255,12 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
                   ("set_field", "icmpv4_type", ICMP_ECHO_REPLY), ("output", OFPP_IN_PORT)),
                  cookie),
             Flow(L3_GATE.id, PRIORITY_OBJECT, in_net,
+                 (("set_field", REG_DATAPATH, key), goto(ROUTING)), cookie),
+            # A container that learned the gateway's MAC before the router came (the network
+            # answered for its gateway IP itself) keeps reaching the router through it.
+            Flow(L3_GATE.id, PRIORITY_OBJECT,
+                 ((REG_DATAPATH, net.key), ("eth_dst", network_gateway_mac(net.key)),
+                  ("eth_type", ETH_TYPE_IPV4)),
                  (("set_field", REG_DATAPATH, key), goto(ROUTING)), cookie),
             Flow(ROUTING.id, route_priority(net.cidr, attached=True),
                  ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
