@@ -16,6 +16,7 @@ from controller.manifests import ManifestError
 from controller.topology import policy_state, service_state
 from controller.validate import ApiError
 from flows.compiler import compile_all
+from flows.acl import ACL_ZONE_LIMIT
 from flows.plan import plan as plan_flows
 from ovsdb.idl import TransactionError
 from ovsdb.nb import MAX_SERVICE_KEY, ServicesTaken
@@ -581,6 +582,11 @@ class NorthboundApi:
         if m.network not in state.networks:
             raise _refused(400, m.error("metadata.namespace", f"no network named {v.shown(m.network)} (a "
                                                               "Weft network is the manifest's namespace)"))
+        if m.kind == "NetworkPolicy" and state.networks[m.network].vni >= ACL_ZONE_LIMIT:
+            raise _refused(400, m.error("metadata.namespace", f"network {m.network}'s VNI "
+                                        f"{state.networks[m.network].vni} is its conntrack zone, and zones "
+                                        f"from {ACL_ZONE_LIMIT} up are the load balancer's: policies and "
+                                        "policies need a network with a smaller VNI"))
         table = KINDS[m.kind]
         qualified = f"{m.network}/{m.name}"
         existing = (state.policies if table == "Policy" else state.services).get(qualified)

@@ -20,10 +20,12 @@ import re
 from dataclasses import dataclass
 
 from controller import validate
+from flows import acl
 from flows.policy import (PROTOCOLS, IpBlock, Labels, Peer, PolicyPort, PolicyRule, PolicyState,
                           Requirement, Selector, ServicePort, ServiceState)
 
 MAX_DOCUMENTS = 1000       # per file (or request), the items of a List included
+MAX_RULES = acl.MAX_RULES  # ingress or egress rules of one policy
 MAX_ITEMS = 1000           # per list: rules, peers, ports, except entries, expressions, values, labels...
 MAX_STRING = 64 * 1024     # any one string
 MAX_ANNOTATIONS = 256 * 1024  # Kubernetes' limit on the total size of an object's annotations
@@ -512,7 +514,11 @@ def _peer(peer, path, warnings):
 
 def _rules(spec, direction, peers_key, path, warnings):
     rules = []
-    for i, rule in enumerate(_list(spec, direction)):
+    listed = _list(spec, direction)
+    if len(listed) > MAX_RULES:  # each rule is one conjunction id of 7 bits (flows.acl)
+        _fail(_child(path, direction), f"has {len(listed)} rules; Weft takes at most {MAX_RULES} "
+                                       "per direction in one policy (split it into several)")
+    for i, rule in enumerate(listed):
         at = f"{path}.{direction}[{i}]"
         peers = tuple(_peer(peer, f"{at}.{peers_key}[{j}]", warnings) for j, peer in enumerate(_list(rule, peers_key)))
         ports = tuple(_policy_port(port, f"{at}.ports[{j}]") for j, port in enumerate(_list(rule, "ports")))

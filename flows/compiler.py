@@ -18,8 +18,9 @@ Who owns which flows (one cookie per object):
           unbound, on every   ARP_RESPONDER, + NEIGHBOR if routed (1, routed 2): a peer's first
           host that needs     ARP is answered while the port is still being plugged
           its network
-  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), L3_GATE (enter
-          the router          the router), ROUTING (subnet; ping reply for its address) (4); per static route:
+  ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), 2x L3_GATE (enter
+          the router          the router by its MAC or the network's own gateway MAC), ROUTING
+                              (subnet; ping reply for its address) (5); per static route:
                               ROUTING (1); with a gateway: the default route (1)
           on its gateway      also CLASSIFY (tun_id = router key), UPLINK_IN (ARP reply, next
           host                hop ARP to controller, IPv4 into ct), L3_GATE (established /
@@ -47,17 +48,17 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from flows.acl import compile_acls, static_acl_flows
-from flows.services import compile_services, static_service_flows
 from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
                          ETH_TYPE_IPV4, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IP_PROTO_ICMP,
-                         IP_PROTO_UDP,
-                         OFPVID_NONE, Action, Binding, FloatingIpState, Flow, HostState,
-                         NetworkState, PortState, RouterPortState, RouterState, Topology)
-from flows.pipeline import (ARP_RESPONDER, CLASSIFY, DNS, DNS_METER, FLAG_FROM_TUNNEL, GATEWAY, L2_LOOKUP,
-                            L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
+                         IP_PROTO_UDP, OFPVID_NONE, Action, Binding, FloatingIpState, Flow,
+                         HostState, NetworkState, PortState, RouterPortState, RouterState,
+                         Topology, arp_reply, arp_request_for)
+from flows.pipeline import (ARP_RESPONDER, CLASSIFY, DNS, DNS_METER, FLAG_FROM_TUNNEL, GATEWAY,
+                            L2_LOOKUP, L3_GATE, NAT, NEIGHBOR, OFPP_IN_PORT, OUTPUT, PORT_SECURITY,
                             REG_DATAPATH, REG_FLAGS, REG_INPORT, REG_NEXT_HOP, REG_OUTPORT,
                             ROUTING, STATIC_COOKIE, TUNNEL_OFPORT, UPLINK_IN, UPLINK_OFPORT,
                             UPLINK_OUT, Category, goto, make_cookie, proceed)
+from flows.services import compile_services, static_service_flows
 
 PRIORITY_SPECIFIC = 110  # beats the object's general flow (ping to the gateway, floating IPs)
 PRIORITY_OBJECT = 100  # a flow for a known port, network or router
@@ -105,22 +106,6 @@ def _ip_prefix(cidr: str) -> tuple[str, str]:
     return (str(network.network_address), str(network.netmask))
 
 
-def _arp_reply(mac: str, ip: str) -> tuple[Action, ...]:
-    """Turn an ARP request for `ip` into the reply `ip is-at mac`, back out the in_port."""
-    return (("move", "eth_src", "eth_dst", 48),
-            ("set_field", "eth_src", mac),
-            ("set_field", "arp_op", ARP_REPLY),
-            ("move", "arp_sha", "arp_tha", 48),
-            ("set_field", "arp_sha", mac),
-            ("move", "arp_spa", "arp_tpa", 32),
-            ("set_field", "arp_spa", ip),
-            ("output", OFPP_IN_PORT))
-
-
-def _arp_request_for(ip: str) -> tuple:
-    return (("arp_op", ARP_REQUEST), ("arp_tpa", ip), ("eth_type", ETH_TYPE_ARP))
-
-
 # ---------------------------------------------------------------------------------------------
 # Fragments: pure functions of frozen values, memoized (bounded, so a long-running controller
 # does not keep every port it ever saw).
@@ -158,8 +143,8 @@ def network_flows(network: NetworkState, routed: bool) -> frozenset[Flow]:
     }
     if not routed:
         flows.add(Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
-                       (*_arp_request_for(network.gateway_ip), (REG_DATAPATH, vni)),
-                       _arp_reply(network_gateway_mac(vni), network.gateway_ip), cookie))
+                       (*arp_request_for(network.gateway_ip), (REG_DATAPATH, vni)),
+                       arp_reply(network_gateway_mac(vni), network.gateway_ip), cookie))
     return frozenset(flows)
 
 
@@ -173,8 +158,8 @@ def network_gateway_mac(vni: int) -> str:
 def _arp_responder(port: PortState, vni: int) -> Flow:
     """The same on every host that has the network: built once, shared."""
     return Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
-                (*_arp_request_for(port.ip), (REG_DATAPATH, vni)),
-                _arp_reply(port.mac, port.ip), port_cookie(port))
+                (*arp_request_for(port.ip), (REG_DATAPATH, vni)),
+                arp_reply(port.mac, port.ip), port_cookie(port))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -257,8 +242,8 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
         in_net = ((REG_DATAPATH, net.key), ("eth_dst", rp.mac), ("eth_type", ETH_TYPE_IPV4))
         flows |= {
             Flow(ARP_RESPONDER.id, PRIORITY_OBJECT,
-                 (*_arp_request_for(net.gateway_ip), (REG_DATAPATH, net.key)),
-                 _arp_reply(rp.mac, net.gateway_ip), cookie),
+                 (*arp_request_for(net.gateway_ip), (REG_DATAPATH, net.key)),
+                 arp_reply(rp.mac, net.gateway_ip), cookie),
             # An echo request to any of the router's addresses, from any of its networks, is
             # answered in place, from the leg it came in by: swap the MACs (through the stack),
             # set the IPs (the router's address is known); OVS fixes the ICMP checksum.
@@ -270,6 +255,12 @@ def router_flows(router: RouterState, attached: Attached, gateway_encap_ip: str 
                   ("set_field", "icmpv4_type", ICMP_ECHO_REPLY), ("output", OFPP_IN_PORT)),
                  cookie),
             Flow(L3_GATE.id, PRIORITY_OBJECT, in_net,
+                 (("set_field", REG_DATAPATH, key), goto(ROUTING)), cookie),
+            # A container that learned the gateway's MAC before the router came (the network
+            # answered for its gateway IP itself) keeps reaching the router through it.
+            Flow(L3_GATE.id, PRIORITY_OBJECT,
+                 ((REG_DATAPATH, net.key), ("eth_dst", network_gateway_mac(net.key)),
+                  ("eth_type", ETH_TYPE_IPV4)),
                  (("set_field", REG_DATAPATH, key), goto(ROUTING)), cookie),
             Flow(ROUTING.id, route_priority(net.cidr, attached=True),
                  ((REG_DATAPATH, key), ("eth_type", ETH_TYPE_IPV4),
@@ -318,7 +309,7 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
         Flow(CLASSIFY.id, PRIORITY_OBJECT, (("in_port", TUNNEL_OFPORT), ("tunnel_id", key)),
              (("set_field", REG_DATAPATH, key), goto(GATEWAY)), cookie),
         # From the outside.
-        Flow(UPLINK_IN.id, PRIORITY_OBJECT, _arp_request_for(gw.ip), _arp_reply(gw.mac, gw.ip),
+        Flow(UPLINK_IN.id, PRIORITY_OBJECT, arp_request_for(gw.ip), arp_reply(gw.mac, gw.ip),
              cookie),
         Flow(UPLINK_IN.id, PRIORITY_OBJECT,
              (("arp_op", ARP_REPLY), ("arp_spa", gw.next_hop), ("arp_tpa", gw.ip),
@@ -345,8 +336,8 @@ def _gateway_flows(router: RouterState, floating: Floating, cookie: int) -> set[
                        cookie))
     for fip, port_ip in floating:
         flows |= {
-            Flow(UPLINK_IN.id, PRIORITY_OBJECT, _arp_request_for(fip.ip),
-                 _arp_reply(gw.mac, fip.ip), cookie),
+            Flow(UPLINK_IN.id, PRIORITY_OBJECT, arp_request_for(fip.ip),
+                 arp_reply(gw.mac, fip.ip), cookie),
             Flow(UPLINK_IN.id, PRIORITY_OBJECT, (ipv4, ("ipv4_dst", fip.ip)), enter_router,
                  cookie),
             Flow(L3_GATE.id, PRIORITY_SPECIFIC,

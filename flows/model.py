@@ -31,6 +31,22 @@ ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 
 
+def arp_reply(mac: str, ip: str) -> tuple[Action, ...]:
+    """Turn an ARP request for `ip` into the reply `ip is-at mac`, back out the in_port."""
+    return (("move", "eth_src", "eth_dst", 48),
+            ("set_field", "eth_src", mac),
+            ("set_field", "arp_op", ARP_REPLY),
+            ("move", "arp_sha", "arp_tha", 48),
+            ("set_field", "arp_sha", mac),
+            ("move", "arp_spa", "arp_tpa", 32),
+            ("set_field", "arp_spa", ip),
+            ("output", OFPP_IN_PORT))
+
+
+def arp_request_for(ip: str) -> tuple:
+    return (("arp_op", ARP_REQUEST), ("arp_tpa", ip), ("eth_type", ETH_TYPE_ARP))
+
+
 # --------------------------------------------------------------------------------------------
 # Topology
 # --------------------------------------------------------------------------------------------

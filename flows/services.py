@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 
-from flows.model import (ARP_REPLY, ARP_REQUEST, CT_EST, CT_NEW, CT_TRK, ETH_TYPE_ARP,
-                         ETH_TYPE_IPV4, IP_PROTO_SCTP, IP_PROTO_TCP, IP_PROTO_UDP, OFPP_IN_PORT,
-                         Bucket, Flow, Group, Meter, NetworkState, PortState, RouterState,
-                         Topology)
+from flows.model import (CT_EST, CT_NEW, CT_TRK, ETH_TYPE_IPV4, IP_PROTO_SCTP, IP_PROTO_TCP,
+                         IP_PROTO_UDP, OFPP_IN_PORT, Bucket, Flow, Group, Meter, NetworkState,
+                         PortState, RouterState, Topology, arp_reply, arp_request_for)
 from flows.pipeline import (DNS, DNS_BURST, DNS_METER, DNS_RATE, GATEWAY, HAIRPIN_ZONE,
                             LB_ZONE, OUTPUT, REG_BACKEND, REG_DATAPATH, REG_LB_CHECKED,
                             REG_OUTPORT, REG_SERVICE, UPLINK_IN, UPLINK_OUT,
@@ -184,13 +183,6 @@ def backend_endpoints(topo: Topology) -> frozenset[tuple[int, str, int]]:
                      if (t := target_port(b, sp)) is not None)
 
 
-def _arp_answer(mac: str, ip: str) -> tuple:
-    return (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
-            ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
-            ("set_field", "arp_sha", mac), ("move", "arp_spa", "arp_tpa", 32),
-            ("set_field", "arp_spa", ip), ("output", OFPP_IN_PORT))
-
-
 @lru_cache(maxsize=1024)
 def load_balancer_flows(service: ServiceState, network: NetworkState, router: RouterState,
                         leg_mac: str, chosen: tuple[PortState, ...]) -> frozenset:
@@ -199,9 +191,7 @@ def load_balancer_flows(service: ServiceState, network: NetworkState, router: Ro
         router.gateway
     in_router = ((REG_DATAPATH, router.key),)
     entries = {
-        Flow(UPLINK_IN.id, PRIORITY,
-             (("arp_op", ARP_REQUEST), ("arp_tpa", lb_ip), ("eth_type", ETH_TYPE_ARP)),
-             _arp_answer(gw.mac, lb_ip), cookie),
+        Flow(UPLINK_IN.id, PRIORITY, arp_request_for(lb_ip), arp_reply(gw.mac, lb_ip), cookie),
         # the backend's reply has been un-DNATed: out, as the load balancer's address
         Flow(GATEWAY.id, PRIORITY_HAIRPIN + 10,
              (*in_router, (REG_LB_CHECKED, 1), ("ct_zone", LB_ZONE), CT_STATE_EST),

@@ -48,6 +48,7 @@ def netns_path(container):
 
 RESOLV_MARK = "# Weft's resolver, written by `weft attach --dns` for port "
 NETNS_DIRS = ("/var/run/netns/", "/run/netns/")
+NETNS_ETC = "/etc/netns"  # NAME/resolv.conf there is what `ip netns exec NAME` mounts over /etc
 
 
 def resolv_conf_path(container):
@@ -57,7 +58,7 @@ def resolv_conf_path(container):
     name = next((container[len(d):] for d in NETNS_DIRS if container.startswith(d)), container)
     if not name or name.isdigit() or "/" in name or name in (".", ".."):
         return None
-    return f"/etc/netns/{name}/resolv.conf"
+    return f"{NETNS_ETC}/{name}/resolv.conf"
 
 
 def _resolv_conf_owner(path):
@@ -97,7 +98,7 @@ def write_resolv_conf(path, port):
 
 def remove_resolv_conf(container, port=None):
     """Removes the resolv.conf `weft attach --dns` wrote for the container (for `port`, or for any
-    port), and its /etc/netns/NAME directory if that is then empty. Anything else stays."""
+    port), and its /etc/netns/NAME directory (and /etc/netns) if then empty. Anything else stays."""
     path = resolv_conf_path(container)
     owner = path and _resolv_conf_owner(path)
     if owner is None or (port is not None and owner != port):
@@ -106,6 +107,7 @@ def remove_resolv_conf(container, port=None):
         os.unlink(path)
     with contextlib.suppress(OSError):  # not empty: someone else's files are there too
         os.rmdir(os.path.dirname(path))
+        os.rmdir(NETNS_ETC)  # and /etc/netns, if that was all it held (ip netns needs none)
 
 
 def host_device(port_name):

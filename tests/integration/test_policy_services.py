@@ -292,3 +292,25 @@ def test_no_data_path_packet_ins(lab, tmp_path, clean):
     tcp(lab, "web1", ip(lab, "db"))
     tcp(lab, "cli", _service(lab)["cluster_ip"], port=80)
     assert lab.api.get("/v1/status")["packet_ins"] == before
+
+
+def test_a_controller_restart_replaces_no_policy_or_service_flow(lab, tmp_path, clean):
+    """Conjunctions, groups and meters read back from the switch equal what the compiler wants, so a
+    restarted controller sends nothing and connections go on."""
+    apply(lab, tmp_path, DENY_DB + "---" + DB_FROM_WEB + "---" + WEB_SERVICE)
+    vip = _service(lab)["cluster_ip"]
+    groups = {h: lab.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-groups", "br-int").stdout
+              for h in ("h1", "h2", "h3")}
+    before = {h: lab.flow_ages(h) for h in ("h1", "h2", "h3")}
+    with lab.controller_stopped():
+        assert tcp(lab, "web1", ip(lab, "db")) == "db"  # the switches go on alone
+    assert tcp(lab, "cli", vip, port=80) in ("web1", "web2", "web3")
+    for host in ("h1", "h2", "h3"):
+        after = lab.flow_ages(host)
+        assert set(after) == set(before[host]), host  # the same flows, none replaced:
+        # (but the gateway's UPLINK_OUT flow, whose next-hop MAC the controller keeps only in memory
+        # and learns again after a restart: issue 11 stores it in the NB)
+        replaced = [f for f in after if after[f] < before[host][f] and "table=85," not in f]
+        assert not replaced, (host, replaced)
+        assert lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-groups", "br-int").stdout \
+            == groups[host]

@@ -318,3 +318,10 @@ def test_a_stored_manifest_this_controller_refuses_is_left_out_not_fatal(blue, c
     assert "blue/odd" not in core.compiler.topo.policies and core.topology_error is None
     status, shown = call(blue, "GET", "/v1/policies/blue/odd")
     assert status == 200 and shown["selects"] == [] and "cannot use the manifest" in shown["error"]
+
+
+def test_a_network_whose_vni_is_a_load_balancer_zone_takes_no_policy(api):
+    assert call(api, "POST", "/v1/networks", {"name": "big", "cidr": "10.9.0.0/24", "vni": 70000})[0] == 201
+    status, body = apply(api, policy(namespace="big"))
+    assert status == 400 and "VNI 70000 is its conntrack zone" in body["error"], body
+    assert stored(api.core) == ({}, {})

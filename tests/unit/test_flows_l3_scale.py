@@ -234,14 +234,14 @@ def test_flow_counts_with_routing():
             flows = host_flows.get(router_cookie(router))
             if flows:
                 extra = 10 if host == gateway_host and router.gateway else 0
-                assert len(flows) == 4 * len(router.ports) + bool(router.gateway) + extra
+                assert len(flows) == 5 * len(router.ports) + bool(router.gateway) + extra
     # Linear in ports: a host holds 7 flows per local port, 3 per remote port of the networks
-    # it needs, 4 per router port, 2 per network (tunnel, DNS), and a constant (static,
+    # it needs, 5 per router port, 2 per network (tunnel, DNS), and a constant (static,
     # gateway).
     router_ports = sum(len(r.ports) for r in topo.routers.values())
     for host, host_flows in compiled.items():
         local = sum(1 for b in topo.bindings.values() if b.host == host)
-        bound = 4 * local + 3 * len(topo.ports) + 4 * router_ports + 2 * len(topo.networks) + 32
+        bound = 4 * local + 3 * len(topo.ports) + 5 * router_ports + 2 * len(topo.networks) + 32
         assert sum(map(len, host_flows.values())) <= bound
 
 

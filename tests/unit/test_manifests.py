@@ -774,3 +774,11 @@ def test_garbage_text_raises_only_manifest_errors(text):
         assert "\n" not in str(err)
     else:
         assert json.loads(json.dumps(docs, allow_nan=False)) == docs
+
+
+def test_more_rules_than_a_policy_may_hold_are_refused_with_the_path():
+    doc = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "big", "namespace": "blue"},
+           "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 1 + i}]} for i in range(129)]}}
+    with pytest.raises(ManifestError, match=r"spec\.ingress: has 129 rules; Weft takes at most 128"):
+        parse_documents([doc], None)

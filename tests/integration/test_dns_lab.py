@@ -220,6 +220,7 @@ def test_detach_removes_the_resolv_conf_and_a_foreign_one_is_left_alone(lab):
     # A resolv.conf Weft did not write: attach --dns refuses, before making anything, and keeps it.
     lab.container("d8", "h1")
     netns = lab.info["containers"]["d8"]["netns"]
+    made_etc_netns = not os.path.exists("/etc/netns")
     os.makedirs(f"/etc/netns/{netns}")
     try:
         with open(f"/etc/netns/{netns}/resolv.conf", "w") as f:
@@ -231,6 +232,8 @@ def test_detach_removes_the_resolv_conf_and_a_foreign_one_is_left_alone(lab):
     finally:
         os.unlink(f"/etc/netns/{netns}/resolv.conf")
         os.rmdir(f"/etc/netns/{netns}")
+        if made_etc_netns and not os.listdir("/etc/netns"):
+            os.rmdir("/etc/netns")
         weftlab.container_del(lab.name, "d8")
 
 
