@@ -162,10 +162,10 @@ def main():
             gaps = [s["resolution"] for s in samples if s["resolution"] is not None]
             lead = [s["call"] - s["data"] for s in samples if s["data"] is not None]
             extra.append([path, phase, f"{median(gaps) * 1000:.1f}" if gaps else "-",
-                          f"{median(lead) * 1000:.0f}" if lead else "-",
+                          f"{median(lead) * 1000:.0f} ({min(lead) * 1000:.0f} to {max(lead) * 1000:.0f})" if lead else "-",
                           sum(s["flaps"] for s in samples), sum(s["odd"] for s in samples),
                           sum(not s["settled"] for s in samples)])
-    print(table(["path", "phase", "resolution ms (median gap across the edge)", "call - data path ms (median)",
+    print(table(["path", "phase", "resolution ms (median gap across the edge)", "call - data path ms, median (min to max)",
                  "flaps after the edge", "connects unlike the state before the call", "never settled"], extra))
     for path in paths:
         print(f"\n{path}, apply -> blocked, each ms: "

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import _common
 from _common import median, table
-from _labutil import BENCH, PY, new_lab, tcp_server
+from _labutil import BENCH, PY, cpu_seconds, lab_pid, new_lab, tcp_server
 from dataplane import iperf
 
 from flows.pipeline import ACL_INGRESS
@@ -69,12 +69,13 @@ def socat_loop(lab, src, ip, port, n):
 
 def counters(lab):
     """Counter: packets through h1's select groups ("groups"), through h2's conntrack flows in
-    ACL_INGRESS ("acl"), and the datapath's packets, recirculations and upcalls on both hosts
-    (dpif-netdev/pmd-stats-show). vswitchd moves datapath counters into its flows and groups in
+    ACL_INGRESS ("acl"), the datapath's packets, recirculations and upcalls on both hosts
+    (dpif-netdev/pmd-stats-show) and each host's vswitchd CPU seconds ("h1 cpu", "h2 cpu"). vswitchd moves datapath counters into its flows and groups in
     its revalidators' rounds: wait for one first, or the last mode's packets land on the next."""
     c = Counter()
     for host in ("h1", "h2"):
         lab.exec(host, "ovs-appctl", "revalidator/wait")
+        c[f"{host} cpu"] = cpu_seconds(lab_pid(lab, f"{host} ovs-vswitchd"))
         stats = lab.exec(host, "ovs-appctl", "dpif-netdev/pmd-stats-show").stdout
         for key, label in (("packets", "packets received"), ("recirc", "packet recirculations"),
                            ("upcalls", "miss with success upcall")):
@@ -125,7 +126,7 @@ def main():
             conn_rate(lab, "c", ip, port, 200, 1)
         modes = [(p, t) for p in (False, True) for t in targets]
         res = {m: {"bps": [], "retr": [], "rate1": [], "ms1": [], "rate8": [], "failed": 0,
-                   "iperf": Counter(), "conns": Counter()} for m in modes}
+                   "iperf": Counter(), "conns": Counter(), "gbytes": 0.0} for m in modes}
         loopback = {"rate1": [], "ms1": [], "rate8": []}
         for rep in range(reps):
             for on in ((False, True) if rep % 2 == 0 else (True, False)):
@@ -140,6 +141,7 @@ def main():
                     r["retr"].append(retr)
                     middle = counters(lab)
                     r["iperf"] += middle - before
+                    r["gbytes"] += bps * seconds / 8e9
                     rate, ms, failed = conn_rate(lab, "c", ip, port, conns, 1)
                     r["rate1"].append(rate)
                     r["ms1"].append(ms)
@@ -177,10 +179,14 @@ def main():
                  "failed conns"], rows))
     print()
     made = 2 * conns * reps  # connections per mode: one-at-a-time and in-flight runs
-    print(table(["path", "datapath passes per packet, iperf (h1 + h2)", "upcalls per connection (h1 + h2)",
+    print(table(["path", "datapath passes per packet, iperf (h1 + h2)", "vswitchd CPU s per GB, iperf: h1 / h2",
+                 "upcalls per connection (h1 + h2)", "vswitchd CPU ms per connection: h1 / h2",
                  "select-group packets on h1, connection runs", "packets through h2's ACL conntrack, connection runs"],
                 [[name(m), f"{(r['iperf']['packets'] + r['iperf']['recirc']) / max(1, r['iperf']['packets']):.2f}",
-                  f"{r['conns']['upcalls'] / made:.3f}", r["conns"]["groups"], r["conns"]["acl"]]
+                  f"{r['iperf']['h1 cpu'] / r['gbytes']:.2f} / {r['iperf']['h2 cpu'] / r['gbytes']:.2f}",
+                  f"{r['conns']['upcalls'] / made:.3f}",
+                  f"{r['conns']['h1 cpu'] / made * 1000:.3f} / {r['conns']['h2 cpu'] / made * 1000:.3f}",
+                  r["conns"]["groups"], r["conns"]["acl"]]
                  for m, r in res.items()]))
     print()
     ratios = []
