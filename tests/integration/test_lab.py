@@ -150,7 +150,12 @@ def test_lab_exec_in_the_background_runs_until_the_lab_goes_down(make_lab):
         time.sleep(0.1)
     assert lab.exec("c1", "socat", "-", "TCP:127.0.0.1:18766").stdout == "hi\n"
     pids = [e["pid"] for e in lab.info["pids"] if e["what"] == "c1: socat"]
-    server = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("socat TCP-LISTEN:18766")]
+    # (socat forks a child per connection, with the same command line, until that child is done)
+    deadline = time.monotonic() + 10
+    while len(server := [int(p) for p in os.listdir("/proc")
+                         if p.isdigit() and _cmdline(p).startswith("socat TCP-LISTEN:18766")]) > 1:
+        assert time.monotonic() < deadline, f"more than one listening socat: {server}"
+        time.sleep(0.1)
     assert len(pids) == 1 and len(server) == 1
     bad = subprocess.run([*weft_lab, "nowhere", "--", "true"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "no host or container nowhere" in bad.stderr
