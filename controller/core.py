@@ -13,7 +13,6 @@ from controller.packetin import PacketIns
 from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie, router_cookie
 from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
-from flows.services import backend_endpoints
 from flows.trace import format_trace, trace_to_ip, trace_to_json
 from ovsdb.idl import TransactionError
 from ovsdb.nb import Nb
@@ -341,17 +340,17 @@ class WeftCore:
         flow_changes = self.compiler.update(topo)
         self.answers.topology_changed()
         self._sync_switches(state, flow_changes)
-        self._flush_gone_backends(topo)
+        self._flush_gone_backends()
         self._publish_host_status(state)
         touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
         self._publish_port_bindings(state, topo, touched)
 
-    def _flush_gone_backends(self, topo):
+    def _flush_gone_backends(self):
         """A backend that left a service stops getting new connections with the flows just sent;
         its existing ones (DNATed in the LB zone, hairpin ones SNATed too) go from every switch."""
-        if not topo.services and not self._backends:
+        now = self.compiler.backend_endpoints
+        if now is self._backends:
             return
-        now = backend_endpoints(topo)
         gone, self._backends = self._backends - now, now
         for ip_proto, address, port in sorted(gone):
             LOG.info("service backend %s:%d (protocol %d) is gone: flushing its connections",

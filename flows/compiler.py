@@ -441,6 +441,7 @@ class Compiler:
         # router -> (its flows elsewhere, its flows on its gateway host)
         self._router_fragments: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = {}
         self._overlay: dict[str, HostFlows] = {}  # host -> its policy and service owners
+        self.backend_endpoints = frozenset()  # (IP protocol, address, port) of service backends
 
     def update(self, topo: Topology) -> dict[str, HostFlows]:
         """Adopt `topo`; return, per host, the cookies whose flows changed and their new flows.
@@ -504,7 +505,7 @@ class Compiler:
 
         old_overlay = self._overlay
         if self._overlay_affected(old, topo, delta, changed_ports | changed_networks):
-            self._overlay = compile_services(topo, self._router_of_network)
+            self._overlay, self.backend_endpoints = compile_services(topo, self._router_of_network)
             for host, owners in compile_acls(topo).items():
                 self._overlay.setdefault(host, {}).update(owners)
         changes: dict[str, HostFlows] = {}

@@ -175,14 +175,6 @@ def service_flows(service: ServiceState, network: NetworkState, leg_macs: tuple,
     return frozenset(entries)
 
 
-def backend_endpoints(topo: Topology) -> frozenset[tuple[int, str, int]]:
-    """(IP protocol, address, port) of every service backend: when one goes, the connections to
-    it are flushed from conntrack on every host (they would otherwise linger, UDP ones for good)."""
-    return frozenset((PROTO[sp.protocol][0], b.ip, t) for service in topo.services.values()
-                     for b in backends(topo, service) for sp in service.ports
-                     if (t := target_port(b, sp)) is not None)
-
-
 @lru_cache(maxsize=1024)
 def load_balancer_flows(service: ServiceState, network: NetworkState, router: RouterState,
                         leg_mac: str, chosen: tuple[PortState, ...]) -> frozenset:
@@ -219,11 +211,14 @@ def load_balancer_flows(service: ServiceState, network: NetworkState, router: Ro
 
 
 def compile_services(topo: Topology, router_of: Mapping[str, str]
-                     ) -> dict[str, dict[int, frozenset]]:
-    """{host: {cookie: entries}} for every service, on the hosts of its clients."""
+                     ) -> tuple[dict[str, dict[int, frozenset]], frozenset]:
+    """({host: {cookie: entries}} for every service, on the hosts of its clients; the (IP
+    protocol, address, port) of every backend: when one goes, the connections to it are flushed
+    from conntrack on every host, as they would otherwise linger, UDP ones for good)."""
     result: dict[str, dict[int, frozenset]] = {}
+    endpoints = set()
     if not topo.services:
-        return result
+        return result, frozenset()
     local_networks: dict[str, set[str]] = {}  # network -> hosts with a bound port in it
     for binding in topo.bindings.values():
         port = topo.ports.get(binding.port)
@@ -240,6 +235,8 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
                           else legs[service.network])
                          for n in clients if n in topo.networks)
         chosen = tuple(backends(topo, service))
+        endpoints.update((PROTO[sp.protocol][0], b.ip, t) for b in chosen for sp in service.ports
+                         if (t := target_port(b, sp)) is not None)
         ofports = tuple(topo.bindings[b.name].ofport for b in chosen)
         entries = service_flows(service, network, leg_macs, chosen, ofports)
         hosts = set().union(*(local_networks.get(n, set()) for n in clients))
@@ -252,4 +249,4 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
             owners = result.setdefault(router.gateway.host, {})
             owners[service_cookie(service)] = owners.get(service_cookie(service), frozenset()) \
                 | entries | on_gateway
-    return result
+    return result, frozenset(endpoints)
