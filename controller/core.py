@@ -201,7 +201,8 @@ class WeftCore:
     def trace(self, port, dst_ip, proto, dport):
         """The offline tracer over the compiled pipeline, as JSON (with a human rendering in "text")."""
         topo = self.compiler.topo
-        result = trace_to_ip(topo, port, dst_ip, proto=proto, dport=dport)
+        result = trace_to_ip(topo, port, dst_ip, proto=proto, dport=dport,
+                             compiled=self.compiler.flows)  # what the switches are given, not a recompile
         body = trace_to_json(result, topo)
         body["text"] = format_trace(result, topo)
         return body
