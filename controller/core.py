@@ -6,6 +6,7 @@ Framework-free: the Ryu app (controller/app.py) feeds it OpenFlow events and han
 import logging
 import time
 
+from controller.counters import Counters
 from controller.flowsync import HostFlowSync
 from controller.gateways import NextHops
 from controller.hosts import HostAgent
@@ -35,6 +36,7 @@ class WeftCore:
         self.compiler = Compiler()
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
+        self.counters = Counters()  # what /metrics exports as weft_*_total (controller/counters.py)
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes

@@ -16,7 +16,7 @@ from ovsdb.idl import OvsdbConnection
 
 DATABASE = "Weft_NB"
 TABLES = {"Host": None, "Network": None, "Port": None, "Router": None, "Router_Port": None, "Floating_IP": None,
-          "Policy": None, "Service": None}
+          "Policy": None, "Service": None, "Controller": None, "MAC_Binding": None}
 MAX_PORT_KEY = 2**31 - 1
 MAX_HOST_KEY = 65535
 OPTIONAL_COLUMNS = {"load_balancer_ip"}  # what Nb.apply writes as a value or None
@@ -101,6 +101,26 @@ class Service:
         return f"{self.network}/{self.name}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Controller:
+    """A controller as it records itself: its name, where its API is, its role, and the epoch it took
+    the active role in (what it sends switches as its OpenFlow role generation)."""
+    name: str
+    api: str
+    role: str            # "active", "standby", or "gone" (written by the active about one that left)
+    epoch: int
+    status: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class MacBinding:
+    """A MAC learned for an IP on a router's gateway (OVN's MAC_Binding): what lets a restarted or
+    new active controller forward through the gateway at once, without asking again first."""
+    router: str
+    ip: str
+    mac: str
+
+
 @dataclasses.dataclass
 class Changes:
     """The names of what changed since the last `NbReplica.take_changes()`. `everything`: the replica
@@ -111,6 +131,8 @@ class Changes:
     routers: set = dataclasses.field(default_factory=set)
     policies: set = dataclasses.field(default_factory=set)  # "network/name"
     services: set = dataclasses.field(default_factory=set)  # "network/name"
+    controllers: set = dataclasses.field(default_factory=set)
+    mac_bindings: set = dataclasses.field(default_factory=set)  # "router/ip"
     everything: bool = False
 
 
@@ -199,6 +221,8 @@ class NbReplica:
         self.service_ips = {}         # a service's cluster IP or load balancer IP -> "network/name"
         self.service_keys = FreeNumbers(1, MAX_SERVICE_KEY, lambda key: key in self._service_keys_used)
         self._service_keys_used = set()
+        self.controllers = {}         # name -> Controller
+        self.mac_bindings = {}        # "router/ip" -> MacBinding
         self._counts = dict.fromkeys(TABLES, 0)
         self.changes = Changes()
         for table in TABLES:
@@ -218,7 +242,8 @@ class NbReplica:
         new_name = None
         if event != "delete":
             new_name = (row.ip if table == "Floating_IP" else None if table == "Router_Port"
-                        else f"{row.network}/{row.name}" if table in ("Policy", "Service") else row.name)
+                        else f"{row.network}/{row.name}" if table in ("Policy", "Service")
+                        else f"{row.router}/{row.ip}" if table == "MAC_Binding" else row.name)
             if new_name is not None:
                 self._name_of[table][row.uuid] = new_name
                 self._uuid_of[table][new_name] = row.uuid
@@ -337,6 +362,19 @@ class NbReplica:
                 self.service_ips[ip] = service.qualified
             self._service_keys_used.add(service.key)
         self.changes.services.add(old_name or f"{row.network}/{row.name}")
+
+    def _changed_controller(self, uuid, old_name, row):
+        self.controllers.pop(old_name, None)
+        if row is not None:
+            self.controllers[row.name] = Controller(row.name, row.api, row.role, row.epoch, dict(row.status))
+        self.changes.controllers.add(old_name or row.name)
+
+    def _changed_mac_binding(self, uuid, old_name, row):
+        self.mac_bindings.pop(old_name, None)
+        if row is not None:
+            old_name = f"{row.router}/{row.ip}"
+            self.mac_bindings[old_name] = MacBinding(row.router, row.ip, row.mac)
+        self.changes.mac_bindings.add(old_name)
 
     # --- reading ------------------------------------------------------------------------------------
     def take_changes(self):
@@ -616,6 +654,27 @@ class Nb:
                 row = self._find(tables, "Host", name)
                 if row is not None and dict(row.status) != status:
                     row.status = status
+        self.conn.transact(build)
+
+    def set_controller(self, name, **columns):
+        """Creates or updates this controller's own row (api, role, epoch, status)."""
+        def build(txn, tables):
+            row = self._find(tables, "Controller", name) or _insert(txn, tables, "Controller", name=name)
+            for column, value in columns.items():
+                setattr(row, column, value)
+        self.conn.transact(build)
+
+    def set_mac_binding(self, router, ip, mac):
+        """Records the MAC learned for `ip` on `router`'s gateway (mac None: forgets it)."""
+        def build(txn, tables):
+            row = self._find(tables, "MAC_Binding", f"{router}/{ip}")
+            if mac is None:
+                if row is not None:
+                    row.delete()
+            elif row is None:
+                _insert(txn, tables, "MAC_Binding", router=router, ip=ip, mac=mac)
+            elif row.mac != mac:
+                row.mac = mac
         self.conn.transact(build)
 
     def set_port_hosts(self, hosts):

@@ -225,6 +225,32 @@ class Lab:
         m = re.search(r"(\d+) received", res.stdout)
         return res.returncode == 0 and m is not None and int(m.group(1)) == count
 
+    @contextlib.contextmanager
+    def echoes(self, src, dst_ip, rate=100, ready_timeout=10):
+        """A constant-rate echo counter (weft/echo.py) from container `src` to `dst_ip` for the block,
+        started once its first reply is in. Yields a dict that holds, after the block, its report:
+        sent, received, lost, longest_gap_ms, outages ([first, last lost send time, count])."""
+        cmd, env = weftlab.target_cmd(self.name, src, [sys.executable, "-m", "weft.echo", dst_ip,
+                                                       "--rate", rate])
+        env = {**env, "PYTHONPATH": weftlab.source_pythonpath()}
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        report = {}
+        try:
+            ready = select.select([proc.stdout], [], [], ready_timeout)[0] and proc.stdout.readline()
+            if ready != "READY\n":
+                raise AssertionError(f"no echo reply from {dst_ip} to {src} within {ready_timeout} s")
+            yield report
+        finally:
+            try:  # stdin closed: the counter stops, waits a second for late replies, and reports
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+        if proc.returncode:
+            raise AssertionError(f"the echo counter from {src} failed: {err.strip()}")
+        report.update(json.loads(out.strip().splitlines()[-1]))
+
     def send_frames(self, target, frames, iface="eth0"):
         """Send raw Ethernet frames (bytes), as they are, out of iface in target's namespace."""
         self.exec(target, sys.executable, "-c", _SEND_FRAMES, iface, *(f.hex() for f in frames))

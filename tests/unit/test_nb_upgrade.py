@@ -20,7 +20,8 @@ from test_api import call  # tests/unit is on sys.path
 
 # What each schema version added: (columns by table, tables)
 ADDED = {"1.3.0": ({"Network": ("labels",), "Port": ("labels", "named_ports")}, ()),
-         "1.4.0": ({}, ("Policy", "Service"))}
+         "1.4.0": ({}, ("Policy", "Service")),
+         "1.5.0": ({}, ("Controller", "MAC_Binding"))}
 with open(server.SCHEMA_PATH) as f:
     CURRENT = json.load(f)["version"]
 
