@@ -37,6 +37,7 @@ class WeftCore:
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.counters = Counters()  # what /metrics exports as weft_*_total (controller/counters.py)
+        self.role = "active"  # or "standby": only the active programs switches and writes their state
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
