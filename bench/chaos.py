@@ -1,0 +1,182 @@
+"""The chaos benchmark (issue 11): constant echoes through each fault in turn.
+
+Lab: 2 hosts and an `outside` namespace behind h1's uplink (with --ha: the 3-member Raft NB and the
+controllers c1 and c2, `weft lab up --ha`). Networks blue 10.60.1.0/24 and green 10.60.2.0/24 on
+router r1, whose gateway is h1's uplink (SNAT to 192.0.2.10, next hop 192.0.2.1 in `outside`).
+Two echo streams at 100 requests/s each (weft/echo.py, one process each, absolute schedule):
+  across hosts     a (blue, h1) -> b (blue, h2), through Geneve;
+  through gateway  g (green, h2) -> 192.0.2.1, through r1 across hosts and out of h1's gateway.
+Each fault runs with both streams going; per fault and repetition: echoes lost on each stream, the
+longest gap, and the time from the fault (for a restart: from the moment the daemon is started
+again) until the controller reports every host up with its flows checked in sync again.
+
+    .venv/bin/python bench/chaos.py [--reps 3] [--ha] [--only FAULT,...] [--grace 3]
+Faults: controller-kill, controller-term, vswitchd-restart, ovsdb-restart, host-loss, drift-delete,
+drift-add; with --ha: active-kill, nb-follower-kill, nb-leader-kill.
+"""
+import argparse
+import signal
+import sys
+import time
+from contextlib import ExitStack
+
+import _common
+from _common import median, table
+from _labutil import quiet
+
+from weft import lab as weftlab
+from weft.testing import Lab
+
+NETS = {"blue": "10.60.1.0/24", "green": "10.60.2.0/24"}
+PLACE = {"a": ("h1", "blue"), "b": ("h2", "blue"), "g": ("h2", "green")}
+SETTLE_TIMEOUT = 60.0
+FROZEN = 2.0  # seconds a lost host stays frozen beyond the grace period
+
+
+def setup(lab, grace):
+    ext = lab.info["external"]
+    for name, cidr in NETS.items():
+        lab.weft("network", "create", name, "--cidr", cidr)
+    lab.weft("router", "create", "r1")
+    for name in NETS:
+        lab.weft("router", "attach", "r1", name)
+    lab.ports = {c: lab.attach(c, host, net) for c, (host, net) in PLACE.items()}
+    lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
+             "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
+    lab.grace = grace
+
+
+def settled(lab):
+    """Whether every host is up and its flows checked in sync (through whichever controller answers)."""
+    try:
+        hosts = lab.api.get("/v1/hosts")
+    except Exception:  # the controller is restarting
+        return False
+    return all(h["status"].get("ready") and h["status"].get("flows_in_sync")
+               and h["status"].get("state", "up") == "up" for h in hosts)
+
+
+def wait_settled(lab, since, repaired=None):
+    """Seconds from `since` until settled(lab) holds, and repaired() too if given (None if not
+    within SETTLE_TIMEOUT)."""
+    deadline = since + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        if (repaired is None or repaired()) and settled(lab):
+            return time.monotonic() - since
+        time.sleep(0.05)
+    return None
+
+
+# --- the faults: each does its harm and its undoing, and returns the moment recovery can begin
+# (and, for a drift, a check that it was repaired: until then the controller may not know of it) ---
+
+def _controller(lab):
+    st = weftlab._require(lab.name)
+    (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
+    return st, entry
+
+
+def _restart_controller(lab, sig):
+    st, entry = _controller(lab)
+    weftlab._signal(entry, sig)
+    weftlab._wait_gone([entry], 10)
+    time.sleep(2)
+    st["pids"].remove(entry)
+    started = time.monotonic()
+    weftlab.launch_controller(st)
+    return started, None
+
+
+def controller_kill(lab):
+    return _restart_controller(lab, signal.SIGKILL)
+
+
+def controller_term(lab):
+    return _restart_controller(lab, signal.SIGTERM)
+
+
+def drift(lab, change, repaired):
+    """A hand-made change on h2's br-int, as an operator's ovs-ofctl would make it."""
+    started = time.monotonic()
+    lab.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", *change)
+    return started, repaired
+
+
+def _flows(lab, host):
+    return lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", "br-int").stdout
+
+
+def drift_delete(lab):
+    """The flow that delivers to b on h2 deleted by hand."""
+    match = _delivery_flow(lab, "h2", lab.ports["b"]["ip"])
+    mac = lab.ports["b"]["mac"]
+    return drift(lab, ["--strict", "del-flows", "br-int", match],
+                 lambda: any("table=90" in line and f"dl_dst={mac}" in line for line in _flows(lab, "h2").splitlines()))
+
+
+def drift_add(lab):
+    """A drop flow for all IP traffic added by hand, above everything in the first table."""
+    return drift(lab, ["add-flow", "br-int", "table=0,priority=65000,ip,actions=drop"],
+                 lambda: "priority=65000" not in _flows(lab, "h2"))
+
+
+def _delivery_flow(lab, host, ip):
+    """The match (as --strict del-flows takes it) of the flow in the L2 lookup stage that sends
+    traffic for `ip`'s port to it, on host's br-int."""
+    mac = next(p["mac"] for p in lab.ports.values() if p["ip"] == ip)
+    dump = _flows(lab, host)
+    for line in dump.splitlines():
+        if "table=90" in line and f"dl_dst={mac}" in line:
+            match = line.strip().split(" actions=")[0]
+            return ",".join(f for f in match.replace(", ", ",").split(",") if not f.startswith("cookie="))
+    raise RuntimeError(f"no L2 lookup flow for {mac} on {host}:\n{dump}")
+
+
+FAULTS = {"controller-kill": controller_kill, "controller-term": controller_term,
+          "drift-delete": drift_delete, "drift-add": drift_add}
+
+
+def run_fault(lab, fault, across_ip, outside_ip):
+    with ExitStack() as stack:
+        across = stack.enter_context(lab.echoes("a", across_ip))
+        through = stack.enter_context(lab.echoes("g", outside_ip))
+        time.sleep(1.0)
+        recovery, repaired = fault(lab)
+        in_sync = wait_settled(lab, recovery, repaired)
+        time.sleep(1.0)
+    return across, through, in_sync
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated faults to run (default: all)")
+    parser.add_argument("--grace", type=float, default=3.0, help="the controller's host_down_after")
+    args = parser.parse_args()
+    chosen = [f for f in args.only.split(",") if f] or list(FAULTS)
+    unknown = [f for f in chosen if f not in FAULTS]
+    if unknown:
+        parser.error(f"unknown fault(s) {', '.join(unknown)} (faults: {', '.join(FAULTS)})")
+    _common.header("Chaos: echoes through each fault", sys.argv)
+    lab = Lab(f"chaos{args.reps}", hosts=2, external=True, progress=quiet)
+    rows = []
+    try:
+        setup(lab, args.grace)
+        across_ip, outside_ip = lab.ports["b"]["ip"], lab.info["external"]["next_hop"]
+        for name in chosen:
+            runs = [run_fault(lab, FAULTS[name], across_ip, outside_ip) for _ in range(args.reps)]
+            syncs = [s for _, _, s in runs if s is not None]
+            rows.append([name,
+                         median([a["lost"] for a, _, _ in runs]), median([a["longest_gap_ms"] for a, _, _ in runs]),
+                         median([t["lost"] for _, t, _ in runs]), median([t["longest_gap_ms"] for _, t, _ in runs]),
+                         f"{median(syncs):.2f}" if syncs else "never",
+                         " ".join(f"{a['lost']}/{t['lost']}" for a, t, _ in runs)])
+            print(f"  {name}: {rows[-1]}", file=sys.stderr, flush=True)
+    finally:
+        lab.down()
+    print(table(["fault", "lost across hosts", "longest gap ms", "lost via gateway", "longest gap ms",
+                 "in sync again s", "lost per run (across/gateway)"], rows))
+
+
+if __name__ == "__main__":
+    main()
