@@ -18,7 +18,7 @@ from controller.validate import ApiError
 from flows.compiler import compile_all
 from flows.acl import ACL_ZONE_LIMIT
 from flows.plan import plan as plan_flows
-from ovsdb.idl import TransactionError
+from ovsdb.idl import OutcomeUnknown, TransactionError, Unavailable
 from ovsdb.nb import MAX_SERVICE_KEY, ServicesTaken
 
 VERSION = "0.1.0"
@@ -84,7 +84,10 @@ class NorthboundApi:
             body = v.parse_json(raw_body, depth) if method in ("POST", "PUT") else None
             if not self.core.nb_loaded():
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
-            return handler(*args, body=body, params=params)
+            try:
+                return handler(*args, body=body, params=params)
+            except OutcomeUnknown as err:
+                return _outcome_unknown(method, parts[1:], body, err)
         except ApiError as err:
             return err.status, {"error": err.message, **err.details}
 
@@ -775,8 +778,36 @@ class NorthboundApi:
             raise ApiError(503, "the NB database is not connected; try again shortly")
         try:
             return fn(*args)
+        except OutcomeUnknown:
+            raise  # answered by handle(), which knows what the request was about
+        except Unavailable as err:
+            raise ApiError(503, f"the NB database did not take the change: {err}", {"retry": True}) from None
         except (TransactionError, LookupError) as err:
             raise ApiError(409, f"the NB database refused the change: {err}") from None
+
+
+_NOUNS = {"hosts": "host", "networks": "network", "ports": "port", "routers": "router", "floating-ips": "floating IP",
+          "policies": "policy", "services": "service"}
+_DOING = {"POST": "creating", "PUT": "changing", "DELETE": "deleting"}
+
+
+def _outcome_unknown(method, parts, body, err):
+    """The answer to a write the NB may or may not have committed (its answer was lost with the
+    connection): 503, what the write was, the name it is about, and where to look before retrying."""
+    kind = parts[0]
+    if kind == "apply":
+        name, what, check = None, "applying the manifests", "GET /v1/policies and GET /v1/services"
+    else:
+        named = 2 if kind in ("policies", "services") else 1  # a policy's name is NETWORK/NAME
+        if len(parts) > named:
+            name, sub = "/".join(parts[1:1 + named]), parts[1 + named:]
+        else:
+            name, sub = (body.get("name") or body.get("ip")) if isinstance(body, dict) else None, ()
+        noun = f"{_NOUNS.get(kind, kind)} {name!r}"
+        what = f"{_DOING.get(method, method)} {noun}" if not sub else f"{method} {'/'.join(sub)} of {noun}"
+        check = "GET " + "/".join(["/v1", kind, *(urllib.parse.quote(p, safe="") for p in str(name).split("/"))])
+    return 503, {"error": f"the controller lost its NB connection before the NB answered, so the outcome of {what} "
+                          f"is unknown ({err}); check with {check} and retry", "outcome": "unknown", "name": name}
 
 
 def _free_key(taken, limit=v.MAX_VNI):

@@ -48,6 +48,38 @@ class TransactionError(Exception):
     """The database refused a transaction; the message is the server's reason."""
 
 
+class Unavailable(TransactionError):
+    """The transaction was never sent (no connection, no cluster leader, no lock, or the connection is
+    stopping): nothing was written, so trying again is safe."""
+
+
+class OutcomeUnknown(TransactionError):
+    """The transaction was sent but its answer never came (the connection was lost, the server
+    restarted or lost its leadership), and the replica could not tell whether it committed."""
+
+
+class _Txn(ovs.db.idl.Transaction):
+    """A transaction that remembers whether it was sent and whether the server answered it: the IDL
+    reports "try again" both for a verify that failed (answered: nothing committed, so rebuild) and for
+    a connection lost with the request in flight (unanswered: it may have committed)."""
+    sent = replied = False
+    persist_uuids = False
+
+    def insert(self, table, new_uuid=None, persist_uuid=None):
+        # A row inserted under the uuid we chose can be looked for after a lost answer: if it is
+        # there, the (atomic) transaction committed.
+        return super().insert(table, new_uuid, self.persist_uuids if persist_uuid is None else persist_uuid)
+
+    def _process_reply(self, msg):
+        self.replied = True
+        super()._process_reply(msg)
+
+    def inserted(self):
+        """(table, uuid) of the rows this transaction inserts under their own uuid (before commit)."""
+        return [(row._table.name, row.uuid) for row in self._txn_rows.values()
+                if row._data is None and row._changes is not None and row._persist_uuid]
+
+
 def use_tls(private_key, certificate, ca_cert):
     """The identity (and the CA it trusts) this process presents on every ssl: OVSDB remote. python-ovs
     keeps one per process; without it, opening an ssl: remote raises TypeError."""
@@ -75,6 +107,10 @@ class _Job:
     def __init__(self, build, attempts, done):
         self.build, self.attempts, self.done = build, attempts, done
         self.result = self.error = None
+        self.lost_at = None  # when the answer to the transaction carrying it was lost
+
+
+PATIENCE = 5.0  # seconds a write waits for a usable connection, or for one to check a lost answer on
 
 
 class OvsdbConnection:
@@ -94,7 +130,8 @@ class OvsdbConnection:
     or `listener.row_counts()` disagrees with the replica. Both run on the loop, under `self.lock`.
     """
 
-    def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None):
+    def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None,
+                 persist_uuids=False, patience=PATIENCE):
         helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
         for table, columns in tables.items():
             if columns is None:
@@ -115,6 +152,13 @@ class OvsdbConnection:
         self._jobs = collections.deque()
         self._txn, self._batch = None, []  # the transaction in flight and the jobs it carries
         self._solo = 0  # after a refused batch: how many jobs to commit one by one
+        # Jobs whose transaction was sent but not answered, waiting for a connection to check on: (txn, jobs)
+        self._lost = []
+        # Inserts under uuids we choose (the server must know the insert's "uuid" member: OVSDB 3.1),
+        # so that a lost answer can be checked against the replica.
+        self.persist_uuids = persist_uuids
+        self.patience = patience
+        self._down_since = time.monotonic()  # when the connection was last seen unusable (None: usable)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -166,6 +210,10 @@ class OvsdbConnection:
                             self._check_listener()
                     self._seen_seqno = self.idl.change_seqno
                     self.connected = connected
+                    if connected:
+                        self._down_since = None
+                    elif self._down_since is None:
+                        self._down_since = time.monotonic()
                     self._advance_jobs()
                 if changed and self.on_change:
                     self.on_change(self)
@@ -173,16 +221,23 @@ class OvsdbConnection:
                 self.idl.wait(poller)
                 if self._txn is not None:
                     self._txn.wait(poller)
-                elif self._jobs:
+                elif self._jobs and self.connected:
                     poller.immediate_wake()
                 poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-                poller.timer_wait(1000)
+                poller.timer_wait(1000)  # also how often waiting writes are checked against `patience`
                 poller.block()
         finally:
             self.idl.close()
-            for job in self._jobs:
-                job.error = TransactionError(f"the connection to {self.remote} was closed")
-                job.done.set()
+            closed = f"the connection to {self.remote} was closed"
+            for job in self._batch:
+                self._finish(job, error=OutcomeUnknown(f"{closed} with the write in flight: whether it "
+                                                       "committed is unknown"))
+            for _, jobs in self._lost:
+                for job in jobs:
+                    self._finish(job, error=OutcomeUnknown(f"{closed} before the write could be checked: "
+                                                           "whether it committed is unknown"))
+            for job in list(self._jobs):
+                self._finish(job, error=Unavailable(f"{closed} before the write was sent: nothing was written"))
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -209,18 +264,30 @@ class OvsdbConnection:
     def _advance_jobs(self):
         """Commits the queued writes: all that are waiting go in one transaction (a burst of API calls
         costs one round trip, not one each). If the database refuses that batch, its jobs are retried
-        one by one, so only the write at fault fails, with the database's reason."""
+        one by one, so only the write at fault fails, with the database's reason.
+
+        A write is re-run only when that is known to be safe: it was never sent, or the server answered
+        that it did not commit (a verify failed). One whose answer was lost with the connection is
+        checked against the replica once connected again (see _check_lost), never sent twice."""
         Txn = ovs.db.idl.Transaction
+        self._check_lost()
+        self._give_up()
         while self._jobs or self._txn:
             if self._txn is None and not self._start_batch():
                 return
-            status = self._txn.commit()
+            txn = self._txn
+            status = txn.commit()
             if status == Txn.INCOMPLETE:
+                txn.sent = True
                 return
-            txn, batch, self._txn, self._batch = self._txn, self._batch, None, []
+            batch, self._txn, self._batch = self._batch, None, []
             if status in TXN_DONE:
                 for job in batch:
                     self._finish(job, result=job.result(txn) if callable(job.result) else job.result)
+            elif status == Txn.TRY_AGAIN and txn.sent and not txn.replied:
+                self._lose(txn, batch)
+            elif status == Txn.TRY_AGAIN and not txn.sent:
+                return  # the connection broke as it was sent: the jobs wait for the next one
             elif status == Txn.TRY_AGAIN:  # a concurrent write changed what the builds read: rebuild
                 for job in batch:
                     job.attempts -= 1
@@ -228,17 +295,23 @@ class OvsdbConnection:
                         self._finish(job, error=TransactionError(
                             "the database kept changing under the transaction; try again"))
                 return  # rebuild on the next pass, from the replica's fresh contents
+            elif status == Txn.NOT_LOCKED:
+                for job in batch:
+                    self._finish(job, error=Unavailable(
+                        f"{self.name}: this controller does not hold the database's lock: nothing was written"))
             elif len(batch) > 1:
                 self._solo += len(batch)
             else:
                 self._finish(batch[0], error=TransactionError(_describe_error(txn, status)))
 
     def _start_batch(self):
-        """Builds the next transaction from the queue; False when there is nothing to commit yet."""
-        if not self._jobs or not self.idl.has_ever_connected():
+        """Builds the next transaction from the queue; False when there is nothing to commit yet (or
+        no usable connection to commit it on: built on a stale replica, it would be refused or wrong)."""
+        if not self._jobs or not self.connected:
             return False
         batch = [self._jobs[0]] if self._solo else list(self._jobs)
-        txn = ovs.db.idl.Transaction(self.idl)
+        txn = _Txn(self.idl)
+        txn.persist_uuids = self.persist_uuids
         # Where the builds of one batch leave what they picked (a key, an address), so the next build
         # in the same transaction does not pick it too: the replica has neither until the commit.
         txn.scratch = {}
@@ -249,14 +322,72 @@ class OvsdbConnection:
                 txn.abort()
                 self._finish(job, error=err)
                 return bool(self._jobs) and self._start_batch()
+        txn.checkable = txn.inserted()  # what tells, after a lost answer, whether it committed
         self._txn, self._batch = txn, batch
         return True
 
+    def _lose(self, txn, batch):
+        """The connection went with the transaction's answer: it may have committed or not."""
+        LOG.warning("%s: the connection was lost with a transaction in flight (%d write(s)); %s", self.name,
+                    len(batch), "checking the replica for it once connected again" if txn.checkable else
+                    "its outcome is unknown")
+        now = time.monotonic()
+        for job in batch:
+            self._take(job)
+            job.lost_at = now
+        self._lost.append((txn, batch))
+
+    def _check_lost(self):
+        """Settles the writes whose answer was lost, once the replica is the server's again: a
+        transaction is atomic, so one row it inserted (under the uuid we chose) being there means all of
+        it committed. Without such a row, or with it absent (it may not have committed, or may yet, if a
+        cluster leader changed meanwhile), the outcome is reported unknown."""
+        if not self.connected:
+            return
+        for txn, jobs in self._lost:
+            committed = any(uuid in self.idl.tables[table].rows for table, uuid in txn.checkable)
+            for job in jobs:
+                if committed:
+                    self._finish(job, result=job.result(txn) if callable(job.result) else job.result)
+                else:
+                    self._finish(job, error=OutcomeUnknown(
+                        f"the connection to {self.remote} was lost before the database answered, and the "
+                        f"replica cannot tell whether the write committed{' (it is not there now)' if txn.checkable else ''}"))
+        self._lost = []
+
+    def _give_up(self):
+        """Writes do not wait forever for a usable connection: after `patience` seconds without one,
+        a write not sent fails as Unavailable (nothing written), one sent as OutcomeUnknown."""
+        now = time.monotonic()
+        for txn, jobs in list(self._lost):
+            if now - jobs[0].lost_at > self.patience:
+                self._lost.remove((txn, jobs))
+                for job in jobs:
+                    self._finish(job, error=OutcomeUnknown(
+                        f"the connection to {self.remote} was lost before the database answered, and did not "
+                        f"come back within {self.patience:.0f} s to check: whether the write committed is unknown"))
+        if self._down_since is None or now - self._down_since <= self.patience:
+            return
+        for job in self._batch:  # sent on a connection that has been down since
+            self._finish(job, error=OutcomeUnknown(
+                f"no answer from {self.remote}, down for {self.patience:.0f} s with the write in flight: "
+                "whether it committed is unknown"))
+        self._txn, self._batch = None, []
+        for job in list(self._jobs):
+            self._finish(job, error=Unavailable(
+                f"no usable connection to {self.remote} for {self.patience:.0f} s (is it up? a cluster electing "
+                "its leader?): nothing was written; try again"))
+
+    def _take(self, job):
+        """Takes a job off the queue."""
+        if job in self._jobs:
+            if self._solo:
+                self._solo -= 1
+            self._jobs.remove(job)
+
     def _finish(self, job, result=None, error=None):
-        if self._solo:
-            self._solo -= 1
+        self._take(job)
         job.result, job.error = result, error
-        self._jobs.remove(job)
         job.done.set()
 
     def wait_synced(self, timeout):
@@ -272,15 +403,26 @@ class OvsdbConnection:
     def transact(self, build, attempts=5, timeout=30.0):
         """Runs `build(txn, tables)` in a transaction on the loop and waits for the commit, retrying
         when a concurrent write changed what it read. Returns build's result (or, if that is callable,
-        its result called with the committed txn, so it can resolve inserted uuids)."""
+        its result called with the committed txn, so it can resolve inserted uuids).
+
+        Raises TransactionError with the database's reason when it refused; Unavailable when the write
+        was never sent (safe to retry); OutcomeUnknown when it was sent and may or may not have
+        committed (check, then retry)."""
         if not self._running:
-            raise TransactionError(f"not connected to {self.remote}")
+            raise Unavailable(f"not connected to {self.remote}: nothing was written")
         job = _Job(build, attempts, self.hub.Event())
         self._jobs.append(job)
         self._wakeup()
         job.done.wait(timeout)
         if not job.done.is_set():
-            raise TransactionError(f"no answer from {self.remote} within {timeout:.0f} s")
+            with self.lock:  # the loop holds it while it sends: the job cannot leave the queue meanwhile
+                if not job.done.is_set():
+                    if job in self._jobs and job not in self._batch:
+                        self._take(job)
+                        raise Unavailable(f"no answer from {self.remote} within {timeout:.0f} s; the write was "
+                                          "not sent and is withdrawn: nothing was written")
+                    raise OutcomeUnknown(f"no answer from {self.remote} within {timeout:.0f} s to a write it was "
+                                         "sent: whether it committed is unknown")
         if job.error:
             raise job.error
         return job.result

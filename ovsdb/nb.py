@@ -478,8 +478,9 @@ class Nb:
 
     def __init__(self, hub, remote, on_change=None):
         self.replica = NbReplica()
+        # persist_uuids: a write whose answer was lost can be checked for in the replica (ovsdb/idl.py)
         self.conn = OvsdbConnection(hub, remote, load_schema(), TABLES, on_change=on_change, name="NB",
-                                    listener=self.replica)
+                                    listener=self.replica, persist_uuids=True)
 
     def start(self):
         self.conn.start()
