@@ -360,7 +360,7 @@ class ApiServers:
             self._spawn(tcp, "tcp", tls)
             LOG.info("API on %s://%s:%d (bearer tokens in %s, e.g. %s)", "https" if tls else "http", host, port,
                      config.tokens_dir, admin)
-        self.front = HttpFront(api, tokens, checks)
+        self.front = HttpFront(api, tokens, checks, metrics=api.core.metrics)
         self._socket_path = config.api_socket
 
     def _unix_listener(self, path, group):

@@ -10,7 +10,8 @@ from controller.counters import Counters
 from controller.flowsync import HostFlowSync
 from controller.gateways import NextHops
 from controller.hosts import HostAgent
-from controller.packetin import PacketIns
+from controller.metrics import Metrics
+from controller.packetin import PacketIns, packet_in_kind
 from controller.topology import TopologyBuilder
 from flows.compiler import Compiler, port_cookie, router_cookie
 from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
@@ -37,6 +38,8 @@ class WeftCore:
         self.topology = TopologyBuilder()
         self.packet_ins = 0   # proactive forwarding means this stays 0; counted to prove it
         self.counters = Counters()  # what /metrics exports as weft_*_total (controller/counters.py)
+        self.metrics = Metrics(self)  # GET /metrics: read from the core at scrape time (controller/metrics.py)
+        self._attaching = {}  # port name -> (its cookie, when first seen): ports not yet up, for port-up latency
         self.role = "active"  # or "standby": only the active programs switches and writes their state
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
@@ -180,6 +183,7 @@ class WeftCore:
         host = self._host_of_switch(switch)
         if host is None:  # what an unadmitted connection sends is not ours
             return
+        self.counters.inc("packet_ins", host=host, kind=packet_in_kind(table_id))
         if not self.answers.handle(host, switch, table_id, in_port, frame):
             self.packet_ins += 1
 
@@ -266,6 +270,8 @@ class WeftCore:
         self.topology.plug(host, iface_id, ofport, confirmed)
         self._wake.set()
         self._progress()  # a confirmation can make a port up without any flow changing
+        if iface_id in self._attaching:
+            self._note_ports_up([iface_id])
 
     def _progress(self):
         """Wakes whoever waits for a port or router to be up, to look again."""
@@ -294,6 +300,35 @@ class WeftCore:
             if gw and gw.host == host and gw.next_hop_mac is None and router_cookie(router) in cookies:
                 self.next_hops.ask_now(router.name)  # the flow its answer comes back through is in
         self._progress()
+        if self._attaching:
+            batch = set(cookies)
+            self._note_ports_up([name for name, (cookie, _) in list(self._attaching.items()) if cookie in batch])
+
+    def _watch_attaches(self, old, topo):
+        """Starts the port-up clock of the ports this pass sees for the first time, and stops it for
+        ports deleted before they came up. A full rebuild (start, after an error) starts none: its
+        ports were not created just now."""
+        delta = topo.delta
+        if delta is None or delta.parent() is not old:
+            for name in [n for n in self._attaching if n not in topo.ports]:
+                self._attaching.pop(name, None)
+            return
+        now = time.monotonic()
+        for name in delta.ports:
+            port = topo.ports.get(name)
+            if port is None:
+                self._attaching.pop(name, None)
+            elif name not in old.ports:
+                self._attaching[name] = (port_cookie(port), now)
+
+    def _note_ports_up(self, names):
+        """Of these ports (watched since their creation), those now up: their port-up latency."""
+        now = time.monotonic()
+        for name in names:
+            if self.port_up(name):
+                _, since = self._attaching.pop(name, (None, None))
+                if since is not None:
+                    self.metrics.port_up_seconds.observe(now - since)
 
     def leave_host(self, name, force=False):
         """Undoes the host's configuration (raises RuntimeError when its OVSDB is unreachable, unless
@@ -319,6 +354,7 @@ class WeftCore:
                 self._reconcile(self.nb_state())
             except Exception:  # one bad pass must not end the loop that keeps the network running
                 LOG.exception("reconciliation failed; rebuilding everything on the next pass")
+                self.counters.inc("errors", kind="reconcile")
                 self._full = True
                 self._wake.set()
                 self.hub.sleep(0.5)
@@ -341,13 +377,17 @@ class WeftCore:
             self._publish_host_status(state)
             return
         self.topology_error = None
+        old = self.compiler.topo
         flow_changes = self.compiler.update(topo)
+        self._watch_attaches(old, topo)
         self.answers.topology_changed()
         self._sync_switches(state, flow_changes)
         self._flush_gone_backends()
         self._publish_host_status(state)
         touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
         self._publish_port_bindings(state, topo, touched)
+        if self._attaching and touched:  # a binding can make a port up with flows acked before it
+            self._note_ports_up(touched & self._attaching.keys())
 
     def _flush_gone_backends(self):
         """A backend that left a service stops getting new connections with the flows just sent;
@@ -422,6 +462,7 @@ class WeftCore:
             try:
                 self.nb.set_port_hosts(changed)
             except TransactionError as err:
+                self.counters.inc("errors", kind="nb_write")
                 LOG.warning("cannot record the bindings of %s: %s", ", ".join(sorted(changed)), err)
 
     def _publish_host_status(self, state):
@@ -436,4 +477,5 @@ class WeftCore:
             try:
                 self.nb.set_host_statuses(changed)
             except TransactionError as err:
+                self.counters.inc("errors", kind="nb_write")
                 LOG.warning("cannot record the status of %s: %s", ", ".join(sorted(changed)), err)

@@ -10,6 +10,8 @@ Every request must name the listener itself as its Host (no DNS rebinding), ever
 `Content-Type: application/json` (a browser cannot send that cross-site without CORS, which Weft
 never grants), bodies are bounded, and each caller has a bounded number of requests in flight, so
 a slow or waiting client cannot starve the others. Every write is logged with its caller.
+GET /metrics (Prometheus' text format, controller/metrics.py) is behind the same rules: a read-only
+token may scrape it.
 """
 import dataclasses
 import hmac
@@ -20,6 +22,7 @@ import os
 import pwd
 import secrets
 import stat
+import time
 import urllib.parse
 
 
@@ -30,6 +33,7 @@ MAX_REQUESTS_PER_CALLER = 512    # in flight at once, waits included
 MAX_WAITS_PER_CALLER = 256       # requests in flight that wait (wait_up=...): a burst of attaches waits too
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
 ADMIN_TOKEN = "admin"
+METRICS_PATH = "/metrics"  # where Prometheus looks by default, outside /v1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,14 +169,15 @@ def _split_host(value):
 class HttpFront:
     """The WSGI application. `api` is a NorthboundApi; `tokens` a TokenStore (None: no TCP listener);
     `host_checks` maps a listener ("unix", "tcp") to its HostCheck. The server puts the connection's
-    Peer in environ["weft.peer"]."""
+    Peer in environ["weft.peer"]. `metrics`: a controller.metrics.Metrics (None: no /metrics)."""
 
-    def __init__(self, api, tokens, host_checks):
-        self.api, self.tokens, self.host_checks = api, tokens, host_checks
+    def __init__(self, api, tokens, host_checks, metrics=None):
+        self.api, self.tokens, self.host_checks, self.metrics = api, tokens, host_checks, metrics
         self._in_flight = {}     # caller key -> requests in flight
         self._waiting = {}       # caller key -> waiting requests in flight
 
     def __call__(self, environ, start_response):
+        started = time.monotonic()
         method = environ.get("REQUEST_METHOD", "")
         path = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
         caller = None
@@ -187,11 +192,16 @@ class HttpFront:
         if method in WRITES:
             LOG.info("%s %s by %s -> %d", method, _printable(path), caller.name if caller else
                      environ.get("weft.peer", Peer("?", "?")).describe(), status)
-        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+        if isinstance(body, _Text):
+            content_type, data = body.content_type, body.data
+        else:
+            content_type, data = "application/json", (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+        headers = [("Content-Type", content_type), ("Cache-Control", "no-store"),
                    ("X-Content-Type-Options", "nosniff")]
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="weft"'))
-        data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+        if self.metrics is not None:
+            self.metrics.api_request(method, status, time.monotonic() - started)
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers + [("Content-Length", str(len(data)))])
         return [data]
 
@@ -229,6 +239,10 @@ class HttpFront:
         waits = any(urllib.parse.unquote(item.partition("=")[0]) == "wait_up" for item in query.split("&"))
         self._admit(caller, waits)
         try:
+            if path == METRICS_PATH and self.metrics is not None:
+                if method != "GET":
+                    raise _Refused(405, f"{method} is not allowed here (allowed: GET)")
+                return 200, _Text(self.metrics.content_type, self.metrics.exposition())
             return self.api.handle(method, path, raw, query)
         finally:
             self._release(caller, waits)
@@ -249,6 +263,13 @@ class HttpFront:
                 counts[caller.key] -= 1
                 if not counts[caller.key]:
                     del counts[caller.key]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Text:
+    """An answer that is not JSON (the metrics)."""
+    content_type: str
+    data: bytes
 
 
 class _Refused(Exception):

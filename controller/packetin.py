@@ -19,6 +19,12 @@ from controller.reject import reject
 from flows.pipeline import DNS, SERVICE_NAT
 
 LOG = logging.getLogger("weft.packetin")
+KINDS = {DNS.id: "dns", SERVICE_NAT.id: "service_reject"}  # by the table that sends them up
+
+
+def packet_in_kind(table_id):
+    """What a packet-in sent up by table `table_id` is, for weft_packet_ins_total."""
+    return KINDS.get(table_id, "other")
 
 
 class PacketIns:
