@@ -105,21 +105,24 @@ class CoreCollector:
             ("openflow_connected", "Whether the host's switch (br-int) is connected over OpenFlow."),
             ("ready", "Whether the host's br-int is configured as Weft needs it."),
             ("flows_in_sync", "Whether the host's switch was checked to hold the flows compiled for it."))}
-        last_answer = GaugeMetricFamily("weft_host_last_answer_seconds", "Seconds since the host's switch last "
-                                        "answered a probe.", labels=["host"])
+        ages = {key: GaugeMetricFamily(f"weft_host_{name}_seconds", doc, labels=["host"]) for key, name, doc in (
+            ("last_answer_s", "last_answer", "Seconds since the host's switch last answered a probe."),
+            ("flows_checked_s_ago", "flows_checked", "Seconds since the host's flows were last found equal to "
+                                                     "the desired set."))}
         states = GaugeMetricFamily("weft_host_state", "The host's state: 1 for the one it is in (connecting, "
                                    "up, down), 0 for the others.", labels=["host", "state"])
         for host in hosts:
             status = self.core.host_status(host)
             for key, family in flags.items():
                 family.add_metric([host], float(bool(status.get(key))))
-            if status.get("last_answer_s") is not None:
-                last_answer.add_metric([host], float(status["last_answer_s"]))
+            for key, family in ages.items():
+                if status.get(key) is not None:
+                    family.add_metric([host], float(status[key]))
             if "state" in status:
                 for name in HOST_STATES:
                     states.add_metric([host, name], float(status["state"] == name))
         yield from flags.values()
-        yield last_answer
+        yield from ages.values()
         yield states
 
     def _flows(self, hosts):
@@ -150,8 +153,11 @@ class CoreCollector:
                      status.get("connected", False))
         yield _gauge("weft_nb_loaded", "Whether the controller holds the NB database in its replica.",
                      state is not None)
+        clustered = GaugeMetricFamily("weft_nb_clustered", "Whether the NB is a Raft cluster (1) or a single "
+                                      "ovsdb-server (0).", labels=[])
         if "clustered" in status:
-            yield _gauge("weft_nb_clustered", "Whether the NB is a Raft cluster.", status["clustered"])
+            clustered.add_metric([], float(bool(status["clustered"])))
+        yield clustered
         leader = GaugeMetricFamily("weft_nb_leader_info", "The NB remote the controller is connected to when it is "
                                    "the cluster's leader (1).", labels=["remote"])
         if status.get("leader"):
