@@ -92,12 +92,11 @@ class CoreCollector:
         yield from self._flows(hosts)
         yield from self._nb(state)
         yield from _counters(core.counters.samples(), hosts)
-        if state is not None:
-            ports = list(state.ports.values())
-            yield _gauge("weft_ports", "Ports in the NB.", len(ports))
-            yield _gauge("weft_ports_up", "Ports up: bound, plugged, and their flows acknowledged by every host "
-                                          "that needs them.", sum(1 for p in ports if core.port_up(p.name)))
-            yield _gauge("weft_networks", "Networks in the NB.", len(state.networks))
+        ports = list(state.ports.values()) if state else []  # (declared without a value until loaded)
+        yield _gauge("weft_ports", "Ports in the NB.", len(ports) if state else None)
+        yield _gauge("weft_ports_up", "Ports up: bound, plugged, and their flows acknowledged by every host that "
+                                      "needs them.", sum(1 for p in ports if core.port_up(p.name)) if state else None)
+        yield _gauge("weft_networks", "Networks in the NB.", len(state.networks) if state else None)
 
     def _hosts(self, hosts):
         flags = {key: GaugeMetricFamily(f"weft_host_{key}", doc, labels=["host"]) for key, doc in (
@@ -208,4 +207,8 @@ def _counters(samples, hosts):
 
 
 def _gauge(name, doc, value):
-    return GaugeMetricFamily(name, doc, value=float(value))
+    """A gauge without labels; None: declared, with no value."""
+    family = GaugeMetricFamily(name, doc, labels=[])
+    if value is not None:
+        family.add_metric([], float(value))
+    return family

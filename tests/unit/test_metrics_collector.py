@@ -186,3 +186,12 @@ def test_every_counter_the_code_increments_is_described():
         used.update(re.findall(r"counters\.inc\(\s*[\"'](\w+)[\"']", path.read_text()))
     assert used - COUNTERS.keys() == set()
     assert {"packet_ins", "errors"} <= used
+
+
+def test_a_scrape_before_the_core_has_started_says_the_nb_is_not_there(tmp_path):
+    from controller.config import Config
+    from controller.core import WeftCore
+    from ovsdb.idl import ThreadHub
+    families = scrape(WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "state"))))
+    assert value(families, "weft_nb_connected") == 0 and value(families, "weft_nb_loaded") == 0
+    assert families["weft_ports"] == {} and families["weft_flows"] == {}
