@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import errno
 import grp
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from controller.config import Config
 from controller.core import WeftCore
 from controller.http import HostCheck, HttpFront, Peer, TokenStore
 from ovsdb.idl import use_tls
+from flows.model import Meter
 from flows.ofctl import to_ofctl
 from flows.openflow import (NX_EXPERIMENTER, NXT_CT_FLUSH, ct_flush_body, decode_flow_stats,
                             decode_group_desc, decode_meter_config, encode_entry)
@@ -144,11 +146,13 @@ class WeftApp(app_manager.RyuApp):
             self.core.switch_disconnected(switch)
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPGroupDescStatsReply,
-                 ofp_event.EventOFPMeterConfigStatsReply], MAIN_DISPATCHER)
+                 ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPTableStatsReply], MAIN_DISPATCHER)
     def _stats_reply(self, ev):
         self._reply(ev, done=not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE)
 
-    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    # The ONF bundle extension's replies (open, commit) are experimenter messages Ryu parses into
+    # ONFBundleCtrlMsg.
+    @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
         self._reply(ev, done=True)
 
@@ -158,7 +162,7 @@ class WeftApp(app_manager.RyuApp):
         LOG.error("switch %s refused a message (xid %s): type %s code %s", ev.msg.datapath.id, ev.msg.xid,
                   ev.msg.type, ev.msg.code)
         if switch:
-            switch.errors.append((ev.msg.xid, ev.msg.type, ev.msg.code))
+            switch.refused(ev.msg.xid, ev.msg.type, ev.msg.code)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
@@ -185,6 +189,9 @@ class WeftApp(app_manager.RyuApp):
 
 class SwitchGone(ConnectionError):
     pass
+
+
+_BUNDLE_IDS = itertools.count(1)
 
 
 class OpenFlowSwitch:
@@ -252,23 +259,70 @@ class OpenFlowSwitch:
         return [decode(stat, ofp) for request, decode in requests
                 for reply in self._request(request) for stat in reply.body]
 
-    def apply(self, flow_diff):
+    def table_counts(self):
+        """{table id: flows in it}, as the switch counts them: one small request, what the periodic
+        audit asks before it reads every flow."""
+        replies = self._request(self.parser.OFPTableStatsRequest(self.datapath, 0))
+        return {stat.table_id: stat.active_count for reply in replies for stat in reply.body}
+
+    def apply(self, flow_diff, atomic=False):
         """Sends a FlowDiff in the order FlowDiff.ordered() gives (meters and groups before the flows
         that use them, after them on removal) and waits for the barrier after it, so the switch has
-        processed all of it."""
+        processed all of it. `atomic`: the groups and flows go in one ONF bundle (ATOMIC|ORDERED), so
+        the switch shows all of them or none; meters, which OVS does not take in a bundle, go before
+        it (added, modified) and after it (deleted)."""
         self.errors.clear()
         sent = {}
-        for command, entry in flow_diff.ordered():
+        steps = flow_diff.ordered()
+        if atomic:
+            bundled = [(c, e) for c, e in steps if not isinstance(e, Meter)]
+            self._send([(c, e) for c, e in steps if isinstance(e, Meter) and c != "delete"], sent)
+            if bundled:
+                self._bundle(bundled, sent)
+            self._send([(c, e) for c, e in steps if isinstance(e, Meter) and c == "delete"], sent)
+        else:
+            self._send(steps, sent)
+        self._request(self.parser.OFPBarrierRequest(self.datapath))
+        self._raise_refused(sent)
+
+    def _send(self, steps, sent):
+        for command, entry in steps:
             msg = encode_entry(self.parser, self.ofp, self.datapath, entry, command)
             self.datapath.set_xid(msg)
             sent[msg.xid] = entry
             self.datapath.send_msg(msg)
-        self._request(self.parser.OFPBarrierRequest(self.datapath))
+
+    def _bundle(self, steps, sent):
+        """Opens a bundle, adds `steps` to it and commits it: the switch checks every message first and
+        applies all of them at once, or none (its error names the first it refused)."""
+        parser, ofp, dp = self.parser, self.ofp, self.datapath
+        bundle_id, flags = next(_BUNDLE_IDS), ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        self._bundle_control(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, sent)
+        for command, entry in steps:
+            # Ryu gives the inner message the outer one's xid, as the extension asks.
+            msg = parser.ONFBundleAddMsg(dp, bundle_id, flags, encode_entry(parser, ofp, dp, entry, command), [])
+            dp.set_xid(msg)
+            sent[msg.xid] = entry
+            dp.send_msg(msg)
+        self._bundle_control(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, sent)
+
+    def _bundle_control(self, bundle_id, kind, flags, sent):
+        if not self._request(self.parser.ONFBundleCtrlMsg(self.datapath, bundle_id, kind, flags, [])):
+            self._raise_refused(sent)  # answered by an error instead of its reply
+
+    def _raise_refused(self, sent):
         if self.errors:
-            xid, err_type, code = self.errors[0]
+            xid, err_type, code = next((e for e in self.errors if e[0] in sent), self.errors[0])
             entry = sent.get(xid)
-            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} change(s), first "
+            raise RuntimeError(f"switch {self.datapath.id:016x} refused {len(self.errors)} message(s), first "
                                f"with error type {err_type} code {code}: {to_ofctl(entry) if entry else '?'}")
+
+    def refused(self, xid, err_type, code):
+        """An error message from the switch: recorded, and a request waiting for that xid wakes."""
+        self.errors.append((xid, err_type, code))
+        waiter = self._waiting.get(xid)
+        if waiter:
+            waiter[0].set()
 
     def flush_conntrack(self, zone, ip_proto, reply_src, reply_src_port):
         """Drop the switch's connections in `zone` whose replies come from reply_src:port (a backend

@@ -31,6 +31,12 @@ class Config:
                                                 "--service-cluster-ip-range: an IPv4 CIDR no network uses")
     dns_upstream: str = _option("", "where Weft's DNS forwards the names it does not know: IP or IP:PORT; empty: "
                                     "it refuses them (REFUSED), so no query leaves the data path")
+    flow_audit_interval: int = _option(1, "seconds between audits of each switch's flows (its flow count per "
+                                          "table; all its flows, groups and meters when a count differs), "
+                                          "which put back what was changed by hand; 0: no audit")
+    flow_full_audit_interval: int = _option(30, "seconds between audits that read all of a switch's flows, "
+                                                "groups and meters even when the counts agree (a flow modified "
+                                                "in place keeps them equal)")
 
     @property
     def tokens_dir(self):
@@ -77,6 +83,13 @@ def check(config):
             _parse_upstream(config.dns_upstream)
         except ValueError as err:
             raise ValueError(f"[weft] dns_upstream: {err}") from None
+    if not 0 <= config.flow_audit_interval <= 3600:
+        raise ValueError(f"[weft] flow_audit_interval: {config.flow_audit_interval} is out of range (0..3600 "
+                         "seconds; 0: no audit)")
+    if not max(config.flow_audit_interval, 1) <= config.flow_full_audit_interval <= 86400:
+        raise ValueError(f"[weft] flow_full_audit_interval: {config.flow_full_audit_interval} is out of range "
+                         f"({max(config.flow_audit_interval, 1)}..86400 seconds: no shorter than "
+                         "flow_audit_interval)")
     if config.api_tls_client_ca and not config.api_tls_cert:
         raise ValueError("[weft] api_tls_client_ca needs api_tls_cert (client certificates need HTTPS)")
 

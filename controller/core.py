@@ -103,6 +103,8 @@ class WeftCore:
             status["flow_mods"] = sync.flow_mods
             status["flow_batches"] = sync.batches
             status["flows_in_sync"] = sync.in_sync
+            if sync.last_check is not None:  # when its flows were last found equal to what they should be
+                status["flows_checked_s_ago"] = round(time.monotonic() - sync.last_check, 1)
         if agent and agent.error:
             status["error"] = agent.error
         return status
@@ -444,8 +446,11 @@ class WeftCore:
         for name, switch in connected.items():
             agent = self.agents.get(name)
             if name not in self.syncs and agent and agent.ready:
-                self.syncs[name] = HostFlowSync(self.hub, name, switch, self.compiler.flows.get(name, {}),
-                                                self._flows_applied)
+                self.syncs[name] = HostFlowSync(
+                    self.hub, name, switch, self.compiler.flows.get(name, {}), self._flows_applied,
+                    counters=self.counters, audit_interval=self.config.flow_audit_interval,
+                    full_audit_interval=self.config.flow_full_audit_interval,
+                    may_repair=lambda: self.role == "active")
         for name, sync in self.syncs.items():
             # The compiler may have replaced a host's dict (a rebuild): always hand over the current one.
             sync.changed(self.compiler.flows.get(name, {}), flow_changes.get(name, ()))

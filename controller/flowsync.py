@@ -1,31 +1,58 @@
 """Keeps one switch's flows, groups and meters equal to what the compiler wants, by difference.
 
-On (re)connect it reads the switch's flows, groups and meters and sends only what differs, never a
-delete-all; after that it diffs only the objects (cookies) the compiler reported changed, through
-`flows.diff.Owned`, so an entry several objects share stays until the last of them lets it go. Every
-batch ends with a barrier, and only the barrier's reply makes the batch count as installed (that is
-what "port up" means). What the switch acknowledged lives here, and only here.
-"""
-import logging
+On (re)connect it reads the switch's flows, groups and meters and sends what differs, never a
+delete-all, in one atomic bundle: a restarted vswitchd (its tables empty) gets the whole pipeline at
+once, and no packet ever meets a part of it. After that it diffs only the objects (cookies) the
+compiler reported changed, through `flows.diff.Owned`, so an entry several objects share stays until
+the last of them lets it go. Every batch ends with a barrier, and only the barrier's reply makes the
+batch count as installed (that is what "port up" means). What the switch acknowledged lives here, and
+only here.
 
+Between batches an audit checks that the switch still holds what it acknowledged: every
+`audit_interval` seconds it asks for each table's flow count (one small request), and it reads every
+flow, group and meter when a count differs, after each batch's count check fails, or when
+`full_audit_interval` has passed (a flow modified in place keeps the counts). What differs, say a flow
+deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
+active controller only. `in_sync` is true only once such a check found the switch equal.
+"""
+import collections
+import logging
+import time
+
+from controller.counters import Counters
 from flows.diff import Owned, diff_flows, diff_keyed
+from flows.model import Flow
 from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.flowsync")
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 NONE = frozenset()
+IDLE_WAIT = 30       # seconds the loop sleeps when nothing is due
+DRIFT_LOG_LINES = 20  # entries logged one by one per difference found (the rest are counted)
 
 
 class HostFlowSync:
-    def __init__(self, hub, host, switch, desired, on_applied):
+    def __init__(self, hub, host, switch, desired, on_applied, counters=None, audit_interval=1.0,
+                 full_audit_interval=30.0, may_repair=lambda: True):
         self.hub = hub
         self.host = host
         self.switch = switch
         self.desired = desired            # the compiler's {cookie: flows} for this host (live)
-        self.on_applied = on_applied      # called with (host, cookies) after each acknowledged batch
+        # Called with (host, cookies) after each acknowledged batch, and with no cookies when a check
+        # found the switch equal (in_sync may have become true).
+        self.on_applied = on_applied
+        self.counters = counters if counters is not None else Counters()
+        self.audit_interval = audit_interval            # 0: no periodic audit
+        self.full_audit_interval = full_audit_interval
+        self.may_repair = may_repair      # false on a standby controller: it checks, it touches nothing
         self.installed = None             # flows.diff.Owned the switch acknowledged; None: read it first
         self.batches = 0
         self.flow_mods = 0
+        self.last_check = None            # time.monotonic() when the switch was last found equal
+        self._verified = False            # the switch was found holding `installed` since it last changed
+        self._hidden = {}                 # {table: flows the switch counts but never shows (in-band rules)}
+        self._next_audit = self._next_full = 0.0
+        self._drift = None                # the difference last logged, not logged again until it changes
         self._dirty = set()               # cookies whose desired flows changed since the last batch
         self._busy = False
         self._kick = hub.Event()
@@ -47,7 +74,8 @@ class HostFlowSync:
 
     @property
     def in_sync(self):
-        return self.installed is not None and not self._dirty and not self._busy
+        """The switch was checked to hold what it acknowledged, and nothing is pending."""
+        return self.installed is not None and self._verified and not self._dirty and not self._busy
 
     def stop(self):
         self._alive = False
@@ -56,33 +84,48 @@ class HostFlowSync:
     def _loop(self):
         failures = 0
         while self._alive:
-            self._kick.wait(timeout=30)
+            self._kick.wait(timeout=self._until_audit())
             self._kick.clear()
             if not self._alive:
                 return
-            self._busy = True
             try:
-                self._sync()
+                if self.installed is None or self._dirty:
+                    self._busy = True
+                    try:
+                        self._sync()
+                    finally:
+                        self._busy = False
+                    if not self._dirty:  # nothing pending: does the switch hold what it acknowledged?
+                        self._audit(counts_only=True)
+                elif self.audit_interval and time.monotonic() >= self._next_audit:
+                    self._audit()
                 failures = 0
             except Exception as err:  # the switch refused, timed out or went away: read it again
                 if not self._alive:
                     return
                 LOG.warning("host %s: flow sync failed (%s); re-reading the switch", self.host, err)
-                self.installed = None
+                self.installed, self._verified = None, False
+                self.counters.inc("errors", kind="flow_sync")
                 self.hub.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
                 failures += 1
                 self._kick.set()
-            finally:
-                self._busy = False
+
+    def _until_audit(self):
+        if not self.audit_interval:
+            return IDLE_WAIT
+        return min(IDLE_WAIT, max(0.0, self._next_audit - time.monotonic()))
 
     def _sync(self):
-        if self.installed is None:
+        first = self.installed is None
+        if first:
             self._dirty.clear()
             want = {c: flows for c, flows in self.desired.items() if flows}
             installed = Owned()
             for cookie, entries in want.items():
                 installed.replace(cookie, entries)
-            flow_diff = diff_flows(installed.entries().values(), self.switch.dump())
+            have = self._read()
+            flow_diff = diff_flows(installed.entries().values(), have)
+            self.counters.inc("resyncs", host=self.host)
             LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete", self.host,
                      len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete))
             for entry in [*flow_diff.modify, *flow_diff.delete][:5]:
@@ -97,11 +140,76 @@ class HostFlowSync:
             changed = {c: w for c, w in want.items() if w != installed.owners.get(c, NONE)}
             have, want_now = installed.preview(changed)
             flow_diff = diff_keyed(want_now, have)
+        self._verified = False
         if flow_diff:
-            self.switch.apply(flow_diff)  # yields until the barrier answers
-            self.flow_mods += len(flow_diff)
+            # On (re)connect, all of it at once (meters, which OVS keeps out of bundles, just before).
+            self.switch.apply(flow_diff, atomic=first)  # yields until the barrier answers
+            if first:
+                self.counters.inc("bundles", host=self.host)
         for cookie in cookies:
             installed.replace(cookie, want[cookie])
         self.installed = installed
-        self.batches += 1
+        self._count_batch(len(flow_diff))
         self.on_applied(self.host, cookies or list(want))
+
+    def _count_batch(self, flow_mods):
+        self.flow_mods += flow_mods
+        self.batches += 1
+        self.counters.inc("flow_mods", flow_mods, host=self.host)
+        self.counters.inc("flow_batches", host=self.host)
+
+    def _read(self):
+        """Everything on the switch; on the way, which of its counted flows it does not show."""
+        counts = self.switch.table_counts()
+        have = self.switch.dump()
+        shown = collections.Counter(e.table for e in have if isinstance(e, Flow))
+        self._hidden = {t: n - shown[t] for t, n in counts.items() if n != shown[t]}
+        self._next_full = time.monotonic() + self.full_audit_interval
+        return have
+
+    def _audit(self, counts_only=False):
+        """Checks that the switch holds what it acknowledged: its flow count per table first, then, if
+        a count differs or a full audit is due (never right after a batch), everything; puts back
+        what differs."""
+        now = time.monotonic()
+        self._next_audit = now + self.audit_interval
+        self.counters.inc("audits", host=self.host)
+        want = self.installed
+        if counts_only or now < self._next_full:
+            counts = self.switch.table_counts()
+            expected = want.table_counts()
+            if all(counts.get(t, 0) - self._hidden.get(t, 0) == expected.get(t, 0)
+                   for t in counts.keys() | expected.keys()):
+                return self._found_equal(now)
+        flow_diff = diff_flows(want.entries().values(), self._read())
+        if not flow_diff:
+            return self._found_equal(now)
+        self._verified = False
+        self._log_drift(flow_diff)
+        if not self.may_repair():
+            return
+        self.switch.apply(flow_diff)
+        self.counters.inc("drift_repairs", len(flow_diff), host=self.host)
+        self._count_batch(len(flow_diff))
+        LOG.warning("host %s: put back %d entries that differed from what it acknowledged", self.host,
+                    len(flow_diff))
+        self._next_audit = 0.0  # and check again right away
+
+    def _found_equal(self, now):
+        was = self.in_sync
+        self._verified, self.last_check, self._drift = True, now, None
+        if self.in_sync and not was:
+            self.on_applied(self.host, ())
+
+    def _log_drift(self, flow_diff):
+        drift = [("missing", e) for e in flow_diff.add] + [("changed, wanted", e) for e in flow_diff.modify] + [
+            ("unexpected", e) for e in flow_diff.delete]
+        if drift == self._drift:
+            return
+        self._drift = drift
+        LOG.warning("host %s: the switch differs from what it acknowledged in %d entries%s", self.host,
+                    len(drift), "" if self.may_repair() else " (not repaired: this controller is not active)")
+        for what, entry in drift[:DRIFT_LOG_LINES]:
+            LOG.warning("host %s: %s: %s", self.host, what, to_ofctl(entry))
+        if len(drift) > DRIFT_LOG_LINES:
+            LOG.warning("host %s: ... and %d more", self.host, len(drift) - DRIFT_LOG_LINES)

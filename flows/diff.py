@@ -7,6 +7,7 @@ in which one entry may be wanted by several owners and stays until the last of t
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -102,6 +103,10 @@ class Owned:
     def entries(self) -> dict:
         """{key: entry} of everything."""
         return {k: merge(w.values()) for k, w in self._by_key.items()}
+
+    def table_counts(self) -> Counter:
+        """{table: flows in it}: what a switch holding all of it counts (groups and meters aside)."""
+        return Counter(key[0] for key in self._by_key if isinstance(key[0], int))
 
     def preview(self, changes: Mapping[int, frozenset[Entry]]) -> tuple[dict, dict]:
         """({key: entry} now, {key: entry} once `changes` ({owner: its new entries}) are made),

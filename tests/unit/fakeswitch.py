@@ -4,15 +4,18 @@ Every change goes through flows.openflow's encoder, Ryu's real message classes, 
 wire, and back through Ryu's parsers and flows.openflow's decoder, so what the fake holds is what a
 switch would have understood. It enforces what OVS enforces and a wrong order would break: a flow
 may only use a group or meter that exists, adding an existing group or modifying a missing one is
-refused, and deleting a group deletes the flows that use it.
+refused, and deleting a group deletes the flows that use it. An atomic apply is all or nothing, as
+an ONF bundle on OVS (meters outside it, as OVS takes none in a bundle).
 """
+import collections
+import copy
 import struct
 
 from ryu.ofproto import nicira_ext  # noqa: F401 (registers the NXM fields: regs, tun_ipv4_dst, ...)
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from flows.model import Flow, Group
+from flows.model import Flow, Group, Meter
 from flows.openflow import decode_flow_stats, decode_group_desc, decode_meter_config, encode_entry
 
 
@@ -53,19 +56,53 @@ class Refused(Exception):
 
 
 class FakeSwitch:
-    """Duck-types controller.app.OpenFlowSwitch's dump() and apply()."""
+    """Duck-types controller.app.OpenFlowSwitch's dump(), table_counts() and apply()."""
 
     def __init__(self):
         self.flows, self.groups, self.meters = {}, {}, {}  # key -> entry, as decoded from the wire
         self.messages = 0
+        self.bundles = []      # the entries each committed bundle held
+        self.hidden = {}       # {table: flows counted but never dumped}, as OVS's in-band rules
+        self.requests = collections.Counter()  # "dump", "table_counts": how often each was asked
+        self.refuse = None     # a predicate on entries: those the switch refuses (a bundle then fails whole)
 
     def dump(self):
+        self.requests["dump"] += 1
         return [*self.meters.values(), *self.groups.values(), *self.flows.values()]
 
-    def apply(self, flow_diff):
-        for command, entry in flow_diff.ordered():
-            self.messages += 1
-            self._one(command, wire(entry, command) if command != "delete" else entry)
+    def table_counts(self):
+        self.requests["table_counts"] += 1
+        counts = collections.Counter(key[0] for key in self.flows)
+        counts.update(self.hidden)
+        return dict(counts)
+
+    def apply(self, flow_diff, atomic=False):
+        steps = flow_diff.ordered()
+        if not atomic:
+            for command, entry in steps:
+                self._send(command, entry)
+            return
+        for command, entry in steps:
+            if isinstance(entry, Meter) and command != "delete":
+                self._send(command, entry)
+        bundled = [(c, e) for c, e in steps if not isinstance(e, Meter)]
+        before = copy.deepcopy((self.flows, self.groups, self.meters))
+        try:
+            for command, entry in bundled:
+                self._send(command, entry)
+        except Refused:
+            self.flows, self.groups, self.meters = before
+            raise
+        self.bundles.append([e for _, e in bundled])
+        for command, entry in steps:
+            if isinstance(entry, Meter) and command == "delete":
+                self._send(command, entry)
+
+    def _send(self, command, entry):
+        self.messages += 1
+        if self.refuse and self.refuse(entry):
+            raise Refused(f"refused: {entry}")
+        self._one(command, wire(entry, command) if command != "delete" else entry)
 
     def _one(self, command, entry):
         if isinstance(entry, Flow):
