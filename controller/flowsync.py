@@ -126,8 +126,9 @@ class HostFlowSync:
             have = self._read()
             flow_diff = diff_flows(installed.entries().values(), have)
             self.counters.inc("resyncs", host=self.host)
-            LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete", self.host,
-                     len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete))
+            LOG.info("host %s: switch read; %d to add, %d to modify, %d to delete%s", self.host,
+                     len(flow_diff.add), len(flow_diff.modify), len(flow_diff.delete),
+                     " (in one bundle)" if flow_diff else "")
             for entry in [*flow_diff.modify, *flow_diff.delete][:5]:
                 LOG.debug("host %s: differs: %s", self.host, to_ofctl(entry))
             cookies = []

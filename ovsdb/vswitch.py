@@ -265,7 +265,7 @@ class HostReplica:
                     self._port_of_iface[iface] = row.uuid
                 touched |= set(ifaces)
             self._refresh(touched)
-        elif table == "Bridge" and (deleted or row.name == INTEGRATION_BRIDGE):
+        elif table == "Bridge" and row.name == INTEGRATION_BRIDGE:  # another bridge's going is not br-int's
             ports = frozenset() if deleted else frozenset(p.uuid for p in row.ports)
             moved = ports ^ self._br_int
             self._br_int = ports

@@ -78,6 +78,20 @@ def test_other_bridges_ports_do_not_count():
     assert replica.bindings == {}
 
 
+def test_another_bridge_deleted_leaves_br_int_bound():
+    """`ovs-vsctl del-br br-other` once unbound every port on br-int: any bridge's deletion was taken
+    for br-int's."""
+    replica, bridge = fresh()
+    plug(replica, bridge, iface("wfa", "a", ofport=[7]))
+    other = Row("Bridge", name="br-other", ports=[])
+    replica.row_changed("create", other)
+    replica.take_changed()
+    replica.row_changed("delete", other)
+    assert replica.bindings == {"a": (7, True)} and replica.take_changed() == set()
+    replica.row_changed("delete", bridge)  # br-int's own deletion does unbind
+    assert replica.bindings == {} and replica.take_changed() == {"a"}
+
+
 def test_a_reload_reports_what_went_while_disconnected():
     replica, bridge = fresh()
     plug(replica, bridge, iface("wfa", "a", ofport=[4]))
