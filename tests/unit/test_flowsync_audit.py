@@ -1,6 +1,7 @@
 """The reconnect's one atomic bundle and the periodic audit that puts back what was changed by hand,
 against the fake switch that eats the real encoded messages (tests/unit/fakeswitch.py), and the
 bundle's bytes as OVS's own decoder reads them."""
+import re
 import shutil
 import subprocess
 import time
@@ -284,3 +285,15 @@ def test_a_refused_bundle_names_the_entry_the_switch_refused():
         fake = FakeSwitch()
         fake.apply(FlowDiff(add=[USES[0]]), atomic=True)
     assert not fake.flows
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"flow_audit_interval": -1}, "flow_audit_interval: -1 is out of range"),
+    ({"flow_audit_interval": 5, "flow_full_audit_interval": 2}, "flow_full_audit_interval: 2 is out of range (5.."),
+    ({"flow_full_audit_interval": 0}, "flow_full_audit_interval: 0 is out of range (1.."),
+])
+def test_audit_options_are_checked(options, problem):
+    from controller.config import Config, check
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        check(Config(**options))
+    check(Config(flow_audit_interval=0))  # no audit at all is an operator's choice
