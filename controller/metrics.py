@@ -169,6 +169,8 @@ class CoreCollector:
         for name in sorted({*ROLES, core.role}):
             role.add_metric([name], float(core.role == name))
         yield role
+        yield _gauge("weft_controller_epoch", "The epoch this controller took the active role in (its OpenFlow "
+                                              "role generation id; 0: never active).", getattr(core, "epoch", None))
 
 
 def flows_per_table(owners):

@@ -166,6 +166,7 @@ def test_status_keys_other_parts_add_are_exported_when_present(core, joined, mon
     monkeypatch.setattr(core, "nb_status", lambda: {**real_nb_status(), "clustered": True,
                                                     "leader": "tcp:127.0.0.1:6641"})
     monkeypatch.setattr(core, "role", "standby")
+    monkeypatch.setattr(core, "epoch", 3, raising=False)
     families = scrape(core)
     assert value(families, "weft_host_state", host="h1", state="down") == 1
     assert value(families, "weft_host_state", host="h1", state="up") == 0
@@ -174,6 +175,7 @@ def test_status_keys_other_parts_add_are_exported_when_present(core, joined, mon
     assert value(families, "weft_nb_leader_info", remote="tcp:127.0.0.1:6641") == 1
     assert value(families, "weft_controller_role", role="standby") == 1
     assert value(families, "weft_controller_role", role="active") == 0
+    assert value(families, "weft_controller_epoch") == 3
 
 
 def test_packet_ins_are_counted_by_host_and_kind(core, joined):
