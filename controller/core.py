@@ -310,8 +310,12 @@ class WeftCore:
     def _watch_attaches(self, old, topo):
         """Starts the port-up clock of the ports this pass sees for the first time, and stops it for
         ports deleted before they came up. A full rebuild (start, after an error) starts none: its
-        ports were not created just now."""
+        ports were not created just now; nor does a standby, which brings no port up (the active
+        does: a takeover would count every port created meanwhile as just come up)."""
         delta = topo.delta
+        if self.role != "active":
+            self._attaching.clear()
+            return
         if delta is None or delta.parent() is not old:
             for name in [n for n in self._attaching if n not in topo.ports]:
                 self._attaching.pop(name, None)

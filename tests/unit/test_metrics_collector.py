@@ -200,3 +200,13 @@ def test_a_scrape_before_the_core_has_started_says_the_nb_is_not_there(tmp_path)
     families = scrape(WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "state"))))
     assert value(families, "weft_nb_connected") == 0 and value(families, "weft_nb_loaded") == 0
     assert families["weft_ports"] == {} and families["weft_flows"] == {}
+
+
+def test_a_standby_does_not_time_ports_the_active_brings_up(core, api, joined, monkeypatch):
+    monkeypatch.setattr(core, "role", "standby")
+    assert api.handle("POST", "/v1/ports", b'{"name": "p5", "network": "blue"}')[0] == 201
+    wait_for(lambda: "p5" in core.compiler.topo.ports)
+    monkeypatch.setattr(core, "role", "active")  # a takeover: p5 was not created on this one's watch
+    core.port_plugged("h1", "p5", 7)
+    assert core.wait_port_up("p5", 10)
+    assert value(scrape(core), "weft_port_up_seconds", "weft_port_up_seconds_count") == 0
