@@ -84,6 +84,8 @@ class NorthboundApi:
             body = v.parse_json(raw_body, depth) if method in ("POST", "PUT") else None
             if not self.core.nb_loaded():
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
+            if self.core.role != "active" and (method != "GET" or "wait_up" in params):
+                raise self._standby_refusal(method)
             try:
                 return handler(*args, body=body, params=params)
             except OutcomeUnknown as err:
@@ -102,10 +104,26 @@ class NorthboundApi:
             raise ApiError(405, f"{method} is not allowed here (allowed: {', '.join(allowed)})")
         raise ApiError(404, f"no such resource {_printable('/v1/' + '/'.join(parts))!r}")
 
+    def _standby_refusal(self, method):
+        """Why a standby does not take a write (nor a wait for flows, which only the active knows are
+        acknowledged): a 503 naming the active controller and its API, so a client can go there."""
+        me, active = self.core.config.name, self.core.active_controller()
+        what = "writes" if method != "GET" else "waits for ports or routers to be up"
+        if active is None:
+            return ApiError(503, f"this controller ({me}) is the standby and no controller is active right now "
+                                 "(one is taking over); retry shortly", {"active": None})
+        if active.name == me:
+            return ApiError(503, f"this controller ({me}) is taking over as the active one; retry shortly",
+                            {"active": None})
+        return ApiError(503, f"this controller ({me}) is the standby; send {what} to the active one, "
+                             f"{active.name} at {active.api}",
+                        {"active": {"name": active.name, "api": active.api, "epoch": active.epoch}})
+
     # --- status -------------------------------------------------------------------------------------
     def status(self, body, params):
         state = self.core.nb_state()
-        return 200, {"version": VERSION, "nb": self.core.nb_status(),
+        me, controllers = self.core.controller_status()
+        return 200, {"version": VERSION, "nb": self.core.nb_status(), "controller": me, "controllers": controllers,
                      "hosts": {n: self._host_json(h)["status"] for n, h in sorted(state.hosts.items())},
                      "networks": len(state.networks), "ports": len(state.ports),
                      "ports_up": sum(1 for p in list(state.ports.values()) if self.core.port_up(p.name)),
@@ -134,7 +152,8 @@ class NorthboundApi:
         datapath_type = f.get("datapath_type", "system")
         if datapath_type not in ("netdev", "system"):
             raise v.bad("datapath_type", f"{v.shown(datapath_type)} is not one of: netdev, system")
-        of_target = v.remote(f["of_target"], "of_target") if "of_target" in f else self.core.default_of_target()
+        of_target = (",".join(v.remote(t, "of_target") for t in f["of_target"].split(","))
+                     if "of_target" in f else self.core.default_of_target())
         state = self.core.nb_state()
         existing = state.hosts.get(name)
         wanted = (encap_ip, remote, datapath_type, of_target)

@@ -152,7 +152,8 @@ class WeftApp(app_manager.RyuApp):
 
     # The ONF bundle extension's replies (open, commit) are experimenter messages Ryu parses into
     # ONFBundleCtrlMsg.
-    @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)
+    @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg, ofp_event.EventOFPRoleReply],
+                MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
         self._reply(ev, done=True)
 
@@ -204,6 +205,7 @@ class OpenFlowSwitch:
         self.errors = []
         self._waiting = {}  # xid -> (event, replies)
         self._alive = True
+        self.role = None    # (role, generation id) the switch last accepted from us (request_role)
 
     def _request(self, msg, timeout=10.0):
         if not self._alive:
@@ -249,6 +251,20 @@ class OpenFlowSwitch:
             return True
         except (SwitchGone, TimeoutError):
             return False
+
+    def request_role(self, role, generation, timeout=5.0):
+        """Makes this connection the switch's OpenFlow "master" or "slave" (which may not modify it and
+        gets no packet-ins), with `generation` (the controller's epoch): the switch refuses a master or
+        slave request with an older generation than it has seen, and demotes any other master."""
+        ofp = self.ofp
+        code = {"master": ofp.OFPCR_ROLE_MASTER, "slave": ofp.OFPCR_ROLE_SLAVE}[role]
+        request = self.parser.OFPRoleRequest(self.datapath, code, generation)
+        if not self._request(request, timeout):  # refused: an error message for its xid woke us
+            _, err_type, err_code = next(e for e in self.errors if e[0] == request.xid)
+            stale = (err_type, err_code) == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
+            raise RuntimeError("refused: " + ("a newer generation holds the switch" if stale
+                                              else f"error type {err_type} code {err_code}"))
+        self.role = (role, generation)
 
     def dump(self):
         """Every flow, group and meter on the switch, in the pipeline's vocabulary."""

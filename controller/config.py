@@ -3,6 +3,8 @@ from these fields (controller/app.py), and `check` says what is wrong with a val
 import dataclasses
 import grp
 import os
+import re
+import socket
 
 from controller import validate
 
@@ -17,7 +19,8 @@ class Config:
     nb_remote: str = _option("", "an existing NB ovsdb-server (tcp:IP:6641, ssl:IP:6641, unix:PATH, or a "
                                  "Raft cluster's remotes separated by commas); empty: the embedded NB")
     underlay_mtu: int = _option(1500, "the smallest MTU of the hosts' underlay links")
-    of_target: str = _option("", "OpenFlow target given to joining hosts that name none (ssl:IP:6653)")
+    of_target: str = _option("", "OpenFlow target given to joining hosts that name none (ssl:IP:6653; with "
+                                 "two controllers, both, separated by commas)")
     api_socket: str = _option("/run/weft/api.sock", "the API's unix socket: who may connect to it "
                                                     "(mode 0660) may drive Weft")
     api_socket_group: str = _option("", "the group that owns the API socket besides root (empty: root's)")
@@ -29,6 +32,10 @@ class Config:
                                          "signed by this CA (PEM), besides the bearer token")
     service_cidr: str = _option("10.96.0.0/16", "where Services' cluster IPs (VIPs) come from, as Kubernetes' "
                                                 "--service-cluster-ip-range: an IPv4 CIDR no network uses")
+    controller_name: str = _option("", "this controller's name in the NB's Controller table, where the "
+                                       "controllers sharing an NB see each other (empty: the hostname)")
+    api_url: str = _option("", "how clients reach this controller's API, as recorded in the Controller table "
+                               "(a standby names the active's): empty, unix:<api_socket>")
     dns_upstream: str = _option("", "where Weft's DNS forwards the names it does not know: IP or IP:PORT; empty: "
                                     "it refuses them (REFUSED), so no query leaves the data path")
     flow_audit_interval: int = _option(1, "seconds between audits of each switch's flows (its flow count per "
@@ -41,6 +48,14 @@ class Config:
     @property
     def tokens_dir(self):
         return os.path.join(self.state_dir, "tokens")
+
+    @property
+    def name(self):
+        return self.controller_name or socket.gethostname()
+
+    @property
+    def advertised_api(self):
+        return self.api_url or f"unix:{self.api_socket}"
 
     @property
     def hostnames(self):
@@ -56,9 +71,10 @@ def check(config):
         if not validate.REMOTE_RE.fullmatch(remote):
             raise ValueError(f"[weft] nb_remote: {remote!r} is not an OVSDB remote (unix:/path, tcp:IP:PORT, "
                              "ssl:IP:PORT; several separated by commas)")
-    if config.of_target and not validate.REMOTE_RE.fullmatch(config.of_target):
-        raise ValueError(f"[weft] of_target: {config.of_target!r} is not an OpenFlow target "
-                         "(tcp:IP:PORT or ssl:IP:PORT)")
+    for target in filter(None, config.of_target.split(",")):
+        if not validate.REMOTE_RE.fullmatch(target):
+            raise ValueError(f"[weft] of_target: {target!r} is not an OpenFlow target (tcp:IP:PORT or "
+                             "ssl:IP:PORT; one per controller, separated by commas)")
     for option in ("state_dir", "api_socket"):
         if not os.path.isabs(getattr(config, option)):
             raise ValueError(f"[weft] {option}: {getattr(config, option)!r} must be an absolute path")
@@ -90,6 +106,12 @@ def check(config):
         raise ValueError(f"[weft] flow_full_audit_interval: {config.flow_full_audit_interval} is out of range "
                          f"({max(config.flow_audit_interval, 1)}..86400 seconds: no shorter than "
                          "flow_audit_interval)")
+    if config.controller_name and not validate.NAME_RE.fullmatch(config.controller_name):
+        raise ValueError(f"[weft] controller_name: {config.controller_name!r} is not a name (letters, digits, "
+                         "'-', '_', '.'; at most 63)")
+    if config.api_url and not re.fullmatch(r"(unix:/\S+|https?://\S+)", config.api_url):
+        raise ValueError(f"[weft] api_url: {config.api_url!r} is not an API address (unix:/PATH, "
+                         "http://HOST:PORT or https://HOST:PORT)")
     if config.api_tls_client_ca and not config.api_tls_cert:
         raise ValueError("[weft] api_tls_client_ca needs api_tls_cert (client certificates need HTTPS)")
 

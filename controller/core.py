@@ -23,6 +23,8 @@ from ovsdb.server import EmbeddedNbServer
 LOG = logging.getLogger("weft.core")
 SWITCH_PROBE_TIMEOUT = 2.0  # seconds a connected switch has to answer when another claims its place
 SWITCH_ADMIT_WAIT = 3.0     # seconds a new switch may wait for its host's OVSDB to report its id
+ACTIVE_LOCK = "weft_active"  # the NB lock whose holder is the active controller (ovn-northd's way)
+ROLE_TIMEOUT = 5.0          # seconds a switch has to answer an OpenFlow role request
 
 
 class WeftCore:
@@ -40,7 +42,13 @@ class WeftCore:
         self.counters = Counters()  # what /metrics exports as weft_*_total (controller/counters.py)
         self.metrics = Metrics(self)  # GET /metrics: read from the core at scrape time (controller/metrics.py)
         self._attaching = {}  # port name -> (its cookie, when first seen): ports not yet up, for port-up latency
-        self.role = "active"  # or "standby": only the active programs switches and writes their state
+        # "active" (holds the NB lock, is OpenFlow master of every switch it programs) or "standby".
+        # Only the active programs switches and writes their state; it becomes so only once every
+        # connected switch has accepted it as master, and stops the moment it loses the lock.
+        self.role = "standby"
+        self.epoch = 0        # the epoch this controller took the active role in (its role generation id)
+        self._role_wake = hub.Event()
+        self._claiming = set()  # switches a role request is on its way to
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
@@ -52,6 +60,7 @@ class WeftCore:
         self._full = True                  # next pass rebuilds everything from scratch
         self._backends = frozenset()       # service backends (protocol, address, port) last pass
         self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
+        self._full_publish = True          # next active pass checks every port's binding in the NB
         self._running = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -61,13 +70,15 @@ class WeftCore:
             self.embedded = EmbeddedNbServer(self.config.state_dir)
             remote = self.embedded.start()
             LOG.info("embedded NB ovsdb-server on %s (db %s)", remote, self.embedded.db_path)
-        self.nb = Nb(self.hub, remote, on_change=lambda conn: self._wake.set()).start()
+        self.nb = Nb(self.hub, remote, on_change=self._nb_changed, lock_name=ACTIVE_LOCK).start()
         self._running = True
+        self.hub.spawn(self._role_loop)
         self.hub.spawn(self._reconcile_loop)
         self.hub.spawn(self.next_hops.run, lambda: self._running, self._gateways)
 
     def stop(self):
         self._running = False
+        self._role_wake.set()
         for agent in self.agents.values():
             agent.stop()
         if self.nb:
@@ -84,11 +95,23 @@ class WeftCore:
         return self.nb.connected
 
     def nb_status(self):
+        server = self.nb.conn.server()
         status = {"remote": self.nb.conn.remote, "embedded": self.embedded is not None,
-                  "connected": self.nb_connected()}
+                  "connected": self.nb_connected(), "remotes": self.nb.conn.remote.split(","),
+                  "clustered": server["clustered"], "leader": server["remote"] if server["clustered"] else None}
         if self.topology_error:
             status["error"] = f"flows frozen, the NB is inconsistent: {self.topology_error}"
         return status
+
+    def controller_status(self):
+        """This controller as GET /v1/status shows it, and every row of the Controller table."""
+        me = {"name": self.config.name, "role": self.role, "epoch": self.epoch, "api": self.config.advertised_api}
+        return me, {c.name: {"role": c.role, "epoch": c.epoch, "api": c.api}
+                    for c in sorted(self.nb_state().controllers.values(), key=lambda c: c.name)}
+
+    def active_controller(self):
+        """The Controller row that says it is active (another controller's, on a standby), or None."""
+        return next((c for c in list(self.nb_state().controllers.values()) if c.role == "active"), None)
 
     def default_of_target(self):
         return self.config.of_target or None
@@ -203,7 +226,7 @@ class WeftCore:
         return self.next_hops.mac(router, next_hop)
 
     def _gateways(self):
-        if not self.nb_connected():
+        if not self.nb_connected() or self.role != "active":  # the standby sends no ARP
             return None
         return [(r.name, r.gateway, self.switches.get(r.gateway["host"]))
                 for r in list(self.nb_state().routers.values()) if r.gateway]
@@ -244,6 +267,7 @@ class WeftCore:
             live.close()
         self.switches[host] = switch
         LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
+        self._role_wake.set()  # its role first (master or slave), and only then its flows
         self._wake.set()
         return None
 
@@ -260,6 +284,104 @@ class WeftCore:
 
     def _host_of_switch(self, switch):
         return next((host for host, admitted in self.switches.items() if admitted is switch), None)
+
+    # --- the active role ----------------------------------------------------------------------------
+    def _nb_changed(self, conn):
+        """On the NB loop, after each change of its contents or its connection. Losing the lock ends
+        the active role here and now: not one more flow-mod goes out once the server says so."""
+        if self.role == "active" and not conn.has_lock:
+            self._step_down("it lost the NB lock" + ("" if conn.connected else " (the NB connection is down)"))
+        self._role_wake.set()
+        self._wake.set()
+
+    def _step_down(self, why):
+        LOG.warning("controller %s: standby now, %s", self.config.name, why)
+        self.role = "standby"
+        for sync in list(self.syncs.values()):
+            sync.stop()
+
+    def _role_loop(self):
+        """Takes the active role when the NB grants this controller the lock; records this controller
+        in the Controller table otherwise; keeps every switch told its role."""
+        while self._running:
+            self._role_wake.wait(timeout=1.0)
+            self._role_wake.clear()
+            if not (self._running and self.nb_connected() and self.nb.replica.loaded):
+                continue
+            try:
+                if self.role == "standby" and self.nb.conn.has_lock:
+                    self._take_over()
+                elif self.role == "standby":
+                    self._record_standby()
+                self._claim_switches()
+            except TransactionError as err:
+                LOG.warning("controller %s: cannot record its role in the NB (retrying): %s", self.config.name, err)
+                self.hub.sleep(0.2)
+                self._role_wake.set()
+
+    def _take_over(self):
+        """The lock is ours: a new epoch in the NB, then OpenFlow master (generation id = the epoch) on
+        every switch, and only then flows, by difference (each switch is read first)."""
+        started = time.monotonic()
+        epoch = self.nb.take_active(self.config.name, self.config.advertised_api)
+        if not self.nb.conn.has_lock:  # lost again while the transaction ran: not ours after all
+            return
+        self.epoch = epoch
+        self._claim_switches(wait=True)
+        if not self.nb.conn.has_lock:
+            return
+        self.role = "active"
+        self.counters.inc("failovers")
+        for agent in list(self.agents.values()):  # what a standby only looked at, now made right
+            agent.check_now()
+        LOG.warning("controller %s: active (epoch %d) after %.0f ms; master of %d switches", self.config.name,
+                    epoch, (time.monotonic() - started) * 1000, len(self.switches))
+        self._wake.set()
+
+    def wait_active(self, timeout):
+        """Waits until this controller is the active one (tests and tools that run one alone)."""
+        deadline = time.monotonic() + timeout
+        while self.role != "active":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"controller {self.config.name} did not become active in {timeout:.0f} s")
+            self.hub.sleep(0.02)
+
+    def _record_standby(self):
+        mine = self.nb_state().controllers.get(self.config.name)
+        api = self.config.advertised_api
+        if mine is None or (mine.role, mine.api) != ("standby", api):
+            self.nb.set_controller(self.config.name, api=api, role="standby")
+
+    def _wanted_role(self):
+        """(OpenFlow role, generation id) for every switch: master in our epoch while we are or are
+        becoming active, else slave in the active's epoch (a lower one the switch refuses as stale)."""
+        if self.nb.conn.has_lock and self.epoch:
+            return "master", self.epoch
+        return "slave", max((c.epoch for c in list(self.nb_state().controllers.values())), default=0)
+
+    def _claim_switches(self, wait=False):
+        """Sends each switch whose role is not the one wanted a role request (all in parallel)."""
+        role = self._wanted_role()
+        pending = [sw for sw in list(self.switches.values())
+                   if getattr(sw, "role", None) != role and sw not in self._claiming]
+        done = [self.hub.Event() for _ in pending]
+        for switch, event in zip(pending, done):
+            self._claiming.add(switch)
+            self.hub.spawn(self._claim, switch, role, event)
+        if wait:
+            for event in done:
+                event.wait(ROLE_TIMEOUT + 1)
+
+    def _claim(self, switch, role, done):
+        try:
+            switch.request_role(*role, timeout=ROLE_TIMEOUT)
+        except Exception as err:  # gone, slow, or it refused (a stale generation): the next look retries
+            LOG.warning("controller %s: switch %s did not take role %s (generation %d): %s", self.config.name,
+                        self._host_of_switch(switch), role[0], role[1], err)
+        finally:
+            self._claiming.discard(switch)
+            done.set()
+            self._wake.set()
 
     def switch_disconnected(self, switch):
         host = self._host_of_switch(switch)
@@ -381,7 +503,8 @@ class WeftCore:
                 LOG.error("the NB is inconsistent, flows are frozen until it is fixed: %s", err)
             self.topology_error = err
             self._full = True  # the next pass starts over from the NB as it is then
-            self._publish_host_status(state)
+            if self.role == "active":
+                self._publish_host_status(state)
             return
         self.topology_error = None
         old = self.compiler.topo
@@ -389,9 +512,13 @@ class WeftCore:
         self._watch_attaches(old, topo)
         self.answers.topology_changed()
         self._sync_switches(state, flow_changes)
+        if self.role != "active":  # the standby compiles (to take over warm) but writes nothing
+            self._full_publish = True
+            return
         self._flush_gone_backends()
         self._publish_host_status(state)
-        touched = None if topo.delta is None else topo.delta.ports | topo.delta.bindings
+        touched = None if topo.delta is None or self._full_publish else topo.delta.ports | topo.delta.bindings
+        self._full_publish = False
         self._publish_port_bindings(state, topo, touched)
         if self._attaching and touched:  # a binding can make a port up with flows acked before it
             self._note_ports_up(touched & self._attaching.keys())
@@ -443,7 +570,10 @@ class WeftCore:
             agent.set_uplink(uplinks.get(name))
 
     def _sync_switches(self, state, flow_changes):
-        connected = {name: sw for name, sw in self.switches.items() if name in state.hosts}
+        # Only the active programs, and only switches that took it as master in its epoch.
+        master = ("master", self.epoch)
+        connected = {name: sw for name, sw in self.switches.items()
+                     if name in state.hosts and self.role == "active" and getattr(sw, "role", None) == master}
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
                 sync.stop()

@@ -57,7 +57,7 @@ class HostAgent:
         if conn.synced:
             args = (self.host.datapath_id, self.host.datapath_type, self.host.of_target)
             ready = vswitch.is_ready(conn, self.replica, *args)
-            if not ready:
+            if not ready and self.core.role == "active":  # a standby only looks
                 try:
                     vswitch.ensure_host_ready(conn, *args)
                     self.error = None
@@ -68,7 +68,8 @@ class HostAgent:
             self.ready = ready
             if self.ready:
                 self.error = None
-                self._check_uplink(conn)
+                if self.core.role == "active":
+                    self._check_uplink(conn)
             self._report_bindings()
         self.core.host_changed(self.host.name)
 
@@ -98,6 +99,9 @@ class HostAgent:
             vswitch.unplug_iface_id(self.conn, iface_id)
         except TransactionError as err:
             raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: {err}") from None
+
+    def check_now(self):
+        self._kick.set()
 
     def set_uplink(self, iface):
         if iface != self.uplink:

@@ -5,6 +5,7 @@ The controller runs on eventlet (Ryu), the CLI-free tests on plain threads; both
 plain-thread one). The IDL is not thread-safe, so every use of it holds `self.lock`.
 """
 import collections
+import itertools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import ovs.stream
 
 LOG = logging.getLogger("weft.ovsdb")
 TXN_DONE = (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED)
+RECONNECT_MAX_BACKOFF_MS = 1000
 
 
 class ThreadHub:
@@ -104,8 +106,9 @@ def fetch_schema(remote, database, timeout=10.0):
 
 
 class _Job:
-    def __init__(self, build, attempts, done):
+    def __init__(self, build, attempts, done, unlocked=False):
         self.build, self.attempts, self.done = build, attempts, done
+        self.unlocked = unlocked  # may commit without the connection's lock (in a transaction of its own)
         self.result = self.error = None
         self.lost_at = None  # when the answer to the transaction carrying it was lost
 
@@ -131,7 +134,7 @@ class OvsdbConnection:
     """
 
     def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None,
-                 persist_uuids=False, patience=PATIENCE):
+                 persist_uuids=False, patience=PATIENCE, lock_name=None):
         helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
         for table, columns in tables.items():
             if columns is None:
@@ -141,8 +144,20 @@ class OvsdbConnection:
         self.hub = hub
         self.remote = remote
         self.name = name or remote
-        self.idl = _Idl(remote, helper)
+        # `remote` may list a Raft cluster's members (comma-separated): the IDL then talks only to the
+        # leader, following it when it changes (it watches each server's _Server database), and keeps
+        # its replica across the move (monitor_cond_since: only what it missed is sent).
+        self.idl = _Idl(remote, helper, leader_only=True)
+        # After trying each remote once the session backs off, by default up to 8 s: an election
+        # takes about one election timer (1 s), so look again at least every second.
+        self.idl._session.reconnect.set_backoff(1000, RECONNECT_MAX_BACKOFF_MS)
         self.idl.listener = self.listener = listener
+        # An OVSDB lock (as ovn-northd takes one): the server grants it to one client at a time, and
+        # drops it with that client's session. `has_lock` follows the server's word.
+        self.lock_name = lock_name
+        self.has_lock = False
+        if lock_name:
+            self.idl.set_lock(lock_name)
         self.lock = hub.Semaphore()
         self.on_change = on_change
         self.connected = False
@@ -203,13 +218,15 @@ class OvsdbConnection:
                     # The IDL has no public "is the session up" call; its session object has one.
                     connected = (self.idl._session.is_connected()
                                  and self.idl.state == self.idl.IDL_S_MONITORING)
-                    changed = self.idl.change_seqno != self._seen_seqno or connected != self.connected
+                    has_lock = connected and self.idl.has_lock
+                    changed = (self.idl.change_seqno != self._seen_seqno or connected != self.connected
+                               or has_lock != self.has_lock)
                     if self.listener is not None:
                         self._reload_pending |= connected and not self.connected
                         if connected and (changed or self._reload_pending):
                             self._check_listener()
                     self._seen_seqno = self.idl.change_seqno
-                    self.connected = connected
+                    self.connected, self.has_lock = connected, has_lock
                     if connected:
                         self._down_since = None
                     elif self._down_since is None:
@@ -276,7 +293,7 @@ class OvsdbConnection:
             if self._txn is None and not self._start_batch():
                 return
             txn = self._txn
-            status = txn.commit()
+            status = self._commit()
             if status == Txn.INCOMPLETE:
                 txn.sent = True
                 return
@@ -309,7 +326,8 @@ class OvsdbConnection:
         no usable connection to commit it on: built on a stale replica, it would be refused or wrong)."""
         if not self._jobs or not self.connected:
             return False
-        batch = [self._jobs[0]] if self._solo else list(self._jobs)
+        batch = [self._jobs[0]] if self._solo or self._jobs[0].unlocked else \
+            list(itertools.takewhile(lambda job: not job.unlocked, self._jobs))
         txn = _Txn(self.idl)
         txn.persist_uuids = self.persist_uuids
         # Where the builds of one batch leave what they picked (a key, an address), so the next build
@@ -385,10 +403,32 @@ class OvsdbConnection:
                 self._solo -= 1
             self._jobs.remove(job)
 
+    def _commit(self):
+        """Commits the transaction in flight. The IDL puts the lock (when one is configured) in every
+        transaction, so that one sent after losing the lock fails; a job marked `unlocked` (what a
+        controller records about itself while another holds the lock) goes without it."""
+        if not (self._batch and self._batch[0].unlocked and self.lock_name):
+            return self._txn.commit()
+        self.idl.lock_name = None  # only the first commit() reads it: it is the one that sends
+        try:
+            return self._txn.commit()
+        finally:
+            self.idl.lock_name = self.lock_name
+
     def _finish(self, job, result=None, error=None):
         self._take(job)
         job.result, job.error = result, error
         job.done.set()
+
+    def server(self):
+        """Which remote the session is on (the leader, for a cluster) and whether the database is
+        clustered there: {"remote": ..., "clustered": bool}, from the server's _Server database."""
+        with self.lock:
+            remote = self.idl._session.reconnect.get_name() if self.idl._session.is_connected() else None
+            clustered = any(row.model == "clustered" for row in
+                            (self.idl.server_tables or {}).get("Database", _NO_TABLE).rows.values()
+                            if row.name == self.idl._db.name)
+        return {"remote": remote, "clustered": clustered}
 
     def wait_synced(self, timeout):
         deadline = time.monotonic() + timeout
@@ -400,17 +440,18 @@ class OvsdbConnection:
     def rows(self, table):
         return self.idl.tables[table].rows.values()
 
-    def transact(self, build, attempts=5, timeout=30.0):
+    def transact(self, build, attempts=5, timeout=30.0, unlocked=False):
         """Runs `build(txn, tables)` in a transaction on the loop and waits for the commit, retrying
         when a concurrent write changed what it read. Returns build's result (or, if that is callable,
-        its result called with the committed txn, so it can resolve inserted uuids).
+        its result called with the committed txn, so it can resolve inserted uuids). `unlocked`:
+        it may commit without holding the connection's lock.
 
         Raises TransactionError with the database's reason when it refused; Unavailable when the write
         was never sent (safe to retry); OutcomeUnknown when it was sent and may or may not have
         committed (check, then retry)."""
         if not self._running:
             raise Unavailable(f"not connected to {self.remote}: nothing was written")
-        job = _Job(build, attempts, self.hub.Event())
+        job = _Job(build, attempts, self.hub.Event(), unlocked)
         self._jobs.append(job)
         self._wakeup()
         job.done.wait(timeout)
@@ -426,6 +467,10 @@ class OvsdbConnection:
         if job.error:
             raise job.error
         return job.result
+
+
+class _NO_TABLE:
+    rows = {}
 
 
 def _describe_error(txn, status):

@@ -476,11 +476,11 @@ class Nb:
     keys and addresses, so concurrent writes never pick the same one; a `choose` callback raises to
     refuse. The database refuses (TransactionError) what breaks its constraints."""
 
-    def __init__(self, hub, remote, on_change=None):
+    def __init__(self, hub, remote, on_change=None, lock_name=None):
         self.replica = NbReplica()
         # persist_uuids: a write whose answer was lost can be checked for in the replica (ovsdb/idl.py)
         self.conn = OvsdbConnection(hub, remote, load_schema(), TABLES, on_change=on_change, name="NB",
-                                    listener=self.replica, persist_uuids=True)
+                                    listener=self.replica, persist_uuids=True, lock_name=lock_name)
 
     def start(self):
         self.conn.start()
@@ -658,12 +658,13 @@ class Nb:
         self.conn.transact(build)
 
     def set_controller(self, name, **columns):
-        """Creates or updates this controller's own row (api, role, epoch, status)."""
+        """Creates or updates this controller's own row (api, role, epoch, status): the one write a
+        standby makes, so it goes without the active lock."""
         def build(txn, tables):
             row = self._find(tables, "Controller", name) or _insert(txn, tables, "Controller", name=name)
             for column, value in columns.items():
                 setattr(row, column, value)
-        self.conn.transact(build)
+        self.conn.transact(build, unlocked=True)
 
     def set_mac_binding(self, router, ip, mac):
         """Records the MAC learned for `ip` on `router`'s gateway (mac None: forgets it)."""
@@ -686,3 +687,21 @@ class Nb:
                 if row is not None and _opt(row.host) != host:
                     row.host = [host] if host else []
         self.conn.transact(build)
+
+    def take_active(self, name, api):
+        """Records `name` as the active controller in a new epoch (one above every epoch the table
+        holds), and any other row still saying "active" (a controller that died) as "gone", in one
+        transaction that fails if another writer changed a role or an epoch meanwhile. Returns the epoch."""
+        def build(txn, tables):
+            rows = list(tables["Controller"].rows.values())
+            for row in rows:
+                row.verify("epoch")
+                row.verify("role")
+            epoch = max((row.epoch for row in rows), default=0) + 1
+            mine = self._find(tables, "Controller", name) or _insert(txn, tables, "Controller", name=name)
+            mine.api, mine.role, mine.epoch = api, "active", epoch
+            for row in rows:
+                if row.name != name and row.role == "active":
+                    row.role = "gone"
+            return epoch
+        return self.conn.transact(build)

@@ -59,6 +59,11 @@ def _ensure_attrs(row, **values):
             setattr(row, column, value)
 
 
+def of_targets(of_target):
+    """A host's OpenFlow targets: its `of_target` lists one per controller, comma-separated."""
+    return [t for t in (of_target or "").split(",") if t]
+
+
 def ensure_host_ready(conn, dpid, datapath_type, of_target):
     """Makes br-int, its Geneve port and its controller target match what Weft wants. Idempotent: a
     second call on a ready host commits nothing."""
@@ -93,13 +98,16 @@ def ensure_host_ready(conn, dpid, datapath_type, of_target):
                           ofport_request=[TUNNEL_OFPORT])
 
         targets = [c.target for c in bridge.controller]
-        if of_target and targets != [of_target]:
-            controller = txn.insert(tables["Controller"])
-            controller.target = of_target
-            controller.external_ids = {OWNER_KEY: "weft"}
-            for column, value in PACKET_IN_LIMITS.items():  # a new row: nothing to read back yet
-                setattr(controller, column, value)
-            bridge.controller = [controller]
+        if of_target and targets != of_targets(of_target):
+            controllers = []
+            for target in of_targets(of_target):  # one per controller of an active/standby pair
+                controller = txn.insert(tables["Controller"])
+                controller.target = target
+                controller.external_ids = {OWNER_KEY: "weft"}
+                for column, value in PACKET_IN_LIMITS.items():  # a new row: nothing to read back yet
+                    setattr(controller, column, value)
+                controllers.append(controller)
+            bridge.controller = controllers
         elif not of_target and bridge.controller:
             bridge.controller = []
         else:
@@ -177,7 +185,7 @@ def is_ready(conn, replica, dpid, datapath_type, of_target):
             return False
         return (replica.ofport_of(TUNNEL_PORT) == TUNNEL_OFPORT
                 and bridge.other_config.get("datapath-id") == dpid
-                and [c.target for c in bridge.controller] == ([of_target] if of_target else [])
+                and [c.target for c in bridge.controller] == of_targets(of_target)
                 and all(getattr(c, column) == value for c in bridge.controller
                         for column, value in PACKET_IN_LIMITS.items()))
 

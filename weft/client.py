@@ -11,8 +11,10 @@ Where the API is, and how to prove who you are, comes from (first found wins):
         cert_file = ...        (a client certificate and its key, if the API asks for one)
         key_file = ...
   4. the controller's default unix socket, /run/weft/api.sock (no token: its permissions decide).
-URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT. The environment's names are
-WEFT_CA_FILE, WEFT_CERT_FILE and WEFT_KEY_FILE for the TLS settings.
+URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT; several, comma-separated, for an
+active/standby pair of controllers: a request goes to the next one when one refuses the connection or
+answers that it is the standby (nothing was done there, so that is always safe). The environment's
+names are WEFT_CA_FILE, WEFT_CERT_FILE and WEFT_KEY_FILE for the TLS settings.
 """
 import configparser
 import errno
@@ -81,24 +83,26 @@ class ApiClient:
         self._ca_file = ca_file or os.environ.get("WEFT_CA_FILE") or config.get("ca_file")
         self._client_cert = (os.environ.get("WEFT_CERT_FILE") or config.get("cert_file"),
                              os.environ.get("WEFT_KEY_FILE") or config.get("key_file"))
-        self._connect = self._connector()
+        endpoints = [b.strip().rstrip("/") for b in self.base.split(",") if b.strip()] or [self.base]
+        self._endpoints = [(endpoint, self._connector(endpoint)) for endpoint in endpoints]
+        self._first = 0  # the endpoint that answered last: asked first next time
 
-    def _connector(self):
-        if self.base.startswith("unix:"):
-            sock_path = self.base[len("unix:"):]
+    def _connector(self, base):
+        if base.startswith("unix:"):
+            sock_path = base[len("unix:"):]
             if not sock_path:
-                raise ApiError(None, f"{self.base!r} names no socket (unix:/PATH)")
+                raise ApiError(None, f"{base!r} names no socket (unix:/PATH)")
             return lambda: UnixHTTPConnection(sock_path, self.timeout)
         try:
-            url = urllib.parse.urlsplit(self.base)
+            url = urllib.parse.urlsplit(base)
             host, port = url.hostname, url.port
         except ValueError as err:
-            raise ApiError(None, f"{self.base!r} is not an API address ({err}); use unix:/PATH, "
+            raise ApiError(None, f"{base!r} is not an API address ({err}); use unix:/PATH, "
                                  "http://HOST:PORT or https://HOST:PORT") from None
         # (http.client would refuse a space or a control character in the host only when connecting)
         if url.scheme not in ("http", "https") or not host or url.path not in ("", "/") \
                 or re.search(r"[\x00-\x20\x7f]", host):
-            raise ApiError(None, f"{self.base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
+            raise ApiError(None, f"{base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
                                  "https://HOST:PORT)")
         if url.scheme == "http":
             return lambda: http.client.HTTPConnection(host, port or 80, timeout=self.timeout)
@@ -137,25 +141,42 @@ class ApiClient:
         work while the controller handles it (attach makes the veth meanwhile)."""
         data = None if body is None else json.dumps(body).encode()
         headers = self._headers(data)
-        conn = self._connect()
+        order = list(range(self._first, len(self._endpoints))) + list(range(self._first))
+        return self._send_to(order, method, path, data, headers)
+
+    def _send_to(self, order, method, path, data, headers):
+        """Sends to the first endpoint of `order` (indexes into self._endpoints); goes on to the next
+        when one refuses the connection, or answers that it is the standby."""
+        index, rest = order[0], order[1:]
+        where, connect = self._endpoints[index]
+        conn = connect()
         try:
             conn.request(method, path, body=data, headers=headers)
         except (OSError, http.client.HTTPException) as err:
             conn.close()
-            raise self._unreachable(err) from None
+            if rest and getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT):
+                return self._send_to(rest, method, path, data, headers)  # nothing was sent: try the next
+            raise self._unreachable(err, where) from None
 
         def answer():
             try:
                 resp = conn.getresponse()
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as err:
-                raise self._unreachable(err) from None
+                raise self._unreachable(err, where) from None
             finally:
                 conn.close()
-            return self._decode(resp, raw)
+            try:
+                value = self._decode(resp, raw, where)
+            except ApiError as err:
+                if rest and err.status == 503 and "active" in err.details:  # a standby: it did nothing
+                    return self._send_to(rest, method, path, data, headers)()
+                raise
+            self._first = index
+            return value
         return answer
 
-    def _decode(self, resp, raw):
+    def _decode(self, resp, raw, where):
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
@@ -167,14 +188,13 @@ class ApiClient:
                 message += " (give a token with --token-file FILE or WEFT_TOKEN_FILE)"
             raise ApiError(resp.status, message, value if isinstance(value, dict) else None)
         if value is _NOT_JSON:
-            raise ApiError(resp.status, f"the API at {self.base} answered with something that is not JSON "
+            raise ApiError(resp.status, f"the API at {where} answered with something that is not JSON "
                                         f"({resp.getheader('Content-Type') or 'no content type'}): {_excerpt(raw)}")
         return value
 
-    def _unreachable(self, err):
-        where = self.base
-        if self.base.startswith("unix:") and isinstance(err, OSError):
-            sock = self.base[len("unix:"):]
+    def _unreachable(self, err, where):
+        if where.startswith("unix:") and isinstance(err, OSError):
+            sock = where[len("unix:"):]
             if err.errno in (errno.EACCES, errno.EPERM):
                 return ApiError(None, f"permission denied on {sock}: only root and the socket's group may "
                                       "drive Weft (run as root, or ask for that group)")

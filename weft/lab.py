@@ -38,7 +38,8 @@ _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 # name, wl-<lab>-<host>: no '-', so it never reads as a container's wl-<lab>-c-<name>.
 _HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,14}$")
 # The lab's own namespaces, bridge and directories (a host's directory is <lab dir>/<host>).
-_RESERVED_HOSTS = ("fab", "out", "br0", "fabric", "outside", "controller", "pki")
+_RESERVED_HOSTS = ("fab", "out", "br0", "fabric", "outside", "controller", "pki", "nbr0",
+                   "nb1", "nb2", "nb3", "c1", "c2")
 
 
 class LabError(WeftError):
@@ -258,11 +259,13 @@ def _tail(path, lines=20):
 
 # ---------------------------------------------------------------- up
 
-def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtimes=False, progress=_stderr):
+def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtimes=False, ha=False,
+       progress=_stderr):
     """Build the lab (hosts h1..hN, fabric, controller, joined hosts, and with `external` an
     `outside` namespace on its own link to an uplink of the first host); with `tls`, OpenFlow runs
     over TLS with certificates from a PKI in the lab dir (`weft pki`); with `runtimes`, every host
-    also runs a dockerd and podman (weft.labruntimes). `hosts` is N, or the hosts' names
+    also runs a dockerd and podman (weft.labruntimes); with `ha`, a 3-member Raft NB cluster and two
+    controllers, c1 and c2, an active/standby pair (see _start_ha). `hosts` is N, or the hosts' names
     (weft.mininet names them after its switches). Return info(name)."""
     d = lab_dir(name)
     names = _host_names(hosts)
@@ -275,6 +278,8 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtime
         labruntimes.check_installed()
     if os.geteuid() != 0:
         raise LabError("weft lab needs root (network namespaces, Open vSwitch)")
+    if ha and (tls or not controller):
+        raise LabError("--ha needs the controllers and plain OpenFlow (not --tls or --no-controller)")
     ryu = controller_argv(0, "")[0]
     if controller and not os.path.exists(ryu):  # fail before building anything
         raise LabError(f"{ryu} not found: install Weft with its dependencies (Ryu), or use --no-controller")
@@ -301,7 +306,10 @@ def up(name="weft", hosts=2, controller=True, external=False, tls=False, runtime
         _seed_tunnel_arp(st, progress)
         if external:
             _make_outside(st, progress)
-        if controller:
+        if controller and ha:
+            _start_ha(st, progress)
+            _join_hosts(st, progress)
+        elif controller:
             _start_controller(st, progress)
             _join_hosts(st, progress)
         if runtimes:
@@ -483,19 +491,10 @@ def _start_controller(st, progress):
     # as OVS and Ryu set on their own TCP sockets: without it Nagle held a barrier reply queued behind
     # a PORT_STATUS until Ryu's delayed ACK, 40 ms, on about one port attach in five.
     for host, h in st["hosts"].items():
-        sock = Path(h["dir"]) / "ctl.sock"
-        with open(Path(h["dir"]) / "relay.log", "wb") as log:
-            relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early,backlog=128",
-                                      f"TCP:127.0.0.1:{ofp},nodelay"], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log, start_new_session=True)
-        _record_pid(st, relay.pid, f"{host} controller relay", group=True, proc=relay)
+        _start_relay(st, host, Path(h["dir"]) / "ctl.sock", ofp, f"{host} controller relay", "relay.log")
     for host, h in st["hosts"].items():
         sock = Path(h["dir"]) / "ctl.sock"
-        deadline = time.monotonic() + 5
-        while not sock.exists():
-            if time.monotonic() > deadline:
-                raise LabError(f"the relay for {host} did not create {sock}; see {h['dir']}/relay.log")
-            time.sleep(0.01)
+        _wait_relay(host, sock, Path(h["dir"]) / "relay.log")
         if st["tls"]:
             # An ssl: target must be an address: a TCP listener in the host's own namespace, chained
             # to the unix relay. TLS runs end to end, between vswitchd and the controller.
@@ -509,24 +508,196 @@ def _start_controller(st, progress):
     _save(st)
 
 
+def _start_relay(st, host, sock, ofp, what, log_name):
+    with open(Path(st["hosts"][host]["dir"]) / log_name, "wb") as log:
+        relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early,backlog=128",
+                                  f"TCP:127.0.0.1:{ofp},nodelay"], stdin=subprocess.DEVNULL,
+                                 stdout=log, stderr=log, start_new_session=True)
+    _record_pid(st, relay.pid, what, group=True, proc=relay)
+
+
+def _wait_relay(host, sock, log):
+    deadline = time.monotonic() + 5
+    while not sock.exists():
+        if time.monotonic() > deadline:
+            raise LabError(f"the relay for {host} did not create {sock}; see {log}")
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- high availability (--ha)
+
+NB_LINK_PREFIX = "10.254.0."  # member nbN has 10.254.0.N/24 on the lab's NB link (nbr0 in the fabric)
+NB_MEMBERS = ("nb1", "nb2", "nb3")
+HA_CONTROLLERS = ("c1", "c2")
+RAFT_PORT = 6643
+NB_DATABASE = "Weft_NB"
+
+
+def _start_ha(st, progress):
+    """A 3-member Raft NB cluster and two controllers pointed at all three members. Each member runs
+    in its own namespace, on a private link (a bridge in the fabric namespace), and Raft runs over TCP
+    between them; clients reach each member through a unix socket in the lab dir (unix sockets are not
+    namespaced). c1 starts first, so it is the active one; every host's br-int gets both as targets."""
+    d, fab = Path(st["dir"]), st["fabric"]["netns"]
+    progress(f"lab {st['name']}: NB cluster of {len(NB_MEMBERS)} members on {NB_LINK_PREFIX}0/24")
+    _run(["ip", "-n", fab, "link", "add", "nbr0", "type", "bridge"])
+    _run(["ip", "-n", fab, "link", "set", "nbr0", "up"])
+    st["nb_members"] = {}
+    for i, member in enumerate(NB_MEMBERS, 1):
+        md = d / member
+        md.mkdir()
+        ns = f"wl-{st['name']}-{member}"
+        _netns_add(st, ns)
+        _run(["ip", "-n", fab, "link", "add", member, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _run(["ip", "-n", fab, "link", "set", member, "master", "nbr0", "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"{NB_LINK_PREFIX}{i}/24", "dev", "eth0"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        m = {"netns": ns, "dir": str(md), "db": str(md / "nb.db"), "raft": f"tcp:{NB_LINK_PREFIX}{i}:{RAFT_PORT}",
+             "remote": f"unix:{md}/nb.sock", "ctl": str(md / "nb.ctl"), "log": str(md / "nb.log")}
+        st["nb_members"][member] = m
+        if i == 1:
+            _run(["ovsdb-tool", "create-cluster", m["db"], REPO_ROOT / "ovsdb" / "weft_nb.ovsschema", m["raft"]])
+        else:
+            _run(["ovsdb-tool", "join-cluster", m["db"], NB_DATABASE, m["raft"],
+                  st["nb_members"][NB_MEMBERS[0]]["raft"]])
+        _save(st)
+        start_nb_member(st, member)
+    _wait_nb_cluster(st)
+
+    st["controllers"] = {}
+    remotes = ",".join(m["remote"] for m in st["nb_members"].values())
+    for controller, ofp in zip(HA_CONTROLLERS, _free_ports(len(HA_CONTROLLERS))):
+        cd = d / controller
+        cd.mkdir()
+        conf = cd / "weft.conf"
+        conf.write_text(f"[weft]\nstate_dir = {cd}/state\nunderlay_mtu = {UNDERLAY_MTU}\n"
+                        f"api_socket = {cd}/api.sock\nnb_remote = {remotes}\ncontroller_name = {controller}\n")
+        st["controllers"][controller] = {"dir": str(cd), "api": f"unix:{cd}/api.sock", "ofp_port": ofp,
+                                         "log": str(cd / "controller.log"),
+                                         "argv": [str(a) for a in controller_argv(ofp, conf)]}
+    st.update(api=",".join(c["api"] for c in st["controllers"].values()),
+              ofp_port=st["controllers"][HA_CONTROLLERS[0]]["ofp_port"])
+    for controller, c in st["controllers"].items():
+        progress(f"lab {st['name']}: starting controller {controller} (OpenFlow 127.0.0.1:{c['ofp_port']}, "
+                 f"API {c['api']}), log {c['log']}")
+        launch_controller(st, controller)
+    for host, h in st["hosts"].items():
+        socks = []
+        for controller, c in st["controllers"].items():
+            sock = Path(h["dir"]) / f"ctl-{controller}.sock"
+            _start_relay(st, host, sock, c["ofp_port"], f"{host} relay to {controller}", f"relay-{controller}.log")
+            socks.append(sock)
+        for sock in socks:
+            _wait_relay(host, sock, Path(h["dir"]))
+        h["of_target"] = ",".join(f"unix:{sock}" for sock in socks)
+    _save(st)
+
+
+def start_nb_member(st, member):
+    """Starts an NB member's ovsdb-server (again, after a stop: on the same db file, so it rejoins)."""
+    m = st["nb_members"][member]
+    st["pids"] = [e for e in st["pids"] if e["what"] != f"NB member {member}" or _alive(e["pid"])]
+    _run(["ip", "netns", "exec", m["netns"], "ovsdb-server", m["db"], f"--remote=punix:{m['remote'][5:]}",
+          f"--unixctl={m['ctl']}", f"--pidfile={m['dir']}/nb.pid", f"--log-file={m['log']}", "--detach",
+          "--no-chdir", "-vconsole:off"])
+    _record_pid(st, _read_pidfile(Path(m["dir"]) / "nb.pid"), f"NB member {member}")
+
+
+def _wait_nb_cluster(st, timeout=TIMEOUT):
+    def joined(member):
+        try:
+            return "\nStatus: cluster member\n" in nb_cluster_status(st["name"], member)
+        except LabError:
+            return False
+    deadline = time.monotonic() + timeout
+    while nb_leader(st["name"]) is None or not all(map(joined, st["nb_members"])):
+        if time.monotonic() > deadline:
+            raise LabError(f"the NB cluster elected no leader in {timeout:.0f}s; see "
+                           f"{st['nb_members'][NB_MEMBERS[0]]['log']}")
+        time.sleep(0.1)
+
+
+def nb_cluster_status(name, member):
+    """`ovs-appctl cluster/status` of one member, as text (LabError if it does not answer)."""
+    st = _require(name)
+    if member not in st.get("nb_members", {}):
+        raise LabError(f"no NB member {member} in lab {name} (members: {', '.join(st.get('nb_members', {})) or 'none: not --ha'})")
+    return _run(["ovs-appctl", "-t", st["nb_members"][member]["ctl"], "cluster/status", NB_DATABASE])
+
+
+def nb_leader(name):
+    """The NB member that is the Raft leader now, as its own cluster/status says; None during an election."""
+    for member in _require(name).get("nb_members", {}):
+        try:
+            if "\nRole: leader\n" in nb_cluster_status(name, member):
+                return member
+        except LabError:  # stopped or killed
+            continue
+    return None
+
+
+def _entry(st, what):
+    entries = [e for e in st["pids"] if e["what"] == what and _alive(e["pid"])]
+    if not entries:
+        raise LabError(f"{what} is not running in lab {st['name']}")
+    return entries[0]
+
+
+def _ha_process(st, kind, which):
+    table = st.get("controllers" if kind == "controller" else "nb_members") or {}
+    if which not in table:
+        raise LabError(f"no {kind} {which} in lab {st['name']} ({', '.join(table) or 'the lab is not --ha'})")
+    return f"controller {which}" if kind == "controller" else f"NB member {which}"
+
+
+def stop_process(name, kind, which, sig=signal.SIGTERM, timeout=10):
+    """Signals a controller (kind "controller": c1, c2) or an NB member ("nb": nb1..nb3) of an --ha lab by
+    its recorded pid (SIGKILL: kill -9), waits until it is gone, and forgets it. Returns its pid."""
+    st = _require(name)
+    entry = _entry(st, _ha_process(st, kind, which))
+    _signal(entry, sig)
+    if _wait_gone([entry], timeout):
+        raise LabError(f"{entry['what']} (pid {entry['pid']}) did not stop within {timeout}s")
+    st["pids"].remove(entry)
+    _save(st)
+    return entry["pid"]
+
+
+def start_process(name, kind, which):
+    """Starts a stopped controller or NB member of an --ha lab again (same ports, files and state)."""
+    st = _require(name)
+    what = _ha_process(st, kind, which)
+    if any(e["what"] == what and _alive(e["pid"]) for e in st["pids"]):
+        raise LabError(f"{what} is already running in lab {name}")
+    if kind == "controller":
+        launch_controller(st, which)
+    else:
+        start_nb_member(st, which)
+
+
 def source_pythonpath():
     """A PYTHONPATH with this source tree first: lab processes run this copy of Weft (`controller.app`
     is imported by module name), installed or not."""
     return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
-def launch_controller(st):
-    """Starts the lab's controller (again, after a stop: same ports, state and log), records it, and
-    returns once it serves. The API answers before the embedded NB is connected, and joining a host
-    needs the NB: waiting for both keeps the first POST /v1/hosts from racing it into a 503."""
-    d = Path(st["dir"])
+def launch_controller(st, controller=None):
+    """Starts the lab's controller (again, after a stop: same ports, state and log), or in an --ha lab
+    the one named `controller`, records it, and returns once it serves. The API answers before the
+    embedded NB is connected, and joining a host needs the NB: waiting for both keeps the first
+    POST /v1/hosts from racing it into a 503."""
+    if controller is None:
+        d, argv, what, api = Path(st["dir"]), st["controller_argv"], "controller", st["api"]
+    else:
+        c = st["controllers"][controller]
+        d, argv, what, api = Path(c["dir"]), c["argv"], f"controller {controller}", c["api"]
     log_path = d / "controller.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(st["controller_argv"], stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=d, env=_full_env({"PYTHONPATH": source_pythonpath()}),
                                 start_new_session=True)
-    _record_pid(st, proc.pid, "controller", group=True, proc=proc)
-    wait_until_serving(proc, st["api"], log_path)
+    _record_pid(st, proc.pid, what, group=True, proc=proc)
+    wait_until_serving(proc, api, log_path)
 
 
 def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
@@ -539,9 +710,11 @@ def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
             raise LabError(f"the controller exited with status {proc.returncode}; "
                            f"last lines of {log_path}:\n{_tail(log_path)}")
         try:
-            if ((client.get("/v1/status") or {}).get("nb") or {}).get("connected"):
+            status = client.get("/v1/status") or {}
+            roles = [c.get("role") for c in (status.get("controllers") or {}).values()]
+            if (status.get("nb") or {}).get("connected") and "active" in roles:
                 return
-            waiting_for = "its NB database to connect"
+            waiting_for = "its NB database to connect and a controller to be active"
         except ApiError as err:
             waiting_for = f"GET /v1/status on {api} ({err.message})"
         if time.monotonic() > deadline:
@@ -562,21 +735,23 @@ def _join_hosts(st, progress):
             raise LabError(f"joining {host} failed: {err.message}") from None
 
     progress(f"lab {st['name']}: waiting for every host to connect (OVSDB and OpenFlow)")
-    pending = dict.fromkeys(st["hosts"], None)
+    # In an --ha lab, to each controller: the standby keeps its connections warm too.
+    clients = [ApiClient(c["api"]) for c in st["controllers"].values()] if st.get("controllers") else [client]
+    pending = {(host, i): None for host in st["hosts"] for i in range(len(clients))}
     deadline = time.monotonic() + TIMEOUT
     while pending:
-        for host in list(pending):
+        for host, i in list(pending):
             try:
-                status = (client.get(api_path("hosts", host)) or {}).get("status") or {}
+                status = (clients[i].get(api_path("hosts", host)) or {}).get("status") or {}
             except ApiError as err:
                 status = {"error": err.message}
-            pending[host] = status
+            pending[host, i] = status
             if status.get("ovsdb_connected") is True and status.get("openflow_connected") is True:
-                del pending[host]
+                del pending[host, i]
         if not pending:
             break
         if time.monotonic() > deadline:
-            host, status = next(iter(pending.items()))
+            (host, _), status = next(iter(pending.items()))
             hd = st["hosts"][host]["dir"]
             raise LabError(f"host {host} did not connect to the controller within {TIMEOUT:.0f}s "
                            f"(last status {json.dumps(status)}); see {st['dir']}/controller.log and "
@@ -632,6 +807,9 @@ def info(name="weft"):
         "containers": {c: dict(v) for c, v in st["containers"].items()},
         "pids": [dict(e) for e in st["pids"]],
         **({"external": dict(st["external"])} if st.get("external") else {}),
+        **({"nb_members": {m: dict(v) for m, v in st["nb_members"].items()},
+            "controllers": {c: {k: v[k] for k in ("dir", "api", "ofp_port", "log")}
+                            for c, v in st["controllers"].items()}} if st.get("controllers") else {}),
     }
 
 

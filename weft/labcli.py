@@ -34,7 +34,18 @@ def add_lab_commands(subparsers):
                    help="OpenFlow over TLS, with a CA and per-host certificates made in the lab dir")
     p.add_argument("--runtimes", action="store_true",
                    help="also run a dockerd and podman on every host, with the image weft/busybox")
+    p.add_argument("--ha", action="store_true",
+                   help="a 3-member Raft NB cluster (nb1..nb3) and two controllers, c1 (active) and c2 (standby)")
     cmd(sub, "down", _cli_down, "stop and remove everything the lab made")
+    for kind, members, what in (("controller", "c1 or c2", "a controller"), ("nb", "nb1, nb2 or nb3", "an NB member")):
+        group = sub.add_parser(kind, help=f"stop, kill or start {what} of an --ha lab")
+        gsub = group.add_subparsers(dest=f"{kind}_command", metavar="COMMAND", required=True)
+        for verb, help in (("stop", "SIGTERM"), ("kill", "SIGKILL (kill -9)"), ("start", "start it again")):
+            p = cmd(gsub, verb, _cli_process, f"{help}: {what}")
+            p.add_argument("which", metavar=kind.upper(), help=members)
+            p.set_defaults(kind=kind, verb=verb)
+        if kind == "nb":
+            cmd(gsub, "leader", _cli_nb_leader, "print the NB member that is the Raft leader now")
     cmd(sub, "info", _cli_info, "print the lab as JSON")
     cmd(sub, "env", _cli_env, "print shell exports (eval \"$(weft lab env)\")")
 
@@ -70,10 +81,30 @@ def add_lab_commands(subparsers):
 def _cli_up(args):
     lab = _lab()
     result = lab.up(args.name, args.hosts, controller=not args.no_controller, external=args.external,
-                    tls=args.tls, runtimes=args.runtimes)
+                    tls=args.tls, runtimes=args.runtimes, ha=args.ha)
     if result["api"]:
         print(result["api"])
         lab._stderr(f"use it with: eval \"$(weft lab env --name {args.name})\"")
+    return 0
+
+
+def _cli_process(args):
+    import signal
+    lab = _lab()
+    if args.verb == "start":
+        lab.start_process(args.name, args.kind, args.which)
+    else:
+        pid = lab.stop_process(args.name, args.kind, args.which,
+                               signal.SIGKILL if args.verb == "kill" else signal.SIGTERM)
+        lab._stderr(f"lab {args.name}: {args.kind} {args.which} (pid {pid}) stopped")
+    return 0
+
+
+def _cli_nb_leader(args):
+    leader = _lab().nb_leader(args.name)
+    if leader is None:
+        raise _lab().LabError(f"lab {args.name}: no NB member is the leader right now (an election?)")
+    print(leader)
     return 0
 
 

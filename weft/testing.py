@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flows.model import ETH_TYPE_IPV4, ICMP_ECHO_REQUEST, IP_PROTO_ICMP
 from weft import lab as weftlab
-from weft.client import ApiClient, path as api_path
+from weft.client import ApiClient, ApiError, path as api_path
 
 OVS_TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
 
@@ -51,12 +51,12 @@ def runtimes_skip_reason():
 class Lab:
     """A running lab. Targets are host names (h1...), container names or "fabric"."""
 
-    def __init__(self, name, hosts=2, controller=True, external=False, tls=False, runtimes=False,
+    def __init__(self, name, hosts=2, controller=True, external=False, tls=False, runtimes=False, ha=False,
                  progress=weftlab._stderr):
         self.name = name
         # What the root namespace looked like just before this lab came up (runtimes touch nothing).
         self.root_before = root_state() if runtimes else None
-        weftlab.up(name, hosts, controller=controller, external=external, tls=tls, runtimes=runtimes,
+        weftlab.up(name, hosts, controller=controller, external=external, tls=tls, runtimes=runtimes, ha=ha,
                    progress=progress)
         api = self.info["api"]
         self.api = ApiClient(api) if api else None
@@ -101,6 +101,40 @@ class Lab:
                     raise AssertionError(f"hosts not ready again after the controller restart: "
                                          f"{self.api.get('/v1/hosts')}")
                 time.sleep(0.1)
+
+    # --- an --ha lab: controllers c1, c2 and NB members nb1..nb3 ---------------------------------------
+    def controller_api(self, controller):
+        """An API client of one controller of an --ha lab (c1, c2) alone: no trying the other one."""
+        return ApiClient(self.info["controllers"][controller]["api"])
+
+    def kill_controller(self, controller, sig=signal.SIGKILL):
+        """Signals controller c1 or c2 by its recorded pid (kill -9 by default) and waits until it is gone."""
+        return weftlab.stop_process(self.name, "controller", controller, sig)
+
+    def start_controller(self, controller):
+        weftlab.start_process(self.name, "controller", controller)
+
+    def kill_nb_member(self, member, sig=signal.SIGKILL):
+        return weftlab.stop_process(self.name, "nb", member, sig)
+
+    def start_nb_member(self, member):
+        weftlab.start_process(self.name, "nb", member)
+
+    def nb_leader(self, timeout=10):
+        """The NB member that is the Raft leader (waiting through an election, up to `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while (leader := weftlab.nb_leader(self.name)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no NB leader within {timeout} s")
+            time.sleep(0.05)
+        return leader
+
+    def role(self, controller):
+        """The role controller c1 or c2 reports in GET /v1/status (None if it does not answer)."""
+        try:
+            return self.controller_api(controller).get("/v1/status")["controller"]["role"]
+        except ApiError:
+            return None
 
     @contextlib.contextmanager
     def controller_options(self, **options):

@@ -16,6 +16,7 @@ def core(tmp_path):
     core = WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "state"), underlay_mtu=1600))
     core.start()
     core.nb.conn.wait_synced(10)
+    core.wait_active(10)  # the only controller: it takes the NB lock right away
     yield core
     core.stop()
 

@@ -57,6 +57,7 @@ def small_service_cidr_api(tmp_path, cidr):
     core = WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "small"), underlay_mtu=1600, service_cidr=cidr))
     core.start()
     core.nb.conn.wait_synced(10)
+    core.wait_active(10)
     api = NorthboundApi(core)
     assert call(api, "POST", "/v1/networks", {"name": "blue", "cidr": "10.0.0.0/24"})[0] == 201
     return core, api

@@ -74,6 +74,7 @@ def start_core(state):
     core = WeftCore(ThreadHub, Config(state_dir=str(state), underlay_mtu=1600))
     core.start()
     core.nb.conn.wait_synced(10)
+    core.wait_active(10)
     return core
 
 
