@@ -209,6 +209,13 @@ def status(args, api):
           f"{'connected' if nb['connected'] else 'NOT connected'})")
     if nb.get("error"):
         print(f"NB error: {nb['error']}")
+    if nb.get("clustered"):
+        print(f"NB cluster: {len(nb['remotes'])} remotes, connected to the leader at {nb.get('leader') or '?'}")
+    me = result.get("controller")
+    if me:
+        print(f"controller: {me['name']}, {me['role']} (epoch {me['epoch']})  " + "  ".join(
+            f"{name}: {c['role']} at {c['api']}" for name, c in (result.get("controllers") or {}).items()
+            if name != me["name"]))
     print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
     dns, rejects = result.get("dns") or {}, result.get("service_rejects") or {}
     if dns:  # what left the data path on purpose; packet_ins counts anything else (it stays 0)
@@ -224,7 +231,8 @@ def status(args, api):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="weft", description="Weft: container networks on Open vSwitch.")
-    parser.add_argument("--api", default=None, help=f"the controller's API: unix:/PATH, http(s)://HOST:PORT "
+    parser.add_argument("--api", default=None, help=f"the controller's API: unix:/PATH, http(s)://HOST:PORT; "
+                                                    "an active/standby pair's two, comma-separated "
                                                     f"(env WEFT_API; default {default_api()})")
     parser.add_argument("--token-file", default=None, help="a file holding the API's bearer token, for "
                                                            "TCP (env WEFT_TOKEN_FILE)")

@@ -24,9 +24,12 @@ import os
 import re
 import socket
 import ssl
+import time
 import urllib.parse
 
 DEFAULT_API = "unix:/run/weft/api.sock"
+FAILOVER_WAIT = 10.0   # seconds a client of an active/standby pair waits for one of them to be active
+FAILOVER_PAUSE = 0.1   # seconds between rounds of asking each
 CONFIG_FILES = ("~/.config/weft/client.conf", "/etc/weft/client.conf")
 
 
@@ -142,20 +145,25 @@ class ApiClient:
         data = None if body is None else json.dumps(body).encode()
         headers = self._headers(data)
         order = list(range(self._first, len(self._endpoints))) + list(range(self._first))
-        return self._send_to(order, method, path, data, headers)
+        deadline = time.monotonic() + FAILOVER_WAIT
+        return self._send_to(order, method, path, data, headers, deadline)
 
-    def _send_to(self, order, method, path, data, headers):
+    def _send_to(self, order, method, path, data, headers, deadline, tried=0):
         """Sends to the first endpoint of `order` (indexes into self._endpoints); goes on to the next
-        when one refuses the connection, or answers that it is the standby."""
-        index, rest = order[0], order[1:]
+        when one refuses the connection, or answers that it is the standby. With several endpoints,
+        when all did, starts over after a pause, for up to FAILOVER_WAIT: a standby taking over."""
+        index = order[tried % len(order)]
+        if tried and not tried % len(order):
+            time.sleep(FAILOVER_PAUSE)
+        more = len(order) > 1 and time.monotonic() < deadline
         where, connect = self._endpoints[index]
         conn = connect()
         try:
             conn.request(method, path, body=data, headers=headers)
         except (OSError, http.client.HTTPException) as err:
             conn.close()
-            if rest and getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT):
-                return self._send_to(rest, method, path, data, headers)  # nothing was sent: try the next
+            if more and getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT):
+                return self._send_to(order, method, path, data, headers, deadline, tried + 1)  # nothing was sent
             raise self._unreachable(err, where) from None
 
         def answer():
@@ -169,8 +177,8 @@ class ApiClient:
             try:
                 value = self._decode(resp, raw, where)
             except ApiError as err:
-                if rest and err.status == 503 and "active" in err.details:  # a standby: it did nothing
-                    return self._send_to(rest, method, path, data, headers)()
+                if more and err.status == 503 and "active" in err.details:  # a standby: it did nothing
+                    return self._send_to(order, method, path, data, headers, deadline, tried + 1)()
                 raise
             self._first = index
             return value

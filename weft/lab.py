@@ -712,7 +712,7 @@ def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
         try:
             status = client.get("/v1/status") or {}
             roles = [c.get("role") for c in (status.get("controllers") or {}).values()]
-            if (status.get("nb") or {}).get("connected") and "active" in roles:
+            if (status.get("nb") or {}).get("connected") and ("active" in roles or "controllers" not in status):
                 return
             waiting_for = "its NB database to connect and a controller to be active"
         except ApiError as err:

@@ -583,12 +583,12 @@ class LabFactory:
         self._shared = {}
         self._all = []
 
-    def make(self, hosts=2, controller=True, shared=True, external=False, tls=False, runtimes=False):
-        key = (hosts, controller, external, tls, runtimes)
+    def make(self, hosts=2, controller=True, shared=True, external=False, tls=False, runtimes=False, ha=False):
+        key = (hosts, controller, external, tls, runtimes, ha)
         if shared and key in self._shared:
             return self._shared[key]
         lab = Lab(f"t{os.getpid()}x{next(self._seq)}", hosts, controller=controller, external=external,
-                  tls=tls, runtimes=runtimes, progress=self.progress)
+                  tls=tls, runtimes=runtimes, ha=ha, progress=self.progress)
         self._all.append(lab)
         if shared:
             self._shared[key] = lab

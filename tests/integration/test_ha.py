@@ -1,0 +1,233 @@
+"""Active/standby controllers on a 3-member Raft NB (`weft lab up --ha`): the faults an operator
+meets, with 100 echoes/s between containers on different hosts running through each of them."""
+import threading
+import time
+
+import pytest
+
+from weft.client import ApiClient, ApiError
+
+FAILOVER_LIMIT = 3.0  # seconds from kill -9 of the active until the standby reports itself active
+
+
+@pytest.fixture(scope="module")
+def ha_lab(make_lab):
+    lab = make_lab(ha=True)
+    lab.weft("network", "create", "blue", "--cidr", "10.7.0.0/24")
+    a = lab.attach("a", "h1", "blue")
+    b = lab.attach("b", "h2", "blue")
+    lab.peer_ips = {"a": a["ip"], "b": b["ip"]}
+    return lab
+
+
+def roles(lab):
+    """{"active": name, "standby": name}, once the two controllers agree on who is which."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = {lab.role(c): c for c in ("c1", "c2")}
+        if set(found) == {"active", "standby"}:
+            return found
+        assert time.monotonic() < deadline, f"the controllers did not settle on their roles: {found}"
+        time.sleep(0.05)
+
+
+def settled(lab, controller, timeout=15):
+    """The hosts as `controller` reports them once every switch is connected and in sync."""
+    api, deadline = lab.controller_api(controller), time.monotonic() + timeout
+    while True:
+        hosts = {h["name"]: h["status"] for h in api.get("/v1/hosts")}
+        if all(s.get("openflow_connected") and s.get("flows_in_sync") for s in hosts.values()):
+            return hosts
+        assert time.monotonic() < deadline, f"{controller}: hosts not in sync: {hosts}"
+        time.sleep(0.05)
+
+
+def no_flow_replaced(before, after):
+    """The flows of `before` ({flow: age}) still there and older: none deleted and added again."""
+    return [flow for flow, age in before.items() if flow not in after or after[flow] < age]
+
+
+def wait_active(lab, controller, since, limit):
+    while lab.role(controller) != "active":
+        assert time.monotonic() - since < limit, f"{controller} was not active within {limit} s"
+        time.sleep(0.02)
+    return time.monotonic() - since
+
+
+def switch_roles(lab, host):
+    """{controller: the role br-int gives it ("master", "slave")}, from the host's own OVSDB."""
+    out = lab.exec(host, "ovs-vsctl", "--format=csv", "--no-headings", "--columns=target,role",
+                   "list", "Controller").stdout
+    roles = {}
+    for line in out.splitlines():
+        target, role = line.split(",")
+        roles["c1" if "ctl-c1" in target else "c2"] = role
+    return roles
+
+
+def wait_switch_roles(lab, host, expected, timeout=10):
+    """vswitchd writes a controller's role to its OVSDB a little after the change: wait for it."""
+    deadline = time.monotonic() + timeout
+    while (now := switch_roles(lab, host)) != expected:
+        assert time.monotonic() < deadline, f"{host}: roles {now}, not {expected}"
+        time.sleep(0.1)
+
+
+def test_roles_are_reported_and_the_standby_refuses_writes_naming_the_active(ha_lab):
+    lab = ha_lab
+    found = roles(lab)
+    active, standby = found["active"], found["standby"]
+    for controller in (active, standby):
+        status = lab.controller_api(controller).get("/v1/status")
+        assert status["controller"]["name"] == controller
+        assert status["controller"]["role"] == ("active" if controller == active else "standby")
+        assert status["controllers"][active]["role"] == "active"
+        assert status["controllers"][standby]["role"] == "standby"
+        assert status["nb"]["clustered"] is True and len(status["nb"]["remotes"]) == 3
+        assert status["nb"]["leader"] in status["nb"]["remotes"]
+    for host in ("h1", "h2"):
+        wait_switch_roles(lab, host, {active: "master", standby: "slave"})
+
+    # Reads are answered from the standby's replica; writes and waits for flows are refused.
+    assert lab.controller_api(standby).get("/v1/networks") == lab.controller_api(active).get("/v1/networks")
+    active_api = lab.info["controllers"][active]["api"]
+    with pytest.raises(ApiError) as refused:
+        lab.controller_api(standby).post("/v1/networks", {"name": "red", "cidr": "10.8.0.0/24"})
+    assert refused.value.status == 503
+    assert refused.value.message == (f"this controller ({standby}) is the standby; send writes to the active one, "
+                                     f"{active} at {active_api}")
+    assert refused.value.details["active"]["name"] == active
+    with pytest.raises(ApiError) as wait:
+        lab.controller_api(standby).get("/v1/ports/a?wait_up=1")
+    assert wait.value.status == 503 and "standby" in wait.value.message
+    assert "red" not in {n["name"] for n in lab.controller_api(active).get("/v1/networks")}
+
+    # The CLI given both endpoints, the standby's first, goes on to the active.
+    standby_first = f"{lab.info['controllers'][standby]['api']},{active_api}"
+    out = lab.weft("--api", standby_first, "network", "create", "red", "--cidr", "10.8.0.0/24")
+    assert out.returncode == 0
+    assert "red" in {n["name"] for n in lab.controller_api(standby).get("/v1/networks")}
+    lab.weft("--api", standby_first, "network", "delete", "red")
+    status = lab.weft("--api", standby_first, "status").stdout
+    assert f"controller: {standby}, standby" in status and f"{active}: active at {active_api}" in status
+
+
+def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_with_no_flow_mod(ha_lab):
+    lab = ha_lab
+    found = roles(lab)
+    active, standby = found["active"], found["standby"]
+    settled(lab, active)
+    before = {host: lab.flow_ages(host) for host in ("h1", "h2")}
+    with lab.echoes("a", lab.peer_ips["b"]) as report:
+        time.sleep(0.3)
+        killed_at = time.monotonic()
+        lab.kill_controller(active)
+        took = wait_active(lab, standby, killed_at, FAILOVER_LIMIT)
+        hosts = settled(lab, standby)
+        time.sleep(0.5)
+    print(f"failover: {standby} active {took * 1000:.0f} ms after kill -9 of {active}; echoes {report}")
+    assert report["lost"] == 0, report
+    # The new active read each switch and found nothing to change: 0 flow-mods, no flow replaced.
+    assert {h: s["flow_mods"] for h, s in hosts.items()} == {"h1": 0, "h2": 0}
+    for host in ("h1", "h2"):
+        assert no_flow_replaced(before[host], lab.flow_ages(host)) == []
+    status = lab.controller_api(standby).get("/v1/status")
+    assert status["controllers"][active]["role"] == "gone"
+    assert status["controller"]["epoch"] > status["controllers"][active]["epoch"]
+
+    # The killed one, started again, is the standby: the lock stays where it is.
+    lab.start_controller(active)
+    assert roles(lab) == {"active": standby, "standby": active}
+    for host in ("h1", "h2"):
+        wait_switch_roles(lab, host, {standby: "master", active: "slave"})
+
+
+def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_taken_over(ha_lab):
+    """The attach starts as the active dies: its first endpoint refuses the connection (or, in the
+    few ms of the takeover, the standby refuses the write), and the CLI goes on to the new active."""
+    lab = ha_lab
+    found = roles(lab)
+    active, standby = found["active"], found["standby"]
+    settled(lab, active)
+    result = {}
+
+    def attach():  # `weft attach` on h1, with WEFT_API naming both controllers (the lab's)
+        try:
+            result["port"] = lab.attach("late", "h1", "blue")
+        except Exception as err:  # reported below
+            result["error"] = err
+    with lab.echoes("a", lab.peer_ips["b"]) as report:
+        lab.kill_controller(active)
+        worker = threading.Thread(target=attach)
+        worker.start()
+        wait_active(lab, standby, time.monotonic(), FAILOVER_LIMIT)
+        worker.join(30)
+    assert "error" not in result, result.get("error")
+    assert result["port"]["up"] is True
+    assert lab.ping("late", lab.peer_ips["b"])
+    assert report["lost"] == 0, report
+    lab.start_controller(active)
+    roles(lab)
+
+
+def test_killing_an_nb_member_leader_or_follower_loses_no_acknowledged_write_and_no_echo(ha_lab):
+    lab = ha_lab
+    client = ApiClient(lab.info["api"], timeout=30)  # both controllers, as the lab's WEFT_API
+    acknowledged, refused, reads = [], [], []
+    stop = threading.Event()
+
+    def write():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            name = f"w{n}"
+            try:
+                client.post("/v1/networks", {"name": name, "cidr": f"10.{100 + n // 250}.{n % 250}.0/24"})
+                acknowledged.append(name)
+            except ApiError as err:
+                refused.append((name, err.status, err.message))
+            time.sleep(0.02)
+
+    def read():
+        while not stop.is_set():
+            try:
+                client.get("/v1/networks")
+                reads.append(True)
+            except ApiError as err:
+                reads.append(err.message)
+            time.sleep(0.05)
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    try:
+        with lab.echoes("a", lab.peer_ips["b"]) as report:
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            leader = lab.nb_leader()
+            lab.kill_nb_member(leader)
+            new_leader = lab.nb_leader(timeout=10)
+            assert new_leader != leader
+            time.sleep(1.5)
+            follower = next(m for m in ("nb1", "nb2", "nb3") if m not in (leader, new_leader))
+            lab.kill_nb_member(follower)
+            time.sleep(1.5)
+            lab.start_nb_member(leader)
+            lab.start_nb_member(follower)
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    print(f"NB member loss: {len(acknowledged)} writes acknowledged, {len(refused)} refused; echoes {report}")
+    assert report["lost"] == 0, report
+    assert acknowledged
+    # A write during the election either succeeded or was refused as retryable (nothing done).
+    for name, status, message in refused:
+        assert status == 503 and ("try again" in message or "retry" in message), (name, status, message)
+    assert all(r is True for r in reads), [r for r in reads if r is not True][:3]
+    for controller in ("c1", "c2"):
+        deadline = time.monotonic() + 10
+        while missing := set(acknowledged) - {n["name"] for n in lab.controller_api(controller).get("/v1/networks")}:
+            assert time.monotonic() < deadline, f"{controller} lacks acknowledged writes {sorted(missing)[:5]}"
+            time.sleep(0.1)
+    for name in acknowledged:
+        client.delete(f"/v1/networks/{name}")
