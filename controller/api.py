@@ -24,6 +24,7 @@ from ovsdb.nb import MAX_SERVICE_KEY, ServicesTaken
 VERSION = "0.1.0"
 MAX_PLAN_LINES = 200       # ovs-ofctl lines a plan shows per host and kind of change
 DEFAULT_PLAN_LINES = 20
+TAKEOVER_WAIT = 3.0        # seconds a write waits for this controller to finish taking over (it holds the lock)
 KINDS = {"NetworkPolicy": "Policy", "Service": "Service"}  # manifest kind -> NB table
 
 class NorthboundApi:
@@ -84,7 +85,8 @@ class NorthboundApi:
             body = v.parse_json(raw_body, depth) if method in ("POST", "PUT") else None
             if not self.core.nb_loaded():
                 raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
-            if self.core.role != "active" and (method != "GET" or "wait_up" in params):
+            if (self.core.role != "active" and (method != "GET" or "wait_up" in params)
+                    and not self.core.taking_over(TAKEOVER_WAIT)):
                 raise self._standby_refusal(method)
             try:
                 return handler(*args, body=body, params=params)
@@ -109,12 +111,15 @@ class NorthboundApi:
         acknowledged): a 503 naming the active controller and its API, so a client can go there."""
         me, active = self.core.config.name, self.core.active_controller()
         what = "writes" if method != "GET" else "waits for ports or routers to be up"
+        if not self.core.nb_connected():  # without the NB no controller here can be active
+            return ApiError(503, f"this controller ({me}) is not connected to the NB database, so it cannot be "
+                                 "the active one; nothing was done; try again shortly", {"active": None})
         if active is None:
             return ApiError(503, f"this controller ({me}) is the standby and no controller is active right now "
-                                 "(one is taking over); retry shortly", {"active": None})
+                                 "(one is taking over); nothing was done; try again shortly", {"active": None})
         if active.name == me:
-            return ApiError(503, f"this controller ({me}) is taking over as the active one; retry shortly",
-                            {"active": None})
+            return ApiError(503, f"this controller ({me}) is taking over as the active one; nothing was done; "
+                                 "try again shortly", {"active": None})
         return ApiError(503, f"this controller ({me}) is the standby; send {what} to the active one, "
                              f"{active.name} at {active.api}",
                         {"active": {"name": active.name, "api": active.api, "epoch": active.epoch}})

@@ -323,7 +323,7 @@ class WeftCore:
         """The lock is ours: a new epoch in the NB, then OpenFlow master (generation id = the epoch) on
         every switch, and only then flows, by difference (each switch is read first)."""
         started = time.monotonic()
-        epoch = self.nb.take_active(self.config.name, self.config.advertised_api)
+        epoch, previous = self.nb.take_active(self.config.name, self.config.advertised_api)
         if not self.nb.conn.has_lock:  # lost again while the transaction ran: not ours after all
             return
         self.epoch = epoch
@@ -331,11 +331,13 @@ class WeftCore:
         if not self.nb.conn.has_lock:
             return
         self.role = "active"
-        self.counters.inc("failovers")
+        if previous not in (None, self.config.name):  # took over from another controller
+            self.counters.inc("failovers")
         for agent in list(self.agents.values()):  # what a standby only looked at, now made right
             agent.check_now()
-        LOG.warning("controller %s: active (epoch %d) after %.0f ms; master of %d switches", self.config.name,
-                    epoch, (time.monotonic() - started) * 1000, len(self.switches))
+        LOG.warning("controller %s: active (epoch %d%s) after %.0f ms; master of %d switches", self.config.name,
+                    epoch, f", after {previous}" if previous else "", (time.monotonic() - started) * 1000,
+                    len(self.switches))
         self._wake.set()
 
     def wait_active(self, timeout):
@@ -345,6 +347,14 @@ class WeftCore:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"controller {self.config.name} did not become active in {timeout:.0f} s")
             self.hub.sleep(0.02)
+
+    def taking_over(self, timeout):
+        """Whether this controller is active, or becomes so within `timeout` because the NB lock is
+        already its own (it is claiming the switches): a write need not be refused for those ms."""
+        deadline = time.monotonic() + timeout
+        while self.role != "active" and self.nb.conn.has_lock and time.monotonic() < deadline:
+            self.hub.sleep(0.01)
+        return self.role == "active"
 
     def _record_standby(self):
         mine = self.nb_state().controllers.get(self.config.name)
@@ -559,7 +569,7 @@ class WeftCore:
                 del self.agents[name]
                 self.topology.forget_host(name)
         unnamed = [name for name, host in state.hosts.items() if not host.datapath_id]
-        if unnamed:  # joined before datapath ids were random: give them one (the next pass starts them)
+        if unnamed and self.role == "active":  # joined before datapath ids were random: give them one
             self.hub.spawn(self.nb.give_datapath_ids, unnamed)
         for name, host in state.hosts.items():
             if name not in self.agents and host.datapath_id:
@@ -574,6 +584,8 @@ class WeftCore:
         master = ("master", self.epoch)
         connected = {name: sw for name, sw in self.switches.items()
                      if name in state.hosts and self.role == "active" and getattr(sw, "role", None) == master}
+        if self.role == "active" and len(connected) < len(self.switches):
+            self._role_wake.set()  # a switch not (yet) master: the role loop claims it
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
                 sync.stop()

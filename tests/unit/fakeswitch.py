@@ -65,6 +65,13 @@ class FakeSwitch:
         self.hidden = {}       # {table: flows counted but never dumped}, as OVS's in-band rules
         self.requests = collections.Counter()  # "dump", "table_counts": how often each was asked
         self.refuse = None     # a predicate on entries: those the switch refuses (a bundle then fails whole)
+        self.role = None       # (role, generation) last accepted, as OpenFlowSwitch.request_role keeps it
+        self.generation = None  # the highest generation id seen in a master or slave request
+
+    def request_role(self, role, generation, timeout=5.0):
+        if self.generation is not None and generation < self.generation:
+            raise RuntimeError("refused: a newer generation holds the switch")
+        self.generation, self.role = generation, (role, generation)
 
     def dump(self):
         self.requests["dump"] += 1

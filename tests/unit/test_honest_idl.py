@@ -186,6 +186,7 @@ def api(nb, tmp_path):
                                       underlay_mtu=1600))
     core.start()
     core.nb.conn.wait_synced(10)
+    core.wait_active(10)
     yield NorthboundApi(core)
     core.stop()
 
