@@ -315,7 +315,8 @@ class OvsdbConnection:
             elif status == Txn.NOT_LOCKED:
                 for job in batch:
                     self._finish(job, error=Unavailable(
-                        f"{self.name}: this controller does not hold the database's lock: nothing was written"))
+                        f"{self.name}: this controller does not hold the database's lock (it is not the active "
+                        "one, or just stopped being it): nothing was written; try again"))
             elif len(batch) > 1:
                 self._solo += len(batch)
             else:

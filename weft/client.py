@@ -13,7 +13,7 @@ Where the API is, and how to prove who you are, comes from (first found wins):
   4. the controller's default unix socket, /run/weft/api.sock (no token: its permissions decide).
 URLs: unix:/path/to/socket, http://HOST:PORT, https://HOST:PORT; several, comma-separated, for an
 active/standby pair of controllers: a request goes to the next one when one refuses the connection or
-answers that it is the standby (nothing was done there, so that is always safe). The environment's
+answers that it is the standby or that it wrote nothing (so that is always safe). The environment's
 names are WEFT_CA_FILE, WEFT_CERT_FILE and WEFT_KEY_FILE for the TLS settings.
 """
 import configparser
@@ -177,7 +177,8 @@ class ApiClient:
             try:
                 value = self._decode(resp, raw, where)
             except ApiError as err:
-                if more and err.status == 503 and "active" in err.details:  # a standby: it did nothing
+                # A standby, or a controller that wrote nothing and says so: the next one may take it.
+                if more and err.status == 503 and ("active" in err.details or err.details.get("retry") is True):
                     return self._send_to(order, method, path, data, headers, deadline, tried + 1)()
                 raise
             self._first = index
