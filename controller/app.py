@@ -256,8 +256,12 @@ class OpenFlowSwitch:
         requests = ((parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), decode_meter_config),
                     (parser.OFPGroupDescStatsRequest(dp, 0), decode_group_desc),
                     (parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL), decode_flow_stats))
-        return [decode(stat, ofp) for request, decode in requests
-                for reply in self._request(request) for stat in reply.body]
+        entries = []
+        for request, decode in requests:
+            for reply in self._request(request):
+                entries.extend(decode(stat, ofp) for stat in reply.body)
+                hub.sleep(0)  # thousands of flows decode reply by reply, not in one stretch of the loop
+        return entries
 
     def table_counts(self):
         """{table id: flows in it}, as the switch counts them: one small request, what the periodic
