@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import eventlet
 import eventlet.wsgi
@@ -58,6 +59,7 @@ CONF.set_default("ofp_listen_host", "127.0.0.1")
 API_SOCKET_TIMEOUT = 30      # seconds a client may take for each part of its request
 API_KEEPALIVE_IDLE = 30      # seconds an idle keep-alive connection stays open
 MAX_CONNECTIONS_PER_PEER = 512
+SHUTDOWN_GRACE = 5.0         # seconds API requests in flight at SIGTERM have to finish and answer
 
 
 def _config_from_conf():
@@ -110,10 +112,16 @@ class WeftApp(app_manager.RyuApp):
         hub.spawn(self._shutdown)
 
     def _shutdown(self):
-        LOG.info("SIGTERM: stopping")
-        hub.spawn_after(3, os._exit, 0)  # whatever stop() waits on, the process ends
-        self.api_servers.close()
+        """Stops without an answer that lies: no new API connection or request is taken (503 "shutting
+        down" on open connections), requests in flight finish and answer (a write commits or fails
+        definitely, or is reported of unknown outcome; waits answer at once with the state as it is),
+        then the core stops. Bounded: the process ends within SHUTDOWN_GRACE + 3 s whatever happens."""
+        LOG.info("SIGTERM: refusing new API requests, finishing the %d in flight, then stopping",
+                 self.api_servers.front.requests_in_flight())
+        hub.spawn_after(SHUTDOWN_GRACE + 3, os._exit, 0)
+        self.api_servers.drain(SHUTDOWN_GRACE, self.core.stop_waiting)
         self.core.stop()
+        self.api_servers.drain(1.0)  # the answers of writes the NB's stop cut short (Unavailable, unknown)
         os._exit(0)
 
     def stop(self):
@@ -495,6 +503,19 @@ class ApiServers:
                 sock.close()
             except OSError:
                 pass
+
+    def drain(self, grace, stop_waiting=None):
+        """Stops taking connections and requests, and waits up to `grace` seconds for those in flight
+        to answer (`stop_waiting()` first makes the waiting ones answer now)."""
+        self.front.stopping = True
+        self.close()
+        if stop_waiting:
+            stop_waiting()
+        deadline = time.monotonic() + grace
+        while self.front.requests_in_flight() and time.monotonic() < deadline:
+            hub.sleep(0.02)
+        if self.front.requests_in_flight():
+            LOG.warning("%d API request(s) still unanswered after %.0f s", self.front.requests_in_flight(), grace)
 
     def close(self):
         for sock in self._sockets:

@@ -53,6 +53,7 @@ class WeftCore:
         self._backends = frozenset()       # service backends (protocol, address, port) last pass
         self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
         self._running = False
+        self._stopping = False             # waits answer at once (see stop_waiting)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self):
@@ -65,6 +66,12 @@ class WeftCore:
         self._running = True
         self.hub.spawn(self._reconcile_loop)
         self.hub.spawn(self.next_hops.run, lambda: self._running, self._gateways)
+
+    def stop_waiting(self):
+        """Makes every wait (a port's wait_up, apply's) answer now with the state as it is: the
+        controller is stopping and will not see it change."""
+        self._stopping = True
+        self._progress()
 
     def stop(self):
         self._running = False
@@ -176,7 +183,7 @@ class WeftCore:
             if done():
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._stopping:
                 return False
             applied.wait(timeout=remaining)
 

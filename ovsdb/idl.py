@@ -163,6 +163,7 @@ class OvsdbConnection:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False
+        self._wake_writing = hub.Semaphore()
 
     def start(self):
         self._running = True
@@ -184,15 +185,19 @@ class OvsdbConnection:
         return self.idl.change_seqno
 
     def _wakeup(self):
-        # One byte in the pipe is enough to wake the loop. Writing only when none is pending also
-        # keeps two green threads from ever writing at once (eventlet refuses that).
-        if self._wake_pending:
+        # One byte in the pipe is enough to wake the loop. Eventlet's os.write waits for the pipe to be
+        # writable before it writes, and a second green thread waiting on the same pipe meanwhile is an
+        # error (it was a 500 for a write that then committed): whoever finds a wake-up being written
+        # leaves it to that one, which lands after both callers queued their jobs.
+        if self._wake_pending or not self._wake_writing.acquire(blocking=False):
             return
-        self._wake_pending = True
         try:
+            self._wake_pending = True
             os.write(self._wake_w, b"x")
         except OSError:  # closed (the loop ended) or full (a wake-up is already there)
             pass
+        finally:
+            self._wake_writing.release()
 
     def _loop(self):
         try:
