@@ -207,7 +207,17 @@ class WeftCore:
                 self._wake.set()
 
     def next_hop_mac(self, router, next_hop=None):
-        return self.next_hops.mac(router, next_hop)
+        """The MAC of the router's gateway next hop (`next_hop`, if given; else its current one):
+        learned by ARP, or else as stored in the NB's MAC_Binding table, by this controller before a
+        restart or by the one active before a failover, so the gateway forwards at once instead of
+        dropping until ARP answers. A refresh that learns a different MAC replaces it."""
+        if next_hop is None:
+            gateway = getattr(self.nb_state().routers.get(router), "gateway", None) or {}
+            next_hop = gateway.get("next_hop")
+            if next_hop is None:
+                return self.next_hops.mac(router)
+        stored = self.nb_state().mac_bindings.get(f"{router}/{next_hop}")
+        return self.next_hops.mac(router, next_hop) or (stored.mac if stored else None)
 
     def _gateways(self):
         if not self.nb_connected():
@@ -402,6 +412,7 @@ class WeftCore:
         self._publish_port_bindings(state, topo, touched)
         if self._attaching and touched:  # a binding can make a port up with flows acked before it
             self._note_ports_up(touched & self._attaching.keys())
+        self._publish_mac_bindings(state)
 
     def _flush_gone_backends(self):
         """A backend that left a service stops getting new connections with the flows just sent;
@@ -428,6 +439,7 @@ class WeftCore:
             changes, full = state.take_changes(), self._full
             self._full = False
             routers, self._routers_changed = self._routers_changed, set()
+            routers |= {key.partition("/")[0] for key in changes.mac_bindings}  # a next hop's stored MAC
             if full or changes.everything or changes.hosts or changes.routers:
                 self._reconcile_agents(state)
             return self.topology.update(state, changes, routers, self.next_hop_mac, full=full)
@@ -496,3 +508,28 @@ class WeftCore:
             except TransactionError as err:
                 self.counters.inc("errors", kind="nb_write")
                 LOG.warning("cannot record the status of %s: %s", ", ".join(sorted(changed)), err)
+
+    def _publish_mac_bindings(self, state):
+        """Keeps the NB's MAC_Binding rows equal to the next hops' MACs learned by ARP: written when a
+        MAC is learned or changes (not at each refresh), deleted when the router's gateway or its next
+        hop goes. Only the active controller writes; a MAC not yet learned since a start keeps the
+        stored one (what the gateway forwards with meanwhile)."""
+        if self.role != "active":
+            return
+        routers = state.routers
+        wanted = {}
+        for name, (ip, mac, _) in list(self.next_hops.learned.items()):
+            gateway = routers[name].gateway if name in routers else {}
+            if gateway.get("next_hop") == ip:
+                wanted[f"{name}/{ip}"] = (name, ip, mac)
+        changes = [(name, ip, mac) for key, (name, ip, mac) in wanted.items()
+                   if getattr(state.mac_bindings.get(key), "mac", None) != mac]
+        for key, binding in list(state.mac_bindings.items()):
+            gateway = routers[binding.router].gateway if binding.router in routers else {}
+            if gateway.get("next_hop") != binding.ip:
+                changes.append((binding.router, binding.ip, None))
+        for router, ip, mac in changes:
+            try:
+                self.nb.set_mac_binding(router, ip, mac)
+            except TransactionError as err:  # tried again on the next pass
+                LOG.warning("cannot record the next hop MAC of router %s (%s): %s", router, ip, err)
