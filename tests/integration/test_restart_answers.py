@@ -4,6 +4,7 @@ answered 2xx is in the NB, every one answered with a definite error is not, and 
 unknown say so with their name. Reads polled from the first moment the new controller answers never
 see less than was there before (503 until the NB is loaded, never an empty list)."""
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -32,8 +33,6 @@ def controller_dir():
     finally:
         if held.get("ctl"):
             held["ctl"].stop()
-        if os.environ.get("WEFT_KEEP"):
-            shutil.copytree(directory, "/tmp/honest/kept", dirs_exist_ok=True)
         shutil.rmtree(directory)
 
 
@@ -102,11 +101,8 @@ class Reader:
 
 def nb_names(ctl):
     rows = ctl.nb_rows()
-    names = {}
-    for table, kind in (("Port", "ports"), ("Network", "networks")):
-        import json
-        names[kind] = {json.loads(r)["name"] for r in rows[table]}
-    return names
+    return {kind: {json.loads(r)["name"] for r in rows[table]} for table, kind in (("Port", "ports"),
+                                                                                   ("Network", "networks"))}
 
 
 def check(writers, ctl):
