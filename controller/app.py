@@ -164,6 +164,10 @@ class WeftApp(app_manager.RyuApp):
     def _barrier_reply(self, ev):
         self._reply(ev, done=True)
 
+    @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
+    def _echo_reply(self, ev):  # the core's liveness probes (OpenFlowSwitch.echo)
+        self._reply(ev, done=True)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev):
         switch = self.switches.get(ev.msg.datapath)
@@ -254,6 +258,15 @@ class OpenFlowSwitch:
         """Whether the switch answers a barrier within `timeout` seconds."""
         try:
             self._request(self.parser.OFPBarrierRequest(self.datapath), timeout)
+            return True
+        except (SwitchGone, TimeoutError):
+            return False
+
+    def echo(self, timeout):
+        """Whether the switch answers an OpenFlow echo request within `timeout` seconds (the core's
+        liveness probe: Ryu's own echo loop, off by default, would close the connection instead)."""
+        try:
+            self._request(self.parser.OFPEchoRequest(self.datapath), timeout)
             return True
         except (SwitchGone, TimeoutError):
             return False

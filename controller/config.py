@@ -37,6 +37,9 @@ class Config:
     flow_full_audit_interval: int = _option(30, "seconds between audits that read all of a switch's flows, "
                                                 "groups and meters even when the counts agree (a flow modified "
                                                 "in place keeps them equal)")
+    host_down_after: int = _option(5, "seconds a host's switch may leave OpenFlow echo requests unanswered "
+                                      "before the host is marked down (its ports down, its peers' tunnels "
+                                      "to it removed); also the inactivity probe of the hosts' OVSDBs")
 
     @property
     def tokens_dir(self):
@@ -90,6 +93,8 @@ def check(config):
         raise ValueError(f"[weft] flow_full_audit_interval: {config.flow_full_audit_interval} is out of range "
                          f"({max(config.flow_audit_interval, 1)}..86400 seconds: no shorter than "
                          "flow_audit_interval)")
+    if not 1 <= config.host_down_after <= 3600:
+        raise ValueError(f"[weft] host_down_after: {config.host_down_after} is out of range (1..3600 seconds)")
     if config.api_tls_client_ca and not config.api_tls_cert:
         raise ValueError("[weft] api_tls_client_ca needs api_tls_cert (client certificates need HTTPS)")
 

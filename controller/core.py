@@ -10,6 +10,7 @@ from controller.counters import Counters
 from controller.flowsync import HostFlowSync
 from controller.gateways import NextHops
 from controller.hosts import HostAgent
+from controller.liveness import PROBE_INTERVAL, Liveness
 from controller.metrics import Metrics
 from controller.packetin import PacketIns, packet_in_kind
 from controller.topology import TopologyBuilder
@@ -41,6 +42,7 @@ class WeftCore:
         self.metrics = Metrics(self)  # GET /metrics: read from the core at scrape time (controller/metrics.py)
         self._attaching = {}  # port name -> (its cookie, when first seen): ports not yet up, for port-up latency
         self.role = "active"  # or "standby": only the active programs switches and writes their state
+        self.liveness = Liveness(config.host_down_after)  # which hosts' switches answer their probes
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
@@ -66,6 +68,7 @@ class WeftCore:
         self._running = True
         self.hub.spawn(self._reconcile_loop)
         self.hub.spawn(self.next_hops.run, lambda: self._running, self._gateways)
+        self.hub.spawn(self._liveness_loop)
 
     def stop_waiting(self):
         """Makes every wait (a port's wait_up, apply's) answer now with the state as it is: the
@@ -104,7 +107,11 @@ class WeftCore:
         agent = self.agents.get(name)
         status = {"ovsdb_connected": bool(agent and agent.ovsdb_connected),
                   "openflow_connected": name in self.switches,
-                  "ready": bool(agent and agent.ready)}
+                  "ready": bool(agent and agent.ready),
+                  "state": self.liveness.state(name, name in self.switches)}
+        silent = self.liveness.silent_for(name, time.monotonic())
+        if silent is not None:
+            status["last_answer_s"] = round(silent, 1)
         sync = self.syncs.get(name)
         if sync:  # how much flow traffic this switch has needed since it connected
             status["flow_mods"] = sync.flow_mods
@@ -119,8 +126,10 @@ class WeftCore:
 
     def _acked(self, cookie, on_host=None):
         """Whether every host that needs this object's flows (`on_host` among them, if given) has
-        acknowledged them."""
-        needed = [host for host, flows in self.compiler.flows.items() if cookie in flows]
+        acknowledged them. A host that is down does not count (it gets them by difference when it is
+        back), unless it is `on_host`: then the object is not up."""
+        needed = [host for host, flows in self.compiler.flows.items()
+                  if cookie in flows and (host == on_host or not self.liveness.is_down(host))]
         return (on_host is None or on_host in needed) and all(
             host in self.syncs and self.syncs[host].acked(cookie, self.compiler.flows[host][cookie])
             for host in needed)
@@ -142,6 +151,8 @@ class WeftCore:
         if gw is not None:
             uplink = self.nb_state().routers[name].gateway.get("uplink") if name in self.nb_state().routers else "?"
             agent = self.agents.get(gw.host)
+            if self.liveness.is_down(gw.host):
+                return f"the gateway host {gw.host} is down (its switch does not answer)"
             if gw.host not in self.switches:
                 return f"the gateway host {gw.host}'s switch is not connected (see weft host show {gw.host})"
             if agent is None or not agent.uplink_plugged:
@@ -261,6 +272,8 @@ class WeftCore:
             live.close()
         self.switches[host] = switch
         LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
+        self._answered(host)
+        self.hub.spawn(self._probe, host, switch)
         self._wake.set()
         return None
 
@@ -277,6 +290,36 @@ class WeftCore:
 
     def _host_of_switch(self, switch):
         return next((host for host, admitted in self.switches.items() if admitted is switch), None)
+
+    # --- liveness: probes, down and back -----------------------------------------------------------
+    def _probe(self, host, switch):
+        """Echo requests to the host's admitted switch about every second, for as long as it is the
+        host's switch; each answer keeps the host up (or brings it back)."""
+        while self._running and self.switches.get(host) is switch:
+            sent = time.monotonic()
+            if switch.echo(self.config.host_down_after):
+                self._answered(host)
+            self.hub.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - sent)))
+
+    def _answered(self, host):
+        if self.liveness.answered(host, time.monotonic()):
+            LOG.warning("host %s: its switch answers again; restoring its ports and the tunnels to it", host)
+            self.topology.set_host_down(host, False)
+            self._wake.set()
+
+    def _liveness_loop(self):
+        """Marks down the hosts whose switch has not answered for longer than the grace period: their
+        ports are down, peers drop their tunnel flows to them, and nothing waits for them."""
+        while self._running:
+            self.hub.sleep(PROBE_INTERVAL / 4)
+            for host in self.liveness.expired(time.monotonic()):
+                LOG.warning("host %s is down: its switch has not answered for %d s (%s); its ports are "
+                            "down and the other hosts' tunnels to it are removed until it answers again",
+                            host, self.config.host_down_after,
+                            "connected" if host in self.switches else "disconnected")
+                self.counters.inc("host_down", host=host)
+                self.topology.set_host_down(host, True)
+                self._wake.set()
 
     def switch_disconnected(self, switch):
         host = self._host_of_switch(switch)
@@ -365,6 +408,11 @@ class WeftCore:
             agent.leave(force=force)
             del self.agents[name]
             self.topology.forget_host(name)
+        self._forget_liveness(name)
+
+    def _forget_liveness(self, name):
+        self.liveness.forget(name)
+        self.topology.set_host_down(name, False)
 
     # --- reconciliation -----------------------------------------------------------------------------
     def _reconcile_loop(self):
@@ -450,6 +498,8 @@ class WeftCore:
                 agent.stop()
                 del self.agents[name]
                 self.topology.forget_host(name)
+                if name not in state.hosts:
+                    self._forget_liveness(name)
         unnamed = [name for name, host in state.hosts.items() if not host.datapath_id]
         if unnamed:  # joined before datapath ids were random: give them one (the next pass starts them)
             self.hub.spawn(self.nb.give_datapath_ids, unnamed)
@@ -462,7 +512,10 @@ class WeftCore:
             agent.set_uplink(uplinks.get(name))
 
     def _sync_switches(self, state, flow_changes):
-        connected = {name: sw for name, sw in self.switches.items() if name in state.hosts}
+        # A host that is down gets nothing meanwhile; when it is back, a new sync reads its switch and
+        # sends the difference.
+        connected = {name: sw for name, sw in self.switches.items()
+                     if name in state.hosts and not self.liveness.is_down(name)}
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
                 sync.stop()
@@ -499,7 +552,8 @@ class WeftCore:
         for name, host in list(state.hosts.items()):
             # What changes with each flow batch (counters, flows_in_sync) is only in the API: writing
             # it would cost two NB transactions per attach and per host, and a reconcile pass each.
-            status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow")}
+            status = {k: str(v).lower() for k, v in self.host_status(name).items()
+                      if not k.startswith("flow") and k != "last_answer_s"}
             if host.status != status:
                 changed[name] = status
         if changed:

@@ -131,7 +131,7 @@ class OvsdbConnection:
     """
 
     def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None,
-                 persist_uuids=False, patience=PATIENCE):
+                 persist_uuids=False, patience=PATIENCE, probe_interval=None):
         helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
         for table, columns in tables.items():
             if columns is None:
@@ -142,6 +142,10 @@ class OvsdbConnection:
         self.remote = remote
         self.name = name or remote
         self.idl = _Idl(remote, helper)
+        if probe_interval:  # ms of silence before an echo, and as long again before giving up
+            # Set on the session itself: the IDL's own argument is ignored for unix: remotes, and a
+            # hung server behind a unix socket would then look connected forever.
+            self.idl._session.reconnect.set_probe_interval(probe_interval)
         self.idl.listener = self.listener = listener
         self.lock = hub.Semaphore()
         self.on_change = on_change

@@ -728,9 +728,11 @@ def restart(name, host, daemon, progress=_stderr, timeout=TIMEOUT):
     with a controller, waits until the new vswitchd's br-int has connected to it.
 
     Returns the timings, CLOCK_MONOTONIC seconds (comparable with weft.echo's): `stopping` (SIGTERM
-    sent), `stopped` (the old process gone), `started` (the new one ready: --detach returned) and, for
-    vswitchd with a controller, `connected` (the vswitchd log's `br-int<->...: connected`), with
-    `own_restart_s` = connected (or started) - stopping: the daemon's own share of the outage."""
+    sent), `stopped` (the old process gone), `started` (the new one ready: --detach returned); for
+    vswitchd with a controller, `connected` (the vswitchd log's `br-int<->...: connected`); for ovsdb,
+    `vswitchd_reconnected` (the vswitchd log's `<db>: connected`: the userspace datapath does not
+    forward while vswitchd has no database); and `own_restart_s`, from stopping to the last of those:
+    the daemons' own share of the outage, before the controller can do anything."""
     st = _require(name)
     if daemon not in DAEMONS:
         raise LabError(f"cannot restart {daemon!r}: the lab restarts vswitchd or ovsdb")
@@ -762,6 +764,11 @@ def restart(name, host, daemon, progress=_stderr, timeout=TIMEOUT):
         if st.get("api"):
             end = timings["connected"] = _wait_log_line(vswitchd_log, f"br-int<->{h['of_target']}: connected",
                                                         log_size, timeout)
+    else:
+        # vswitchd reconnects on its own back-off (1 s, then 2, 4, 8 when restarts come close together),
+        # and OVS 3.1's userspace datapath does not forward without vswitchd's database lock.
+        end = timings["vswitchd_reconnected"] = _wait_log_line(vswitchd_log, f"{h['ovsdb']}: connected",
+                                                               log_size, timeout)
     timings["own_restart_s"] = round(end - timings["stopping"], 4)
     progress(f"{host}: {program} restarted (pid {pid}) in {timings['own_restart_s']:.3f}s")
     return timings
