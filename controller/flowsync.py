@@ -175,6 +175,10 @@ class HostFlowSync:
             # OVS's active_count is what a dump shows (its hidden in-band rules are in neither).
             if all(counts.get(t, 0) == expected.get(t, 0) for t in counts.keys() | expected.keys()):
                 return self._found_equal(now)
+            LOG.debug("host %s: flow counts differ from what it acknowledged (%s): reading everything", self.host,
+                     ", ".join(f"table {t}: {counts.get(t, 0)}, not {expected.get(t, 0)}"
+                               for t in sorted(counts.keys() | expected.keys())
+                               if counts.get(t, 0) != expected.get(t, 0)))
         flow_diff = diff_flows(want.entries().values(), self._read())
         if not flow_diff:
             return self._found_equal(now)
