@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import eventlet
 import eventlet.wsgi
@@ -58,6 +59,7 @@ CONF.set_default("ofp_listen_host", "127.0.0.1")
 API_SOCKET_TIMEOUT = 30      # seconds a client may take for each part of its request
 API_KEEPALIVE_IDLE = 30      # seconds an idle keep-alive connection stays open
 MAX_CONNECTIONS_PER_PEER = 512
+SHUTDOWN_GRACE = 5.0         # seconds API requests in flight at SIGTERM have to finish and answer
 
 
 def _config_from_conf():
@@ -110,10 +112,16 @@ class WeftApp(app_manager.RyuApp):
         hub.spawn(self._shutdown)
 
     def _shutdown(self):
-        LOG.info("SIGTERM: stopping")
-        hub.spawn_after(3, os._exit, 0)  # whatever stop() waits on, the process ends
-        self.api_servers.close()
+        """Stops without an answer that lies: no new API connection or request is taken (503 "shutting
+        down" on open connections), requests in flight finish and answer (a write commits or fails
+        definitely, or is reported of unknown outcome; waits answer at once with the state as it is),
+        then the core stops. Bounded: the process ends within SHUTDOWN_GRACE + 3 s whatever happens."""
+        LOG.info("SIGTERM: refusing new API requests, finishing the %d in flight, then stopping",
+                 self.api_servers.front.requests_in_flight())
+        hub.spawn_after(SHUTDOWN_GRACE + 3, os._exit, 0)
+        self.api_servers.drain(SHUTDOWN_GRACE, self.core.stop_waiting)
         self.core.stop()
+        self.api_servers.drain(1.0)  # the answers of writes the NB's stop cut short (Unavailable, unknown)
         os._exit(0)
 
     def stop(self):
@@ -155,6 +163,10 @@ class WeftApp(app_manager.RyuApp):
     @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg, ofp_event.EventOFPRoleReply],
                 MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
+        self._reply(ev, done=True)
+
+    @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
+    def _echo_reply(self, ev):  # the core's liveness probes (OpenFlowSwitch.echo)
         self._reply(ev, done=True)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -266,14 +278,27 @@ class OpenFlowSwitch:
                                               else f"error type {err_type} code {err_code}"))
         self.role = (role, generation)
 
+    def echo(self, timeout):
+        """Whether the switch answers an OpenFlow echo request within `timeout` seconds (the core's
+        liveness probe: Ryu's own echo loop, off by default, would close the connection instead)."""
+        try:
+            self._request(self.parser.OFPEchoRequest(self.datapath), timeout)
+            return True
+        except (SwitchGone, TimeoutError):
+            return False
+
     def dump(self):
         """Every flow, group and meter on the switch, in the pipeline's vocabulary."""
         parser, ofp, dp = self.parser, self.ofp, self.datapath
         requests = ((parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), decode_meter_config),
                     (parser.OFPGroupDescStatsRequest(dp, 0), decode_group_desc),
                     (parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL), decode_flow_stats))
-        return [decode(stat, ofp) for request, decode in requests
-                for reply in self._request(request) for stat in reply.body]
+        entries = []
+        for request, decode in requests:
+            for reply in self._request(request):
+                entries.extend(decode(stat, ofp) for stat in reply.body)
+                hub.sleep(0)  # thousands of flows decode reply by reply, not in one stretch of the loop
+        return entries
 
     def table_counts(self):
         """{table id: flows in it}, as the switch counts them: one small request, what the periodic
@@ -507,6 +532,19 @@ class ApiServers:
                 sock.close()
             except OSError:
                 pass
+
+    def drain(self, grace, stop_waiting=None):
+        """Stops taking connections and requests, and waits up to `grace` seconds for those in flight
+        to answer (`stop_waiting()` first makes the waiting ones answer now)."""
+        self.front.stopping = True
+        self.close()
+        if stop_waiting:
+            stop_waiting()
+        deadline = time.monotonic() + grace
+        while self.front.requests_in_flight() and time.monotonic() < deadline:
+            hub.sleep(0.02)
+        if self.front.requests_in_flight():
+            LOG.warning("%d API request(s) still unanswered after %.0f s", self.front.requests_in_flight(), grace)
 
     def close(self):
         for sock in self._sockets:

@@ -44,6 +44,9 @@ class Config:
     flow_full_audit_interval: int = _option(30, "seconds between audits that read all of a switch's flows, "
                                                 "groups and meters even when the counts agree (a flow modified "
                                                 "in place keeps them equal)")
+    host_down_after: int = _option(5, "seconds a host's switch may leave OpenFlow echo requests unanswered "
+                                      "before the host is marked down (its ports down, its peers' tunnels "
+                                      "to it removed); also the inactivity probe of the hosts' OVSDBs")
 
     @property
     def tokens_dir(self):
@@ -106,6 +109,8 @@ def check(config):
         raise ValueError(f"[weft] flow_full_audit_interval: {config.flow_full_audit_interval} is out of range "
                          f"({max(config.flow_audit_interval, 1)}..86400 seconds: no shorter than "
                          "flow_audit_interval)")
+    if not 1 <= config.host_down_after <= 3600:
+        raise ValueError(f"[weft] host_down_after: {config.host_down_after} is out of range (1..3600 seconds)")
     if config.controller_name and not validate.NAME_RE.fullmatch(config.controller_name):
         raise ValueError(f"[weft] controller_name: {config.controller_name!r} is not a name (letters, digits, "
                          "'-', '_', '.'; at most 63)")

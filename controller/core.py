@@ -10,6 +10,7 @@ from controller.counters import Counters
 from controller.flowsync import HostFlowSync
 from controller.gateways import NextHops
 from controller.hosts import HostAgent
+from controller.liveness import PROBE_INTERVAL, Liveness
 from controller.metrics import Metrics
 from controller.packetin import PacketIns, packet_in_kind
 from controller.topology import TopologyBuilder
@@ -49,6 +50,7 @@ class WeftCore:
         self.epoch = 0        # the epoch this controller took the active role in (its role generation id)
         self._role_wake = hub.Event()
         self._claiming = set()  # switches a role request is on its way to
+        self.liveness = Liveness(config.host_down_after)  # which hosts' switches answer their probes
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
         self.ovsdb_tls = False  # whether this controller has a certificate for ssl: OVSDB remotes
@@ -62,6 +64,7 @@ class WeftCore:
         self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
         self._full_publish = True          # next active pass checks every port's binding in the NB
         self._running = False
+        self._stopping = False             # waits answer at once (see stop_waiting)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self):
@@ -75,6 +78,13 @@ class WeftCore:
         self.hub.spawn(self._role_loop)
         self.hub.spawn(self._reconcile_loop)
         self.hub.spawn(self.next_hops.run, lambda: self._running, self._gateways)
+        self.hub.spawn(self._liveness_loop)
+
+    def stop_waiting(self):
+        """Makes every wait (a port's wait_up, apply's) answer now with the state as it is: the
+        controller is stopping and will not see it change."""
+        self._stopping = True
+        self._progress()
 
     def stop(self):
         self._running = False
@@ -120,7 +130,11 @@ class WeftCore:
         agent = self.agents.get(name)
         status = {"ovsdb_connected": bool(agent and agent.ovsdb_connected),
                   "openflow_connected": name in self.switches,
-                  "ready": bool(agent and agent.ready)}
+                  "ready": bool(agent and agent.ready),
+                  "state": self.liveness.state(name, name in self.switches)}
+        silent = self.liveness.silent_for(name, time.monotonic())
+        if silent is not None:
+            status["last_answer_s"] = round(silent, 1)
         sync = self.syncs.get(name)
         if sync:  # how much flow traffic this switch has needed since it connected
             status["flow_mods"] = sync.flow_mods
@@ -135,8 +149,10 @@ class WeftCore:
 
     def _acked(self, cookie, on_host=None):
         """Whether every host that needs this object's flows (`on_host` among them, if given) has
-        acknowledged them."""
-        needed = [host for host, flows in self.compiler.flows.items() if cookie in flows]
+        acknowledged them. A host that is down does not count (it gets them by difference when it is
+        back), unless it is `on_host`: then the object is not up."""
+        needed = [host for host, flows in self.compiler.flows.items()
+                  if cookie in flows and (host == on_host or not self.liveness.is_down(host))]
         return (on_host is None or on_host in needed) and all(
             host in self.syncs and self.syncs[host].acked(cookie, self.compiler.flows[host][cookie])
             for host in needed)
@@ -158,6 +174,8 @@ class WeftCore:
         if gw is not None:
             uplink = self.nb_state().routers[name].gateway.get("uplink") if name in self.nb_state().routers else "?"
             agent = self.agents.get(gw.host)
+            if self.liveness.is_down(gw.host):
+                return f"the gateway host {gw.host} is down (its switch does not answer)"
             if gw.host not in self.switches:
                 return f"the gateway host {gw.host}'s switch is not connected (see weft host show {gw.host})"
             if agent is None or not agent.uplink_plugged:
@@ -199,7 +217,7 @@ class WeftCore:
             if done():
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._stopping:
                 return False
             applied.wait(timeout=remaining)
 
@@ -223,7 +241,17 @@ class WeftCore:
                 self._wake.set()
 
     def next_hop_mac(self, router, next_hop=None):
-        return self.next_hops.mac(router, next_hop)
+        """The MAC of the router's gateway next hop (`next_hop`, if given; else its current one):
+        learned by ARP, or else as stored in the NB's MAC_Binding table, by this controller before a
+        restart or by the one active before a failover, so the gateway forwards at once instead of
+        dropping until ARP answers. A refresh that learns a different MAC replaces it."""
+        if next_hop is None:
+            gateway = getattr(self.nb_state().routers.get(router), "gateway", None) or {}
+            next_hop = gateway.get("next_hop")
+            if next_hop is None:
+                return self.next_hops.mac(router)
+        stored = self.nb_state().mac_bindings.get(f"{router}/{next_hop}")
+        return self.next_hops.mac(router, next_hop) or (stored.mac if stored else None)
 
     def _gateways(self):
         if not self.nb_connected() or self.role != "active":  # the standby sends no ARP
@@ -267,6 +295,8 @@ class WeftCore:
             live.close()
         self.switches[host] = switch
         LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
+        self._answered(host)
+        self.hub.spawn(self._probe, host, switch)
         self._role_wake.set()  # its role first (master or slave), and only then its flows
         self._wake.set()
         return None
@@ -284,6 +314,36 @@ class WeftCore:
 
     def _host_of_switch(self, switch):
         return next((host for host, admitted in self.switches.items() if admitted is switch), None)
+
+    # --- liveness: probes, down and back -----------------------------------------------------------
+    def _probe(self, host, switch):
+        """Echo requests to the host's admitted switch about every second, for as long as it is the
+        host's switch; each answer keeps the host up (or brings it back)."""
+        while self._running and self.switches.get(host) is switch:
+            sent = time.monotonic()
+            if switch.echo(self.config.host_down_after):
+                self._answered(host)
+            self.hub.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - sent)))
+
+    def _answered(self, host):
+        if self.liveness.answered(host, time.monotonic()):
+            LOG.warning("host %s: its switch answers again; restoring its ports and the tunnels to it", host)
+            self.topology.set_host_down(host, False)
+            self._wake.set()
+
+    def _liveness_loop(self):
+        """Marks down the hosts whose switch has not answered for longer than the grace period: their
+        ports are down, peers drop their tunnel flows to them, and nothing waits for them."""
+        while self._running:
+            self.hub.sleep(PROBE_INTERVAL / 4)
+            for host in self.liveness.expired(time.monotonic()):
+                LOG.warning("host %s is down: its switch has not answered for %d s (%s); its ports are "
+                            "down and the other hosts' tunnels to it are removed until it answers again",
+                            host, self.config.host_down_after,
+                            "connected" if host in self.switches else "disconnected")
+                self.counters.inc("host_down", host=host)
+                self.topology.set_host_down(host, True)
+                self._wake.set()
 
     # --- the active role ----------------------------------------------------------------------------
     def _nb_changed(self, conn):
@@ -480,6 +540,11 @@ class WeftCore:
             agent.leave(force=force)
             del self.agents[name]
             self.topology.forget_host(name)
+        self._forget_liveness(name)
+
+    def _forget_liveness(self, name):
+        self.liveness.forget(name)
+        self.topology.set_host_down(name, False)
 
     # --- reconciliation -----------------------------------------------------------------------------
     def _reconcile_loop(self):
@@ -532,6 +597,7 @@ class WeftCore:
         self._publish_port_bindings(state, topo, touched)
         if self._attaching and touched:  # a binding can make a port up with flows acked before it
             self._note_ports_up(touched & self._attaching.keys())
+        self._publish_mac_bindings(state)
 
     def _flush_gone_backends(self):
         """A backend that left a service stops getting new connections with the flows just sent;
@@ -558,6 +624,7 @@ class WeftCore:
             changes, full = state.take_changes(), self._full
             self._full = False
             routers, self._routers_changed = self._routers_changed, set()
+            routers |= {key.partition("/")[0] for key in changes.mac_bindings}  # a next hop's stored MAC
             if full or changes.everything or changes.hosts or changes.routers:
                 self._reconcile_agents(state)
             return self.topology.update(state, changes, routers, self.next_hop_mac, full=full)
@@ -568,6 +635,8 @@ class WeftCore:
                 agent.stop()
                 del self.agents[name]
                 self.topology.forget_host(name)
+                if name not in state.hosts:
+                    self._forget_liveness(name)
         unnamed = [name for name, host in state.hosts.items() if not host.datapath_id]
         if unnamed and self.role == "active":  # joined before datapath ids were random: give them one
             self.hub.spawn(self.nb.give_datapath_ids, unnamed)
@@ -580,11 +649,14 @@ class WeftCore:
             agent.set_uplink(uplinks.get(name))
 
     def _sync_switches(self, state, flow_changes):
-        # Only the active programs, and only switches that took it as master in its epoch.
+        # Only the active programs, and only switches that took it as master in its epoch. A host
+        # that is down gets nothing meanwhile; when it is back, a new sync reads its switch and sends
+        # the difference.
         master = ("master", self.epoch)
         connected = {name: sw for name, sw in self.switches.items()
-                     if name in state.hosts and self.role == "active" and getattr(sw, "role", None) == master}
-        if self.role == "active" and len(connected) < len(self.switches):
+                     if name in state.hosts and not self.liveness.is_down(name)
+                     and self.role == "active" and getattr(sw, "role", None) == master}
+        if self.role == "active" and any(getattr(sw, "role", None) != master for sw in self.switches.values()):
             self._role_wake.set()  # a switch not (yet) master: the role loop claims it
         for name, sync in list(self.syncs.items()):
             if connected.get(name) is not sync.switch:
@@ -622,7 +694,8 @@ class WeftCore:
         for name, host in list(state.hosts.items()):
             # What changes with each flow batch (counters, flows_in_sync) is only in the API: writing
             # it would cost two NB transactions per attach and per host, and a reconcile pass each.
-            status = {k: str(v).lower() for k, v in self.host_status(name).items() if not k.startswith("flow")}
+            status = {k: str(v).lower() for k, v in self.host_status(name).items()
+                      if not k.startswith("flow") and k != "last_answer_s"}
             if host.status != status:
                 changed[name] = status
         if changed:
@@ -631,3 +704,28 @@ class WeftCore:
             except TransactionError as err:
                 self.counters.inc("errors", kind="nb_write")
                 LOG.warning("cannot record the status of %s: %s", ", ".join(sorted(changed)), err)
+
+    def _publish_mac_bindings(self, state):
+        """Keeps the NB's MAC_Binding rows equal to the next hops' MACs learned by ARP: written when a
+        MAC is learned or changes (not at each refresh), deleted when the router's gateway or its next
+        hop goes. Only the active controller writes; a MAC not yet learned since a start keeps the
+        stored one (what the gateway forwards with meanwhile)."""
+        if self.role != "active":
+            return
+        routers = state.routers
+        wanted = {}
+        for name, (ip, mac, _) in list(self.next_hops.learned.items()):
+            gateway = routers[name].gateway if name in routers else {}
+            if gateway.get("next_hop") == ip:
+                wanted[f"{name}/{ip}"] = (name, ip, mac)
+        changes = [(name, ip, mac) for key, (name, ip, mac) in wanted.items()
+                   if getattr(state.mac_bindings.get(key), "mac", None) != mac]
+        for key, binding in list(state.mac_bindings.items()):
+            gateway = routers[binding.router].gateway if binding.router in routers else {}
+            if gateway.get("next_hop") != binding.ip:
+                changes.append((binding.router, binding.ip, None))
+        for router, ip, mac in changes:
+            try:
+                self.nb.set_mac_binding(router, ip, mac)
+            except TransactionError as err:  # tried again on the next pass
+                LOG.warning("cannot record the next hop MAC of router %s (%s): %s", router, ip, err)

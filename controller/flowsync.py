@@ -15,13 +15,11 @@ flow, group and meter when a count differs, after each batch's count check fails
 deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
 active controller only. `in_sync` is true only once such a check found the switch equal.
 """
-import collections
 import logging
 import time
 
 from controller.counters import Counters
 from flows.diff import Owned, diff_flows, diff_keyed
-from flows.model import Flow
 from flows.ofctl import to_ofctl
 
 LOG = logging.getLogger("weft.flowsync")
@@ -50,7 +48,6 @@ class HostFlowSync:
         self.flow_mods = 0
         self.last_check = None            # time.monotonic() when the switch was last found equal
         self._verified = False            # the switch was found holding `installed` since it last changed
-        self._hidden = {}                 # {table: flows the switch counts but never shows (in-band rules)}
         self._next_audit = self._next_full = 0.0
         self._drift = None                # the difference last logged, not logged again until it changes
         self._dirty = set()               # cookies whose desired flows changed since the last batch
@@ -160,13 +157,9 @@ class HostFlowSync:
         self.counters.inc("flow_batches", host=self.host)
 
     def _read(self):
-        """Everything on the switch; on the way, which of its counted flows it does not show."""
-        counts = self.switch.table_counts()
-        have = self.switch.dump()
-        shown = collections.Counter(e.table for e in have if isinstance(e, Flow))
-        self._hidden = {t: n - shown[t] for t, n in counts.items() if n != shown[t]}
+        """Everything on the switch."""
         self._next_full = time.monotonic() + self.full_audit_interval
-        return have
+        return self.switch.dump()
 
     def _audit(self, counts_only=False):
         """Checks that the switch holds what it acknowledged: its flow count per table first, then, if
@@ -179,9 +172,13 @@ class HostFlowSync:
         if counts_only or now < self._next_full:
             counts = self.switch.table_counts()
             expected = want.table_counts()
-            if all(counts.get(t, 0) - self._hidden.get(t, 0) == expected.get(t, 0)
-                   for t in counts.keys() | expected.keys()):
+            # OVS's active_count is what a dump shows (its hidden in-band rules are in neither).
+            if all(counts.get(t, 0) == expected.get(t, 0) for t in counts.keys() | expected.keys()):
                 return self._found_equal(now)
+            LOG.debug("host %s: flow counts differ from what it acknowledged (%s): reading everything", self.host,
+                     ", ".join(f"table {t}: {counts.get(t, 0)}, not {expected.get(t, 0)}"
+                               for t in sorted(counts.keys() | expected.keys())
+                               if counts.get(t, 0) != expected.get(t, 0)))
         flow_diff = diff_flows(want.entries().values(), self._read())
         if not flow_diff:
             return self._found_equal(now)

@@ -4,7 +4,9 @@ Control plane only: the request is a packet-out on the gateway host's uplink, th
 through the one flow that sends packets to the controller (UPLINK_IN). While a next hop is unknown,
 egress through that gateway is dropped in UPLINK_OUT, so asking early and often matters: the first
 request goes out as soon as the gateway host has acknowledged the router's flows, retries back off
-from 50 ms to a second, and a known MAC is refreshed every 30 s.
+from 50 ms to a second, and a known MAC is refreshed every 30 s. What is learned is also kept in the NB's MAC_Binding table
+(by the core: WeftCore._publish_mac_bindings), so a restarted or newly active controller forwards with
+the stored MAC at once while it asks again.
 """
 import logging
 import time

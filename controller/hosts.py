@@ -25,6 +25,7 @@ class HostAgent:
         self.ready = False
         self.replica = vswitch.HostReplica()  # br-int's ports, from the host's own OVSDB
         self.uplink = None    # the gateway uplink interface Weft should plug here, if any
+        self._loads_seen = 0  # how many times the replica had been loaded when _check last ran
         self._stopped = False
         self._kick = core.hub.Event()
         core.hub.spawn(self._run)
@@ -41,9 +42,11 @@ class HostAgent:
                 self.core.hub.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
                 attempt += 1
         if not self._stopped:
+            # The inactivity probe: a hung ovsdb-server (or host) shows as disconnected, not as fine.
             self.conn = OvsdbConnection(self.core.hub, self.host.ovsdb_remote, schema, vswitch.TABLES,
                                         listener=self.replica,
-                                        on_change=lambda conn: self._kick.set(), name=self.host.name).start()
+                                        on_change=lambda conn: self._kick.set(), name=self.host.name,
+                                        probe_interval=self.core.config.host_down_after * 1000).start()
 
     def _run(self):
         self._connect()
@@ -55,6 +58,10 @@ class HostAgent:
 
     def _check(self, conn):
         if conn.synced:
+            if self.replica.loads > max(self._loads_seen, 1):  # loaded again: a reconnection
+                LOG.info("host %s: OVSDB replica loaded again (reconnected); checking br-int, its tunnel "
+                         "port and every binding again", self.host.name)
+            self._loads_seen = self.replica.loads
             args = (self.host.datapath_id, self.host.datapath_type, self.host.of_target)
             ready = vswitch.is_ready(conn, self.replica, *args)
             if not ready and self.core.role == "active":  # a standby only looks
@@ -71,6 +78,10 @@ class HostAgent:
                 if self.core.role == "active":
                     self._check_uplink(conn)
             self._report_bindings()
+        elif conn.idl.has_ever_connected():
+            # What was reported stays as it was (no port is unplugged for it); the IDL reconnects and
+            # reloads, and the next check reports what changed meanwhile.
+            self.error = f"OVSDB: the connection to {self.host.ovsdb_remote} is lost; reconnecting"
         self.core.host_changed(self.host.name)
 
     def _report_bindings(self):

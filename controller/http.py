@@ -175,6 +175,7 @@ class HttpFront:
         self.api, self.tokens, self.host_checks, self.metrics = api, tokens, host_checks, metrics
         self._in_flight = {}     # caller key -> requests in flight
         self._waiting = {}       # caller key -> waiting requests in flight
+        self.stopping = False    # set at SIGTERM: new requests are refused, those in flight finish
 
     def __call__(self, environ, start_response):
         started = time.monotonic()
@@ -225,7 +226,13 @@ class HttpFront:
         name, read_only = token
         return Caller(f"token {name} from {peer.describe()}", f"token:{name}", read_only)
 
+    def requests_in_flight(self):
+        return sum(self._in_flight.values())
+
     def _handle(self, environ, method, path, caller):
+        if self.stopping:  # before anything is read or done: a refused write changed nothing
+            raise _Refused(503, "the controller is shutting down: nothing was done; retry once it is back "
+                                "(or on another controller)")
         if method in WRITES:
             if caller.read_only:
                 raise _Refused(403, f"{caller.name} may only read")

@@ -14,8 +14,8 @@ from flows.model import (Binding, FloatingIpState, GatewayState, HostState, Netw
 LOG = logging.getLogger("weft.topology")
 
 
-def host_state(host):
-    return HostState(host.name, host.key, host.encap_ip)
+def host_state(host, up=True):
+    return HostState(host.name, host.key, host.encap_ip, up)
 
 
 def network_state(net):
@@ -95,6 +95,15 @@ class TopologyBuilder:
         self._plugged = set()    # iface-ids whose claims changed since the last update
         self._plugged_twice = {}  # iface-id -> (hosts it is plugged on, host it stays bound to)
         self._confirmed = set()  # (host, iface-id) whose ofport vswitchd has assigned
+        self._down = set()       # hosts whose switch stopped answering (controller.liveness)
+        self._hosts_changed = set()  # hosts that went down or came back since the last update
+
+    def set_host_down(self, host, down):
+        """The host's switch stopped answering (or answers again): the other hosts keep no tunnel
+        flows to its ports meanwhile (flows.compiler), and get them back by difference."""
+        if (host in self._down) != down:
+            (self._down.add if down else self._down.discard)(host)
+            self._hosts_changed.add(host)
 
     def plug(self, host, iface_id, ofport, confirmed=True):
         """What a host's OVSDB says: `iface_id` is plugged there at `ofport` (None: no longer);
@@ -128,16 +137,17 @@ class TopologyBuilder:
         rebuilt (their next hop's MAC changed). `full`: rebuild everything and validate it all.
         Raises ValueError (and keeps the current topology) if the result is inconsistent."""
         plugged, self._plugged = self._plugged, set()
+        hosts_changed, self._hosts_changed = self._hosts_changed, set()
         if full or changes.everything:
             topo = self._build(state, next_hop_mac)
         else:
-            topo = self._replace(state, changes, plugged, routers, next_hop_mac)
+            topo = self._replace(state, changes, plugged, hosts_changed, routers, next_hop_mac)
         self.topo = topo
         return topo
 
     def _build(self, state, next_hop_mac):
         return Topology.build(
-            hosts=[host_state(h) for h in state.hosts.values()],
+            hosts=[host_state(h, h.name not in self._down) for h in state.hosts.values()],
             networks=[network_state(n) for n in state.networks.values()],
             ports=[port_state(p) for p in state.ports.values()],
             bindings=filter(None, (self._binding(state, name) for name in list(self._claims))),
@@ -145,9 +155,10 @@ class TopologyBuilder:
             policies=_states(state.policies, list(state.policies), policy_state)[0],
             services=_states(state.services, list(state.services), service_state)[0])
 
-    def _replace(self, state, changes, plugged, routers, next_hop_mac):
+    def _replace(self, state, changes, plugged, hosts_changed, routers, next_hop_mac):
         port_names = changes.ports | plugged
-        hosts = [host_state(state.hosts[n]) for n in changes.hosts if n in state.hosts]
+        host_names = changes.hosts | hosts_changed
+        hosts = [host_state(state.hosts[n], n not in self._down) for n in host_names if n in state.hosts]
         networks = [network_state(state.networks[n]) for n in changes.networks if n in state.networks]
         ports, bindings, unbound = [], [], []
         for name in port_names:

@@ -16,8 +16,8 @@ Who owns which flows (one cookie per object):
           on other hosts that ARP_RESPONDER, L2_LOOKUP to the tunnel,
           need its network    + NEIGHBOR if routed (2, routed 3)
           unbound, on every   ARP_RESPONDER, + NEIGHBOR if routed (1, routed 2): a peer's first
-          host that needs     ARP is answered while the port is still being plugged
-          its network
+          host that needs     ARP is answered while the port is still being plugged (also what
+          its network         the other hosts keep of a port whose host is down: no tunnel to it)
   ROUTER  on hosts that need  per attached network: ARP_RESPONDER (gateway IP), 2x L3_GATE (enter
           the router          the router by its MAC or the network's own gateway MAC), ROUTING
                               (subnet; ping reply for its address) (5); per static route:
@@ -373,7 +373,7 @@ class _Placed:
         return local_port_flows(self.port, self.network.key, self.binding.ofport, self.routed)
 
     def remote(self) -> frozenset[Flow]:
-        if self.binding is None:
+        if self.binding is None or not self.host.up:  # a down host's ports are reached by nothing
             return unbound_port_flows(self.port, self.network.key, self.routed)
         return remote_port_flows(self.port, self.network.key, self.host.encap_ip, self.routed)
 

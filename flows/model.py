@@ -57,6 +57,7 @@ class HostState:
     name: str
     key: int
     encap_ip: str
+    up: bool = True  # False: its switch stopped answering; peers keep no tunnel to its ports
 
 
 @dataclass(frozen=True, slots=True)

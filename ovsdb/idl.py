@@ -134,7 +134,7 @@ class OvsdbConnection:
     """
 
     def __init__(self, hub, remote, schema_json, tables, on_change=None, name=None, listener=None,
-                 persist_uuids=False, patience=PATIENCE, lock_name=None):
+                 persist_uuids=False, patience=PATIENCE, probe_interval=None, lock_name=None):
         helper = ovs.db.idl.SchemaHelper(schema_json=schema_json)
         for table, columns in tables.items():
             if columns is None:
@@ -151,6 +151,10 @@ class OvsdbConnection:
         # After trying each remote once the session backs off, by default up to 8 s: an election
         # takes about one election timer (1 s), so look again at least every second.
         self.idl._session.reconnect.set_backoff(1000, RECONNECT_MAX_BACKOFF_MS)
+        if probe_interval:  # ms of silence before an echo, and as long again before giving up
+            # Set on the session itself: the IDL's own argument is ignored for unix: remotes, and a
+            # hung server behind a unix socket would then look connected forever.
+            self.idl._session.reconnect.set_probe_interval(probe_interval)
         self.idl.listener = self.listener = listener
         # An OVSDB lock (as ovn-northd takes one): the server grants it to one client at a time, and
         # drops it with that client's session. `has_lock` follows the server's word.
@@ -178,6 +182,7 @@ class OvsdbConnection:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False
+        self._wake_writing = hub.Semaphore()
 
     def start(self):
         self._running = True
@@ -199,15 +204,19 @@ class OvsdbConnection:
         return self.idl.change_seqno
 
     def _wakeup(self):
-        # One byte in the pipe is enough to wake the loop. Writing only when none is pending also
-        # keeps two green threads from ever writing at once (eventlet refuses that).
-        if self._wake_pending:
+        # One byte in the pipe is enough to wake the loop. Eventlet's os.write waits for the pipe to be
+        # writable before it writes, and a second green thread waiting on the same pipe meanwhile is an
+        # error (it was a 500 for a write that then committed): whoever finds a wake-up being written
+        # leaves it to that one, which lands after both callers queued their jobs.
+        if self._wake_pending or not self._wake_writing.acquire(blocking=False):
             return
-        self._wake_pending = True
         try:
+            self._wake_pending = True
             os.write(self._wake_w, b"x")
         except OSError:  # closed (the loop ended) or full (a wake-up is already there)
             pass
+        finally:
+            self._wake_writing.release()
 
     def _loop(self):
         try:

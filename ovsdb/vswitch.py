@@ -207,6 +207,7 @@ class HostReplica:
 
     def reload(self, tables):
         previous = set(getattr(self, "bindings", ()))  # after a reconnect, what went meanwhile is news too
+        self.loads = getattr(self, "loads", -1) + 1  # 0: empty (made); 1: first connection; more: reconnections
         self._ifaces = {}        # uuid -> (name, iface-id, ofport or None, ofport_request or None)
         self._ports = {}         # uuid -> (name, interface uuids, weft-role)
         self._uplink_ports = set()  # uuids of the ports whose weft-role is uplink (on br-int or not)

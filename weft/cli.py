@@ -491,6 +491,9 @@ def main(argv=None):
             return args.func(args) or 0
         return args.func(args, ApiClient(args.api, token_file=args.token_file)) or 0
     except ApiError as err:
+        if err.details.get("outcome") == "unknown":  # not a failure: maybe done, maybe not; the message says how to tell
+            print(f"weft: outcome unknown: {' '.join(err.message.split())}", file=sys.stderr)
+            return OUTCOME_UNKNOWN
         return _fail(err.message)
     except KeyboardInterrupt:
         return 130
@@ -503,6 +506,7 @@ def main(argv=None):
         return _fail(f"internal error in weft ({type(err).__name__}: {err})", err)
 
 
+OUTCOME_UNKNOWN = 3  # the exit status of a write that may or may not have happened
 LOCAL_COMMANDS = ("lab", "pki")  # commands that do not talk to the API
 
 

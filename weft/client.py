@@ -43,6 +43,10 @@ class ApiError(Exception):
         self.details = details or {}  # the error answer's other fields (POST /v1/apply: "document")
 
 
+class _Dropped(ApiError):
+    """The connection ended after a read was sent, before its answer."""
+
+
 def _config_file():
     explicit = os.environ.get("WEFT_CONFIG")
     candidates = [explicit] if explicit else [os.path.expanduser(p) for p in CONFIG_FILES]
@@ -137,7 +141,12 @@ class ApiClient:
         return headers
 
     def request(self, method, path, body=None):
-        return self.send(method, path, body)()
+        try:
+            return self.send(method, path, body)()
+        except _Dropped:
+            if method != "GET":
+                raise
+            return self.send(method, path, body)()  # a read is safe to ask again, once
 
     def send(self, method, path, body=None):
         """Sends a request and returns a function that reads its answer, so the caller can do other
@@ -146,9 +155,9 @@ class ApiClient:
         headers = self._headers(data)
         order = list(range(self._first, len(self._endpoints))) + list(range(self._first))
         deadline = time.monotonic() + FAILOVER_WAIT
-        return self._send_to(order, method, path, data, headers, deadline)
+        return self._send_to(order, method, path, body, data, headers, deadline)
 
-    def _send_to(self, order, method, path, data, headers, deadline, tried=0):
+    def _send_to(self, order, method, path, body, data, headers, deadline, tried=0):
         """Sends to the first endpoint of `order` (indexes into self._endpoints); goes on to the next
         when one refuses the connection, or answers that it is the standby. With several endpoints,
         when all did, starts over after a pause, for up to FAILOVER_WAIT: a standby taking over."""
@@ -163,7 +172,7 @@ class ApiClient:
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             if more and getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT):
-                return self._send_to(order, method, path, data, headers, deadline, tried + 1)  # nothing was sent
+                return self._send_to(order, method, path, body, data, headers, deadline, tried + 1)  # nothing was sent
             raise self._unreachable(err, where) from None
 
         def answer():
@@ -171,7 +180,10 @@ class ApiClient:
                 resp = conn.getresponse()
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as err:
-                raise self._unreachable(err, where) from None
+                if isinstance(err, ssl.SSLError):
+                    raise self._unreachable(err, where) from None
+                raise went_away(method, path, body) if method != "GET" else _Dropped(
+                    None, self._unreachable(err, where).message) from None
             finally:
                 conn.close()
             try:
@@ -179,7 +191,7 @@ class ApiClient:
             except ApiError as err:
                 # A standby, or a controller that wrote nothing and says so: the next one may take it.
                 if more and err.status == 503 and ("active" in err.details or err.details.get("retry") is True):
-                    return self._send_to(order, method, path, data, headers, deadline, tried + 1)()
+                    return self._send_to(order, method, path, body, data, headers, deadline, tried + 1)()
                 raise
             self._first = index
             return value
@@ -232,6 +244,28 @@ class ApiClient:
 
 
 _NOT_JSON = object()
+_CLI_KINDS = {"hosts": "host", "networks": "network", "ports": "port", "routers": "router",
+              "floating-ips": "floating-ip", "policies": "policy", "services": "service"}
+_DOING = {"POST": "creating", "PUT": "the change to", "DELETE": "deleting"}
+
+
+def went_away(method, path, body):
+    """The error for a write sent to a controller that then went away without answering: it may or
+    may not have happened ("outcome": "unknown"), so the user is told what to check before retrying."""
+    parts = [urllib.parse.unquote(p) for p in path.partition("?")[0].split("/")[2:] if p]
+    kind = _CLI_KINDS.get(parts[0]) if parts else None
+    named = 2 if kind in ("policy", "service") else 1
+    if len(parts) > named:
+        name = "/".join(parts[1:1 + named])
+    else:
+        name = (body.get("name") or body.get("ip")) if isinstance(body, dict) else None
+    if kind is None or name is None:
+        what, check = f"{method} {path}", "`weft status`, then what the write was to change"
+    else:
+        what = f"{_DOING.get(method, method)} {kind} {name}" + (f" ({method} {path})" if len(parts) > named + 1 else "")
+        check = f"`weft {kind} list`" if kind == "floating-ip" else f"`weft {kind} show {name}`"
+    return ApiError(None, f"the controller went away before answering: whether {what} happened is unknown; "
+                          f"check with {check} before trying again", {"outcome": "unknown", "name": name})
 
 
 def _excerpt(raw, limit=80):

@@ -159,10 +159,11 @@ def _is_ours(pid, marker):
     return marker.encode() in cmdline
 
 
-def _record_pid(st, pid, what, group=False, proc=None):
+def _record_pid(st, pid, what, group=False, proc=None, replacing=None):
     """Record a process for `down`. Its command line must mention the lab dir (checked before kill).
 
     proc: the Popen that started it, stopped here if the check fails (it would be recorded nowhere).
+    replacing: the recorded entry of the process it replaces (a restarted daemon), whose place it takes.
     """
     # Popen returns during execve, before the kernel fills in the new /proc/<pid>/cmdline: retry.
     deadline = time.monotonic() + 2
@@ -178,7 +179,11 @@ def _record_pid(st, pid, what, group=False, proc=None):
                 proc.wait()
             raise LabError(f"{what} (pid {pid}) {problem}")
         time.sleep(0.01)
-    st["pids"].append({"pid": pid, "what": what, "group": group})
+    entry = {"pid": pid, "what": what, "group": group}
+    if replacing is None:
+        st["pids"].append(entry)
+    else:
+        st["pids"][st["pids"].index(replacing)] = entry
     _save(st)
 
 
@@ -229,6 +234,8 @@ def _stop_pids(st, progress):
         pass
     for e in ours:
         _signal(e, signal.SIGTERM)
+        if _proc_state(e["pid"]) == "T":  # a frozen host's daemon (freeze): it handles SIGTERM once thawed
+            _signal(e, signal.SIGCONT)
     left = _wait_gone(ours, 5)
     for e in left:
         progress(f"lab {st['name']}: {e['what']} (pid {e['pid']}) ignored SIGTERM, sending SIGKILL")
@@ -407,15 +414,10 @@ def _make_host(st, i, host, progress):
 
     env = _full_env(_ovs_env(hd))
     _run(["ovsdb-tool", "create", hd / "conf.db", SCHEMA])
-    # Daemons run inside the namespace (vswitchd needs it for its tap devices and routes); default
-    # pidfile/ctl/log paths come from OVS_RUNDIR so plain ovs-appctl finds them. --detach returns
-    # once the daemon is ready.
-    _run(["ip", "netns", "exec", ns, "ovsdb-server", hd / "conf.db", f"--remote=punix:{hd}/db.sock",
-          "--pidfile", "--log-file", "--detach", "--no-chdir", "-vconsole:off"], env=env)
+    _start_daemon(h, "ovsdb-server")
     _record_pid(st, _read_pidfile(hd / "ovsdb-server.pid"), f"{host} ovsdb-server")
     _run(["ovs-vsctl", "--no-wait", "init"], env=env)
-    _run(["ip", "netns", "exec", ns, "ovs-vswitchd", f"unix:{hd}/db.sock",
-          "--pidfile", "--log-file", "--detach", "--no-chdir", "-vconsole:off"], env=env)
+    _start_daemon(h, "ovs-vswitchd")
     _record_pid(st, _read_pidfile(hd / "ovs-vswitchd.pid"), f"{host} ovs-vswitchd")
 
     # br-phy carries the VTEP IP (OVS userspace tunnelling howto); hwaddr = phy's MAC so the
@@ -432,12 +434,27 @@ def _make_host(st, i, host, progress):
     _save(st)
 
 
-def _seed_tunnel_arp(st, progress):
-    # Pitfall 3: OVS drops the first packet to a VTEP it has not resolved yet.
+def _start_daemon(h, daemon):
+    """Starts a host's ovsdb-server or ovs-vswitchd (at bring-up, and again after `restart`). Daemons
+    run inside the namespace (vswitchd needs it for its tap devices and routes); default pidfile/ctl/
+    log paths come from OVS_RUNDIR so plain ovs-appctl finds them. --detach returns once the daemon
+    is ready."""
+    hd = Path(h["dir"])
+    first = ([hd / "conf.db", f"--remote=punix:{hd}/db.sock"] if daemon == "ovsdb-server"
+             else [f"unix:{hd}/db.sock"])
+    _run(["ip", "netns", "exec", h["netns"], daemon, *first,
+          "--pidfile", "--log-file", "--detach", "--no-chdir", "-vconsole:off"], env=_full_env(_ovs_env(hd)))
+
+
+def _seed_tunnel_arp(st, progress, hosts=None):
+    """Pitfall 3: OVS drops the first packet to a VTEP it has not resolved yet. `hosts`: only the
+    vswitchds of these (one that restarted has lost its cache); default all."""
     if len(st["hosts"]) < 2:
         return
     progress(f"lab {st['name']}: pre-seeding tunnel ARP entries")
     for a, ha in st["hosts"].items():
+        if hosts is not None and a not in hosts:
+            continue
         env = _full_env(_ovs_env(ha["dir"]))
         for b, hb in st["hosts"].items():
             if a != b:
@@ -801,6 +818,7 @@ def info(name="weft"):
         "fabric": dict(st["fabric"]),
         "hosts": {h: {"netns": v["netns"], "encap_ip": v["encap_ip"], "ovs_rundir": v["dir"],
                       "ovsdb": v["ovsdb"], "of_target": v["of_target"], "mac": v["mac"],
+                      "frozen": bool(v.get("frozen")),
                       **({"runtimes": _runtimes_info(st, h)} if st.get("runtimes") else {})}
                   for h, v in st["hosts"].items()},
         "runtimes": bool(st.get("runtimes")),
@@ -835,6 +853,143 @@ def host_env(name, host):
     if host not in st["hosts"]:
         raise LabError(f"no host {host} in lab {name} (hosts: {', '.join(st['hosts'])})")
     return _ovs_env(st["hosts"][host]["dir"])
+
+
+# ---------------------------------------------------------------- host faults: restart, freeze, thaw
+
+DAEMONS = {"vswitchd": "ovs-vswitchd", "ovsdb": "ovsdb-server"}  # what `restart` takes -> the program
+
+
+def _lab_host(st, host):
+    if host not in st["hosts"]:
+        raise LabError(f"no host {host!r} in lab {st['name']} (hosts: {', '.join(st['hosts'])})")
+    return st["hosts"][host]
+
+
+def _daemon_entry(st, host, program):
+    """The recorded entry of a host's running ovsdb-server or ovs-vswitchd."""
+    what = f"{host} {program}"
+    entry = next((e for e in st["pids"] if e["what"] == what), None)
+    if entry is None or not _alive(entry["pid"]) or not _is_ours(entry["pid"], st["marker"]):
+        raise LabError(f"{what} is not running" + (f" (pid {entry['pid']} is gone)" if entry else ""))
+    return entry
+
+
+def _log_time(line):
+    """The CLOCK_MONOTONIC time of an OVS log line (which is stamped in UTC, to the millisecond)."""
+    from datetime import datetime, timezone
+    logged = datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+    return time.monotonic() - (time.time() - logged)
+
+
+def _wait_log_line(path, text, after, timeout):
+    """The monotonic time of the first line of the log at `path` after its first `after` bytes that
+    contains `text`; LabError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path, "rb") as log:
+            log.seek(after)
+            for line in log.read().decode(errors="replace").splitlines():
+                if text in line:
+                    return _log_time(line)
+        if time.monotonic() > deadline:
+            raise LabError(f"no {text!r} in {path} within {timeout:.0f}s")
+        time.sleep(0.005)
+
+
+def restart(name, host, daemon, progress=_stderr, timeout=TIMEOUT):
+    """Restarts a host's ovs-vswitchd ("vswitchd") or ovsdb-server ("ovsdb") as a service manager
+    would: SIGTERM to the recorded pid, wait until it is gone (SIGKILL after 10 s), start it again with
+    the same arguments in the host's namespace, and record the new pid in the old one's place. After
+    a vswitchd restart the lab re-seeds what that vswitchd lost (its tunnel ARP entries, pitfall 3 and
+    measuring pitfall 5; br-phy's address is on a tap device vswitchd recreates, and is checked) and,
+    with a controller, waits until the new vswitchd's br-int has connected to it.
+
+    Returns the timings, CLOCK_MONOTONIC seconds (comparable with weft.echo's): `stopping` (SIGTERM
+    sent), `stopped` (the old process gone), `started` (the new one ready: --detach returned); for
+    vswitchd with a controller, `connected` (the vswitchd log's `br-int<->...: connected`); for ovsdb,
+    `vswitchd_reconnected` (the vswitchd log's `<db>: connected`: the userspace datapath does not
+    forward while vswitchd has no database); and `own_restart_s`, from stopping to the last of those:
+    the daemons' own share of the outage, before the controller can do anything."""
+    st = _require(name)
+    if daemon not in DAEMONS:
+        raise LabError(f"cannot restart {daemon!r}: the lab restarts vswitchd or ovsdb")
+    h = _lab_host(st, host)
+    if h.get("frozen"):
+        raise LabError(f"host {host} is frozen: thaw it first (weft lab thaw {host})")
+    program = DAEMONS[daemon]
+    entry = _daemon_entry(st, host, program)
+    vswitchd_log = Path(h["dir"]) / "ovs-vswitchd.log"
+    log_size = vswitchd_log.stat().st_size
+    progress(f"{host}: restarting {program} (pid {entry['pid']})")
+    timings = {"host": host, "daemon": daemon, "old_pid": entry["pid"], "stopping": time.monotonic()}
+    _signal(entry, signal.SIGTERM)
+    if _wait_gone([entry], 10):
+        progress(f"{host}: {program} (pid {entry['pid']}) ignored SIGTERM, sending SIGKILL")
+        _signal(entry, signal.SIGKILL)
+        if _wait_gone([entry], 5):
+            raise LabError(f"{host} {program} (pid {entry['pid']}) did not stop")
+    timings["stopped"] = time.monotonic()
+    _start_daemon(h, program)
+    timings["started"] = time.monotonic()
+    pid = _read_pidfile(Path(h["dir"]) / f"{program}.pid")
+    _record_pid(st, pid, entry["what"], replacing=entry)
+    timings["pid"] = pid
+    end = timings["started"]
+    if daemon == "vswitchd":
+        _seed_tunnel_arp(st, _quiet, hosts=[host])
+        _check_vtep_address(h)
+        if st.get("api"):
+            end = timings["connected"] = _wait_log_line(vswitchd_log, f"br-int<->{h['of_target']}: connected",
+                                                        log_size, timeout)
+    else:
+        # vswitchd reconnects on its own back-off (1 s, then 2, 4, 8 when restarts come close together),
+        # and OVS 3.1's userspace datapath does not forward without vswitchd's database lock.
+        end = timings["vswitchd_reconnected"] = _wait_log_line(vswitchd_log, f"{h['ovsdb']}: connected",
+                                                               log_size, timeout)
+    timings["own_restart_s"] = round(end - timings["stopping"], 4)
+    progress(f"{host}: {program} restarted (pid {pid}) in {timings['own_restart_s']:.3f}s")
+    return timings
+
+
+def _check_vtep_address(h):
+    """br-phy (the tap device of the bridge's internal port) keeps the VTEP address across a vswitchd
+    restart only if vswitchd reuses the device; put it back if it did not."""
+    shown = _run(["ip", "-n", h["netns"], "-4", "-o", "addr", "show", "dev", "br-phy"])
+    if f"{h['encap_ip']}/" not in shown:
+        _run(["ip", "-n", h["netns"], "addr", "add", f"{h['encap_ip']}/24", "dev", "br-phy"])
+    _run(["ip", "-n", h["netns"], "link", "set", "br-phy", "up"])
+
+
+def freeze(name, host, progress=_stderr):
+    """Freezes a host as a hung machine would be: SIGSTOP to its ovsdb-server and ovs-vswitchd (their
+    sockets stay open, nothing answers). `thaw` resumes them; `down` thaws before it stops. Returns
+    the CLOCK_MONOTONIC time the host froze."""
+    st = _require(name)
+    h = _lab_host(st, host)
+    if h.get("frozen"):
+        raise LabError(f"host {host} is already frozen (weft lab thaw {host})")
+    entries = [_daemon_entry(st, host, program) for program in DAEMONS.values()]
+    h["frozen"] = True
+    _save(st)  # recorded first, so `down` knows to thaw what it finds stopped
+    for entry in entries:
+        _signal(entry, signal.SIGSTOP)
+    progress(f"{host}: frozen (SIGSTOP to " + ", ".join(f"{e['what']} {e['pid']}" for e in entries) + ")")
+    return time.monotonic()
+
+
+def thaw(name, host, progress=_stderr):
+    """Resumes a frozen host's daemons (SIGCONT). Returns the CLOCK_MONOTONIC time it thawed."""
+    st = _require(name)
+    h = _lab_host(st, host)
+    if not h.get("frozen"):
+        raise LabError(f"host {host} is not frozen")
+    for program in DAEMONS.values():
+        _signal(_daemon_entry(st, host, program), signal.SIGCONT)
+    h["frozen"] = False
+    _save(st)
+    progress(f"{host}: thawed")
+    return time.monotonic()
 
 
 # ---------------------------------------------------------------- containers and exec

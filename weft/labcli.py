@@ -71,6 +71,15 @@ def add_lab_commands(subparsers):
                    help="leave CMD running (a server), its output in the lab dir; weft lab down stops it")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
+    p = cmd(sub, "restart", _cli_restart, "restart a host's ovs-vswitchd or ovsdb-server, as a service "
+            "manager would; prints its timings (CLOCK_MONOTONIC seconds) as JSON")
+    p.add_argument("host", help="h1..hN")
+    p.add_argument("daemon", choices=("vswitchd", "ovsdb"), help="which daemon")
+    p = cmd(sub, "freeze", _cli_freeze, "freeze a host: SIGSTOP to its ovsdb-server and ovs-vswitchd")
+    p.add_argument("host", help="h1..hN")
+    p = cmd(sub, "thaw", _cli_thaw, "thaw a frozen host: SIGCONT to its ovsdb-server and ovs-vswitchd")
+    p.add_argument("host", help="h1..hN")
+
     for client, func in (("docker", _cli_docker), ("podman", _cli_podman)):
         p = cmd(sub, client, func, f"run the real {client} client against a host's {client} (lab up --runtimes)")
         p.add_argument("host", help="h1..hN")
@@ -173,3 +182,18 @@ def _cli_docker(args):
 def _cli_podman(args):
     from weft import labruntimes
     return labruntimes.exec_podman(args.name, args.host, _args_after_dashes(args))
+
+
+def _cli_restart(args):
+    print(json.dumps(_lab().restart(args.name, args.host, args.daemon), indent=2))
+    return 0
+
+
+def _cli_freeze(args):
+    _lab().freeze(args.name, args.host)
+    return 0
+
+
+def _cli_thaw(args):
+    _lab().thaw(args.name, args.host)
+    return 0

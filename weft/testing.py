@@ -150,6 +150,21 @@ class Lab:
             with self.controller_stopped():
                 conf.write_text(original)
 
+    def restart(self, host, daemon):
+        """Restarts host's "vswitchd" or "ovsdb" as `weft lab restart` does; returns its timings."""
+        return weftlab.restart(self.name, host, daemon, progress=weftlab._quiet)
+
+    @contextlib.contextmanager
+    def frozen(self, host):
+        """host frozen for the block (`weft lab freeze`: SIGSTOP to its ovsdb-server and vswitchd),
+        thawed at its end, whatever happens in it. Yields {"frozen": time}, and after the block also
+        "thawed" (CLOCK_MONOTONIC)."""
+        times = {"frozen": weftlab.freeze(self.name, host, progress=weftlab._quiet)}
+        try:
+            yield times
+        finally:
+            times["thawed"] = weftlab.thaw(self.name, host, progress=weftlab._quiet)
+
     def exec(self, target, *cmd, check=True, timeout=60):
         """Run cmd in target's namespace (hosts: with their own OVS_* set); captured text output."""
         argv, env = weftlab.target_cmd(self.name, target, cmd)

@@ -62,7 +62,6 @@ class FakeSwitch:
         self.flows, self.groups, self.meters = {}, {}, {}  # key -> entry, as decoded from the wire
         self.messages = 0
         self.bundles = []      # the entries each committed bundle held
-        self.hidden = {}       # {table: flows counted but never dumped}, as OVS's in-band rules
         self.requests = collections.Counter()  # "dump", "table_counts": how often each was asked
         self.refuse = None     # a predicate on entries: those the switch refuses (a bundle then fails whole)
         self.role = None       # (role, generation) last accepted, as OpenFlowSwitch.request_role keeps it
@@ -79,9 +78,7 @@ class FakeSwitch:
 
     def table_counts(self):
         self.requests["table_counts"] += 1
-        counts = collections.Counter(key[0] for key in self.flows)
-        counts.update(self.hidden)
-        return dict(counts)
+        return dict(collections.Counter(key[0] for key in self.flows))
 
     def apply(self, flow_diff, atomic=False):
         steps = flow_diff.ordered()

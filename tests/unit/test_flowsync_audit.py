@@ -165,20 +165,6 @@ def test_a_group_changed_by_hand_is_put_back():
         sync.stop()
 
 
-def test_flows_the_switch_counts_but_never_shows_do_not_make_every_audit_read_everything():
-    switch = FakeSwitch()
-    switch.hidden = {0: 2}  # OVS's in-band rules: in the table's count, never in a dump
-    sync, counters = _start(switch, full_audit_interval=3600)
-    try:
-        dumps = switch.requests["dump"]
-        _until(lambda: counters.get("audits", host="h1") >= 5, "five audits")
-        assert switch.requests["dump"] == dumps and sync.in_sync
-        switch.flows[HAND_MADE.key] = HAND_MADE  # and drift is still seen
-        _until(lambda: HAND_MADE.key not in switch.flows, "the removal")
-    finally:
-        sync.stop()
-
-
 def test_a_standby_reports_drift_but_does_not_repair_it():
     switch = FakeSwitch()
     active = [True]

@@ -1,0 +1,166 @@
+"""Host faults on a 3-host lab, with a 100 pps echo counter between containers on different hosts
+(issue 11, deliverable 4): a vswitchd restart, an ovsdb-server restart, an OVSDB-only loss, and a
+host frozen (SIGSTOP) for longer than the grace period, then thawed.
+
+One container per host: a on h1, b on h2 (the host that restarts and freezes), c on h3; d is attached
+on h3 while h2 is frozen. The grace period is set short (host_down_after) for the module.
+"""
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from weft.client import path as api_path
+
+GRACE = 3  # host_down_after for these tests, seconds
+NETWORK = "hf"
+HOSTS = ("h1", "h2", "h3")
+
+
+@pytest.fixture(scope="module")
+def faults(make_lab):
+    lab = make_lab(hosts=3, shared=False)
+    lab.weft("network", "create", NETWORK, "--cidr", "10.31.0.0/24")
+    with lab.controller_options(host_down_after=GRACE):
+        lab.ports = {name: lab.attach(name, host, NETWORK) for name, host in (("a", "h1"), ("b", "h2"), ("c", "h3"))}
+        yield lab
+    lab.down()
+
+
+def status(lab, host):
+    return lab.api.get(api_path("hosts", host))["status"]
+
+
+def wait_for(what, done, timeout):
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {timeout} s")
+        time.sleep(0.05)
+
+
+def settled(lab):
+    """Every host up, ready and in sync again (after a fault, before the next test)."""
+    wait_for("every host up and in sync", lambda: all(
+        s.get("state") == "up" and s.get("ready") and s.get("flows_in_sync")
+        for s in (status(lab, h) for h in HOSTS)), 30)
+
+
+def tunnel_flows_to(lab, host, vtep):
+    """The flows on host's br-int, as ovs-ofctl shows them, that tunnel to the VTEP `vtep`."""
+    dump = lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+    return [line for line in dump.splitlines() if f"set_field:{vtep}->tun_dst" in line]
+
+
+def resumed(report, until):
+    """Whether every outage of the echo report ended before `until` - 0.5 s (echoes came back)."""
+    return all(last < until - 0.5 for _, last, _ in report["outages"])
+
+
+def test_a_vswitchd_restart_costs_no_more_than_its_own_restart_and_100_ms(faults):
+    lab = faults
+    settled(lab)
+    with lab.echoes("a", lab.ports["b"]["ip"]) as report:
+        timings = lab.restart("h2", "vswitchd")
+        time.sleep(1.5)
+        end = time.monotonic()
+    own_ms = timings["own_restart_s"] * 1000
+    assert resumed(report, end), (report, timings)
+    # Today's resync (read the empty switch, send everything, barrier) fits: Weft's share was
+    # 20-50 ms on this lab. The atomic bundle (issue 11, flowsync part) keeps it so.
+    assert report["longest_gap_ms"] <= own_ms + 100, (report, timings)
+    settled(lab)
+
+
+def test_an_ovsdb_server_restart_loses_nothing_and_keeps_every_binding(faults):
+    lab = faults
+    settled(lab)
+    mods = {h: status(lab, h)["flow_mods"] for h in HOSTS}
+    ages = lab.flow_ages("h2")
+    log = lab.dir / "controller.log"
+    mark = log.stat().st_size
+    with lab.echoes("a", lab.ports["b"]["ip"]) as report:
+        started = time.monotonic()
+        timings = lab.restart("h2", "ovsdb")
+        wait_for("h2's OVSDB reconnected and checked", lambda: "host h2: OVSDB replica loaded again"
+                 in log.read_text(errors="replace")[mark:], 15)
+        time.sleep(0.5)
+    # OVS 3.1's userspace datapath stops forwarding while vswitchd has no database lock (bridge_run
+    # returns early), from the old server's exit until vswitchd has reconnected on its own back-off:
+    # a packet or two, or a second when restarts come close together. Nothing is lost outside it.
+    outside = [o for o in report["outages"]
+               if o[0] < timings["stopping"] or o[1] > timings["vswitchd_reconnected"] + 0.1]
+    assert outside == [], (report, timings)
+    s = status(lab, "h2")
+    assert s["ovsdb_connected"] and s["ready"] and s["state"] == "up" and "error" not in s, s
+    port = lab.api.get(api_path("ports", "b"))
+    assert port["host"] == "h2" and port["up"], port
+    # Nothing was unplugged or sent again: every host's flow-mods are what they were, and h2's
+    # flows are the same entries, older than the restart.
+    assert {h: status(lab, h)["flow_mods"] for h in HOSTS} == mods
+    now = lab.flow_ages("h2")
+    elapsed = time.monotonic() - started
+    assert now.keys() == ages.keys()
+    assert all(age >= elapsed - 0.5 for age in now.values())
+
+
+def test_an_ovsdb_only_loss_is_reported_but_the_host_stays_up(faults):
+    lab = faults
+    settled(lab)
+    (pid,) = [e["pid"] for e in lab.info["pids"] if e["what"] == "h2 ovsdb-server"]
+    with lab.echoes("a", lab.ports["b"]["ip"]) as report:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # The inactivity probe (host_down_after) finds it: idle, probed, no answer, closed.
+            wait_for("h2's OVSDB reported disconnected", lambda: not status(lab, "h2")["ovsdb_connected"],
+                     4 * GRACE + 5)
+            s = status(lab, "h2")
+            assert s["state"] == "up" and s["openflow_connected"], s  # forwarding works: not down
+            assert "OVSDB" in s.get("error", ""), s
+            assert lab.api.get(api_path("ports", "b"))["up"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for("h2's OVSDB back", lambda: status(lab, "h2")["ovsdb_connected"], 15)
+    assert report["lost"] == 0, report
+
+
+def test_a_frozen_host_is_down_its_peers_drop_their_tunnels_and_attaches_elsewhere_go_on(faults):
+    lab = faults
+    settled(lab)
+    h2_vtep = lab.info["hosts"]["h2"]["encap_ip"]
+    assert tunnel_flows_to(lab, "h1", h2_vtep)
+    h2_before = lab.flow_ages("h2")
+    with lab.frozen("h2") as times:
+        wait_for("h2 reported down", lambda: status(lab, "h2")["state"] == "down", GRACE + 10)
+        # Down once its last answer (up to a probe interval before the freeze) is older than the grace.
+        assert time.monotonic() - times["frozen"] > GRACE - 1.1
+        assert status(lab, "h2")["last_answer_s"] > GRACE
+        assert not lab.api.get(api_path("ports", "b"))["up"]
+        # The peers' tunnel flows toward h2 are gone, as ovs-ofctl shows them.
+        wait_for("h1's and h3's tunnels to h2 removed",
+                 lambda: not tunnel_flows_to(lab, "h1", h2_vtep) and not tunnel_flows_to(lab, "h3", h2_vtep), 5)
+        assert status(lab, "h1")["flows_in_sync"] and status(lab, "h1")["state"] == "up"
+        # An attach on a healthy host does not wait for the frozen one, and its port works.
+        attached = time.monotonic()
+        d = lab.attach("d", "h3", NETWORK)
+        assert d["up"], d
+        assert time.monotonic() - attached < 10
+        assert lab.ping("a", d["ip"]) and lab.ping("c", d["ip"])
+    # Back: up again, restored by difference.
+    wait_for("h2 up again", lambda: status(lab, "h2")["state"] == "up", 15)
+    settled(lab)
+    assert tunnel_flows_to(lab, "h1", h2_vtep) and tunnel_flows_to(lab, "h3", h2_vtep)
+    assert lab.api.get(api_path("ports", "b"))["up"]
+    # h2's own flows were never taken away: each one it had is still there, older than the freeze.
+    frozen_for = time.monotonic() - times["frozen"]
+    h2_after = lab.flow_ages("h2")
+    kept = [flow for flow in h2_before if flow in h2_after and h2_after[flow] >= frozen_for]
+    assert kept == list(h2_before), set(h2_before) - set(kept)
+    # d's flows reached h2 when it came back: b reaches d, and echoes to b resume with no loss.
+    assert lab.ping("b", d["ip"])
+    with lab.echoes("a", lab.ports["b"]["ip"]) as report:
+        time.sleep(1)
+    assert report["lost"] == 0, report
+    assert re.search(r"host h2 is down", (lab.dir / "controller.log").read_text(errors="replace"))

@@ -1,0 +1,61 @@
+"""A host that stops answering: when it is down (controller.liveness) and what the compiler then
+keeps on the other hosts (no tunnel to its ports), restored exactly when it is back."""
+import dataclasses
+
+from controller.config import Config, check
+from controller.liveness import Liveness
+from flows.compiler import Compiler, port_cookie
+from flows.examples import small_topology
+from flows.pipeline import TUNNEL_OFPORT
+
+import pytest
+
+
+def test_a_host_is_down_only_after_answering_once_and_then_staying_silent_past_the_grace():
+    live = Liveness(grace=5)
+    assert live.state("h1", connected=False) == "connecting"
+    assert live.expired(100.0) == []           # never seen: connecting, however long
+    assert not live.answered("h1", 100.0)
+    assert live.state("h1", connected=True) == "up"
+    assert live.expired(105.0) == []           # exactly the grace: not yet
+    assert live.expired(105.1) == ["h1"]
+    assert live.expired(200.0) == []           # said once
+    assert live.is_down("h1") and live.state("h1", connected=True) == "down"
+    assert live.silent_for("h1", 107.0) == 7.0
+    assert live.answered("h1", 201.0)          # back
+    assert live.state("h1", connected=True) == "up"
+    assert live.state("h1", connected=False) == "connecting"  # reconnecting, within the grace
+    live.forget("h1")
+    assert live.silent_for("h1", 202.0) is None
+
+
+def _tunnels_to(flows, encap_ip):
+    return {f for owned in flows.values() for f in owned
+            if ("set_field", "tun_ipv4_dst", encap_ip) in getattr(f, "actions", ()) and ("output", TUNNEL_OFPORT) in f.actions}
+
+
+def test_peers_keep_no_tunnel_to_a_down_hosts_ports_and_get_them_back_by_difference():
+    topo = small_topology()
+    compiler = Compiler()
+    compiler.update(topo)
+    h2 = topo.hosts["h2"]
+    before = {host: dict(flows) for host, flows in compiler.flows.items()}
+    assert _tunnels_to(compiler.flows["h1"], h2.encap_ip)  # port b of h2, seen from h1
+
+    down = topo.replace(hosts=[dataclasses.replace(h2, up=False)])
+    changes = compiler.update(down)
+    b = port_cookie(topo.ports["b"])
+    assert set(changes.get("h1", {})) == {b}  # only b's flows on h1 change
+    assert not _tunnels_to(compiler.flows["h1"], h2.encap_ip)
+    assert compiler.flows["h1"][b]  # its ARP answer stays
+    assert compiler.flows["h2"] == before["h2"]  # the down host's own flows are what it still has
+
+    changes = compiler.update(down.replace(hosts=[h2]))
+    assert set(changes.get("h1", {})) == {b}
+    assert {host: dict(flows) for host, flows in compiler.flows.items()} == before
+
+
+@pytest.mark.parametrize("value", [0, 3601])
+def test_host_down_after_out_of_range_is_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"\[weft\] host_down_after: .* out of range"):
+        check(Config(host_down_after=value))
