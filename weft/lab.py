@@ -728,7 +728,10 @@ def wait_until_serving(proc, api, log_path, timeout=TIMEOUT):
                            f"last lines of {log_path}:\n{_tail(log_path)}")
         try:
             status = client.get("/v1/status") or {}
-            roles = [c.get("role") for c in (status.get("controllers") or {}).values()]
+            me = (status.get("controller") or {}).get("name")
+            # Active itself, or (a standby) with another controller active: its own old row does not count.
+            roles = [c.get("role") for name, c in (status.get("controllers") or {}).items() if name != me]
+            roles.append((status.get("controller") or {}).get("role"))
             if (status.get("nb") or {}).get("connected") and ("active" in roles or "controllers" not in status):
                 return
             waiting_for = "its NB database to connect and a controller to be active"
