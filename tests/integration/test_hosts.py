@@ -169,7 +169,7 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     # The same secure defaults as the controller itself: nothing unauthenticated can change the network.
     services = yaml.safe_load(result.stdout)["services"]
     published = {name: sorted(p["target"] for p in service.get("ports", ())) for name, service in services.items()}
-    assert published == {**dict.fromkeys(services, []), "controller": [6653, 8443]}  # OpenFlow/TLS, HTTPS
+    assert published == {**dict.fromkeys(services, []), **dict.fromkeys(("controller", "c1", "c2"), [6653, 8443])}
     assert "tcp:" not in text  # no plain-TCP remote or target anywhere (ptcp:, tcp:)
     for secure in ("--ofp-ssl-listen-port", "--ca-certs", "api_tls_cert", "pssl:6640", "set-ssl",
                    "https://", "--token-file", "--ovsdb ssl:", "--of-target ssl:"):
@@ -201,3 +201,20 @@ def test_bad_configuration_stops_the_controller_with_a_clear_message(tmp_path, o
     for word in words:
         assert word in result.stderr
     assert not (tmp_path / "state" / "nb.pid").exists()  # it stopped before starting anything
+
+
+def test_docker_compose_describes_the_clustered_deployment_over_ssl():
+    compose = os.path.join(REPO, "docker-compose.yml")
+    result = subprocess.run(["docker-compose", "-f", compose, "--profile", "ha", "config"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    members = [services[f"nb{i}"]["command"] for i in (1, 2, 3)]
+    assert "create-cluster" in members[0] and all("join-cluster" in m for m in members[1:])
+    assert all("--remote=pssl:6641" in m and "--ca-cert" in m and "MEMBER_IP:6643" in m for m in members)
+    for controller in ("c1", "c2"):
+        command = services[controller]["command"]
+        assert "nb_remote = ssl:" in command and command.count(":6641") == 3
+        assert f"CONTROLLER: {controller}" not in command  # given as the environment, not inlined
+        assert services[controller]["environment"]["CONTROLLER"] == controller
+    assert "--of-target ssl:" in services["join-ha"]["command"] and ",ssl:" in services["join-ha"]["command"]
