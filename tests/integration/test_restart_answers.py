@@ -130,8 +130,16 @@ def test_creates_around_a_sigterm_and_restart_are_answered_honestly(capsys):
         time.sleep(1.5)
         before = {p["name"] for p in ctl.api.get("/v1/ports")}
         reader = Reader(ctl.socket, before)
+        waited = {}  # a wait in flight at SIGTERM is answered at once, with the port as it is
+        waiter = threading.Thread(target=lambda: waited.update(ctl.api.get("/v1/ports/p0-1?wait_up=30")))
+        waiter.start()
+        time.sleep(0.3)
+        signalled = time.monotonic()
         ctl.proc.send_signal(signal.SIGTERM)
         assert ctl.proc.wait(15) == 0
+        waiter.join(5)
+        assert waited.get("name") == "p0-1" and waited["up"] is False, waited
+        assert time.monotonic() - signalled < 8
         ctl = held["ctl"] = Controller(directory)
         time.sleep(1.5)
         writers.stop()

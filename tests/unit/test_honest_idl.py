@@ -220,3 +220,30 @@ def test_the_api_answers_a_write_with_no_nb_to_take_it_503_retry(api, nb):
     down(nb)
     status, answer = post(api, "/v1/networks", {"name": "blue", "cidr": "10.0.0.0/24"})
     assert status == 503 and "try again" in answer["error"]
+
+
+def test_until_the_monitor_reply_is_in_the_api_answers_503_not_an_empty_list(nb, tmp_path):
+    """The session to the NB is up but the server has not answered the monitor request yet (it is
+    stopped): the replica is not loaded, so every request is a 503, never an empty list."""
+    import os
+    import signal
+    from controller.api import NorthboundApi
+    from controller.config import Config
+    from controller.core import WeftCore
+    create_router(nb, "r1", 100)
+    os.kill(nb.server.pid, signal.SIGSTOP)
+    core = WeftCore(ThreadHub, Config(state_dir=str(tmp_path / "core"), nb_remote=nb.server.remote))
+    try:
+        core.start()
+        api = NorthboundApi(core)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            status, answer = api.handle("GET", "/v1/routers")
+            assert status == 503 and "not loaded the NB" in answer["error"], (status, answer)
+        assert core.nb.conn.idl._session.is_connected()  # connected, waiting for the server's answers
+        os.kill(nb.server.pid, signal.SIGCONT)
+        core.nb.conn.wait_synced(10)
+        assert [r["name"] for r in api.handle("GET", "/v1/routers")[1]] == ["r1"]
+    finally:
+        os.kill(nb.server.pid, signal.SIGCONT)
+        core.stop()
