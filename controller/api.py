@@ -84,7 +84,8 @@ class NorthboundApi:
             depth = getattr(handler, "body_depth", v.MAX_JSON_DEPTH)
             body = v.parse_json(raw_body, depth) if method in ("POST", "PUT") else None
             if not self.core.nb_loaded():
-                raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly")
+                raise ApiError(503, "the controller has not loaded the NB database yet; try again shortly",
+                               {"retry": True})  # "retry": nothing was done, so trying again (anywhere) is safe
             if (self.core.role != "active" and (method != "GET" or "wait_up" in params)
                     and not self.core.taking_over(TAKEOVER_WAIT)):
                 raise self._standby_refusal(method)
@@ -799,7 +800,7 @@ class NorthboundApi:
 
     def _write(self, fn, *args):
         if not self.core.nb_connected():
-            raise ApiError(503, "the NB database is not connected; try again shortly")
+            raise ApiError(503, "the NB database is not connected; try again shortly", {"retry": True})
         try:
             return fn(*args)
         except OutcomeUnknown:

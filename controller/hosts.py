@@ -81,7 +81,11 @@ class HostAgent:
         elif conn.idl.has_ever_connected():
             # What was reported stays as it was (no port is unplugged for it); the IDL reconnects and
             # reloads, and the next check reports what changed meanwhile.
-            self.error = f"OVSDB: the connection to {self.host.ovsdb_remote} is lost; reconnecting"
+            lost = f"OVSDB: the connection to {self.host.ovsdb_remote} is lost; reconnecting"
+            if self.error != lost:
+                LOG.warning("host %s: %s", self.host.name, lost)
+                self.core.counters.inc("errors", kind="ovsdb_host")
+            self.error = lost
         self.core.host_changed(self.host.name)
 
     def _report_bindings(self):

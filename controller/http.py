@@ -186,7 +186,7 @@ class HttpFront:
             caller = self._caller(environ)
             status, body = self._handle(environ, method, path, caller)
         except _Refused as refused:
-            status, body = refused.status, {"error": refused.message}
+            status, body = refused.status, {"error": refused.message, **refused.details}
         except Exception:  # a bug: the client gets no traceback, the log gets one
             LOG.exception("internal error answering %s %s", method, path)
             status, body = 500, {"error": "internal error in the controller (details in its log)"}
@@ -232,7 +232,7 @@ class HttpFront:
     def _handle(self, environ, method, path, caller):
         if self.stopping:  # before anything is read or done: a refused write changed nothing
             raise _Refused(503, "the controller is shutting down: nothing was done; retry once it is back "
-                                "(or on another controller)")
+                                "(or on another controller)", {"retry": True})
         if method in WRITES:
             if caller.read_only:
                 raise _Refused(403, f"{caller.name} may only read")
@@ -280,9 +280,9 @@ class _Text:
 
 
 class _Refused(Exception):
-    def __init__(self, status, message):
+    def __init__(self, status, message, details=None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.details = status, message, details or {}
 
 
 def _read_body(environ, limit):
