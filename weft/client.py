@@ -157,10 +157,12 @@ class ApiClient:
         deadline = time.monotonic() + FAILOVER_WAIT
         return self._send_to(order, method, path, body, data, headers, deadline)
 
-    def _send_to(self, order, method, path, body, data, headers, deadline, tried=0):
+    def _send_to(self, order, method, path, body, data, headers, deadline, tried=0, standby=None):
         """Sends to the first endpoint of `order` (indexes into self._endpoints); goes on to the next
         when one refuses the connection, or answers that it is the standby. With several endpoints,
-        when all did, starts over after a pause, for up to FAILOVER_WAIT: a standby taking over."""
+        when all did and one was a standby, starts over after a pause, for up to FAILOVER_WAIT: it may be
+        taking over. Out of
+        time, the last standby's answer (it names the active) is the error, rather than a refusal."""
         index = order[tried % len(order)]
         if tried and not tried % len(order):
             time.sleep(FAILOVER_PAUSE)
@@ -171,9 +173,11 @@ class ApiClient:
             conn.request(method, path, body=data, headers=headers)
         except (OSError, http.client.HTTPException) as err:
             conn.close()
-            if more and getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT):
-                return self._send_to(order, method, path, body, data, headers, deadline, tried + 1)  # nothing was sent
-            raise self._unreachable(err, where) from None
+            refused = getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT)
+            # Nothing was sent. Another round only once a standby answered: with all down, one is enough.
+            if more and refused and (tried < len(order) - 1 or standby is not None):
+                return self._send_to(order, method, path, body, data, headers, deadline, tried + 1, standby)
+            raise (standby if refused and standby else self._unreachable(err, where)) from None
 
         def answer():
             try:
@@ -191,7 +195,7 @@ class ApiClient:
             except ApiError as err:
                 # A standby, or a controller that wrote nothing and says so: the next one may take it.
                 if more and err.status == 503 and ("active" in err.details or err.details.get("retry") is True):
-                    return self._send_to(order, method, path, body, data, headers, deadline, tried + 1)()
+                    return self._send_to(order, method, path, body, data, headers, deadline, tried + 1, err)()
                 raise
             self._first = index
             return value
