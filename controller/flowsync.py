@@ -26,6 +26,7 @@ LOG = logging.getLogger("weft.flowsync")
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 NONE = frozenset()
 IDLE_WAIT = 30       # seconds the loop sleeps when nothing is due
+STALE_AUDITS = 3     # audit intervals (plus a second) after which the last check no longer vouches
 DRIFT_LOG_LINES = 20  # entries logged one by one per difference found (the rest are counted)
 
 
@@ -71,8 +72,11 @@ class HostFlowSync:
 
     @property
     def in_sync(self):
-        """The switch was checked to hold what it acknowledged, and nothing is pending."""
-        return self.installed is not None and self._verified and not self._dirty and not self._busy
+        """The switch was checked to hold what it acknowledged, recently (a frozen switch answers no
+        audit: its last check soon stops counting), and nothing is pending."""
+        if not (self.installed is not None and self._verified and not self._dirty and not self._busy):
+            return False
+        return not self.audit_interval or time.monotonic() - self.last_check <= STALE_AUDITS * self.audit_interval + 1
 
     def stop(self):
         self._alive = False

@@ -202,6 +202,29 @@ def test_in_sync_waits_for_the_check_after_a_batch():
         sync.stop()
 
 
+def test_a_switch_that_stops_answering_audits_is_soon_no_longer_in_sync():
+    class Frozen(FakeSwitch):
+        frozen = False
+
+        def table_counts(self):
+            while self.frozen:  # SIGSTOPped: the request waits for its timeout
+                time.sleep(0.005)
+            return super().table_counts()
+    switch = Frozen()
+    sync, counters = _start(switch, audit_interval=0.1)
+    try:
+        switch.frozen = True
+        stale = 3 * 0.1 + 1
+        time.sleep(stale - 0.5)
+        assert sync.in_sync  # its last check is recent enough
+        _until(lambda: not sync.in_sync, "the last check going stale", timeout=1)
+        switch.frozen = False
+        _until(lambda: sync.in_sync, "the next check")
+    finally:
+        switch.frozen = False
+        sync.stop()
+
+
 def test_the_audit_can_be_switched_off():
     switch = FakeSwitch()
     sync, counters = _start(switch, audit_interval=0)

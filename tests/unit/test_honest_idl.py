@@ -168,6 +168,15 @@ def test_a_write_without_a_connection_for_too_long_is_unavailable_and_never_sent
     assert routers_in_db(nb) == []
 
 
+def test_a_write_in_flight_when_the_server_stays_away_is_unknown_within_the_patience(nb):
+    nb.conn.patience = 1.0
+    nb.relay.refuse, nb.relay.cut = True, "after"  # it commits; then nobody can be asked
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown, match="whether it committed is unknown"):
+        create_router(nb, "r1", 100)
+    assert time.monotonic() - started < 5 and routers_in_db(nb) == ["r1"]
+
+
 def test_a_write_stopped_before_it_was_sent_is_unavailable(nb):
     nb.conn.patience = 60
     down(nb)

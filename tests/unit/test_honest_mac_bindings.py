@@ -15,9 +15,12 @@ NEXT_HOP, MAC, NEW_MAC = "198.51.100.1", "02:00:5e:00:01:01", "02:00:5e:00:01:02
 
 
 class Uplink:
-    """Where the core's ARP requests go (the gateway host's switch): nowhere."""
-    def send_arp_request(self, *args):
-        pass
+    """Where the core's ARP requests go (the gateway host's switch): counted, sent nowhere."""
+    def __init__(self):
+        self.asked = []
+
+    def send_arp_request(self, port, src_mac, src_ip, target_ip):
+        self.asked.append(target_ip)
 
 
 def start(state_dir):
@@ -70,6 +73,11 @@ def test_a_learned_next_hop_mac_is_stored_once_and_used_at_start(tmp_path):
         assert core.compiler.topo.routers["r1"].gateway.next_hop_mac == NEW_MAC
         api = NorthboundApi(core)
         assert call(api, "GET", "/v1/routers/r1")[1]["gateway"]["next_hop_mac"] == NEW_MAC
+        switch = core.switches["h1"] = Uplink()  # ARP goes on as before: asked at once, and a new answer wins
+        wait_for(lambda: NEXT_HOP in switch.asked)
+        core.arp_reply(switch, NEXT_HOP, MAC)
+        wait_for(lambda: binding_rows(core)[0]["mac"] == MAC)
+        wait_for(lambda: core.compiler.topo.routers["r1"].gateway.next_hop_mac == MAC)
         assert call(api, "DELETE", "/v1/routers/r1/gateway")[0] == 200
         wait_for(lambda: binding_rows(core) == [])
     finally:
