@@ -24,6 +24,7 @@ from ovsdb.nb import MAX_SERVICE_KEY, ServicesTaken
 VERSION = "0.1.0"
 MAX_PLAN_LINES = 200       # ovs-ofctl lines a plan shows per host and kind of change
 DEFAULT_PLAN_LINES = 20
+STANDBY_UNKNOWN = "this controller is the standby: only the active one knows what the switches acknowledged"
 TAKEOVER_WAIT = 3.0        # seconds a write waits for this controller to finish taking over (it holds the lock)
 KINDS = {"NetworkPolicy": "Policy", "Service": "Service"}  # manifest kind -> NB table
 
@@ -132,7 +133,8 @@ class NorthboundApi:
         return 200, {"version": VERSION, "nb": self.core.nb_status(), "controller": me, "controllers": controllers,
                      "hosts": {n: self._host_json(h)["status"] for n, h in sorted(state.hosts.items())},
                      "networks": len(state.networks), "ports": len(state.ports),
-                     "ports_up": sum(1 for p in list(state.ports.values()) if self.core.port_up(p.name)),
+                     "ports_up": sum(1 for p in list(state.ports.values()) if self.core.port_up(p.name))
+                     if self.core.role == "active" else None,
                      "packet_ins": self.core.packet_ins, **self.core.answers.counters()}
 
     # --- hosts --------------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ class NorthboundApi:
         # The network's addressing rides along: it is what `weft attach` configures in the container.
         net = (state or self.core.nb_state()).networks.get(port.network)
         return {"name": port.name, "network": port.network, "mac": port.mac, "ip": port.ip, "key": port.key,
-                "host": port.host, "up": self.core.port_up(port.name), "external_ids": port.external_ids,
+                "host": port.host, "up": self._known(self.core.port_up, port.name), "external_ids": port.external_ids,
                 "labels": port.labels, "named_ports": port.named_ports, "cidr": net and net.cidr,
                 "gateway": net and net.gateway_ip, "mtu": net and net.mtu,
                 "dns": net and resolver_settings(net.name, net.gateway_ip)}
@@ -372,8 +374,15 @@ class NorthboundApi:
                 "gateway": self._gateway_json(router), **self._router_up_json(router)}
 
     def _router_up_json(self, router):
+        if self.core.role != "active":
+            return {"up": None, "waiting_for": STANDBY_UNKNOWN}
         waiting_for = self.core.router_waiting_for(router.name)
         return {"up": waiting_for is None, **({"waiting_for": waiting_for} if waiting_for else {})}
+
+    def _known(self, up, name):
+        """Whether a port is up, as only the active controller knows (what the switches acknowledged
+        to it): None on a standby."""
+        return up(name) if self.core.role == "active" else None
 
     def _gateway_json(self, router):
         if not router.gateway:

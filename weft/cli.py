@@ -216,7 +216,8 @@ def status(args, api):
         print(f"controller: {me['name']}, {me['role']} (epoch {me['epoch']})  " + "  ".join(
             f"{name}: {c['role']} at {c['api']}" for name, c in (result.get("controllers") or {}).items()
             if name != me["name"]))
-    print(f"networks: {result['networks']}  ports: {result['ports']} ({result['ports_up']} up)")
+    up = "?" if result["ports_up"] is None else result["ports_up"]  # a standby does not know
+    print(f"networks: {result['networks']}  ports: {result['ports']} ({up} up)")
     dns, rejects = result.get("dns") or {}, result.get("service_rejects") or {}
     if dns:  # what left the data path on purpose; packet_ins counts anything else (it stays 0)
         print(f"DNS: {dns['queries']} queries ({dns['answered']} answered, {dns['nxdomain']} NXDOMAIN, "

@@ -66,6 +66,10 @@ def test_the_lock_holder_is_active_and_the_standby_refuses_writes_naming_it(pair
     _, status = call(c2, "GET", "/v1/status")
     assert status["controller"] == {"name": "c2", "role": "standby", "epoch": 0, "api": "unix:/run/c2.sock"}
     assert status["controllers"]["c1"]["role"] == "active"
+    assert status["ports_up"] is None  # what the switches acknowledged, only the active knows
+    assert call(c1, "POST", "/v1/ports", {"name": "p1", "network": "blue"})[0] == 201
+    wait_for(lambda: "p1" in c2.nb_state().ports)
+    assert call(c2, "GET", "/v1/ports/p1")[1]["up"] is None and call(c1, "GET", "/v1/ports/p1")[1]["up"] is False
 
 
 def test_switches_are_slaves_of_the_standby_and_the_new_active_claims_them_in_a_new_epoch(pair):
