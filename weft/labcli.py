@@ -105,7 +105,8 @@ def _cli_process(args):
     else:
         pid = lab.stop_process(args.name, args.kind, args.which,
                                signal.SIGKILL if args.verb == "kill" else signal.SIGTERM)
-        lab._stderr(f"lab {args.name}: {args.kind} {args.which} (pid {pid}) stopped")
+        what = "controller" if args.kind == "controller" else "NB member"
+        lab._stderr(f"lab {args.name}: {what} {args.which} (pid {pid}) stopped")
     return 0
 
 
