@@ -10,9 +10,14 @@ Each fault runs with both streams going; per fault and repetition: echoes lost o
 longest gap, and the time from the fault (for a restart: from the moment the daemon is started
 again) until the controller reports every host up with its flows checked in sync again.
 
-    .venv/bin/python bench/chaos.py [--reps 3] [--ha] [--only FAULT,...] [--grace 3]
-Faults: controller-kill, controller-term, vswitchd-restart, ovsdb-restart, host-loss, drift-delete,
-drift-add; with --ha: active-kill, nb-follower-kill, nb-leader-kill.
+    .venv/bin/python bench/chaos.py [--reps 3] [--only FAULT,...]
+Faults on a lab with one controller: controller-kill, controller-term (each restarted after 2 s),
+vswitchd-restart and ovsdb-restart of h2 (`weft lab restart`; the daemon's own share of the outage,
+stop to accepting OpenFlow or reconnected, is reported apart), host-loss (h2 frozen with SIGSTOP for
+host_down_after + 3 s, then thawed: its echoes are lost while it is frozen, by definition),
+drift-delete and drift-add (a flow of h2's br-int deleted, a drop flow added, by hand). On an --ha
+lab: active-kill (kill -9 of the active controller, restarted as standby afterwards),
+nb-follower-kill and nb-leader-kill (kill -9 of an NB member, restarted after 2 s).
 """
 import argparse
 import signal
@@ -24,16 +29,17 @@ import _common
 from _common import median, table
 from _labutil import quiet
 
+from controller.config import Config
 from weft import lab as weftlab
 from weft.testing import Lab
 
 NETS = {"blue": "10.60.1.0/24", "green": "10.60.2.0/24"}
 PLACE = {"a": ("h1", "blue"), "b": ("h2", "blue"), "g": ("h2", "green")}
 SETTLE_TIMEOUT = 60.0
-FROZEN = 2.0  # seconds a lost host stays frozen beyond the grace period
+FROZEN = 3.0  # seconds a lost host stays frozen beyond the grace period
 
 
-def setup(lab, grace):
+def setup(lab):
     ext = lab.info["external"]
     for name, cidr in NETS.items():
         lab.weft("network", "create", name, "--cidr", cidr)
@@ -43,13 +49,17 @@ def setup(lab, grace):
     lab.ports = {c: lab.attach(c, host, net) for c, (host, net) in PLACE.items()}
     lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
              "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
-    lab.grace = grace
 
 
 def settled(lab):
-    """Whether every host is up and its flows checked in sync (through whichever controller answers)."""
+    """Whether every host is up and its flows checked in sync, as the active controller reports (only
+    it programs the switches: a standby's view of the flows is not a check)."""
+    controllers = lab.info.get("controllers")
+    active = next((c for c in controllers if lab.role(c) == "active"), None) if controllers else None
+    if controllers and active is None:
+        return False
     try:
-        hosts = lab.api.get("/v1/hosts")
+        hosts = (lab.controller_api(active) if active else lab.api).get("/v1/hosts")
     except Exception:  # the controller is restarting
         return False
     return all(h["status"].get("ready") and h["status"].get("flows_in_sync")
@@ -132,8 +142,55 @@ def _delivery_flow(lab, host, ip):
     raise RuntimeError(f"no L2 lookup flow for {mac} on {host}:\n{dump}")
 
 
+def vswitchd_restart(lab):
+    timings = lab.restart("h2", "vswitchd")
+    return timings["started"], None, timings["own_restart_s"]
+
+
+def ovsdb_restart(lab):
+    timings = lab.restart("h2", "ovsdb")
+    return timings["started"], None, timings["own_restart_s"]
+
+
+def host_loss(lab):
+    with lab.frozen("h2") as times:
+        time.sleep(Config().host_down_after + FROZEN)  # the lab's controller runs with the default
+    return times["thawed"], None
+
+
+def active_kill(lab):
+    active = next(c for c in lab.info["controllers"] if lab.role(c) == "active")
+    killed = time.monotonic()
+    lab.kill_controller(active)
+    other = next(c for c in lab.info["controllers"] if c != active)
+    while lab.role(other) != "active" and time.monotonic() < killed + SETTLE_TIMEOUT:
+        time.sleep(0.05)
+    lab.takeover_s.append(time.monotonic() - killed)
+    lab.start_controller(active)  # back, as the standby
+    return killed, None
+
+
+def _nb_member_kill(lab, leader):
+    member = lab.nb_leader() if leader else next(m for m in lab.info["nb_members"] if m != lab.nb_leader())
+    killed = time.monotonic()
+    lab.kill_nb_member(member)
+    time.sleep(2)
+    lab.start_nb_member(member)
+    return killed, None
+
+
+def nb_follower_kill(lab):
+    return _nb_member_kill(lab, leader=False)
+
+
+def nb_leader_kill(lab):
+    return _nb_member_kill(lab, leader=True)
+
+
 FAULTS = {"controller-kill": controller_kill, "controller-term": controller_term,
+          "vswitchd-restart": vswitchd_restart, "ovsdb-restart": ovsdb_restart, "host-loss": host_loss,
           "drift-delete": drift_delete, "drift-add": drift_add}
+HA_FAULTS = {"active-kill": active_kill, "nb-follower-kill": nb_follower_kill, "nb-leader-kill": nb_leader_kill}
 
 
 def run_fault(lab, fault, across_ip, outside_ip):
@@ -141,41 +198,56 @@ def run_fault(lab, fault, across_ip, outside_ip):
         across = stack.enter_context(lab.echoes("a", across_ip))
         through = stack.enter_context(lab.echoes("g", outside_ip))
         time.sleep(1.0)
-        recovery, repaired = fault(lab)
+        recovery, repaired, *own = fault(lab)
         in_sync = wait_settled(lab, recovery, repaired)
         time.sleep(1.0)
-    return across, through, in_sync
+    return across, through, in_sync, own[0] if own else None
+
+
+def run_lab(faults, reps, ha):
+    """Runs `faults` (name -> function) `reps` times each on one lab; returns the table's rows."""
+    rows = []
+    lab = Lab(f"chaos{'ha' if ha else ''}{reps}", hosts=2, external=True, ha=ha, progress=quiet)
+    lab.takeover_s = []
+    try:
+        setup(lab)
+        across_ip, outside_ip = lab.ports["b"]["ip"], lab.info["external"]["next_hop"]
+        for name, fault in faults.items():
+            runs = [run_fault(lab, fault, across_ip, outside_ip) for _ in range(reps)]
+            syncs = [r[2] for r in runs if r[2] is not None]
+            own = [r[3] for r in runs if r[3] is not None]
+            note = f"own restart {median(own) * 1000:.0f} ms" if own else ""
+            if name == "active-kill":
+                note = f"standby active after {median(lab.takeover_s) * 1000:.0f} ms"
+            rows.append([name,
+                         median([r[0]["lost"] for r in runs]), median([r[0]["longest_gap_ms"] for r in runs]),
+                         median([r[1]["lost"] for r in runs]), median([r[1]["longest_gap_ms"] for r in runs]),
+                         f"{median(syncs):.2f}" if syncs else "never", note,
+                         " ".join(f"{r[0]['lost']}/{r[1]['lost']}" for r in runs)])
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    finally:
+        lab.down()
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated faults to run (default: all)")
-    parser.add_argument("--grace", type=float, default=3.0, help="the controller's host_down_after")
     args = parser.parse_args()
-    chosen = [f for f in args.only.split(",") if f] or list(FAULTS)
-    unknown = [f for f in chosen if f not in FAULTS]
+    every = {**FAULTS, **HA_FAULTS}
+    chosen = [f for f in args.only.split(",") if f] or list(every)
+    unknown = [f for f in chosen if f not in every]
     if unknown:
-        parser.error(f"unknown fault(s) {', '.join(unknown)} (faults: {', '.join(FAULTS)})")
+        parser.error(f"unknown fault(s) {', '.join(unknown)} (faults: {', '.join(every)})")
     _common.header("Chaos: echoes through each fault", sys.argv)
-    lab = Lab(f"chaos{args.reps}", hosts=2, external=True, progress=quiet)
     rows = []
-    try:
-        setup(lab, args.grace)
-        across_ip, outside_ip = lab.ports["b"]["ip"], lab.info["external"]["next_hop"]
-        for name in chosen:
-            runs = [run_fault(lab, FAULTS[name], across_ip, outside_ip) for _ in range(args.reps)]
-            syncs = [s for _, _, s in runs if s is not None]
-            rows.append([name,
-                         median([a["lost"] for a, _, _ in runs]), median([a["longest_gap_ms"] for a, _, _ in runs]),
-                         median([t["lost"] for _, t, _ in runs]), median([t["longest_gap_ms"] for _, t, _ in runs]),
-                         f"{median(syncs):.2f}" if syncs else "never",
-                         " ".join(f"{a['lost']}/{t['lost']}" for a, t, _ in runs)])
-            print(f"  {name}: {rows[-1]}", file=sys.stderr, flush=True)
-    finally:
-        lab.down()
+    for faults, ha in ((FAULTS, False), (HA_FAULTS, True)):
+        mine = {name: fault for name, fault in faults.items() if name in chosen}
+        if mine:
+            rows += run_lab(mine, args.reps, ha)
     print(table(["fault", "lost across hosts", "longest gap ms", "lost via gateway", "longest gap ms",
-                 "in sync again s", "lost per run (across/gateway)"], rows))
+                 "in sync again s", "", "lost per run (across/gateway)"], rows))
 
 
 if __name__ == "__main__":
