@@ -143,24 +143,35 @@ def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_
 
 
 def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_taken_over(ha_lab):
-    """The attach starts as the active dies: its first endpoint refuses the connection (or, in the
-    few ms of the takeover, the standby refuses the write), and the CLI goes on to the new active."""
+    """`weft attach` (WEFT_API naming both controllers, as the lab's) creates its port through the
+    active, which is killed as soon as the port is in the NB: the attach's wait for it to be up is
+    then in flight, or not yet sent. It is asked again of the other controller, which takes over,
+    programs the new port's flows (the only flow-mods it sends) and answers that it is up."""
     lab = ha_lab
     found = roles(lab)
     active, standby = found["active"], found["standby"]
     settled(lab, active)
     result = {}
 
-    def attach():  # `weft attach` on h1, with WEFT_API naming both controllers (the lab's)
+    def attach():
         try:
             result["port"] = lab.attach("late", "h1", "blue")
         except Exception as err:  # reported below
             result["error"] = err
+    worker = threading.Thread(target=attach)
     with lab.echoes("a", lab.peer_ips["b"]) as report:
-        lab.kill_controller(active)
-        worker = threading.Thread(target=attach)
         worker.start()
-        wait_active(lab, standby, time.monotonic(), FAILOVER_LIMIT)
+        deadline = time.monotonic() + 20
+        while True:  # the port is created (by the active) when the standby's replica has it
+            try:
+                lab.controller_api(standby).get("/v1/ports/late")
+                break
+            except ApiError as err:
+                assert err.status == 404 and time.monotonic() < deadline, err.message
+            time.sleep(0.005)
+        killed_at = time.monotonic()
+        lab.kill_controller(active)
+        wait_active(lab, standby, killed_at, FAILOVER_LIMIT)
         worker.join(30)
     assert "error" not in result, result.get("error")
     assert result["port"]["up"] is True
