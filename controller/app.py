@@ -35,7 +35,7 @@ from ryu.ofproto import ofproto_common, ofproto_v1_3
 from controller import config as weft_config
 from controller.api import NorthboundApi
 from controller.config import Config
-from controller.core import WeftCore
+from controller.core import StaleGeneration, WeftCore
 from controller.http import HostCheck, HttpFront, Peer, TokenStore
 from ovsdb.idl import use_tls
 from flows.model import Meter
@@ -273,10 +273,16 @@ class OpenFlowSwitch:
         request = self.parser.OFPRoleRequest(self.datapath, code, generation)
         if not self._request(request, timeout):  # refused: an error message for its xid woke us
             _, err_type, err_code = next(e for e in self.errors if e[0] == request.xid)
-            stale = (err_type, err_code) == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
-            raise RuntimeError("refused: " + ("a newer generation holds the switch" if stale
-                                              else f"error type {err_type} code {err_code}"))
+            if (err_type, err_code) == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE):
+                raise StaleGeneration(f"refused generation {generation}: the switch has seen a newer one")
+            raise RuntimeError(f"refused: error type {err_type} code {err_code}")
         self.role = (role, generation)
+
+    def generation(self, timeout=5.0):
+        """The newest role generation id the switch has seen (0: none), asked without changing anything."""
+        (reply,) = self._request(self.parser.OFPRoleRequest(self.datapath, self.ofp.OFPCR_ROLE_NOCHANGE, 0),
+                                 timeout)
+        return reply.generation_id
 
     def echo(self, timeout):
         """Whether the switch answers an OpenFlow echo request within `timeout` seconds (the core's

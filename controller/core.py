@@ -28,6 +28,10 @@ ACTIVE_LOCK = "weft_active"  # the NB lock whose holder is the active controller
 ROLE_TIMEOUT = 5.0          # seconds a switch has to answer an OpenFlow role request
 
 
+class StaleGeneration(RuntimeError):
+    """A switch refused a role request: it has seen a newer generation id (a newer epoch)."""
+
+
 class WeftCore:
     def __init__(self, hub, config):
         self.hub = hub
@@ -50,6 +54,7 @@ class WeftCore:
         self.epoch = 0        # the epoch this controller took the active role in (its role generation id)
         self._role_wake = hub.Event()
         self._claiming = set()  # switches a role request is on its way to
+        self._epoch_floor = 0   # a generation id a switch has seen beyond every epoch in the NB
         self.liveness = Liveness(config.host_down_after)  # which hosts' switches answer their probes
         # ...except for what the pipeline sends up on purpose: DNS queries and service rejects.
         self.answers = PacketIns(hub, lambda: self.compiler.topo, config.dns_upstream)
@@ -369,7 +374,7 @@ class WeftCore:
             if not (self._running and self.nb_connected() and self.nb.replica.loaded):
                 continue
             try:
-                if self.role == "standby" and self.nb.conn.has_lock:
+                if self.nb.conn.has_lock and (self.role == "standby" or self._epoch_floor >= self.epoch):
                     self._take_over()
                 elif self.role == "standby":
                     self._record_standby()
@@ -383,7 +388,7 @@ class WeftCore:
         """The lock is ours: a new epoch in the NB, then OpenFlow master (generation id = the epoch) on
         every switch, and only then flows, by difference (each switch is read first)."""
         started = time.monotonic()
-        epoch, previous = self.nb.take_active(self.config.name, self.config.advertised_api)
+        epoch, previous = self.nb.take_active(self.config.name, self.config.advertised_api, self._epoch_floor)
         if not self.nb.conn.has_lock:  # lost again while the transaction ran: not ours after all
             return
         self.epoch = epoch
@@ -445,7 +450,18 @@ class WeftCore:
     def _claim(self, switch, role, done):
         try:
             switch.request_role(*role, timeout=ROLE_TIMEOUT)
-        except Exception as err:  # gone, slow, or it refused (a stale generation): the next look retries
+        except StaleGeneration as err:
+            # The switch saw a newer generation than any epoch in the NB (the NB was made anew, say,
+            # while the switch ran on): as the active, take an epoch above it; as the standby, wait
+            # for the active to.
+            LOG.warning("controller %s: switch %s %s", self.config.name, self._host_of_switch(switch), err)
+            if role[0] == "master":
+                try:
+                    self._epoch_floor = max(self._epoch_floor, switch.generation(ROLE_TIMEOUT))
+                except Exception as why:  # gone or slow: the next look retries
+                    LOG.warning("controller %s: cannot read the switch's generation: %s", self.config.name, why)
+                self._role_wake.set()
+        except Exception as err:  # gone, slow, or it refused otherwise: the next look retries
             LOG.warning("controller %s: switch %s did not take role %s (generation %d): %s", self.config.name,
                         self._host_of_switch(switch), role[0], role[1], err)
         finally:

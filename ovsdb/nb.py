@@ -688,18 +688,19 @@ class Nb:
                     row.host = [host] if host else []
         self.conn.transact(build)
 
-    def take_active(self, name, api):
+    def take_active(self, name, api, floor=0):
         """Records `name` as the active controller in a new epoch (one above every epoch the table
-        holds), and any other row still saying "active" (a controller that died) as "gone", in one
-        transaction that fails if another writer changed a role or an epoch meanwhile. Returns the epoch
-        and the name of the controller that held the latest one before (None: no controller ever did)."""
+        holds, and above `floor`), and any other row still saying "active" (a controller that died) as
+        "gone", in one transaction that fails if another writer changed a role or an epoch meanwhile.
+        Returns the epoch and the name of the controller that held the latest one before (None: no
+        controller ever did)."""
         def build(txn, tables):
             rows = list(tables["Controller"].rows.values())
             for row in rows:
                 row.verify("epoch")
                 row.verify("role")
             latest = max(rows, key=lambda row: row.epoch, default=None)
-            epoch = (latest.epoch if latest else 0) + 1
+            epoch = max(latest.epoch if latest else 0, floor) + 1
             mine = self._find(tables, "Controller", name) or _insert(txn, tables, "Controller", name=name)
             mine.api, mine.role, mine.epoch = api, "active", epoch
             for row in rows:

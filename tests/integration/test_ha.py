@@ -1,5 +1,6 @@
 """Active/standby controllers on a 3-member Raft NB (`weft lab up --ha`): the faults an operator
 meets, with 100 echoes/s between containers on different hosts running through each of them."""
+import json
 import threading
 import time
 
@@ -244,3 +245,25 @@ def test_killing_an_nb_member_leader_or_follower_loses_no_acknowledged_write_and
             time.sleep(0.1)
     for name in acknowledged:
         client.delete(f"/v1/networks/{name}")
+
+
+def test_a_takeover_after_the_epochs_went_back_takes_one_above_what_the_switches_saw(ha_lab):
+    """The NB's epochs below what the switches have seen (an NB made anew under running switches):
+    the new active's MASTER request is refused as stale, so it asks a switch for its generation and
+    takes an epoch above it, instead of never programming."""
+    lab = ha_lab
+    found = roles(lab)
+    active, standby = found["active"], found["standby"]
+    seen = lab.controller_api(active).get("/v1/status")["controller"]["epoch"]
+    member = lab.info["nb_members"][lab.nb_leader()]
+    lab.exec("fabric", "ovsdb-client", "transact", member["remote"], json.dumps(
+        ["Weft_NB", {"op": "update", "table": "Controller", "where": [], "row": {"epoch": 0}}]))
+    with lab.echoes("a", lab.peer_ips["b"]) as report:
+        lab.kill_controller(active)
+        wait_active(lab, standby, time.monotonic(), FAILOVER_LIMIT * 2)
+        hosts = settled(lab, standby)
+    assert lab.controller_api(standby).get("/v1/status")["controller"]["epoch"] > seen
+    assert {h: s["flow_mods"] for h, s in hosts.items()} == {"h1": 0, "h2": 0}
+    assert report["lost"] == 0, report
+    lab.start_controller(active)
+    roles(lab)

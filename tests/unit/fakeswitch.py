@@ -65,12 +65,16 @@ class FakeSwitch:
         self.requests = collections.Counter()  # "dump", "table_counts": how often each was asked
         self.refuse = None     # a predicate on entries: those the switch refuses (a bundle then fails whole)
         self.role = None       # (role, generation) last accepted, as OpenFlowSwitch.request_role keeps it
-        self.generation = None  # the highest generation id seen in a master or slave request
+        self.seen = None       # the highest generation id seen in a master or slave request
 
     def request_role(self, role, generation, timeout=5.0):
-        if self.generation is not None and generation < self.generation:
-            raise RuntimeError("refused: a newer generation holds the switch")
-        self.generation, self.role = generation, (role, generation)
+        from controller.core import StaleGeneration
+        if self.seen is not None and generation < self.seen:  # OVS compares them as signed differences
+            raise StaleGeneration(f"refused generation {generation}: the switch has seen a newer one")
+        self.seen, self.role = generation, (role, generation)
+
+    def generation(self, timeout=5.0):
+        return self.seen or 0
 
     def dump(self):
         self.requests["dump"] += 1

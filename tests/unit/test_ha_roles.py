@@ -102,3 +102,15 @@ def test_a_controller_whose_nb_session_drops_stops_and_the_other_takes_over(pair
     time.sleep(0.3)
     assert (c1.role, c2.role) == ("standby", "active")  # back on the NB, c1 waits for the lock
     wait_for(lambda: switch.role == ("slave", 2))
+
+
+def test_a_switch_that_saw_a_newer_generation_than_the_nb_holds_gets_an_epoch_above_it(pair):
+    """A new NB (epochs from 1 again) for switches that ran on: the active takes an epoch above theirs."""
+    c1 = pair["c1"]
+    switch = FakeSwitch()
+    switch.seen = 7
+    c1.switches["h1"] = switch
+    c1._role_wake.set()
+    wait_for(lambda: switch.role == ("master", 8))
+    assert c1.epoch == 8 and c1.role == "active"
+    assert c1.nb_state().controllers["c1"].epoch == 8
