@@ -249,8 +249,9 @@ def build_parser():
               [(("--encap-ip",), {"required": True, "help": "the host's tunnel endpoint (VTEP) address"}),
                (("--ovsdb",), {"required": True, "help": "the host's OVSDB remote (tcp:IP:6640, unix:PATH)"}),
                (("--datapath",), {"choices": ["netdev", "system"], "help": "br-int datapath (default system)"}),
-               (("--of-target",), {"help": "OpenFlow target the host's br-int connects to "
-                                           "(default: the controller's configured of_target)"})],
+               (("--of-target",), {"help": "OpenFlow target the host's br-int connects to; with two "
+                                           "controllers both, comma-separated (default: the controller's "
+                                           "configured of_target)"})],
               delete_names=("leave", "delete"),
               delete_args=[(("--force",), {"action": "store_true",
                                            "help": "forget the host even if its OVSDB is unreachable"})])

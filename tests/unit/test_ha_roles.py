@@ -114,3 +114,13 @@ def test_a_switch_that_saw_a_newer_generation_than_the_nb_holds_gets_an_epoch_ab
     wait_for(lambda: switch.role == ("master", 8))
     assert c1.epoch == 8 and c1.role == "active"
     assert c1.nb_state().controllers["c1"].epoch == 8
+
+
+def test_a_host_joins_with_one_openflow_target_per_controller(pair):
+    c1 = pair["c1"]
+    body = {"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/db.sock",
+            "of_target": "tcp:127.0.0.1:6653,tcp:127.0.0.1:6654"}
+    status, host = call(c1, "POST", "/v1/hosts", body)
+    assert status == 201 and host["of_target"] == "tcp:127.0.0.1:6653,tcp:127.0.0.1:6654"
+    status, answer = call(c1, "POST", "/v1/hosts", {**body, "name": "h2", "of_target": "tcp:127.0.0.1:6653,nowhere"})
+    assert status == 400 and "of_target" in answer["error"] and "nowhere" in answer["error"]
