@@ -16,8 +16,9 @@ vswitchd-restart and ovsdb-restart of h2 (`weft lab restart`; the daemon's own s
 stop to accepting OpenFlow or reconnected, is reported apart), host-loss (h2 frozen with SIGSTOP for
 host_down_after + 3 s, then thawed: its echoes are lost while it is frozen, by definition),
 drift-delete and drift-add (a flow of h2's br-int deleted, a drop flow added, by hand). On an --ha
-lab: active-kill (kill -9 of the active controller, restarted as standby afterwards),
-nb-follower-kill and nb-leader-kill (kill -9 of an NB member, restarted after 2 s).
+lab: active-kill (kill -9 of the active controller, restarted as the standby afterwards),
+nb-follower-kill and nb-leader-kill (kill -9 of an NB member, restarted once the controllers
+report everything in sync without it).
 """
 import argparse
 import signal
@@ -77,8 +78,10 @@ def wait_settled(lab, since, repaired=None):
     return None
 
 
-# --- the faults: each does its harm and its undoing, and returns the moment recovery can begin
-# (and, for a drift, a check that it was repaired: until then the controller may not know of it) ---
+# --- the faults: each does its harm (and the undoing a recovery waits for) and returns a dict:
+# "recovery", the moment recovery can begin; for a drift "repaired", a check that it was (until then
+# the controller may not know of it); for a restart "own", the daemon's own share of the outage; and
+# "undo", what puts the lab back after the recovery was measured (a killed NB member restarted) ---
 
 def _controller(lab):
     st = weftlab._require(lab.name)
@@ -94,7 +97,7 @@ def _restart_controller(lab, sig):
     st["pids"].remove(entry)
     started = time.monotonic()
     weftlab.launch_controller(st)
-    return started, None
+    return {"recovery": started}
 
 
 def controller_kill(lab):
@@ -109,7 +112,7 @@ def drift(lab, change, repaired):
     """A hand-made change on h2's br-int, as an operator's ovs-ofctl would make it."""
     started = time.monotonic()
     lab.exec("h2", "ovs-ofctl", "-O", "OpenFlow13", *change)
-    return started, repaired
+    return {"recovery": started, "repaired": repaired}
 
 
 def _flows(lab, host):
@@ -144,18 +147,18 @@ def _delivery_flow(lab, host, ip):
 
 def vswitchd_restart(lab):
     timings = lab.restart("h2", "vswitchd")
-    return timings["started"], None, timings["own_restart_s"]
+    return {"recovery": timings["started"], "own": timings["own_restart_s"]}
 
 
 def ovsdb_restart(lab):
     timings = lab.restart("h2", "ovsdb")
-    return timings["started"], None, timings["own_restart_s"]
+    return {"recovery": timings["started"], "own": timings["own_restart_s"]}
 
 
 def host_loss(lab):
     with lab.frozen("h2") as times:
         time.sleep(Config().host_down_after + FROZEN)  # the lab's controller runs with the default
-    return times["thawed"], None
+    return {"recovery": times["thawed"]}
 
 
 def active_kill(lab):
@@ -166,17 +169,14 @@ def active_kill(lab):
     while lab.role(other) != "active" and time.monotonic() < killed + SETTLE_TIMEOUT:
         time.sleep(0.05)
     lab.takeover_s.append(time.monotonic() - killed)
-    lab.start_controller(active)  # back, as the standby
-    return killed, None
+    return {"recovery": killed, "undo": lambda: lab.start_controller(active)}  # back, as the standby
 
 
 def _nb_member_kill(lab, leader):
     member = lab.nb_leader() if leader else next(m for m in lab.info["nb_members"] if m != lab.nb_leader())
     killed = time.monotonic()
     lab.kill_nb_member(member)
-    time.sleep(2)
-    lab.start_nb_member(member)
-    return killed, None
+    return {"recovery": killed, "undo": lambda: lab.start_nb_member(member)}
 
 
 def nb_follower_kill(lab):
@@ -198,10 +198,13 @@ def run_fault(lab, fault, across_ip, outside_ip):
         across = stack.enter_context(lab.echoes("a", across_ip))
         through = stack.enter_context(lab.echoes("g", outside_ip))
         time.sleep(1.0)
-        recovery, repaired, *own = fault(lab)
-        in_sync = wait_settled(lab, recovery, repaired)
+        done = fault(lab)
+        in_sync = wait_settled(lab, done["recovery"], done.get("repaired"))
         time.sleep(1.0)
-    return across, through, in_sync, own[0] if own else None
+        done.get("undo", lambda: None)()
+        if "undo" in done:
+            wait_settled(lab, time.monotonic())
+    return across, through, in_sync, done.get("own")
 
 
 def run_lab(faults, reps, ha):

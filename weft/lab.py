@@ -977,6 +977,9 @@ def freeze(name, host, progress=_stderr):
     _save(st)  # recorded first, so `down` knows to thaw what it finds stopped
     for entry in entries:
         _signal(entry, signal.SIGSTOP)
+    deadline = time.monotonic() + 5  # a signal is delivered asynchronously: return once they are stopped
+    while any(_proc_state(e["pid"]) != "T" for e in entries) and time.monotonic() < deadline:
+        time.sleep(0.001)
     progress(f"{host}: frozen (SIGSTOP to " + ", ".join(f"{e['what']} {e['pid']}" for e in entries) + ")")
     return time.monotonic()
 
