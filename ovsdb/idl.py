@@ -435,9 +435,9 @@ class OvsdbConnection:
         clustered there: {"remote": ..., "clustered": bool}, from the server's _Server database."""
         with self.lock:
             remote = self.idl._session.reconnect.get_name() if self.idl._session.is_connected() else None
-            clustered = any(row.model == "clustered" for row in
-                            (self.idl.server_tables or {}).get("Database", _NO_TABLE).rows.values()
-                            if row.name == self.idl._db.name)
+            databases = (self.idl.server_tables or {}).get("Database")
+            clustered = any(row.name == self.idl._db.name and row.model == "clustered"
+                            for row in (databases.rows.values() if databases else ()))
         return {"remote": remote, "clustered": clustered}
 
     def wait_synced(self, timeout):
@@ -477,10 +477,6 @@ class OvsdbConnection:
         if job.error:
             raise job.error
         return job.result
-
-
-class _NO_TABLE:
-    rows = {}
 
 
 def _describe_error(txn, status):
