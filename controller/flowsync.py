@@ -43,7 +43,7 @@ class HostFlowSync:
         self.counters = counters if counters is not None else Counters()
         self.audit_interval = audit_interval            # 0: no periodic audit
         self.full_audit_interval = full_audit_interval
-        self.may_repair = may_repair      # false on a standby controller: it checks, it touches nothing
+        self.may_repair = may_repair      # false once the controller stepped down: an audit in flight touches nothing
         self.installed = None             # flows.diff.Owned the switch acknowledged; None: read it first
         self.batches = 0
         self.flow_mods = 0
