@@ -234,8 +234,11 @@ def compile_services(topo: Topology, router_of: Mapping[str, str]
         leg_macs = tuple((topo.networks[n].key, None if n == service.network
                           else legs[service.network])
                          for n in clients if n in topo.networks)
-        chosen = tuple(backends(topo, service))
-        endpoints.update((PROTO[sp.protocol][0], b.ip, t) for b in chosen for sp in service.ports
+        bound = backends(topo, service)
+        # A backend whose host is down gets no new connection; it stays an endpoint (its connections
+        # are not flushed), so those it had go on if its host comes back.
+        chosen = tuple(b for b in bound if topo.hosts[topo.bindings[b.name].host].up)
+        endpoints.update((PROTO[sp.protocol][0], b.ip, t) for b in bound for sp in service.ports
                          if (t := target_port(b, sp)) is not None)
         ofports = tuple(topo.bindings[b.name].ofport for b in chosen)
         entries = service_flows(service, network, leg_macs, chosen, ofports)

@@ -59,3 +59,25 @@ def test_peers_keep_no_tunnel_to_a_down_hosts_ports_and_get_them_back_by_differe
 def test_host_down_after_out_of_range_is_refused_by_name(value):
     with pytest.raises(ValueError, match=r"\[weft\] host_down_after: .* out of range"):
         check(Config(host_down_after=value))
+
+
+def test_a_down_hosts_backends_get_no_new_connections_but_stay_endpoints():
+    from collections import Counter
+    from flows.model import Group
+    from flows.policy import ServicePort
+    from test_services import request, service, with_services
+    three = service(selector=(("tier", "x"),), ports=(ServicePort("", "TCP", 80, 80),))
+    topo = with_services(three, relabel={"web": {"tier": "x"}, "db": {"tier": "x"}, "cli": {"tier": "x"}})
+    assert topo.bindings["db"].host == "h2"
+    down = topo.replace(hosts=[dataclasses.replace(topo.hosts["h2"], up=False)])
+    compiler = Compiler()
+    compiler.update(down)
+    [group] = [e for e in compiler.flows["h1"][8 << 40 | 7] if isinstance(e, Group)]
+    assert len(group.buckets) == 2
+    hits = Counter(request(down, "dcli", sport=s)[0].verdict.port for s in range(40000, 40060))
+    assert set(hits) == {"web", "cli"}
+    # Still an endpoint: its connections are not flushed, and go on if h2 comes back.
+    assert any(address == topo.ports["db"].ip for _, address, _ in compiler.backend_endpoints)
+    compiler.update(down.replace(hosts=[topo.hosts["h2"]]))
+    [group] = [e for e in compiler.flows["h1"][8 << 40 | 7] if isinstance(e, Group)]
+    assert len(group.buckets) == 3
