@@ -20,6 +20,9 @@ COLUMNS = {
 def _cell(value, column=None):
     if column == "status" and isinstance(value, dict):
         # a host's status: show what is wrong at a glance
+        if value.get("state") == "down":
+            silent = value.get("last_answer_s")
+            return "down: its switch does not answer" + (f" (for {silent} s)" if silent is not None else "")
         if value.get("error"):
             return "error: " + value["error"]
         flags = [k.replace("_connected", "") for k in ("ovsdb_connected", "openflow_connected") if value.get(k)]

@@ -141,6 +141,8 @@ def test_a_frozen_host_is_down_its_peers_drop_their_tunnels_and_attaches_elsewhe
         assert time.monotonic() - times["frozen"] > GRACE - 1.1
         assert status(lab, "h2")["last_answer_s"] >= GRACE  # (rounded to 0.1 s)
         assert not lab.api.get(api_path("ports", "b"))["up"]
+        [listed] = [line for line in lab.weft("host", "list").stdout.splitlines() if line.startswith("h2 ")]
+        assert "down: its switch does not answer (for" in listed
         # The peers' tunnel flows toward h2 are gone, as ovs-ofctl shows them.
         wait_for("h1's and h3's tunnels to h2 removed",
                  lambda: not tunnel_flows_to(lab, "h1", h2_vtep) and not tunnel_flows_to(lab, "h3", h2_vtep), 5)
