@@ -885,18 +885,18 @@ def _log_time(line):
     return time.monotonic() - (time.time() - logged)
 
 
-def _wait_log_line(path, text, after, timeout):
+def _wait_log_line(path, texts, after, timeout):
     """The monotonic time of the first line of the log at `path` after its first `after` bytes that
-    contains `text`; LabError after `timeout` seconds."""
+    contains one of `texts`; LabError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         with open(path, "rb") as log:
             log.seek(after)
             for line in log.read().decode(errors="replace").splitlines():
-                if text in line:
+                if any(text in line for text in texts):
                     return _log_time(line)
         if time.monotonic() > deadline:
-            raise LabError(f"no {text!r} in {path} within {timeout:.0f}s")
+            raise LabError(f"none of {texts} in {path} within {timeout:.0f}s")
         time.sleep(0.005)
 
 
@@ -910,7 +910,8 @@ def restart(name, host, daemon, progress=_stderr, timeout=TIMEOUT):
 
     Returns the timings, CLOCK_MONOTONIC seconds (comparable with weft.echo's): `stopping` (SIGTERM
     sent), `stopped` (the old process gone), `started` (the new one ready: --detach returned); for
-    vswitchd with a controller, `connected` (the vswitchd log's `br-int<->...: connected`); for ovsdb,
+    vswitchd with a controller, `connected` (the vswitchd log's `br-int<->...: connected`, for the
+    first of its controllers); for ovsdb,
     `vswitchd_reconnected` (the vswitchd log's `<db>: connected`: the userspace datapath does not
     forward while vswitchd has no database); and `own_restart_s`, from stopping to the last of those:
     the daemons' own share of the outage, before the controller can do anything."""
@@ -943,12 +944,14 @@ def restart(name, host, daemon, progress=_stderr, timeout=TIMEOUT):
         _seed_tunnel_arp(st, _quiet, hosts=[host])
         _check_vtep_address(h)
         if st.get("api"):
-            end = timings["connected"] = _wait_log_line(vswitchd_log, f"br-int<->{h['of_target']}: connected",
-                                                        log_size, timeout)
+            # With several controllers (lab up --ha), the first of them to be connected again.
+            end = timings["connected"] = _wait_log_line(
+                vswitchd_log, [f"br-int<->{target}: connected" for target in h["of_target"].split(",")],
+                log_size, timeout)
     else:
         # vswitchd reconnects on its own back-off (1 s, then 2, 4, 8 when restarts come close together),
         # and OVS 3.1's userspace datapath does not forward without vswitchd's database lock.
-        end = timings["vswitchd_reconnected"] = _wait_log_line(vswitchd_log, f"{h['ovsdb']}: connected",
+        end = timings["vswitchd_reconnected"] = _wait_log_line(vswitchd_log, [f"{h['ovsdb']}: connected"],
                                                                log_size, timeout)
     timings["own_restart_s"] = round(end - timings["stopping"], 4)
     progress(f"{host}: {program} restarted (pid {pid}) in {timings['own_restart_s']:.3f}s")
