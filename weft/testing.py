@@ -77,13 +77,13 @@ class Lab:
         return weftlab.host_env(self.name, host)
 
     @contextlib.contextmanager
-    def controller_stopped(self):
-        """The lab's controller stopped for the block (its API refuses connections; the NB and the
-        hosts' flows stay), then started again on the same ports and state, and the block's end
-        waits until every host is connected again and its flows are in sync."""
+    def controller_stopped(self, sig=signal.SIGTERM):
+        """The lab's controller stopped by `sig` for the block (its API refuses connections; the NB
+        and the hosts' flows stay), then started again on the same ports and state, and the block's
+        end waits until every host is connected again and its flows are in sync."""
         st = weftlab._require(self.name)
         (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
-        weftlab._signal(entry, signal.SIGTERM)
+        weftlab._signal(entry, sig)
         if weftlab._wait_gone([entry], 10):
             raise AssertionError(f"the controller (pid {entry['pid']}) did not stop")
         try:
