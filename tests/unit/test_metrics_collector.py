@@ -49,6 +49,9 @@ class StubAgent:
     def set_uplink(self, iface):
         pass
 
+    def check_now(self):  # what a takeover asks of every agent: nothing to check here
+        pass
+
     def stop(self):
         pass
 
