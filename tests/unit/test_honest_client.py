@@ -7,6 +7,20 @@ from weft import cli
 from weft.client import ApiClient, ApiError
 
 
+def read_request(conn):
+    """The whole request, body included: hanging up before the client has sent all of it would make
+    its send fail (a broken pipe), which is another case (nothing was received)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return data
+
+
 def vanishing_server(path, answer_after=None):
     """A unix socket that reads each request and hangs up without answering; from the
     `answer_after`-th connection on it answers 200 [] instead. Returns the list of requests seen."""
@@ -18,7 +32,7 @@ def vanishing_server(path, answer_after=None):
     def serve():
         while True:
             conn, _ = listener.accept()
-            seen.append(conn.recv(65536).split(b"\r\n")[0].decode())
+            seen.append(read_request(conn).split(b"\r\n")[0].decode())
             if answer_after is not None and len(seen) >= answer_after:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]")
             conn.close()
