@@ -25,7 +25,8 @@ import time
 LATE = 1.0  # seconds a reply may take and still count
 
 
-def _checksum(data):
+def checksum(data):
+    """The Internet checksum (RFC 1071) of `data`."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -34,10 +35,10 @@ def _checksum(data):
     return ~total & 0xFFFF
 
 
-def _request(ident, seq):
-    payload = b"weft-echo-counter"
+def echo_request(ident, seq, payload=b"weft-echo-counter"):
+    """An ICMP echo request (for a raw socket: the kernel adds the IP header)."""
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+    return struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
 
 
 def summary(sent_at, answered, interval):
@@ -79,7 +80,7 @@ def run(dst, rate, out=sys.stdout):
                 index_of_seq[seq] = len(sent_at)
                 sent_at.append(time.monotonic())
                 try:
-                    sock.sendto(_request(ident, seq), (dst, 0))
+                    sock.sendto(echo_request(ident, seq), (dst, 0))
                 except OSError:  # no route yet, or a full buffer: that request is lost
                     pass
             wake = start + len(sent_at) * interval
