@@ -17,14 +17,18 @@ TABLES = {
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
     "Controller": ["target", "is_connected", "external_ids", "controller_rate_limit",
-                   "controller_burst_limit"],  # the last two: PACKET_IN_LIMITS
+                   "controller_burst_limit", "max_backoff"],  # the last three: CONTROLLER_SETTINGS
 }
 # Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; they are a
 # gateway next hop's ARP replies, and the DNS queries and service rejects each limited by a meter of
 # its own. vswitchd's limit covers all of them at once (it queues, then drops, per in_port), so it is
 # the meters' sum: the meters are what limits each kind, this caps the total, the uplink's included.
-PACKET_IN_LIMITS = {"controller_rate_limit": [DNS_RATE + REJECT_RATE],
-                    "controller_burst_limit": [DNS_BURST + REJECT_BURST]}
+# And how soon vswitchd calls a controller back that went away: OVS doubles its wait from 1 s up to
+# 8 s by default, so a controller restarted (or a standby promoted) after a few seconds would get its
+# switches back only 4-8 s later; every second, as here, costs one connection attempt a second.
+CONTROLLER_SETTINGS = {"controller_rate_limit": [DNS_RATE + REJECT_RATE],
+                       "controller_burst_limit": [DNS_BURST + REJECT_BURST],
+                       "max_backoff": [1000]}
 INTEGRATION_BRIDGE = "br-int"
 TUNNEL_PORT = "weft-geneve"
 OWNER_KEY = "weft-owner"
@@ -104,7 +108,7 @@ def ensure_host_ready(conn, dpid, datapath_type, of_target):
                 controller = txn.insert(tables["Controller"])
                 controller.target = target
                 controller.external_ids = {OWNER_KEY: "weft"}
-                for column, value in PACKET_IN_LIMITS.items():  # a new row: nothing to read back yet
+                for column, value in CONTROLLER_SETTINGS.items():  # a new row: nothing to read back yet
                     setattr(controller, column, value)
                 controllers.append(controller)
             bridge.controller = controllers
@@ -112,7 +116,7 @@ def ensure_host_ready(conn, dpid, datapath_type, of_target):
             bridge.controller = []
         else:
             for controller in bridge.controller:
-                _ensure_attrs(controller, **PACKET_IN_LIMITS)
+                _ensure_attrs(controller, **CONTROLLER_SETTINGS)
     conn.transact(build)
 
 
@@ -187,7 +191,7 @@ def is_ready(conn, replica, dpid, datapath_type, of_target):
                 and bridge.other_config.get("datapath-id") == dpid
                 and [c.target for c in bridge.controller] == of_targets(of_target)
                 and all(getattr(c, column) == value for c in bridge.controller
-                        for column, value in PACKET_IN_LIMITS.items()))
+                        for column, value in CONTROLLER_SETTINGS.items()))
 
 
 class HostReplica:

@@ -53,6 +53,8 @@ def test_every_host_has_br_int_with_geneve_port_and_connected_controller(lab3):
         limits = vsctl(lab3, host, "--columns=controller_rate_limit,controller_burst_limit", "--bare",
                        "list", "Controller")
         assert limits.split() == ["300", "70"], limits  # the DNS and reject meters' sums
+        # And a controller that went away is called back every second, not after up to 8 s.
+        assert vsctl(lab3, host, "--columns=max_backoff", "--bare", "list", "Controller") == "1000"
         # The switch itself answers OpenFlow 1.3 with the datapath id Weft gave it.
         show = lab3.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "show", "br-int").stdout
         assert "OFPT_FEATURES_REPLY (OF1.3)" in show
