@@ -173,8 +173,11 @@ class ApiClient:
             conn.request(method, path, body=data, headers=headers)
         except (OSError, http.client.HTTPException) as err:
             conn.close()
-            refused = getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT)
-            # Nothing was sent. Another round only once a standby answered: with all down, one is enough.
+            # Nothing was received whole, so nothing was done: refused, or the controller died as it
+            # accepted us (reset, broken pipe: a request cut short is never handled).
+            refused = getattr(err, "errno", None) in (errno.ECONNREFUSED, errno.ENOENT, errno.ECONNRESET,
+                                                      errno.EPIPE)
+            # Another round only once a standby answered: with all down, one is enough.
             if more and refused and (tried < len(order) - 1 or standby is not None):
                 return self._send_to(order, method, path, body, data, headers, deadline, tried + 1, standby)
             raise (standby if refused and standby else self._unreachable(err, where)) from None

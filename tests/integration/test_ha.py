@@ -145,9 +145,11 @@ def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_
 
 def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_taken_over(ha_lab):
     """`weft attach` (WEFT_API naming both controllers, as the lab's) creates its port through the
-    active, which is killed as soon as the port is in the NB: the attach's wait for it to be up is
-    then in flight, or not yet sent. It is asked again of the other controller, which takes over,
-    programs the new port's flows (the only flow-mods it sends) and answers that it is up."""
+    active, which is killed as soon as the attach has plugged the port into h1's br-int (so the
+    create was answered: killed sooner, the create's outcome would be unknown to the attach, and it
+    would say so): the attach's wait for it to be up is then in flight, or not yet sent. It is asked
+    again of the other controller, which takes over, programs the new port's flows (the only
+    flow-mods it sends) and answers that it is up."""
     lab = ha_lab
     found = roles(lab)
     active, standby = found["active"], found["standby"]
@@ -163,23 +165,26 @@ def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_take
     with lab.echoes("a", lab.peer_ips["b"]) as report:
         worker.start()
         deadline = time.monotonic() + 20
-        while True:  # the port is created (by the active) when the standby's replica has it
-            try:
-                lab.controller_api(standby).get("/v1/ports/late")
-                break
-            except ApiError as err:
-                assert err.status == 404 and time.monotonic() < deadline, err.message
+        while not lab.exec("h1", "ovs-vsctl", "--bare", "--columns=name", "find", "Interface",
+                           "external_ids:iface-id=late").stdout.strip():  # plugged: the create was answered
+            assert time.monotonic() < deadline, "the attach did not plug its port within 20 s"
             time.sleep(0.005)
         killed_at = time.monotonic()
         lab.kill_controller(active)
-        wait_active(lab, standby, killed_at, FAILOVER_LIMIT)
-        worker.join(30)
-    assert "error" not in result, result.get("error")
-    assert result["port"]["up"] is True
-    assert lab.ping("late", lab.peer_ips["b"])
-    assert report["lost"] == 0, report
-    lab.start_controller(active)
-    roles(lab)
+        try:
+            wait_active(lab, standby, killed_at, FAILOVER_LIMIT)
+            worker.join(30)
+        except BaseException:
+            lab.start_controller(active)  # the lab's next tests need both, whatever failed here
+            raise
+    try:
+        assert "error" not in result, result.get("error")
+        assert result["port"]["up"] is True
+        assert lab.ping("late", lab.peer_ips["b"])
+        assert report["lost"] == 0, report
+    finally:
+        lab.start_controller(active)
+        roles(lab)
 
 
 def test_killing_an_nb_member_leader_or_follower_loses_no_acknowledged_write_and_no_echo(ha_lab):
