@@ -31,7 +31,6 @@ from _common import median, table
 from _labutil import quiet
 
 from controller.config import Config
-from weft import lab as weftlab
 from weft.testing import Lab
 
 NETS = {"blue": "10.60.1.0/24", "green": "10.60.2.0/24"}
@@ -83,20 +82,10 @@ def wait_settled(lab, since, repaired=None):
 # the controller may not know of it); for a restart "own", the daemon's own share of the outage; and
 # "undo", what puts the lab back after the recovery was measured (a killed NB member restarted) ---
 
-def _controller(lab):
-    st = weftlab._require(lab.name)
-    (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
-    return st, entry
-
-
 def _restart_controller(lab, sig):
-    st, entry = _controller(lab)
-    weftlab._signal(entry, sig)
-    weftlab._wait_gone([entry], 10)
-    time.sleep(2)
-    st["pids"].remove(entry)
-    started = time.monotonic()
-    weftlab.launch_controller(st)
+    with lab.controller_stopped(sig):  # started again at the block's end
+        time.sleep(2)
+        started = time.monotonic()
     return {"recovery": started}
 
 
