@@ -28,17 +28,6 @@ from weft.client import ApiClient, ApiError
 from weft.testing import Lab
 
 
-def roles(lab):
-    deadline = time.monotonic() + 20
-    while True:
-        found = {lab.role(c): c for c in ("c1", "c2")}
-        if set(found) == {"active", "standby"}:
-            return found
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"roles did not settle: {found}")
-        time.sleep(0.05)
-
-
 def in_sync(lab, controller):
     api, deadline = lab.controller_api(controller), time.monotonic() + 30
     while True:
@@ -51,7 +40,7 @@ def in_sync(lab, controller):
 
 
 def active_kill(lab, b_ip):
-    found = roles(lab)
+    found = lab.roles(timeout=20)
     active, standby = found["active"], found["standby"]
     in_sync(lab, active)
     before = {h: lab.flow_ages(h) for h in ("h1", "h2")}
@@ -67,7 +56,7 @@ def active_kill(lab, b_ip):
     replaced = sum(1 for h in before for flow, age in before[h].items()
                    if lab.flow_ages(h).get(flow, -1) < age)
     lab.start_controller(active)
-    roles(lab)
+    lab.roles(timeout=20)
     return {"ms": took * 1000, "lost": report["lost"], "gap": report["longest_gap_ms"],
             "flow_mods": sum(s.get("flow_mods", 0) for s in hosts.values()), "replaced": replaced}
 
@@ -101,7 +90,7 @@ def nb_kill(lab, b_ip, which, seq):
         stop.set()
         writer.join(60)
     lab.start_nb_member(member)
-    roles(lab)
+    lab.roles(timeout=20)
     for _ in range(60):  # the member has caught up before the next repetition
         if "\nStatus: cluster member\n" in weftlab.nb_cluster_status(lab.name, member):
             break

@@ -136,6 +136,17 @@ class Lab:
         except ApiError:
             return None
 
+    def roles(self, timeout=10):
+        """{"active": name, "standby": name} of an --ha lab, once its two controllers agree on who is
+        which (AssertionError if they do not within `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {self.role(c): c for c in self.info["controllers"]}
+            if set(found) == {"active", "standby"}:
+                return found
+            assert time.monotonic() < deadline, f"the controllers did not settle on their roles: {found}"
+            time.sleep(0.05)
+
     @contextlib.contextmanager
     def controller_options(self, **options):
         """The lab's controller restarted with these [weft] options (weft.conf) for the block, then

@@ -21,17 +21,6 @@ def ha_lab(make_lab):
     return lab
 
 
-def roles(lab):
-    """{"active": name, "standby": name}, once the two controllers agree on who is which."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = {lab.role(c): c for c in ("c1", "c2")}
-        if set(found) == {"active", "standby"}:
-            return found
-        assert time.monotonic() < deadline, f"the controllers did not settle on their roles: {found}"
-        time.sleep(0.05)
-
-
 def settled(lab, controller, timeout=15):
     """The hosts as `controller` reports them once every switch is connected and in sync."""
     api, deadline = lab.controller_api(controller), time.monotonic() + timeout
@@ -76,7 +65,7 @@ def wait_switch_roles(lab, host, expected, timeout=10):
 
 def test_roles_are_reported_and_the_standby_refuses_writes_naming_the_active(ha_lab):
     lab = ha_lab
-    found = roles(lab)
+    found = lab.roles()
     active, standby = found["active"], found["standby"]
     for controller in (active, standby):
         status = lab.controller_api(controller).get("/v1/status")
@@ -115,7 +104,7 @@ def test_roles_are_reported_and_the_standby_refuses_writes_naming_the_active(ha_
 
 def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_with_no_flow_mod(ha_lab):
     lab = ha_lab
-    found = roles(lab)
+    found = lab.roles()
     active, standby = found["active"], found["standby"]
     settled(lab, active)
     before = {host: lab.flow_ages(host) for host in ("h1", "h2")}
@@ -138,7 +127,7 @@ def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_
 
     # The killed one, started again, is the standby: the lock stays where it is.
     lab.start_controller(active)
-    assert roles(lab) == {"active": standby, "standby": active}
+    assert lab.roles() == {"active": standby, "standby": active}
     for host in ("h1", "h2"):
         wait_switch_roles(lab, host, {standby: "master", active: "slave"})
 
@@ -151,7 +140,7 @@ def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_take
     again of the other controller, which takes over, programs the new port's flows (the only
     flow-mods it sends) and answers that it is up."""
     lab = ha_lab
-    found = roles(lab)
+    found = lab.roles()
     active, standby = found["active"], found["standby"]
     settled(lab, active)
     result = {}
@@ -184,7 +173,7 @@ def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_take
         assert report["lost"] == 0, report
     finally:
         lab.start_controller(active)
-        roles(lab)
+        lab.roles()
 
 
 def test_killing_an_nb_member_leader_or_follower_loses_no_acknowledged_write_and_no_echo(ha_lab):
@@ -257,7 +246,7 @@ def test_a_takeover_after_the_epochs_went_back_takes_one_above_what_the_switches
     the new active's MASTER request is refused as stale, so it asks a switch for its generation and
     takes an epoch above it, instead of never programming."""
     lab = ha_lab
-    found = roles(lab)
+    found = lab.roles()
     active, standby = found["active"], found["standby"]
     seen = lab.controller_api(active).get("/v1/status")["controller"]["epoch"]
     member = lab.info["nb_members"][lab.nb_leader()]
@@ -271,4 +260,4 @@ def test_a_takeover_after_the_epochs_went_back_takes_one_above_what_the_switches
     assert {h: s["flow_mods"] for h, s in hosts.items()} == {"h1": 0, "h2": 0}
     assert report["lost"] == 0, report
     lab.start_controller(active)
-    roles(lab)
+    lab.roles()
