@@ -42,8 +42,12 @@ def echo_request(ident, seq, payload=b"weft-echo-counter"):
 
 
 def summary(sent_at, answered, interval):
-    """The report over sends at `sent_at` (index -> time) of which `answered` (set of indexes) were."""
-    lost = [i for i in range(len(sent_at)) if i not in answered]
+    """The report over sends at `sent_at` (index -> time) of which `answered` (set of indexes) were,
+    counted from the first answered one: what went before it (the path not yet up, an ARP still
+    resolving) is not an outage of the path the caller is measuring."""
+    first = min(answered, default=0)
+    sent_at = {i: sent_at[i] for i in range(first, len(sent_at))}
+    lost = [i for i in sent_at if i not in answered]
     outages = []
     for i in lost:
         if outages and outages[-1][3] == i - 1:
