@@ -13,7 +13,7 @@ from controller.hosts import HostAgent
 from controller.liveness import PROBE_INTERVAL, Liveness
 from controller.metrics import Metrics
 from controller.packetin import PacketIns, packet_in_kind
-from controller.topology import TopologyBuilder
+from controller.topology import TopologyBuilder, gateway_state
 from flows.compiler import Compiler, port_cookie, router_cookie
 from flows.pipeline import HAIRPIN_ZONE, LB_ZONE
 from flows.trace import format_trace, trace_to_ip, trace_to_json
@@ -163,22 +163,29 @@ class WeftCore:
             for host in needed)
 
     def port_up(self, name):
-        """A port is up when it is bound and every host that needs flows for it has acknowledged them."""
+        """A port is up when it is bound, compiled as the NB has it now, and every host that needs
+        flows for it has acknowledged them. (A port deleted and created again under its name, with
+        another key or address, is not up on its old flows before the compiler has seen the new one.)"""
         topo = self.compiler.topo
-        port, binding = topo.ports.get(name), topo.bindings.get(name)
-        return (port is not None and binding is not None and self.topology.confirmed(binding.host, name)
-                and self._acked(port_cookie(port), binding.host))
+        port, binding, wanted = topo.ports.get(name), topo.bindings.get(name), self.nb_state().ports.get(name)
+        return (port is not None and binding is not None and wanted is not None
+                and (port.key, port.network, port.mac, port.ip) == (wanted.key, wanted.network, wanted.mac, wanted.ip)
+                and self.topology.confirmed(binding.host, name) and self._acked(port_cookie(port), binding.host))
 
     def router_waiting_for(self, name):
         """None when the router is up: its flows acknowledged by every host that needs them and, with a
-        gateway, its next hop resolved (so its gateway forwards). Otherwise, what it is waiting for."""
-        router = self.compiler.topo.routers.get(name)
-        if router is None:
+        gateway, its next hop resolved (so its gateway forwards). Otherwise, what it is waiting for.
+        The gateway must be the NB's as it is now: a wait that comes right after a gateway is set
+        must not find the router up on the flows compiled before."""
+        router, wanted = self.compiler.topo.routers.get(name), self.nb_state().routers.get(name)
+        if router is None or wanted is None:
             return "the controller has not compiled it yet"
-        gw = router.gateway
+        gw, uplink = router.gateway, wanted.gateway.get("uplink")
+        agent = self.agents.get(gw.host) if gw else None
+        as_wanted = gateway_state(wanted.gateway, gw and gw.next_hop_mac) if wanted.gateway else None
+        if gw != as_wanted or (agent is not None and agent.uplink != uplink):
+            return "the controller has not compiled its new gateway yet"
         if gw is not None:
-            uplink = self.nb_state().routers[name].gateway.get("uplink") if name in self.nb_state().routers else "?"
-            agent = self.agents.get(gw.host)
             if self.liveness.is_down(gw.host):
                 return f"the gateway host {gw.host} is down (its switch does not answer)"
             if gw.host not in self.switches:

@@ -33,13 +33,16 @@ def port_state(port):
                      tuple(named))
 
 
+def gateway_state(gateway, next_hop_mac):
+    """An NB router's gateway (its columns) as the compiler takes it."""
+    return GatewayState(gateway["host"], gateway["mac"], gateway["ip"], int(gateway["prefixlen"]),
+                        gateway["next_hop"], next_hop_mac)
+
+
 def router_state(state, router, next_hop_mac):
     """`next_hop_mac(router name, next hop ip)`: the MAC learned for that next hop, or None."""
-    gateway = None
-    if router.gateway:
-        gw = router.gateway
-        gateway = GatewayState(gw["host"], gw["mac"], gw["ip"], int(gw["prefixlen"]), gw["next_hop"],
-                               next_hop_mac(router.name, gw["next_hop"]))
+    gw = router.gateway
+    gateway = gateway_state(gw, next_hop_mac(router.name, gw["next_hop"])) if gw else None
     fips = tuple(FloatingIpState(ip, port) for ip, port in sorted(state.floating_ips.items())
                  if port in state.ports and state.ports[port].network in router.ports)
     return RouterState(router.name, router.key,
