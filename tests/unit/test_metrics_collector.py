@@ -67,12 +67,17 @@ class RoleSwitch(FakeSwitch):
 @pytest.fixture
 def joined(core, api):
     """A core with network blue and host h1, whose switch is a FakeSwitch."""
+    return join_fake_host(core, api)
+
+
+def join_fake_host(core, api, agent=StubAgent):
+    """Network blue and host h1, its switch a FakeSwitch (returned), its OVSDB side an `agent`."""
     assert api.handle("POST", "/v1/networks", b'{"name": "blue", "cidr": "10.0.0.0/24"}')[0] == 201
     body = b'{"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/db.sock"}'
     assert api.handle("POST", "/v1/hosts", body)[0] == 201
     wait_for(lambda: "h1" in core.agents)  # the real one, which cannot reach that OVSDB: replaced
     core.agents["h1"].stop()
-    core.agents["h1"] = StubAgent(core, "h1")
+    core.agents["h1"] = agent(core, "h1")
     switch = RoleSwitch()
     core.switches["h1"] = switch
     core.host_changed("h1")

@@ -4,10 +4,11 @@ must mean up for the NB as it is now, never for the flows compiled before. The p
 (its `_reconcile` gated) so that the NB is ahead of the compiler for as long as the test needs."""
 import json
 import threading
+import time
 
 import pytest
 
-from test_metrics_collector import RoleSwitch, StubAgent, wait_for  # tests/unit is on sys.path
+from test_metrics_collector import StubAgent, join_fake_host, wait_for  # tests/unit is on sys.path
 
 GATEWAY = {"host": "h1", "uplink": "uplink0", "ip": "198.51.100.10/24", "next_hop": "198.51.100.1"}
 NEXT_HOP_MAC = "02:00:00:00:00:99"
@@ -31,15 +32,7 @@ class UplinkAgent(StubAgent):
 @pytest.fixture
 def joined(core, api):
     """A core with network blue, host h1 (its switch a FakeSwitch, its uplink pluggable) and router r1."""
-    assert api.handle("POST", "/v1/networks", b'{"name": "blue", "cidr": "10.0.0.0/24"}')[0] == 201
-    body = b'{"name": "h1", "encap_ip": "192.0.2.1", "ovsdb": "unix:/nonexistent/db.sock"}'
-    assert api.handle("POST", "/v1/hosts", body)[0] == 201
-    wait_for(lambda: "h1" in core.agents)  # the real one, which cannot reach that OVSDB: replaced
-    core.agents["h1"].stop()
-    core.agents["h1"] = UplinkAgent(core, "h1")
-    core.switches["h1"] = RoleSwitch()
-    core.host_changed("h1")
-    wait_for(lambda: "h1" in core.syncs and core.syncs["h1"].in_sync)
+    join_fake_host(core, api, UplinkAgent)
     assert api.handle("POST", "/v1/routers", b'{"name": "r1"}')[0] == 201
     assert api.handle("POST", "/v1/routers/r1/ports", b'{"network": "blue"}')[0] == 201
     return core
@@ -47,25 +40,32 @@ def joined(core, api):
 
 @pytest.fixture
 def held(core, joined):
-    """`hold()` stops reconcile passes from starting (one under way finishes); `release()` lets them go."""
-    gate = threading.Event()
-    gate.set()
+    """`hold()` waits for a pass under way to end and stops the next ones from starting; `release()`
+    lets them go."""
+    lock, passes = threading.Lock(), {"open": True}
     reconcile = core._reconcile
 
     def gated(state):
-        gate.wait()
-        return reconcile(state)
+        while True:
+            with lock:
+                if passes["open"]:
+                    return reconcile(state)
+            time.sleep(0.01)
     core._reconcile = gated
 
     class Held:
         @staticmethod
         def hold():
             assert core.wait_enforced(10) == []  # what came before is compiled and acked
-            gate.clear()
+            with lock:
+                passes["open"] = False
 
-        release = staticmethod(gate.set)
+        @staticmethod
+        def release():
+            with lock:
+                passes["open"] = True
     yield Held
-    gate.set()
+    Held.release()
 
 
 def set_gateway(api, gateway):
