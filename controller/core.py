@@ -66,6 +66,7 @@ class WeftCore:
         self._routers_changed = set()      # routers whose next hop MAC changed since the last pass
         self._full = True                  # next pass rebuilds everything from scratch
         self._backends = frozenset()       # service backends (protocol, address, port) last pass
+        self._unflushed = {}               # host -> {gone backend: the cookies its switch must ack first}
         self._passes_started = self._passes_done = 0  # reconcile passes (see wait_enforced)
         self._full_publish = True          # next active pass checks every port's binding in the NB
         self._running = False
@@ -518,6 +519,8 @@ class WeftCore:
             if gw and gw.host == host and gw.next_hop_mac is None and router_cookie(router) in cookies:
                 self.next_hops.ask_now(router.name)  # the flow its answer comes back through is in
         self._progress()
+        if host in self._unflushed:
+            self._flush_acked(host)
         if self._attaching:
             batch = set(cookies)
             self._note_ports_up([name for name, (cookie, _) in list(self._attaching.items()) if cookie in batch])
@@ -613,7 +616,7 @@ class WeftCore:
         if self.role != "active":  # the standby compiles (to take over warm) but writes nothing
             self._full_publish = True
             return
-        self._flush_gone_backends()
+        self._flush_gone_backends(flow_changes)
         self._publish_host_status(state)
         touched = None if topo.delta is None or self._full_publish else topo.delta.ports | topo.delta.bindings
         self._full_publish = False
@@ -622,22 +625,50 @@ class WeftCore:
             self._note_ports_up(touched & self._attaching.keys())
         self._publish_mac_bindings(state)
 
-    def _flush_gone_backends(self):
+    def _flush_gone_backends(self, flow_changes):
         """A backend that left a service stops getting new connections with the flows just sent;
-        its existing ones (DNATed in the LB zone, hairpin ones SNATed too) go from every switch."""
+        its existing ones (DNATed in the LB zone, hairpin ones SNATed too) go from every switch,
+        but only once that switch has acknowledged those flows (its barrier answered): a flush
+        before it would leave the connections opened meanwhile, still sent to the backend."""
         now = self.compiler.backend_endpoints
-        if now is self._backends:
+        if now is not self._backends:
+            gone, self._backends = self._backends - now, now
+            for ip_proto, address, port in sorted(gone):
+                LOG.info("service backend %s:%d (protocol %d) is gone: flushing its connections",
+                         address, port, ip_proto)
+            for host in self.compiler.topo.hosts:  # a host not connected now is flushed once it is
+                waiting = self._unflushed.setdefault(host, {})
+                for backend in gone:
+                    waiting[backend] = waiting.get(backend, frozenset()) | frozenset(flow_changes.get(host, ()))
+            for host in list(self._unflushed):
+                if host not in self.compiler.topo.hosts:
+                    del self._unflushed[host]
+                    continue
+                for backend in self._unflushed[host].keys() & now:  # back in a service: its connections stay
+                    del self._unflushed[host][backend]
+        for host in list(self._unflushed):
+            self._flush_acked(host)
+
+    def _flush_acked(self, host):
+        """Flushes from the host's switch the gone backends whose flow changes it has acknowledged
+        (at once on a switch that is connected but not programmed by this controller yet)."""
+        waiting, switch, sync = self._unflushed.get(host, {}), self.switches.get(host), self.syncs.get(host)
+        if switch is None:
             return
-        gone, self._backends = self._backends - now, now
-        for ip_proto, address, port in sorted(gone):
-            LOG.info("service backend %s:%d (protocol %d) is gone: flushing its connections",
-                     address, port, ip_proto)
-            for switch in list(self.switches.values()):
-                for zone in (LB_ZONE, HAIRPIN_ZONE):
-                    try:
-                        switch.flush_conntrack(zone, ip_proto, address, port)
-                    except Exception as err:  # a switch going away: its conntrack goes with it
-                        LOG.debug("conntrack flush failed: %s", err)
+        flows = self.compiler.flows.get(host, {})
+        for backend, cookies in list(waiting.items()):
+            if sync is not None and not all(sync.acked(c, flows.get(c, frozenset())) for c in cookies):
+                continue
+            if waiting.pop(backend, None) is None:
+                continue  # another thread flushed it just now
+            ip_proto, address, port = backend
+            for zone in (LB_ZONE, HAIRPIN_ZONE):
+                try:
+                    switch.flush_conntrack(zone, ip_proto, address, port)
+                except Exception as err:  # a switch going away: its conntrack goes with it
+                    LOG.debug("conntrack flush failed: %s", err)
+        if not waiting:
+            self._unflushed.pop(host, None)
 
     def _next_topology(self, state):
         """The NB's changes (and the hosts' and next hops') since the last pass, as a new topology."""

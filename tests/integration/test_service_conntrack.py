@@ -1,0 +1,174 @@
+"""Conntrack across changes on a 2-host lab: a departed service backend's connections flushed once
+the switch has the new flows, and established connections across a policy change (issue 10).
+
+blue (10.61.0.0/24): b1 on h1 and b2 on h2 (app=web), client c on h1 (app=client). Each backend
+runs a server (Python, in its namespace) answering its own name: to a UDP datagram on 5353, and
+to each line of a TCP connection on 8000.
+"""
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from weft import lab as weftlab
+
+NAMES = {"b1": ("h1", "app=web"), "b2": ("h2", "app=web"), "c": ("h1", "app=client")}
+LB_ZONE = 65534
+
+SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1].encode()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", 5353))
+    while True:
+        _, peer = s.recvfrom(2048)
+        s.sendto(name, peer)
+def serve(conn):
+    with conn:
+        for _ in conn.makefile("rb"):
+            conn.sendall(name + b"\n")
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", 8000))
+s.listen(64)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+# One TCP connection held open: each line read from stdin is sent, and the answer (or TIMEOUT,
+# or CLOSED) printed, so a test sees whether the same connection still carries data.
+HELD = r"""
+import socket, sys
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print("CONNECTED", flush=True)
+for line in sys.stdin:
+    try:
+        conn.sendall(line.encode())
+        answer = conn.recv(100).decode().strip()
+        print(answer or "CLOSED", flush=True)
+    except socket.timeout:
+        print("TIMEOUT", flush=True)
+    except OSError as err:
+        print(f"ERROR {err}", flush=True)
+"""
+
+# Datagrams from fresh source ports, one every millisecond, for argv[2] seconds: some are sent
+# while a change is on its way to the switches.
+STREAM = r"""
+import socket, sys, time
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"?", (sys.argv[1], 53))
+    s.close()
+    time.sleep(0.001)
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    lab = make_lab(hosts=2, shared=False)
+    for name, text in (("server.py", SERVER), ("held.py", HELD), ("stream.py", STREAM)):
+        (lab.dir / name).write_text(text)
+    lab.weft("network", "create", "blue", "--cidr", "10.61.0.0/24")
+    lab.ports, servers = {}, []
+    for name, (host, label) in NAMES.items():
+        lab.ports[name] = lab.attach(name, host, "blue", labels=(label,))
+        if name != "c":
+            servers.append(weftlab.spawn(lab.name, name, [sys.executable, lab.dir / "server.py", name],
+                                         what=f"{name}: servers", stdout=subprocess.DEVNULL))
+    for name in ("b1", "b2"):
+        deadline = time.monotonic() + 10
+        while ":8000 " not in lab.exec(name, "ss", "-Hltn").stdout:
+            assert time.monotonic() < deadline, f"no server in {name}"
+            time.sleep(0.05)
+    yield lab
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=5)
+    lab.down()
+
+
+def ip(lab, name):
+    return lab.ports[name]["ip"]
+
+
+def apply(lab, text):
+    path = lab.dir / f"m{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    return lab.weft("apply", "-f", path, "-n", "blue")
+
+
+def udp_from(lab, src, dst_ip, port, sport):
+    """Who answers a datagram from src:sport to dst_ip:port (None: nobody within a second)."""
+    script = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', int(sys.argv[3]))); "
+              "s.settimeout(1); s.sendto(b'?', (sys.argv[1], int(sys.argv[2])))\n"
+              "try: print(s.recv(100).decode())\nexcept socket.timeout: pass")
+    return lab.exec(src, sys.executable, "-c", script, dst_ip, port, sport).stdout.strip() or None
+
+
+def lb_entries_to(lab, host, backend_ip):
+    """The conntrack entries of host's LB zone whose replies come from backend_ip."""
+    dump = lab.exec(host, "ovs-appctl", "dpctl/dump-conntrack", f"zone={LB_ZONE}").stdout
+    return [line for line in dump.splitlines() if f"reply=(src={backend_ip}," in line]
+
+
+UDP_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: dns-ish}
+spec:
+  selector: {app: web}
+  ports: [{protocol: UDP, port: 53, targetPort: 5353}]
+"""
+
+
+@pytest.fixture
+def udp_service(lab):
+    apply(lab, UDP_SERVICE)
+    yield lab.api.get("/v1/services/blue/dns-ish")["cluster_ip"]
+    lab.weft("service", "delete", "blue/dns-ish")
+    for name in ("b1", "b2"):
+        lab.weft("port", "label", name, "app=web", "--overwrite")
+
+
+def test_a_departed_backends_udp_flow_is_flushed_and_its_next_datagram_goes_to_the_other(lab, udp_service):
+    vip = udp_service
+    first = udp_from(lab, "c", vip, 53, 40000)
+    assert first in ("b1", "b2")
+    assert udp_from(lab, "c", vip, 53, 40000) == first  # the same flow: its conntrack entry holds
+    assert lb_entries_to(lab, "h1", ip(lab, first))
+    other = "b2" if first == "b1" else "b1"
+    lab.weft("port", "label", first, "app=gone", "--overwrite")  # no longer a backend; still answers
+    lab.wait_flows_in_sync("h1")
+    assert lb_entries_to(lab, "h1", ip(lab, first)) == []
+    assert udp_from(lab, "c", vip, 53, 40000) == other
+
+
+def test_no_connection_opened_while_a_backend_leaves_survives_the_flush(lab, udp_service):
+    """Datagrams from new ports every millisecond while their backend leaves: those the switch sent
+    to it before it had the new group are flushed with the rest (the flush waits for its barrier).
+    (UDP from one client goes to one backend: OVS's select group hashes UDP without its ports.)"""
+    vip = udp_service
+    stream = weftlab.spawn(lab.name, "c", [sys.executable, lab.dir / "stream.py", vip, "3"],
+                           what="c: stream")
+    try:
+        time.sleep(1)
+        used = [name for name in ("b1", "b2") if lb_entries_to(lab, "h1", ip(lab, name))]
+        assert len(used) == 1, used
+        lab.weft("port", "label", used[0], "app=gone", "--overwrite")
+        assert stream.wait(timeout=10) == 0
+    finally:
+        if stream.poll() is None:
+            stream.terminate()
+            stream.wait(timeout=5)
+    lab.wait_flows_in_sync("h1")
+    assert lb_entries_to(lab, "h1", ip(lab, used[0])) == []
+    other = "b2" if used[0] == "b1" else "b1"
+    assert lb_entries_to(lab, "h1", ip(lab, other))  # the stream went on, to the other backend
