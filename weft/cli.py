@@ -7,7 +7,7 @@ import urllib.parse
 
 from controller import validate  # standard library only: weft starts as fast
 from weft import labcli, manifestcli, pkicli
-from weft.client import ApiClient, ApiError, default_api, path as api_path
+from weft.client import DEFAULT_TIMEOUT, MAX_TIMEOUT, ApiClient, ApiError, api_timeout, default_api, path as api_path
 from weft.errors import WeftError
 
 COLUMNS = {
@@ -233,13 +233,24 @@ def status(args, api):
         print("no hosts joined (weft host join NAME --encap-ip IP --ovsdb REMOTE)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A command line argparse refuses is one line too, like every other failure (argparse would
+    print the usage first): the problem, and where the help is. Exit status 2, as argparse's."""
+
+    def error(self, message):
+        self.exit(2, f"weft: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="weft", description="Weft: container networks on Open vSwitch.")
+    parser = OneLineParser(prog="weft", description="Weft: container networks on Open vSwitch.")
     parser.add_argument("--api", default=None, help=f"the controller's API: unix:/PATH, http(s)://HOST:PORT; "
                                                     "an active/standby pair's two, comma-separated "
                                                     f"(env WEFT_API; default {default_api()})")
     parser.add_argument("--token-file", default=None, help="a file holding the API's bearer token, for "
                                                            "TCP (env WEFT_TOKEN_FILE)")
+    parser.add_argument("--api-timeout", type=_api_timeout, default=None, metavar="SECONDS",
+                        help=f"how long the API may take to answer, beyond a wait asked of it (env "
+                             f"WEFT_API_TIMEOUT; default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("status", help="controller, NB and host status")
@@ -426,6 +437,13 @@ def _number(text):
     return int(text)
 
 
+def _api_timeout(text):
+    try:
+        return api_timeout(text, "--api-timeout")
+    except ApiError as err:
+        raise argparse.ArgumentTypeError(err.message.removeprefix("--api-timeout: ")) from None
+
+
 def _wait_seconds(text):
     """A --timeout, checked as the API checks its waits."""
     try:
@@ -494,7 +512,7 @@ def main(argv=None):
     try:
         if args.command in LOCAL_COMMANDS:
             return args.func(args) or 0
-        return args.func(args, ApiClient(args.api, token_file=args.token_file)) or 0
+        return args.func(args, ApiClient(args.api, timeout=args.api_timeout, token_file=args.token_file)) or 0
     except ApiError as err:
         if err.details.get("outcome") == "unknown":  # not a failure: maybe done, maybe not; the message says how to tell
             print(f"weft: outcome unknown: {' '.join(err.message.split())}", file=sys.stderr)

@@ -3,6 +3,8 @@
 Where the API is, and how to prove who you are, comes from (first found wins):
   1. arguments (`weft --api URL --token-file FILE`),
   2. the environment: WEFT_API, WEFT_TOKEN_FILE (or WEFT_TOKEN, the secret itself), WEFT_CA_FILE,
+     WEFT_API_TIMEOUT (seconds an answer may take; a request that asks the API to wait, ?wait_up=S,
+     gets S more),
   3. a config file: $WEFT_CONFIG, else ~/.config/weft/client.conf, else /etc/weft/client.conf:
         [api]
         url = https://controller.example:8443
@@ -20,6 +22,7 @@ import configparser
 import errno
 import http.client
 import json
+import math
 import os
 import re
 import socket
@@ -28,6 +31,8 @@ import time
 import urllib.parse
 
 DEFAULT_API = "unix:/run/weft/api.sock"
+DEFAULT_TIMEOUT = 30.0  # seconds the API has to answer (connect, then each read)
+MAX_TIMEOUT = 600.0     # the longest --api-timeout / WEFT_API_TIMEOUT: a hung API is said so, not waited for
 FAILOVER_WAIT = 10.0   # seconds a client of an active/standby pair waits for one of them to be active
 FAILOVER_PAUSE = 0.1   # seconds between rounds of asking each
 CONFIG_FILES = ("~/.config/weft/client.conf", "/etc/weft/client.conf")
@@ -63,6 +68,16 @@ def _config_file():
     return {}
 
 
+def api_timeout(text, where):
+    """An API timeout as written (`where`: the option or variable that gave it): ASCII decimal
+    seconds, more than 0 and at most MAX_TIMEOUT."""
+    number = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", text) else None
+    if number is None or not 0 < number <= MAX_TIMEOUT:
+        raise ApiError(None, f"{where}: {text!r} is not a timeout (seconds, more than 0 and at most "
+                             f"{MAX_TIMEOUT:g}, like 30 or 2.5)")
+    return number
+
+
 def default_api():
     return os.environ.get("WEFT_API") or DEFAULT_API
 
@@ -73,12 +88,15 @@ def path(*segments):
 
 
 class ApiClient:
-    def __init__(self, base=None, timeout=30.0, token_file=None, token=None, ca_file=None):
+    def __init__(self, base=None, timeout=None, token_file=None, token=None, ca_file=None):
         """Arguments first, then the environment, then the config file (see the module docstring)."""
         config = {}
         if not (base or os.environ.get("WEFT_API")) or not (token_file or token) or not ca_file:
             config = _config_file()
         self.base = (base or os.environ.get("WEFT_API") or config.get("url") or DEFAULT_API).rstrip("/")
+        if timeout is None:
+            env = os.environ.get("WEFT_API_TIMEOUT")
+            timeout = api_timeout(env, "WEFT_API_TIMEOUT") if env else DEFAULT_TIMEOUT
         self.timeout = timeout
         self._token, self._token_file = None, None
         if token_file or token:
@@ -99,7 +117,7 @@ class ApiClient:
             sock_path = base[len("unix:"):]
             if not sock_path:
                 raise ApiError(None, f"{base!r} names no socket (unix:/PATH)")
-            return lambda: UnixHTTPConnection(sock_path, self.timeout)
+            return lambda timeout: UnixHTTPConnection(sock_path, timeout)
         try:
             url = urllib.parse.urlsplit(base)
             host, port = url.hostname, url.port
@@ -112,7 +130,7 @@ class ApiClient:
             raise ApiError(None, f"{base!r} is not an API address (unix:/PATH, http://HOST:PORT or "
                                  "https://HOST:PORT)")
         if url.scheme == "http":
-            return lambda: http.client.HTTPConnection(host, port or 80, timeout=self.timeout)
+            return lambda timeout: http.client.HTTPConnection(host, port or 80, timeout=timeout)
         try:
             context = ssl.create_default_context(cafile=self._ca_file)
             if self._client_cert[0]:
@@ -120,7 +138,7 @@ class ApiClient:
         except (OSError, ssl.SSLError) as err:
             files = " ".join(filter(None, (self._ca_file, *self._client_cert)))
             raise ApiError(None, f"cannot use the TLS files {files}: {getattr(err, 'strerror', None) or err}") from None
-        return lambda: http.client.HTTPSConnection(host, port or 443, timeout=self.timeout, context=context)
+        return lambda timeout: http.client.HTTPSConnection(host, port or 443, timeout=timeout, context=context)
 
     def _headers(self, body):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -168,7 +186,7 @@ class ApiClient:
             time.sleep(FAILOVER_PAUSE)
         more = len(order) > 1 and time.monotonic() < deadline
         where, connect = self._endpoints[index]
-        conn = connect()
+        conn = connect(self._answer_within(path))
         try:
             conn.request(method, path, body=data, headers=headers)
         except (OSError, http.client.HTTPException) as err:
@@ -180,13 +198,16 @@ class ApiClient:
             # Another round only once a standby answered: with all down, one is enough.
             if more and refused and (tried < len(order) - 1 or standby is not None):
                 return self._send_to(order, method, path, body, data, headers, deadline, tried + 1, standby)
-            raise (standby if refused and standby else self._unreachable(err, where)) from None
+            raise (standby if refused and standby else self._unreachable(err, where, conn.timeout)) from None
 
         def answer():
             try:
                 resp = conn.getresponse()
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as err:
+                if isinstance(err, TimeoutError):  # no answer in time: said so, not asked again
+                    raise (self._unreachable(err, where, conn.timeout) if method == "GET"
+                           else went_away(method, path, body, self._silent(where, conn.timeout))) from None
                 if isinstance(err, ssl.SSLError):
                     raise self._unreachable(err, where) from None
                 raise went_away(method, path, body) if method != "GET" else _Dropped(
@@ -220,7 +241,23 @@ class ApiClient:
                                         f"({resp.getheader('Content-Type') or 'no content type'}): {_excerpt(raw)}")
         return value
 
-    def _unreachable(self, err, where):
+    def _answer_within(self, path):
+        """Seconds the API has to answer a request: a request that asks it to wait (?wait_up=S, at
+        most validate.MAX_WAIT) gets S more."""
+        wait = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("wait_up", ["0"])[0]
+        try:
+            wait = float(wait)
+        except ValueError:  # the API refuses it at once
+            wait = 0.0
+        return self.timeout + (wait if math.isfinite(wait) and wait > 0 else 0.0)
+
+    def _silent(self, where, timeout):
+        return (f"the Weft API at {where} did not answer within {timeout:g} s (is the controller overloaded or "
+                "stuck? --api-timeout or WEFT_API_TIMEOUT gives it longer)")
+
+    def _unreachable(self, err, where, timeout=None):
+        if isinstance(err, TimeoutError):
+            return ApiError(None, self._silent(where, timeout or self.timeout))
         if where.startswith("unix:") and isinstance(err, OSError):
             sock = where[len("unix:"):]
             if err.errno in (errno.EACCES, errno.EPERM):
@@ -256,9 +293,10 @@ _CLI_KINDS = {"hosts": "host", "networks": "network", "ports": "port", "routers"
 _DOING = {"POST": "creating", "PUT": "the change to", "DELETE": "deleting"}
 
 
-def went_away(method, path, body):
-    """The error for a write sent to a controller that then went away without answering: it may or
-    may not have happened ("outcome": "unknown"), so the user is told what to check before retrying."""
+def went_away(method, path, body, why="the controller went away before answering"):
+    """The error for a write sent to a controller that then went away (or fell silent) without
+    answering: it may or may not have happened ("outcome": "unknown"), so the user is told what to
+    check before retrying."""
     parts = [urllib.parse.unquote(p) for p in path.partition("?")[0].split("/")[2:] if p]
     kind = _CLI_KINDS.get(parts[0]) if parts else None
     named = 2 if kind in ("policy", "service") else 1
@@ -271,7 +309,7 @@ def went_away(method, path, body):
     else:
         what = f"{_DOING.get(method, method)} {kind} {name}" + (f" ({method} {path})" if len(parts) > named + 1 else "")
         check = f"`weft {kind} list`" if kind == "floating-ip" else f"`weft {kind} show {name}`"
-    return ApiError(None, f"the controller went away before answering: whether {what} happened is unknown; "
+    return ApiError(None, f"{why}: whether {what} happened is unknown; "
                           f"check with {check} before trying again", {"outcome": "unknown", "name": name})
 
 
