@@ -459,15 +459,22 @@ class FakeSwitch:
     """A socket-level OpenFlow 1.3 peer claiming a datapath id, as an impostor on the same machine
     would: it says HELLO, answers FEATURES_REQUEST with `dpid`, and ECHO, BARRIER and port-description
     requests, and records the type of every message it receives (`received`). `closed` is set once
-    the controller hangs up."""
-    FLOW_MOD, PACKET_OUT, GROUP_MOD = 14, 13, 15
+    the controller hangs up. `tls`: (certificate, key, CA certificate) files, to speak TLS with them,
+    as a switch with a certificate of its own would."""
+    FLOW_MOD, PACKET_OUT, GROUP_MOD, FEATURES_REQUEST = 14, 13, 15, 5
 
-    def __init__(self, port, dpid, host="127.0.0.1"):
+    def __init__(self, port, dpid, host="127.0.0.1", tls=None):
         import threading
         self.dpid = dpid
         self.received = []
         self.closed = threading.Event()
         self.sock = socket.create_connection((host, port), timeout=5)
+        if tls:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_cert_chain(tls[0], tls[1])
+            context.load_verify_locations(tls[2])
+            self.sock = context.wrap_socket(self.sock, server_hostname=host)  # the controller's: IP:127.0.0.1
         self._send(0, 0)  # HELLO
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -1,8 +1,10 @@
 """Only the operator can drive the API (issue 8): a real controller, its unix socket and its TCP
 listener, tried as an unprivileged user and as a web page would (wrong content type, foreign Host)."""
+import grp
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -11,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 
 import pytest
 
@@ -52,10 +55,16 @@ def tcp_request(ctl, method, path, body=None, token="admin", headers=None, conte
 def as_nobody(ctl, *argv):
     """Runs `python3 argv...` as user nobody, with a copy of weft/ and controller/ (the CLI needs only
     the standard library) that nobody may read, and the system Python (a venv's may sit under /root)."""
-    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    return subprocess.run([python, *argv], user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
-                          text=True, timeout=60, cwd="/",
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ctl.dir / "client"), "HOME": "/"})
+    return subprocess.run([_python(), *argv], user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
+                          text=True, timeout=60, cwd="/", env=_client_env(ctl))
+
+
+def _python():
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def _client_env(ctl):
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ctl.dir / "client"), "HOME": "/"}
 
 
 def test_the_socket_is_owned_by_root_and_not_open_to_others(controller):
@@ -78,6 +87,55 @@ def test_an_unprivileged_user_cannot_drive_weft_through_the_socket(controller):
         f"weft: error: permission denied on {controller.socket}: only root and the socket's group may "
         "drive Weft (run as root, or ask for that group)"]
     assert controller.nb_rows() == before
+
+
+@pytest.fixture
+def weft_group():
+    """A system group and two system users, one in it, one not, with names of their own (made with
+    groupadd/useradd, removed afterwards): (group, member, outsider)."""
+    suffix = uuid.uuid4().hex[:8]
+    group, member, outsider = f"weftg{suffix}", f"weftm{suffix}", f"wefto{suffix}"
+    subprocess.run(["groupadd", "--system", group], check=True)
+    made = []
+    try:
+        for user, groups in ((member, [group]), (outsider, [])):
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            *(["--groups", ",".join(groups)] if groups else []), user], check=True)
+            made.append(user)
+        yield group, member, outsider
+    finally:
+        for user in made:
+            subprocess.run(["userdel", user], check=True)
+        subprocess.run(["groupdel", group], check=True)
+
+
+def as_user(ctl, user, *argv):
+    """`python3 argv...` as `user` (runuser: its own groups, as a login of it would have them)."""
+    return subprocess.run(["runuser", "-u", user, "--", _python(), *argv], capture_output=True, text=True,
+                          timeout=60, cwd="/", env=_client_env(ctl))
+
+
+def test_a_user_in_the_api_socket_group_drives_weft_and_one_outside_it_cannot(weft_group):
+    group, member, outsider = weft_group
+    with running_controller("weft-api-group-", conf_extra=f"api_socket_group = {group}\n") as ctl:
+        for package in ("weft", "controller"):
+            shutil.copytree(os.path.join(REPO, package), ctl.dir / "client" / package)
+        info = os.stat(ctl.socket)
+        assert stat.S_IMODE(info.st_mode) == 0o660 and (info.st_uid, info.st_gid) == (0, grp.getgrnam(group).gr_gid)
+        cli = ["-m", "weft.cli", "--api", f"unix:{ctl.socket}"]
+        before = ctl.nb_rows()
+        result = as_user(ctl, outsider, *cli, "network", "create", "evil", "--cidr", "10.66.0.0/24")
+        assert result.returncode == 1 and result.stderr.splitlines() == [
+            f"weft: error: permission denied on {ctl.socket}: only root and the socket's group may drive Weft "
+            "(run as root, or ask for that group)"], result.stderr
+        assert ctl.nb_rows() == before
+        result = as_user(ctl, member, *cli, "network", "create", "ours", "--cidr", "10.67.0.0/24")
+        assert result.returncode == 0, result.stderr
+        assert ctl.api.get("/v1/networks/ours")["cidr"] == "10.67.0.0/24"
+        uid = pwd.getpwnam(member).pw_uid
+        assert f"POST /v1/networks by uid {uid} ({member}) on the unix socket -> 201" in ctl.log(20000)
+        result = as_user(ctl, member, *cli, "network", "delete", "ours")
+        assert result.returncode == 0 and ctl.nb_rows() == before, result.stderr
 
 
 def test_the_tcp_listener_binds_loopback_only(controller):

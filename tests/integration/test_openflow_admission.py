@@ -73,21 +73,48 @@ def test_after_impostors_the_real_host_resyncs_and_takes_new_ports(pair):
     assert pair.ping("adm2", port["ip"]) and pair.ping("adm3", pair.api.get("/v1/ports/adm1")["ip"])
 
 
-def test_openflow_over_tls_forwards_and_checks_certificates(make_lab):
+@pytest.fixture(scope="module")
+def tls_pair(make_lab):
     lab = make_lab(hosts=2, tls=True, shared=False)
+    lab.api.post("/v1/networks", {"name": "tls", "cidr": "10.32.0.0/24"})
+    lab.attach("t1", "h1", "tls")
+    lab.attach("t2", "h2", "tls")
+    yield lab
+    lab.down()
+
+
+def logged(lab, text, timeout=5):
+    deadline = time.monotonic() + timeout
+    while text not in (lab.dir / "controller.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text in (lab.dir / "controller.log").read_text()
+
+
+def test_openflow_over_tls_forwards_and_checks_certificates(tls_pair):
+    lab = tls_pair
     for host in ("h1", "h2"):
         target = lab.exec(host, "ovs-vsctl", "get-controller", "br-int").stdout.strip()
         assert target.startswith("ssl:")
-    lab.api.post("/v1/networks", {"name": "tls", "cidr": "10.32.0.0/24"})
-    lab.attach("t1", "h1", "tls")
-    port = lab.attach("t2", "h2", "tls")
-    assert lab.ping("t1", port["ip"])
+    assert lab.ping("t1", lab.api.get("/v1/ports/t2")["ip"])
     # Plain TCP to the TLS listener gets no OpenFlow session: the handshake fails.
     fake = FakeSwitch(lab.info["ofp_port"], datapath_id(lab, "h1"))
     assert fake.closed.wait(15) and not fake.received
-    deadline = time.monotonic() + 5
-    while "TLS handshake" not in (lab.dir / "controller.log").read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "TLS handshake" in (lab.dir / "controller.log").read_text()
+    assert logged(lab, "TLS handshake")
     assert host_in_sync(lab, "h1")
-    lab.down()
+
+
+def test_a_valid_certificate_of_another_host_cannot_claim_a_hosts_datapath_id(tls_pair):
+    """h2's own certificate (signed by the lab's CA, made by weft pki) gets through the TLS handshake,
+    but the datapath id it announces is h1's: refused, for its certificate names h2, with no flows,
+    and h1 stays in sync."""
+    lab = tls_pair
+    mods_before = lab.api.get("/v1/hosts/h1")["status"]["flow_mods"]
+    pki = lab.dir / "pki"
+    h2 = (str(pki / "hosts" / "h2-cert.pem"), str(pki / "hosts" / "h2-key.pem"), str(pki / "ca-cert.pem"))
+    fake = FakeSwitch(lab.info["ofp_port"], datapath_id(lab, "h1"), tls=h2)
+    assert fake.closed.wait(15), "the controller did not close the impostor's connection"
+    assert FakeSwitch.FEATURES_REQUEST in fake.received  # it spoke OpenFlow over TLS: its handshake passed
+    assert not {FakeSwitch.FLOW_MOD, FakeSwitch.PACKET_OUT, FakeSwitch.GROUP_MOD} & set(fake.received)
+    assert logged(lab, "its certificate names 'h2', not host 'h1'")
+    assert host_in_sync(lab, "h1") and lab.api.get("/v1/hosts/h1")["status"]["flow_mods"] == mods_before
+    assert lab.ping("t2", lab.api.get("/v1/ports/t1")["ip"])
