@@ -166,6 +166,7 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     result = subprocess.run(["docker-compose", "-f", compose, "config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     text = open(compose).read()
+    assert "tokens/admin, as token" not in text  # each host has a token of its own (test below)
     for command in ("ovsdb-server", "ovs-vswitchd", "ryu-manager", "controller.app", "host join", "--datapath"):
         assert command in text
     # The same secure defaults as the controller itself: nothing unauthenticated can change the network.
@@ -176,6 +177,42 @@ def test_docker_compose_file_is_valid_and_runs_what_the_lab_runs():
     for secure in ("--ofp-ssl-listen-port", "--ca-certs", "api_tls_cert", "pssl:6640", "set-ssl",
                    "https://", "--token-file", "--ovsdb ssl:", "--of-target ssl:"):
         assert secure in text, secure
+
+
+def compose_services(*options, **env):
+    result = subprocess.run(["docker-compose", "-f", os.path.join(REPO, "docker-compose.yml"), *options, "config"],
+                            capture_output=True, text=True, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_docker_compose_gives_each_host_an_api_token_of_its_own(tmp_path):
+    """host-credentials, run for h1 and h2 (its command as compose gives it, on a directory of the
+    test's for the weft-state volume): two tokens, named after their hosts, as the controller's
+    TokenStore reads them; the hosts' join services use their copy, never the admin token."""
+    from controller.http import TokenStore
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PYTHONPATH": REPO}
+    subprocess.run(["weft", "pki", "init", "--dir", str(tmp_path / "pki")], env=env, check=True, capture_output=True)
+    secrets = {}
+    for host in ("h1", "h2", "h1"):  # h1 again: its token is kept
+        service = compose_services(HOST_NAME=host)["host-credentials"]
+        assert service["environment"]["HOST_NAME"] == host
+        command = service["command"].replace("$$", "$").replace("/var/lib/weft", str(tmp_path))
+        result = subprocess.run(["sh", "-c", command], env={**env, "HOST_NAME": host}, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr
+        token = tmp_path / "tokens" / f"host-{host}"
+        assert os.stat(token).st_mode & 0o777 == 0o600
+        assert (tmp_path / "pki" / "hosts" / f"{host}-cert.pem").exists()
+        assert secrets.setdefault(host, token.read_text().strip()) == token.read_text().strip()
+    assert os.stat(tmp_path / "tokens").st_mode & 0o777 == 0o700
+    store = TokenStore(str(tmp_path / "tokens"))
+    assert {host: store.lookup(secret) for host, secret in secrets.items()} == {
+        "h1": ("host-h1", False), "h2": ("host-h2", False)}
+    services = compose_services()
+    for join in ("join", "join-ha"):
+        assert "--token-file /etc/weft/token" in services[join]["command"] and "admin" not in services[join]["command"]
+    assert "tokens/host-NAME as token" in open(os.path.join(REPO, "docker-compose.yml")).read()
 
 
 @pytest.mark.parametrize("option,value,words", [
