@@ -349,10 +349,13 @@ class WeftCore:
         ports are down, peers drop their tunnel flows to them, and nothing waits for them."""
         while self._running:
             self.hub.sleep(PROBE_INTERVAL / 4)
-            for host in self.liveness.expired(time.monotonic()):
-                LOG.warning("host %s is down: its switch has not answered for %d s (%s); its ports are "
-                            "down and the other hosts' tunnels to it are removed until it answers again",
-                            host, self.config.host_down_after,
+            now = time.monotonic()
+            for host in self.liveness.expired(now):
+                silent = self.liveness.silent_for(host, now)
+                LOG.warning("host %s is down: its switch has not answered %s (%s); its ports are down and "
+                            "the other hosts' tunnels to it are removed until it answers again", host,
+                            f"for {silent:.0f} s" if silent is not None else
+                            f"since this controller learned of it ({self.liveness.first_grace:.0f} s)",
                             "connected" if host in self.switches else "disconnected")
                 self.counters.inc("host_down", host=host)
                 self.topology.set_host_down(host, True)
@@ -694,7 +697,9 @@ class WeftCore:
         unnamed = [name for name, host in state.hosts.items() if not host.datapath_id]
         if unnamed and self.role == "active":  # joined before datapath ids were random: give them one
             self.hub.spawn(self.nb.give_datapath_ids, unnamed)
+        now = time.monotonic()
         for name, host in state.hosts.items():
+            self.liveness.expect(name, now)  # from now on, its switch has the grace period to answer
             if name not in self.agents and host.datapath_id:
                 LOG.info("host %s joined: connecting to %s", name, host.ovsdb_remote)
                 self.agents[name] = HostAgent(self, host)

@@ -77,10 +77,10 @@ class Lab:
         return weftlab.host_env(self.name, host)
 
     @contextlib.contextmanager
-    def controller_stopped(self, sig=signal.SIGTERM):
+    def controller_stopped(self, sig=signal.SIGTERM, hosts=None):
         """The lab's controller stopped by `sig` for the block (its API refuses connections; the NB
         and the hosts' flows stay), then started again on the same ports and state, and the block's
-        end waits until every host is connected again and its flows are in sync."""
+        end waits until every host (or each of `hosts`) is connected again and its flows are in sync."""
         st = weftlab._require(self.name)
         (entry,) = [e for e in st["pids"] if e["what"] == "controller"]
         weftlab._signal(entry, sig)
@@ -96,7 +96,7 @@ class Lab:
             # Settled, not just connected: the restarted controller has resynced every switch, so
             # the ports are up again before the next test looks at them.
             while not all(h["status"].get("ready") and h["status"].get("flows_in_sync")
-                          for h in self.api.get("/v1/hosts")):
+                          for h in self.api.get("/v1/hosts") if hosts is None or h["name"] in hosts):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"hosts not ready again after the controller restart: "
                                          f"{self.api.get('/v1/hosts')}")

@@ -3,7 +3,7 @@
 host frozen (SIGSTOP) for longer than the grace period, then thawed.
 
 One container per host: a on h1, b on h2 (the host that restarts and freezes), c on h3; d is attached
-on h3 while h2 is frozen. The grace period is set short (host_down_after) for the module.
+on h3 while h2 is frozen, e on h1 after a controller restart while h2's vswitchd hangs. The grace period is set short (host_down_after) for the module.
 """
 import os
 import re
@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from controller.liveness import FIRST_ANSWER_MARGIN
 from weft import lab as weftlab
 from weft.client import path as api_path
 
@@ -169,6 +170,36 @@ def test_a_frozen_host_is_down_its_peers_drop_their_tunnels_and_attaches_elsewhe
         time.sleep(1)
     assert report["lost"] == 0, report
     assert re.search(r"host h2 is down", (lab.dir / "controller.log").read_text(errors="replace"))
+
+
+def test_a_host_dead_when_the_controller_starts_is_down_after_its_first_grace_and_attaches_go_on(faults):
+    """h2's vswitchd hangs (SIGSTOP) across a controller restart, its OVSDB answers: b is bound there,
+    so h2 needs the flows of a port attached to the network on h1. Never seen answering by this
+    controller, h2 is "connecting" for the grace plus the reconnect margin, then down, and the port
+    comes up without it; thawed, h2 is up and in sync again and reaches the port."""
+    lab = faults
+    settled(lab)
+    (pid,) = [e["pid"] for e in lab.info["pids"] if e["what"] == "h2 ovs-vswitchd"]
+    log = lab.dir / "controller.log"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with lab.controller_stopped(hosts=("h1", "h3")):
+            mark = log.stat().st_size
+        assert status(lab, "h2")["state"] == "connecting"
+        weftlab.container_add(lab.name, "e", "h1")
+        e = weftlab.container_attach(lab.name, "e", NETWORK, timeout=GRACE + FIRST_ANSWER_MARGIN + 10)
+        assert e["up"], e
+        assert status(lab, "h2")["state"] == "down"
+        assert "host h2 is down: its switch has not answered since this controller learned of it" in \
+            log.read_text(errors="replace")[mark:]
+        assert lab.api.get(api_path("ports", "b"))["host"] == "h2"  # still bound there, down with it
+        assert lab.ping("a", e["ip"]) and lab.ping("c", e["ip"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for("h2 up again", lambda: status(lab, "h2")["state"] == "up", 15)
+    settled(lab)
+    assert lab.ping("b", e["ip"])
+    assert lab.api.get(api_path("ports", "b"))["up"]
 
 
 def test_the_lab_restarts_freezes_and_thaws_only_what_it_recorded_and_says_what_is_wrong(make_lab):

@@ -11,10 +11,9 @@ from flows.pipeline import TUNNEL_OFPORT
 import pytest
 
 
-def test_a_host_is_down_only_after_answering_once_and_then_staying_silent_past_the_grace():
+def test_a_host_is_down_once_silent_past_the_grace_and_up_again_at_its_next_answer():
     live = Liveness(grace=5)
-    assert live.state("h1", connected=False) == "connecting"
-    assert live.expired(100.0) == []           # never seen: connecting, however long
+    live.expect("h1", 90.0)
     assert not live.answered("h1", 100.0)
     assert live.state("h1", connected=True) == "up"
     assert live.expired(105.0) == []           # exactly the grace: not yet
@@ -25,8 +24,27 @@ def test_a_host_is_down_only_after_answering_once_and_then_staying_silent_past_t
     assert live.answered("h1", 201.0)          # back
     assert live.state("h1", connected=True) == "up"
     assert live.state("h1", connected=False) == "connecting"  # reconnecting, within the grace
+    live.expect("h1", 300.0)                   # known already: no new clock
+    assert live.expired(206.1) == ["h1"]
     live.forget("h1")
-    assert live.silent_for("h1", 202.0) is None
+    assert live.silent_for("h1", 202.0) is None and live.expired(1000.0) == []
+
+
+def test_a_host_never_seen_is_connecting_for_the_grace_and_the_reconnect_margin_then_down():
+    live = Liveness(grace=5, first_answer_margin=9)
+    assert live.expired(100.0) == []           # not known to this controller: nothing to wait for
+    live.expect("h1", 100.0)                   # the controller started, or the host joined
+    live.expect("h1", 110.0)                   # a later pass: the clock runs from the first
+    assert live.state("h1", connected=False) == "connecting"
+    assert live.expired(114.0) == []           # a switch on vswitchd's 8 s back-off is not down
+    assert live.expired(114.1) == ["h1"] and live.expired(120.0) == []
+    assert live.state("h1", connected=False) == "down" and live.silent_for("h1", 120.0) is None
+    assert live.answered("h1", 130.0)          # it connects at last: up, on the normal grace now
+    assert live.state("h1", connected=True) == "up"
+    assert live.expired(135.0) == [] and live.expired(135.1) == ["h1"]
+    live.forget("h1")
+    live.expect("h1", 200.0)                   # left and joined again: a new first clock
+    assert live.expired(214.0) == [] and live.expired(214.1) == ["h1"]
 
 
 def _tunnels_to(flows, encap_ip):
