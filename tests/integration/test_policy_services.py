@@ -180,10 +180,22 @@ spec:
   egress:
   - to:
     - ipBlock: {{cidr: 10.40.1.0/24, except: ["{ip(lab, 'web2')}/32"]}}
-""")
+""" + "".join(f"""---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: from-clients, namespace: {net}}}
+spec:
+  podSelector: {{matchLabels: {{app: {app}}}}}
+  ingress:
+  - from:
+    - namespaceSelector: {{}}
+      podSelector: {{matchLabels: {{app: client}}}}
+""" for net, app in (("prod", "web"), ("dev", "client"))))
+    # web2 and dcli take connections from every client, cli's among them: only its egress denies
+    assert tcp(lab, "dcli", ip(lab, "web2")) == "web2"  # the ingress allow works
     assert tcp(lab, "cli", ip(lab, "web1")) == "web1"
-    assert tcp(lab, "cli", ip(lab, "web2")) is None  # excepted
-    assert tcp(lab, "cli", ip(lab, "dcli")) is None  # outside the block
+    assert tcp(lab, "cli", ip(lab, "web2")) is None  # excepted: the egress deny wins
+    assert tcp(lab, "cli", ip(lab, "dcli")) is None  # outside the block: likewise
     assert tcp(lab, "dcli", ip(lab, "cli")) == "cli"  # ingress to cli is not selected
 
 
