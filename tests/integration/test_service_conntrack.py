@@ -172,3 +172,84 @@ def test_no_connection_opened_while_a_backend_leaves_survives_the_flush(lab, udp
     assert lb_entries_to(lab, "h1", ip(lab, used[0])) == []
     other = "b2" if used[0] == "b1" else "b1"
     assert lb_entries_to(lab, "h1", ip(lab, other))  # the stream went on, to the other backend
+
+
+DENY_WEB = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-web}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+"""
+WEB_FROM = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: APP}}}]
+"""
+
+
+class Held:
+    """A TCP connection from src to dst_ip:8000 held open by a process in src's namespace."""
+
+    def __init__(self, lab, src, dst_ip):
+        self.proc = weftlab.spawn(lab.name, src, [sys.executable, lab.dir / "held.py", dst_ip, 8000],
+                                  what=f"{src}: held connection", stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self.proc.stdout.readline().strip() == "CONNECTED"
+
+    def answer(self):
+        """Who answers a line sent on the connection (TIMEOUT: nobody within 3 s)."""
+        self.proc.stdin.write("?\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def tcp_new(lab, src, dst_ip):
+    """Who answers a new TCP connection from src to dst_ip:8000 (None: it failed)."""
+    script = ("import socket, sys\ntry:\n  c = socket.create_connection((sys.argv[1], 8000), timeout=1)\n"
+              "  c.sendall(b'?\\n'); print(c.recv(100).decode())\nexcept OSError: pass")
+    return lab.exec(src, sys.executable, "-c", script, dst_ip).stdout.strip() or None
+
+
+@pytest.fixture
+def policies(lab):
+    yield
+    for obj in lab.api.get("/v1/policies"):
+        lab.api.delete(f"/v1/policies/{obj['network']}/{obj['name']}")
+    lab.wait_flows_in_sync("h1")
+
+
+def test_an_established_connection_survives_a_policy_change_that_denies_new_ones(lab, policies):
+    apply(lab, DENY_WEB + "---" + WEB_FROM.replace("APP", "client"))
+    held = Held(lab, "c", ip(lab, "b1"))
+    try:
+        assert held.answer() == "b1"
+        apply(lab, WEB_FROM.replace("APP", "nobody"))  # returns once the switches have it
+        assert tcp_new(lab, "c", ip(lab, "b1")) is None  # a new connection is denied
+        assert held.answer() == "b1"  # the established one goes on
+        assert held.answer() == "b1"
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize("allowed", [True, False], ids=["allowed", "denied"])
+def test_a_ports_first_selection_judges_its_connections_at_their_next_packet(lab, policies, allowed):
+    """Before any policy selects b1 its connections are not tracked: once one does, the next packet
+    of an existing connection is judged as a new connection's first (and tracked if allowed)."""
+    held = Held(lab, "c", ip(lab, "b1"))
+    try:
+        assert held.answer() == "b1"
+        apply(lab, DENY_WEB + ("---" + WEB_FROM.replace("APP", "client") if allowed else ""))
+        assert held.answer() == ("b1" if allowed else "TIMEOUT")
+        assert tcp_new(lab, "c", ip(lab, "b1")) == ("b1" if allowed else None)
+    finally:
+        held.close()
