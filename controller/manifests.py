@@ -592,6 +592,9 @@ def _service(doc, path, name, network, warnings):
             _fail(config_at, "may only be set when sessionAffinity is ClientIP")
         client = config.get("clientIP") or {}
         timeout = _integer(client, "timeoutSeconds", f"{config_at}.clientIP", 1, MAX_AFFINITY_TIMEOUT) or timeout
+        if "timeoutSeconds" in client:  # the select hash keeps a client on its backend, for good
+            warnings.append(f"{config_at}.clientIP.timeoutSeconds: not kept: a client keeps its backend "
+                            "while the backends stay the same, however long it is idle")
     return ServiceSpec(name, network, selector, ports, service_type, cluster_ip, load_balancer_ip,
                        affinity == "ClientIP", timeout)
 

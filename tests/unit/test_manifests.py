@@ -195,6 +195,8 @@ def test_a_service_with_two_named_ports_and_client_ip_affinity():
                               {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": "dns"}]}}
     manifest = parse_one(doc, network="blue")
     assert (manifest.kind, manifest.name, manifest.network) == ("Service", "my-service", "blue")
+    assert manifest.warnings == ("spec.sessionAffinityConfig.clientIP.timeoutSeconds: not kept: a client "
+                                 "keeps its backend while the backends stay the same, however long it is idle",)
     assert manifest.obj == ServiceSpec(
         name="my-service", network="blue", selector=(("app.kubernetes.io/name", "MyApp"),),
         ports=(ServicePort("http", "TCP", 80, 9376), ServicePort("dns", "UDP", 53, "dns")),
