@@ -174,23 +174,14 @@ def test_no_connection_opened_while_a_backend_leaves_survives_the_flush(lab, udp
     assert lb_entries_to(lab, "h1", ip(lab, other))  # the stream went on, to the other backend
 
 
-DENY_WEB = """
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-web}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  policyTypes: [Ingress]
-"""
-WEB_FROM = """
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: APP}}}]
-"""
+def web_policy(name, allow_from=None):
+    """A policy selecting app=web for ingress: denying all, or allowing from app=`allow_from`."""
+    rules = f"  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: {allow_from}}}}}}}]}}]\n" if allow_from else ""
+    return (f"apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  policyTypes: [Ingress]\n{rules}")
+
+
+DENY_WEB = web_policy("deny-web")
 
 
 class Held:
@@ -229,11 +220,11 @@ def policies(lab):
 
 
 def test_an_established_connection_survives_a_policy_change_that_denies_new_ones(lab, policies):
-    apply(lab, DENY_WEB + "---" + WEB_FROM.replace("APP", "client"))
+    apply(lab, DENY_WEB + "---\n" + web_policy("web-from", "client"))
     held = Held(lab, "c", ip(lab, "b1"))
     try:
         assert held.answer() == "b1"
-        apply(lab, WEB_FROM.replace("APP", "nobody"))  # returns once the switches have it
+        apply(lab, web_policy("web-from", "nobody"))  # returns once the switches have it
         assert tcp_new(lab, "c", ip(lab, "b1")) is None  # a new connection is denied
         assert held.answer() == "b1"  # the established one goes on
         assert held.answer() == "b1"
@@ -248,7 +239,7 @@ def test_a_ports_first_selection_judges_its_connections_at_their_next_packet(lab
     held = Held(lab, "c", ip(lab, "b1"))
     try:
         assert held.answer() == "b1"
-        apply(lab, DENY_WEB + ("---" + WEB_FROM.replace("APP", "client") if allowed else ""))
+        apply(lab, DENY_WEB + ("---\n" + web_policy("web-from", "client") if allowed else ""))
         assert held.answer() == ("b1" if allowed else "TIMEOUT")
         assert tcp_new(lab, "c", ip(lab, "b1")) == ("b1" if allowed else None)
     finally:
