@@ -67,10 +67,10 @@ class NorthboundApi:
             ("POST", ("apply",), self.apply, ("wait_up",)),
             ("GET", ("policies",), self.list_policies, ("network",)),
             ("GET", ("policies", None, None), self.show_policy, ()),
-            ("DELETE", ("policies", None, None), self.delete_policy, ()),
+            ("DELETE", ("policies", None, None), self.delete_policy, ("wait_up",)),
             ("GET", ("services",), self.list_services, ("network",)),
             ("GET", ("services", None, None), self.show_service, ()),
-            ("DELETE", ("services", None, None), self.delete_service, ()),
+            ("DELETE", ("services", None, None), self.delete_service, ("wait_up",)),
         ]
 
     def handle(self, method, path, raw_body=b"", query=""):
@@ -716,10 +716,15 @@ class NorthboundApi:
             raise ApiError(404, f"no {table.lower()} named {v.shown(name)} in network {v.shown(network)}")
         return found
 
-    def _delete_object(self, table, network, name):
+    def _delete_object(self, table, network, name, params):
+        """`?wait_up=SECONDS` answers once the flows are gone from every host, as apply's does."""
+        wait = v.seconds(params["wait_up"], "wait_up", v.MAX_WAIT) if "wait_up" in params else None
         self._object(table, network, name)
         self._write(self.core.nb.apply, lambda taken: [], [(table, network, name)])
-        return 200, {"deleted": f"{network}/{name}"}
+        answer = {"deleted": f"{network}/{name}"}
+        if wait is not None:
+            answer["lagging"] = self.core.wait_enforced(wait)
+        return 200, answer
 
     def _in_network(self, objects, params):
         """`objects` ({"network/name": obj}) sorted, only `?network=`'s if given."""
@@ -750,7 +755,7 @@ class NorthboundApi:
         return 200, self._policy_json(self._object("Policy", network, name), detail=True)
 
     def delete_policy(self, network, name, body, params):
-        return self._delete_object("Policy", network, name)
+        return self._delete_object("Policy", network, name, params)
 
     def _service_json(self, service, detail=False):
         parsed = service_state(service)
@@ -783,7 +788,7 @@ class NorthboundApi:
         return 200, self._service_json(self._object("Service", network, name), detail=True)
 
     def delete_service(self, network, name, body, params):
-        return self._delete_object("Service", network, name)
+        return self._delete_object("Service", network, name, params)
 
     # --- trace --------------------------------------------------------------------------------------
     def trace(self, body, params):

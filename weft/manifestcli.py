@@ -39,6 +39,9 @@ def add_manifest_commands(sub, print_table):
             q.add_argument("-n", "--network")
             if action == "show":
                 q.add_argument("--json", action="store_true")
+            else:
+                q.add_argument("--timeout", type=_wait_seconds, default=10.0,
+                               help="seconds to wait for its flows to be gone from every host (0: do not wait)")
             q.set_defaults(func=func, kind=kind)
 
 
@@ -104,9 +107,14 @@ def apply_cmd(args, api):
             print(f"{RESOURCES[obj['kind']]}/{obj['name']} {obj['action']}" + (" (plan)" if args.plan else ""))
         if args.plan:
             print_plan(answer)
-    if waits and answer["lagging"]:
-        raise ApiError(None, f"applied, but not yet in force on {', '.join(answer['lagging'])} after "
-                             f"{args.timeout:g} s: their switches have not acknowledged the flows (weft status)")
+    if waits:
+        _check_in_force("applied", answer["lagging"], args.timeout)
+
+
+def _check_in_force(done, lagging, timeout):
+    if lagging:
+        raise ApiError(None, f"{done}, but not yet in force on {', '.join(lagging)} after {timeout:g} s: "
+                             "their switches have not acknowledged the flows (weft status)")
 
 
 def _in_file(err, files):
@@ -232,7 +240,11 @@ def _show_cmd(args, api):
 
 
 def _delete_cmd(args, api):
+    """Deletes the object and, as apply does, waits until its flows are gone from every host."""
     network, name = _qualified(args)
-    api.delete(api_path(_collection(args.kind), network, name))
+    answer = api.delete(api_path(_collection(args.kind), network, name)
+                        + (f"?wait_up={args.timeout:g}" if args.timeout else ""))
     kind = "NetworkPolicy" if args.kind == "policy" else "Service"
     print(f"{RESOURCES[kind]} \"{name}\" deleted (network {network})")
+    if args.timeout:
+        _check_in_force("deleted", answer["lagging"], args.timeout)

@@ -244,3 +244,19 @@ def test_a_ports_first_selection_judges_its_connections_at_their_next_packet(lab
         assert tcp_new(lab, "c", ip(lab, "b1")) == ("b1" if allowed else None)
     finally:
         held.close()
+
+
+def flows(lab, host):
+    dump = lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "--no-stats").stdout
+    groups = lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-groups", "br-int").stdout
+    return sorted(dump.splitlines()[1:] + groups.splitlines()[1:])
+
+
+@pytest.mark.parametrize("kind, manifest, name", [("policy", DENY_WEB, "deny-web"),
+                                                  ("service", UDP_SERVICE, "dns-ish")])
+def test_a_delete_returns_once_the_flows_are_gone_from_every_switch(lab, kind, manifest, name):
+    before = {host: flows(lab, host) for host in ("h1", "h2")}
+    apply(lab, manifest)
+    assert all(flows(lab, host) != before[host] for host in ("h1", "h2"))
+    lab.weft(kind, "delete", f"blue/{name}")
+    assert {host: flows(lab, host) for host in ("h1", "h2")} == before

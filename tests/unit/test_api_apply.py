@@ -99,6 +99,18 @@ def test_apply_may_wait_until_it_is_in_force(blue, core):
     assert "blue/allow-web" in core.compiler.topo.policies  # in the pipeline when the answer comes
 
 
+def test_a_delete_may_wait_until_it_is_out_of_force_as_apply_does(blue, core):
+    call(blue, "POST", "/v1/apply", {"documents": [policy(), service()]}, query="wait_up=10")
+    for kind in ("policies", "services"):
+        name = "allow-web" if kind == "policies" else "web"
+        status, answer = call(blue, "DELETE", f"/v1/{kind}/blue/{name}", query="wait_up=10")
+        assert status == 200 and answer == {"deleted": f"blue/{name}", "lagging": []}
+    assert not core.compiler.topo.policies and not core.compiler.topo.services  # compiled without them
+    apply(blue, policy())
+    assert call(blue, "DELETE", "/v1/policies/blue/allow-web", query="wait_up=x")[0] == 400
+    assert "blue/allow-web" in core.nb_state().policies  # a bad wait deletes nothing
+
+
 def test_a_bad_document_anywhere_stores_nothing_and_is_named(blue, core):
     apply(blue, policy("first"))
     before = stored(core)
