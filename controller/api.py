@@ -347,20 +347,22 @@ class NorthboundApi:
     def delete_port(self, name, body, params):
         """A port whose interface is still plugged into a br-int is not deleted unless forced: a
         later port of the same name would take over that leftover interface. Forced, it is unplugged
-        first (through the host's OVSDB); the container keeps its end of the veth."""
+        (through the host's OVSDB) once the delete has committed, so a refused delete changes
+        nothing; the container keeps its end of the veth. Its floating IPs go with it, in the same
+        NB transaction."""
         self._get("ports", name)
         plugged = self.core.plugged_hosts(name)
         if plugged and not _flag(params, "force"):
             raise ApiError(409, f"port {name!r} is still plugged into br-int on {', '.join(plugged)}; detach it "
                                 f"there (weft detach {name}), or delete it with force to unplug it")
+        blocked = self.core.unplug_blocked(name)
+        if blocked:
+            raise ApiError(409, blocked)
+        self._write(self.core.nb.delete_port, name)
         try:
             self.core.unplug(name)
-        except RuntimeError as err:
-            raise ApiError(409, str(err)) from None
-        for ip, port in list(self.core.nb_state().floating_ips.items()):
-            if port == name:  # a floating IP belongs to its port: it goes with it
-                self._write(self.core.nb.delete, "Floating_IP", ip)
-        self._write(self.core.nb.delete, "Port", name)
+        except RuntimeError as err:  # the host went away just now: the delete stands, and says so
+            return 200, {"deleted": name, "warning": f"{err}; its interface is left plugged there"}
         return 200, {"deleted": name}
 
     # --- routers ------------------------------------------------------------------------------------

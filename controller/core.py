@@ -504,13 +504,22 @@ class WeftCore:
         """The hosts whose OVSDB shows the port plugged into br-int."""
         return self.topology.plugged_on(port)
 
-    def unplug(self, port):
-        """Unplugs the port's interface wherever it is plugged (RuntimeError if a host is unreachable)."""
+    def unplug_blocked(self, port):
+        """Why the port's interface cannot be unplugged now wherever it is plugged, or None."""
         for host in self.plugged_hosts(port):
             agent = self.agents.get(host)
-            if agent is None:
-                raise RuntimeError(f"cannot unplug {port!r} on host {host!r}: Weft has no connection to it")
-            agent.unplug(port)
+            problem = "Weft has no connection to it" if agent is None else agent.cannot_unplug()
+            if problem:
+                return f"cannot unplug {port!r} on host {host!r}: {problem}"
+        return None
+
+    def unplug(self, port):
+        """Unplugs the port's interface wherever it is plugged (RuntimeError if a host is unreachable)."""
+        blocked = self.unplug_blocked(port)
+        if blocked:
+            raise RuntimeError(blocked)
+        for host in self.plugged_hosts(port):
+            self.agents[host].unplug(port)
 
     def nb_loaded(self):
         """Whether the NB replica holds the database (the API listens before the core has started)."""

@@ -106,10 +106,14 @@ class HostAgent:
             self.error = f"cannot plug uplink {self.uplink}: {err}"
             LOG.error("host %s: %s", self.host.name, self.error)
 
+    def cannot_unplug(self):
+        """Why an unplug would fail now, or None."""
+        return None if self.ovsdb_connected else f"its OVSDB ({self.host.ovsdb_remote}) is not connected"
+
     def unplug(self, iface_id):
-        if not self.ovsdb_connected:
-            raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: its OVSDB "
-                               f"({self.host.ovsdb_remote}) is not connected")
+        problem = self.cannot_unplug()
+        if problem:
+            raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: {problem}")
         try:
             vswitch.unplug_iface_id(self.conn, iface_id)
         except TransactionError as err:

@@ -626,6 +626,21 @@ class Nb:
             return row is not None
         return self.conn.transact(build)
 
+    def delete_port(self, name):
+        """Deletes the port and its floating IPs (which reference it) in one transaction: both or,
+        refused, neither. False if there was no such port."""
+        def build(txn, tables):
+            row = self._find(tables, "Port", name)
+            if row is None:
+                return False
+            for ip, port in list(self.replica.floating_ips.items()):
+                fip = self._find(tables, "Floating_IP", ip) if port == name else None
+                if fip is not None:
+                    fip.delete()
+            row.delete()
+            return True
+        return self.conn.transact(build)
+
     def apply(self, choose, remove=()):
         """Creates or replaces policies and services and deletes others in one transaction: all of
         them or, if anything fails, none. `choose(ServicesTaken)` runs inside the transaction (so no

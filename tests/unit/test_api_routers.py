@@ -108,6 +108,41 @@ def test_floating_ip_lifecycle_and_deleting_its_port(routed, core):
     assert core.nb_state().floating_ips == {}
 
 
+@pytest.mark.parametrize("refused", [1, 2])
+def test_a_port_delete_refused_at_any_nb_write_changes_nothing_its_floating_ip_and_plug_included(
+        routed, core, monkeypatch, refused):
+    """Forced, with a floating IP and its interface plugged on h1: the NB refuses the request's
+    `refused`-th transaction (its leader lost, say). Either the delete is whole (200: port and
+    floating IP gone, then unplugged) or refused with nothing changed (503: both still there, still
+    plugged); never a refused request that took the floating IP or the interface away."""
+    from ovsdb.idl import Unavailable
+    assert call(routed, "POST", "/v1/floating-ips", {"port": "web", "ip": "198.51.100.20"})[0] == 201
+    unplugged = []
+
+    class PluggedHere:  # h1's agent, with web's interface plugged there
+        def cannot_unplug(self):
+            return None
+
+        def unplug(self, port):
+            unplugged.append(port)
+    monkeypatch.setattr(core, "plugged_hosts", lambda port: ["h1"] if port == "web" and not unplugged else [])
+    monkeypatch.setitem(core.agents, "h1", PluggedHere())
+    transact, count = core.nb.conn.transact, iter(range(1, 100))
+
+    def refusing(build, *args, **kwargs):
+        if next(count) == refused:
+            raise Unavailable("the NB cluster has no leader: nothing was written")
+        return transact(build, *args, **kwargs)
+    monkeypatch.setattr(core.nb.conn, "transact", refusing)
+    status, body = call(routed, "DELETE", "/v1/ports/web", query="force=true")
+    state = core.nb_state()
+    if status == 200:
+        assert "web" not in state.ports and state.floating_ips == {} and unplugged == ["web"], body
+    else:
+        assert status == 503 and body.get("retry"), body
+        assert "web" in state.ports and state.floating_ips == {"198.51.100.20": "web"} and unplugged == []
+
+
 def test_static_routes_and_detach(routed, core):
     assert call(routed, "POST", "/v1/routers/r1/routes", {"cidr": "172.16.0.0/16", "via": "10.2.0.254"})[0] == 201
     status, err = call(routed, "DELETE", "/v1/routers/r1/ports/green")
