@@ -38,13 +38,46 @@ def _all_entries(compiled):
     return {e for host in compiled.values() for entries in host.values() for e in entries}
 
 
+def services_and_policies_topology():
+    """The policy conformance topology (3 hosts, a router) with policies of both directions (pod,
+    namespace and ipBlock peers, named ports, endPort ranges, TCP/UDP/SCTP) and services (a named
+    targetPort, ClientIP affinity, UDP and SCTP): conjunctions, ct commits, select groups, multipath."""
+    from flows.policy import IpBlock, Peer, PolicyPort, PolicyRule, Selector, ServicePort, ServiceState
+    from test_policy_conformance import policy, sel, topology
+    ingress = (PolicyRule(peers=(Peer(sel(app="client")), Peer(namespace_selector=sel(ns="dev"),
+                                                              pod_selector=sel(app="client"))),
+                          ports=(PolicyPort("TCP", "http"), PolicyPort("TCP", 8000, 8100),
+                                 PolicyPort("UDP", 53), PolicyPort("SCTP", 9999))),
+               PolicyRule(peers=(Peer(ip_block=IpBlock("10.2.0.0/16", ("10.2.0.3/32",))),)))
+    egress = (PolicyRule(peers=(Peer(namespace_selector=Selector()),), ports=(PolicyPort("UDP"),)),
+              PolicyRule(peers=(Peer(ip_block=IpBlock("0.0.0.0/0", ("10.5.0.0/24",))),)))
+    topo = topology(policy("web-in", sel(app="web"), ingress=ingress),
+                    policy("db-shut", sel(app="db"), ingress=(), egress=()),
+                    policy("cli-out", sel(app="client"), egress=egress))
+    return topo.replace(services=(
+        ServiceState("web", "prod", 7, (("app", "web"),), (ServicePort("http", "TCP", 80, "http"),
+                                                           ServicePort("dns", "UDP", 53, 5353)), "10.96.0.10"),
+        ServiceState("sticky", "prod", 8, (("app", "web"),), (ServicePort("", "SCTP", 90, 9090),),
+                     "10.96.0.11", session_affinity=True),
+        ServiceState("none", "prod", 9, (("app", "nothing"),), (ServicePort("", "TCP", 80, 80),),
+                     "10.96.0.12")))
+
+
 @pytest.mark.parametrize("topology", [small_topology, routed_topology,
-                                      lambda: scale_topology(3, 4, 2)])
+                                      lambda: scale_topology(3, 4, 2), services_and_policies_topology])
 def test_every_compiled_flow_survives_the_wire(topology):
     flows = _all_entries(compile_all(topology()))
     assert flows
     for flow in flows:
         assert wire(flow, "add") == flow, to_ofctl(flow)
+
+
+def test_the_services_and_policies_topology_compiles_to_what_it_claims():
+    entries = _all_entries(compile_all(services_and_policies_topology()))
+    actions = {a[0] for e in entries if isinstance(e, Flow) for a in e.actions}
+    assert {"conjunction", "ct", "group", "multipath", "controller", "meter"} <= actions
+    assert any(isinstance(e, Group) and e.buckets for e in entries)
+    assert any(isinstance(e, Flow) and ("ip_proto", 132) in e.match for e in entries)  # SCTP
 
 
 def test_every_action_kind_survives_the_wire_and_has_text():
@@ -88,7 +121,8 @@ def test_ovs_itself_decodes_every_message_we_encode(tmp_path):
     """OVS's own decoder (ovs-ofctl ofp-parse) on our bytes: it checks every length, which Ryu's
     parser does not (a group whose bucket ended with nat(dst=IP:PORT) was 4 bytes short, and every
     switch refused it with OFPBRC_BAD_LEN)."""
-    entries = list(_all_entries(compile_all(routed_topology())))
+    entries = list(_all_entries(compile_all(routed_topology())) | _all_entries(compile_all(
+        services_and_policies_topology())))
     for nat in (("snat", "192.0.2.1"), ("dnat", "10.0.0.5", 8080), ("nat",), ("dnat", "10.0.0.6")):
         entries.append(Group(len(entries), "select", (Bucket((("ct", True, 3, "L3_GATE", nat),)),)))
         entries.append(Flow(30, 100, (("eth_type", 0x0800), ("in_port", len(entries))),
