@@ -799,8 +799,8 @@ class NorthboundApi:
         port = self._get("ports", params["from"])
         dst = v.ipv4_address(params["to"], "to")
         proto = params.get("proto", "icmp")
-        if proto not in ("icmp", "tcp", "udp"):
-            raise v.bad("proto", f"{v.shown(proto)} is not one of: icmp, tcp, udp")
+        if proto not in ("icmp", "tcp", "udp", "sctp"):
+            raise v.bad("proto", f"{v.shown(proto)} is not one of: icmp, tcp, udp, sctp")
         dport = v.query_integer(params["dport"], "dport", 1, 65535) if params.get("dport") else None
         try:
             return 200, self.core.trace(port.name, dst, proto, dport)

@@ -301,7 +301,7 @@ def build_parser():
     p = sub.add_parser("trace", help="follow a packet through the compiled pipeline, offline")
     p.add_argument("--from", dest="src", required=True, metavar="PORT")
     p.add_argument("--to", dest="dst", required=True, metavar="IP")
-    p.add_argument("--proto", choices=["icmp", "tcp", "udp"], default="icmp")
+    p.add_argument("--proto", choices=["icmp", "tcp", "udp", "sctp"], default="icmp")
     p.add_argument("--dport", type=_number)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=trace_cmd)

@@ -111,6 +111,13 @@ def test_a_delete_may_wait_until_it_is_out_of_force_as_apply_does(blue, core):
     assert "blue/allow-web" in core.nb_state().policies  # a bad wait deletes nothing
 
 
+def test_trace_takes_sctp(blue):
+    status, answer = call(blue, "GET", "/v1/trace", query="from=cli&to=10.0.0.3&proto=sctp&dport=9")
+    assert status == 409 and "not plugged in" in answer["error"]  # past the checks: cli is not bound
+    status, answer = call(blue, "GET", "/v1/trace", query="from=cli&to=10.0.0.3&proto=gre")
+    assert status == 400 and "icmp, tcp, udp, sctp" in answer["error"]
+
+
 def test_a_bad_document_anywhere_stores_nothing_and_is_named(blue, core):
     apply(blue, policy("first"))
     before = stored(core)

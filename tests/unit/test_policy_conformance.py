@@ -26,7 +26,7 @@ from flows.model import (Binding, HostState, NetworkState, PortState, RouterPort
 from flows.policy import (IpBlock, Peer, PolicyPort, PolicyRule, PolicyState, Requirement,
                           Selector)
 from flows.trace import (DELIVERED, SOURCE_PORT, Conntrack, Tracer, first_hop_mac, format_trace,
-                         l4_fields, packet_from_port)
+                         l4_fields, packet_from_port, trace_to_ip)
 
 PORTS = [  # name, network, ip, host, labels, named ports
     ("web", "prod", "10.1.0.2", "h1", {"app": "web"}, (("http", "TCP", 8080),)),
@@ -265,6 +265,14 @@ def test_the_tracer_names_the_policy_and_rule():
                                  ipv4_dst=IP["db"], **l4_fields("tcp", dport=5432))
     text = format_trace(tracer.trace(host, pkt), topo)
     assert "dropped" in text and "no rule of prod/db allows" in text, text
+
+
+def test_weft_trace_of_sctp_names_the_policy_and_rule_that_allows_it():
+    rules = (PolicyRule(ports=(PolicyPort("TCP", 5432),)), PolicyRule(ports=(PolicyPort("SCTP", 5432),)))
+    topo = topology(policy("db", sel(app="db"), ingress=rules))
+    text = format_trace(trace_to_ip(topo, "web", IP["db"], proto="sctp", dport=5432), topo)
+    assert "allowed by policy prod/db ingress rule 1" in text, text
+    assert trace_to_ip(topo, "web", IP["db"], proto="sctp", dport=5433).verdict.kind != DELIVERED
 
 
 def test_flows_grow_with_the_sum_not_the_product():
