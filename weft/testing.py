@@ -129,6 +129,29 @@ class Lab:
             time.sleep(0.05)
         return leader
 
+    def wait_nb_member_caught_up(self, member, timeout=20):
+        """Waits until NB member (started again) is back in the cluster: it follows the leader, and its
+        log reaches as far as the leader's did a moment before."""
+        def status(m):
+            text = weftlab.nb_cluster_status(self.name, m)
+            return (re.search(r"^Server ID: (\w+)", text, re.M).group(1),
+                    re.search(r"^Leader: (\w+)", text, re.M).group(1),
+                    int(re.search(r"^Log: \[\d+, (\d+)\]", text, re.M).group(1)))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                leader = weftlab.nb_leader(self.name)
+                if leader is not None and leader != member:
+                    leader_id, _, leader_log = status(leader)
+                    _, follows, log = status(member)
+                    if follows == leader_id and log >= leader_log:
+                        return
+            except (weftlab.LabError, AttributeError):  # starting, or mid-election: ask again
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"NB member {member} did not catch up with the cluster within {timeout} s")
+            time.sleep(0.1)
+
     def role(self, controller):
         """The role controller c1 or c2 reports in GET /v1/status (None if it does not answer)."""
         try:
