@@ -3,7 +3,8 @@
 It sends ICMP echo requests to DST on an absolute schedule (the i-th at start + i/rate, so a slow
 moment never lowers the rate), from one process and one raw socket (no fork per probe: pitfall 2 of
 the measuring notes), and records which were answered. It prints "READY" once the first reply is in
-(so a caller can start its fault knowing the path works), and when it is told to stop (SIGTERM,
+(so a caller can start its fault knowing the path works), and counts from the request that reply
+answered; when it is told to stop (SIGTERM,
 SIGINT, or stdin closed) it waits one second for late replies and prints one line of JSON:
 
   {"sent": N, "received": N, "lost": N, "longest_gap_ms": F,
@@ -41,12 +42,15 @@ def echo_request(ident, seq, payload=b"weft-echo-counter"):
     return struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
 
 
-def summary(sent_at, answered, interval):
-    """The report over sends at `sent_at` (index -> time) of which `answered` (set of indexes) were,
-    counted from the first answered one: what went before it (the path not yet up, an ARP still
-    resolving) is not an outage of the path the caller is measuring."""
-    first = min(answered, default=0)
+def summary(sent_at, answered, interval, first=None):
+    """The report over sends at `sent_at` (index -> time) of which `answered` (set of indexes, each
+    answered within LATE) were, counted from request `first`: the one whose reply made the counter
+    print READY (on time or not), so the count starts where the caller was told the path works;
+    what went before (the path not yet up, an ARP still resolving) is not an outage of it. None (no
+    reply at all): every request counts."""
+    first = first or 0
     sent_at = {i: sent_at[i] for i in range(first, len(sent_at))}
+    answered = {i for i in answered if i >= first}
     lost = [i for i in sent_at if i not in answered]
     outages = []
     for i in lost:
@@ -73,7 +77,7 @@ def run(dst, rate, out=sys.stdout):
     watch_stdin = not os.isatty(stdin)
     sent_at, answered, index_of_seq = [], set(), {}
     start = time.monotonic()
-    ready, stop_at = False, None
+    ready_at, stop_at = None, None  # the request whose reply was the first: READY
     while True:
         now = time.monotonic()
         if stop and stop_at is None:
@@ -111,10 +115,10 @@ def run(dst, rate, out=sys.stdout):
                 if kind == 0 and reply_ident == ident and index is not None:
                     if time.monotonic() - sent_at[index] <= LATE:
                         answered.add(index)
-                    if not ready:
-                        ready = True
+                    if ready_at is None:
+                        ready_at = index
                         print("READY", file=out, flush=True)
-    print(json.dumps(summary(sent_at, answered, interval)), file=out, flush=True)
+    print(json.dumps(summary(sent_at, answered, interval, ready_at)), file=out, flush=True)
 
 
 def main(argv=None):

@@ -17,6 +17,21 @@ def test_losses_are_grouped_into_outages_and_the_longest_gap_is_between_answers(
     assert report["longest_gap_ms"] == 200.0  # from the answer to #9 to the one to #30, less one interval
 
 
+def test_the_count_starts_at_the_request_whose_reply_said_ready_late_or_not():
+    sent = [i * 0.01 for i in range(100)]
+    # Requests 0-4 unanswered (an ARP resolving); READY came with the reply to #5.
+    assert summary(sent, set(range(5, 100)), 0.01, first=5)["lost"] == 0
+    # That reply came late (after LATE), so #5 is lost; but it said READY, and the count starts there.
+    report = summary(sent, set(range(6, 100)), 0.01, first=5)
+    assert (report["sent"], report["received"], report["lost"]) == (95, 94, 1)
+    assert report["outages"] == [[0.05, 0.05, 1]]
+    # An answer to a request before READY's, arriving after it, counts neither way.
+    report = summary(sent, {3} | set(range(5, 100)), 0.01, first=5)
+    assert (report["sent"], report["received"], report["lost"]) == (95, 95, 0)
+    # No reply at all: every request is lost.
+    assert summary(sent, set(), 0.01)["lost"] == 100
+
+
 def test_the_request_carries_a_valid_checksum():
     packet = echo_request(0x1234, 7)
     assert packet[:2] == b"\x08\x00" and checksum(packet) == 0
