@@ -71,8 +71,9 @@ def test_a_scrape_shows_the_lab_and_rises_as_a_port_is_attached(lab, network):
         name, status = host["name"], host["status"]
         for flag in ("ovsdb_connected", "openflow_connected", "ready", "flows_in_sync"):
             assert before[("weft_host_" + flag, frozenset({("host", name)}))] == float(bool(status.get(flag))), flag
-        if "state" in status:  # the host-faults part's state, where it exists
-            assert before[("weft_host_state", frozenset({("host", name), ("state", status["state"])}))] == 1
+        for state in ("connecting", "up", "down"):  # 1 for the state the API reports, 0 for the others
+            assert before[("weft_host_state", frozenset({("host", name), ("state", state)}))] == \
+                (state == status["state"]), state
     assert total(before, "weft_nb_connected") == 1
     assert total(before, "weft_controller_role", role="active") == 1
     assert total(before, "weft_ports") == len(lab.api.get("/v1/ports"))
