@@ -147,8 +147,8 @@ class WeftCore:
             status["flow_batches"] = sync.batches
             status["flows_in_sync"] = sync.in_sync
             status["flow_drift_repairs"] = self.counters.get("drift_repairs", host=name)  # since the start
-            if sync.last_check is not None:  # when its flows were last found equal to what they should be
-                status["flows_checked_s_ago"] = round(time.monotonic() - sync.last_check, 1)
+            if sync.last_full_check is not None:  # when its flows were last compared in full (see flowsync)
+                status["flows_checked_s_ago"] = round(time.monotonic() - sync.last_full_check, 1)
         if agent and agent.error:
             status["error"] = agent.error
         return status

@@ -13,7 +13,12 @@ Between batches an audit checks that the switch still holds what it acknowledged
 flow, group and meter when a count differs, after each batch's count check fails, or when
 `full_audit_interval` has passed (a flow modified in place keeps the counts). What differs, say a flow
 deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
-active controller only. `in_sync` is true only once such a check found the switch equal.
+active controller only. `in_sync` means: everything on the switch was compared with what it should
+hold at the last full read (`last_full_check`: at the connection, then every full audit; what
+differed was put back), every batch since was acknowledged, and the per-table counts were found
+unchanged at a recent audit. A change that keeps the counts (ovs-ofctl mod-flows, or add-flow over an
+existing flow) is only seen by the next full audit: until then in_sync stays true, and
+`last_full_check` says how old the full comparison it rests on is.
 """
 import logging
 import time
@@ -47,7 +52,8 @@ class HostFlowSync:
         self.installed = None             # flows.diff.Owned the switch acknowledged; None: read it first
         self.batches = 0
         self.flow_mods = 0
-        self.last_check = None            # time.monotonic() when the switch was last found equal
+        self.last_check = None            # time.monotonic() when a check (counts or full) last found it equal
+        self.last_full_check = None       # time.monotonic() when everything on it was last read and compared
         self._verified = False            # the switch was found holding `installed` since it last changed
         self._next_audit = self._next_full = 0.0
         self._drift = None                # the difference last logged, not logged again until it changes
@@ -161,9 +167,11 @@ class HostFlowSync:
         self.counters.inc("flow_batches", host=self.host)
 
     def _read(self):
-        """Everything on the switch."""
+        """Everything on the switch (to be compared in full with what it should hold)."""
         self._next_full = time.monotonic() + self.full_audit_interval
-        return self.switch.dump()
+        entries = self.switch.dump()
+        self.last_full_check = time.monotonic()
+        return entries
 
     def _audit(self, counts_only=False):
         """Checks that the switch holds what it acknowledged: its flow count per table first, then, if

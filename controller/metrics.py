@@ -103,11 +103,12 @@ class CoreCollector:
             ("ovsdb_connected", "Whether the controller is connected to the host's OVSDB (1) or not (0)."),
             ("openflow_connected", "Whether the host's switch (br-int) is connected over OpenFlow."),
             ("ready", "Whether the host's br-int is configured as Weft needs it."),
-            ("flows_in_sync", "Whether the host's switch was checked to hold the flows compiled for it."))}
+            ("flows_in_sync", "Whether the host's switch held the flows compiled for it at the last full "
+                              "comparison, every batch since acknowledged, its flow counts unchanged since."))}
         ages = {key: GaugeMetricFamily(f"weft_host_{name}_seconds", doc, labels=["host"]) for key, name, doc in (
             ("last_answer_s", "last_answer", "Seconds since the host's switch last answered a probe."),
-            ("flows_checked_s_ago", "flows_checked", "Seconds since the host's flows were last found equal to "
-                                                     "the desired set."))}
+            ("flows_checked_s_ago", "flows_checked", "Seconds since the host's flows were last read in full and "
+                                                     "compared with the desired set (differences put back)."))}
         states = GaugeMetricFamily("weft_host_state", "The host's state: 1 for the one it is in (connecting, "
                                    "up, down), 0 for the others.", labels=["host", "state"])
         for host in hosts:

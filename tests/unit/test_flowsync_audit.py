@@ -89,10 +89,12 @@ def test_a_quiet_switch_is_audited_by_its_flow_counts_alone():
     switch = FakeSwitch()
     sync, counters = _start(switch, full_audit_interval=3600)
     try:
-        dumps = switch.requests["dump"]
+        dumps, full_check = switch.requests["dump"], sync.last_full_check
         _until(lambda: counters.get("audits", host="h1") >= 5, "five audits")
         assert switch.requests["dump"] == dumps and switch.requests["table_counts"] >= 5
         assert sync.in_sync and counters.get("drift_repairs", host="h1") == 0
+        # In sync as of the connection's full read: the count audits do not make it any younger.
+        assert sync.last_full_check == full_check and sync.last_check > full_check
     finally:
         sync.stop()
 
@@ -149,8 +151,10 @@ def test_a_flow_modified_in_place_is_found_by_the_full_audit():
     try:
         changed = Flow(0, 100, (("in_port", 1),), (), FLOWS[0].cookie)  # same key, counts unchanged
         switch.flows[changed.key] = changed
+        made = time.monotonic()
         _until(lambda: switch.flows[changed.key] == FLOWS[0], "the repair")
         assert counters.get("drift_repairs", host="h1") == 1
+        assert sync.last_full_check >= made  # the full read that found it
     finally:
         sync.stop()
 
