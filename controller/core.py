@@ -24,6 +24,8 @@ from ovsdb.server import EmbeddedNbServer
 LOG = logging.getLogger("weft.core")
 SWITCH_PROBE_TIMEOUT = 2.0  # seconds a connected switch has to answer when another claims its place
 SWITCH_ADMIT_WAIT = 3.0     # seconds a new switch may wait for its host's OVSDB to report its id
+SWITCH_REPORT_WAIT = 7.0    # seconds it may wait for vswitchd to report its connections (every 5 s)
+SWITCH_CLOCK_SLACK = 2.0    # seconds: vswitchd reports whole seconds, and we see them late
 ACTIVE_LOCK = "weft_active"  # the NB lock whose holder is the active controller (ovn-northd's way)
 ROLE_TIMEOUT = 5.0          # seconds a switch has to answer an OpenFlow role request
 
@@ -40,6 +42,7 @@ class WeftCore:
         self.nb = None        # ovsdb.nb.Nb: the NB connection and its replica
         self.agents = {}      # host name -> HostAgent
         self.switches = {}    # host name -> its admitted switch (a handle from the app)
+        self._admitted_at = {}  # host name -> when its switch was admitted (time.monotonic())
         self.syncs = {}       # host name -> HostFlowSync (while its switch is connected)
         self.compiler = Compiler()
         self.topology = TopologyBuilder()
@@ -289,7 +292,8 @@ class WeftCore:
         """Whether an OpenFlow connection is a joined host's br-int: None to admit it, else why not.
         Its datapath id must be the one the host's own OVSDB reports (a random one, given at join);
         over TLS its certificate must name that host. A second connection for a host whose switch is
-        connected is refused while the live one answers a barrier: it never displaces or blinds it.
+        connected is refused while the live one answers a barrier: it never displaces or blinds it,
+        unless the host's OVSDB shows the live one is not its switch (see _live_is_not_the_switch).
         Runs on its own green thread: it may wait for the host's OVSDB to catch up, and probe."""
         host = self._host_of_datapath(dpid)
         if host is None:
@@ -299,20 +303,40 @@ class WeftCore:
             return f"its certificate names {certificate_name!r}, not host {host!r}"
         live = self.switches.get(host)
         if live is not None and live is not switch:
+            arrived = time.monotonic()
             if live.probe(SWITCH_PROBE_TIMEOUT):
-                return f"host {host}'s switch is already connected (and answering)"
+                if not self._live_is_not_the_switch(host, arrived):
+                    return f"host {host}'s switch is already connected (and answering)"
+                why = "its own OVSDB says its switch connected after the live connection was admitted"
+            else:
+                why = f"its switch did not answer a barrier in {SWITCH_PROBE_TIMEOUT:.0f} s"
             if self.switches.get(host) is not live:  # another connection took the place meanwhile
                 return f"another connection for host {host} was admitted meanwhile"
-            LOG.warning("host %s: its switch did not answer a barrier in %.0f s; the new connection from %s "
-                        "takes its place", host, SWITCH_PROBE_TIMEOUT, peer)
+            LOG.warning("host %s: %s; the new connection from %s takes its place", host, why, peer)
             live.close()
         self.switches[host] = switch
+        self._admitted_at[host] = time.monotonic()
         LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
         self._answered(host)
         self.hub.spawn(self._probe, host, switch)
         self._role_wake.set()  # its role first (master or slave), and only then its flows
         self._wake.set()
         return None
+
+    def _live_is_not_the_switch(self, host, arrived):
+        """Whether the host's live connection, which answers, is not its switch (an impostor with its
+        datapath id that connected while the switch was away): vswitchd, in a report of its
+        connections made after the new one arrived, says it has been connected only since later than
+        that live one was admitted. A live one that is the switch has been its connection since
+        before. Waits for that report (refuses the new one if none comes)."""
+        agent, admitted = self.agents.get(host), self._admitted_at.get(host)
+        deadline = arrived + SWITCH_REPORT_WAIT
+        while agent is not None and admitted is not None and time.monotonic() < deadline:
+            since = agent.switch_connected_since(arrived)
+            if since != "unknown":
+                return since is not None and since > admitted + SWITCH_CLOCK_SLACK
+            self.hub.sleep(0.2)
+        return False
 
     def _host_of_datapath(self, dpid, timeout=SWITCH_ADMIT_WAIT):
         """The host whose OVSDB reports this datapath id for br-int. A host that just joined connects

@@ -135,6 +135,18 @@ class HostAgent:
         reported = vswitch.reported_datapath_id(self.conn)
         return reported if reported == int(self.host.datapath_id, 16) else None
 
+    def switch_connected_since(self, reported_after):
+        """Since when br-int's switch has been connected to its controllers (the oldest of its
+        connections, None: none is), as vswitchd reported it in an update seen after
+        `reported_after` (time.monotonic()); "unknown" until every controller row has had one."""
+        if not self.ovsdb_connected:
+            return "unknown"
+        with self.conn.lock:
+            reports = list(self.replica.connections.values())
+        if not reports or any(seen <= reported_after for seen, _ in reports):
+            return "unknown"
+        return min((since for _, since in reports if since is not None), default=None)
+
     @property
     def uplink_plugged(self):
         return bool(self.uplink and self.ovsdb_connected

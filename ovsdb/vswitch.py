@@ -5,7 +5,9 @@ flow-based Geneve port and br-int's controller record. Everything else on the ho
 """
 import collections
 import hashlib
+import math
 import secrets
+import time
 
 from flows.pipeline import DNS_BURST, DNS_RATE, REJECT_BURST, REJECT_RATE, TUNNEL_OFPORT, UPLINK_OFPORT
 
@@ -16,7 +18,7 @@ TABLES = {
                "other_config", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
-    "Controller": ["target", "is_connected", "external_ids", "controller_rate_limit",
+    "Controller": ["target", "is_connected", "status", "external_ids", "controller_rate_limit",
                    "controller_burst_limit", "max_backoff"],  # the last three: CONTROLLER_SETTINGS
 }
 # Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; they are a
@@ -224,12 +226,15 @@ class HostReplica:
         self._by_iface_id = {}   # iface-id -> {interface uuid: its binding}
         self._bound_as = {}      # interface uuid -> the iface-id it is filed under there
         self.bindings, self.changed = {}, set()
+        # Controller uuid -> (when we saw vswitchd report it, since when it was connected or None),
+        # from updates only: what a load finds was written at a time we do not know (seen: -inf).
         self._counts = dict.fromkeys(TABLES, 0)
         for table in ("Interface", "Port", "Bridge"):
             for row in tables[table].rows.values() if table in tables else ():
                 self.row_changed("create", row)
         for table in ("Open_vSwitch", "Controller"):
             self._counts[table] = len(tables[table].rows) if table in tables else 0
+        self.connections = {uuid: (-math.inf, None) for uuid in (tables["Controller"].rows if tables else ())}
         self.changed |= previous
 
     def row_counts(self):
@@ -283,8 +288,13 @@ class HostReplica:
             moved = ports ^ self._br_int
             self._br_int = ports
             self._refresh({i for p in moved if p in self._ports for i in self._ports[p][1]})
-        elif table in ("Open_vSwitch", "Controller"):
-            pass  # read directly when needed (few rows)
+        elif table == "Controller":
+            self.connections.pop(row.uuid, None)
+            seconds = row.status.get("sec_since_connect") if not deleted and row.is_connected else None
+            if not deleted:  # vswitchd rewrites it with its stats, every 5 s by default
+                now = time.monotonic()
+                self.connections[row.uuid] = (now, now - int(seconds) if seconds and seconds.isdigit() else None)
+        # (Open_vSwitch: read directly when needed)
 
     def _on_br_int(self, iface):
         return self._port_of_iface.get(iface) in self._br_int

@@ -1,5 +1,7 @@
 """An OpenFlow side only real hosts can use (issue 8): impostors that claim a joined host's datapath id
 from the same machine get no flows and leave the real host in sync; OpenFlow over TLS forwards."""
+import os
+import signal
 import time
 
 import pytest
@@ -29,7 +31,7 @@ def impostor(lab, dpid):
 
 def host_in_sync(lab, host):
     status = lab.api.get(f"/v1/hosts/{host}")["status"]
-    return status["openflow_connected"] and status["flows_in_sync"]
+    return status["openflow_connected"] and status.get("flows_in_sync", False)
 
 
 def test_the_datapath_id_is_random_not_the_host_key(pair):
@@ -71,6 +73,32 @@ def test_after_impostors_the_real_host_resyncs_and_takes_new_ports(pair):
     assert status["flows_in_sync"] or pair.wait_flows_in_sync("h1") is None
     port = pair.attach("adm3", "h1", "adm")
     assert pair.ping("adm2", port["ip"]) and pair.ping("adm3", pair.api.get("/v1/ports/adm1")["ip"])
+
+
+def test_an_impostor_admitted_while_the_switch_was_away_gives_way_to_the_real_switch(pair):
+    """h1's vswitchd stops answering (SIGSTOP): a fake switch with h1's datapath id takes its place,
+    as the one-connection rule lets it (the live one missed its barrier). Once vswitchd is back, its
+    new connection is the one h1's own OVSDB reports, younger than the fake's: the real switch takes
+    h1 back, and h1 comes back in sync and forwards."""
+    dpid = datapath_id(pair, "h1")
+    vswitchd = next(e["pid"] for e in pair.info["pids"] if e["what"] == "h1 ovs-vswitchd")
+    os.kill(vswitchd, signal.SIGSTOP)
+    try:
+        fake = FakeSwitch(pair.info["ofp_port"], dpid)
+        assert logged(pair, "its switch did not answer a barrier", timeout=15)
+        assert not fake.closed.is_set()  # admitted: the real switch was away
+        time.sleep(3)  # so that vswitchd's next connection is clearly younger than the fake's
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+    assert fake.closed.wait(30), "the fake switch kept h1's place"
+    assert logged(pair, "its own OVSDB says its switch connected after the live connection was admitted")
+    deadline = time.monotonic() + 30
+    while not host_in_sync(pair, "h1"):
+        assert time.monotonic() < deadline, pair.api.get("/v1/hosts/h1")["status"]
+        time.sleep(0.2)
+    assert pair.ping("adm2", pair.api.get("/v1/ports/adm1")["ip"])
+    port = pair.attach("adm4", "h1", "adm")
+    assert pair.ping("adm2", port["ip"])
 
 
 @pytest.fixture(scope="module")

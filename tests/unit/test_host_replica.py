@@ -1,4 +1,6 @@
 """HostReplica: br-int's bindings kept row by row, as the IDL's notifications drive it."""
+import math
+import time
 import uuid
 
 from ovsdb.vswitch import INTEGRATION_BRIDGE, HostReplica
@@ -98,3 +100,24 @@ def test_a_reload_reports_what_went_while_disconnected():
     replica.take_changed()
     replica.reload({})  # reconnected to a database where the port is gone
     assert replica.bindings == {} and replica.take_changed() == {"a"}
+
+
+def test_controller_connections_are_dated_from_vswitchds_updates_only():
+    """vswitchd rewrites each Controller row's status with its stats: an update says since when it
+    has been connected (sec_since_connect, whole seconds). A loaded row was written at a time we do
+    not know: it dates nothing (seen at -inf), until its next update."""
+    loaded = Row("Controller", target="unix:/c.sock", is_connected=True, status={"sec_since_connect": "40"})
+    replica = HostReplica()
+    replica.reload({name: type("Table", (), {"rows": {loaded.uuid: loaded} if name == "Controller" else {}})()
+                    for name in ("Controller", "Interface", "Port", "Bridge", "Open_vSwitch")})
+    assert replica.connections == {loaded.uuid: (-math.inf, None)}
+    before = time.monotonic()
+    loaded.status = {"sec_since_connect": "3"}
+    replica.row_changed("update", loaded)
+    seen, since = replica.connections[loaded.uuid]
+    assert before <= seen <= time.monotonic() and since == seen - 3
+    loaded.is_connected, loaded.status = False, {"sec_since_disconnect": "1"}
+    replica.row_changed("update", loaded)
+    assert replica.connections[loaded.uuid][1] is None
+    replica.row_changed("delete", loaded)
+    assert replica.connections == {}
