@@ -58,8 +58,10 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory, fds
         self._counters = core.counters
         self.port_up_seconds = Histogram(
-            "weft_port_up_seconds", "From a port's first sight in the NB (its creation) to the barrier reply "
-            "that made it up on every host that needs it.", buckets=PORT_UP_BUCKETS, registry=self.registry)
+            "weft_port_up_seconds", "From the first reconcile pass that saw the port's NB row (once the write "
+            "creating it committed and reached this controller; not the attach's start, before that write) to "
+            "the barrier reply that made it up on every host that needs it.", buckets=PORT_UP_BUCKETS,
+            registry=self.registry)
         self._api_seconds = Histogram(
             "weft_api_request_seconds", "API requests, from their arrival to their answer, by method and status "
             "class (requests with wait_up include the wait).", ("method", "code"), buckets=API_BUCKETS,
