@@ -227,9 +227,13 @@ REJECT_METER = 2  # ... of connections to a service without backends, to be reje
 DNS_RATE, DNS_BURST = 200, 50
 REJECT_RATE, REJECT_BURST = 100, 20
 # Conntrack zones: a network's ACLs use its key, a router's NAT its key (one key space, so they
-# never meet); every service DNAT uses LB_ZONE, which is safe because a service's clients are on
-# the networks of one router, whose subnets never overlap, and VIPs are unique; hairpin SNAT to
-# the VIP has a zone of its own. Keys from LB_ZONE up are refused where they would be zones.
+# never meet); every service DNAT uses LB_ZONE: VIPs are unique, so original tuples never clash,
+# and when two clients with one address and port (unrouted networks may share a CIDR) reach
+# backends with one address and port, conntrack gives the later one another source port (measured
+# on OVS 3.1). A zone per network would not fit: the keys take the 16-bit zone space already. (A
+# direct connection beside a VIP one is a known limitation, README "Known limitations of
+# Services".) Hairpin SNAT to the VIP has a zone of its own. Keys from LB_ZONE up are refused
+# where they would be zones.
 LB_ZONE = 0xFFFE
 HAIRPIN_ZONE = 0xFFFF
 
