@@ -1,9 +1,11 @@
 """Conntrack across changes on a 2-host lab: a departed service backend's connections flushed once
-the switch has the new flows, and established connections across a policy change (issue 10).
+the switch has the new flows, established connections across a policy change, deletes that wait,
+and one load-balancer zone shared by networks with one CIDR (issue 10).
 
 blue (10.61.0.0/24): b1 on h1 and b2 on h2 (app=web), client c on h1 (app=client). Each backend
 runs a server (Python, in its namespace) answering its own name: to a UDP datagram on 5353, and
-to each line of a TCP connection on 8000.
+to each line of a TCP connection on 8000. n1 and n2 (both 10.62.0.0/24, no router) each hold a
+client (c1, c2: 10.62.0.10 on h1) and a backend (s1, s2: 10.62.0.20 on h2) running the same server.
 """
 import json
 import re
@@ -16,6 +18,8 @@ import pytest
 from weft import lab as weftlab
 
 NAMES = {"b1": ("h1", "app=web"), "b2": ("h2", "app=web"), "c": ("h1", "app=client")}
+# Two unrouted networks with one CIDR, a client and a backend in each with the same addresses.
+TWINS = {"n1": ("c1", "s1"), "n2": ("c2", "s2")}
 LB_ZONE = 65534
 
 SERVER = r"""
@@ -44,7 +48,8 @@ while True:
 # or CLOSED) printed, so a test sees whether the same connection still carries data.
 HELD = r"""
 import socket, sys
-conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3,
+                                source_address=("", int(sys.argv[3]) if len(sys.argv) > 3 else 0))
 print("CONNECTED", flush=True)
 for line in sys.stdin:
     try:
@@ -82,7 +87,13 @@ def lab(make_lab):
         if name != "c":
             servers.append(weftlab.spawn(lab.name, name, [sys.executable, lab.dir / "server.py", name],
                                          what=f"{name}: servers", stdout=subprocess.DEVNULL))
-    for name in ("b1", "b2"):
+    for net, (client, backend) in TWINS.items():
+        lab.weft("network", "create", net, "--cidr", "10.62.0.0/24")
+        lab.ports[client] = lab.attach(client, "h1", net, ip="10.62.0.10")
+        lab.ports[backend] = lab.attach(backend, "h2", net, ip="10.62.0.20", labels=(f"app={backend}",))
+        servers.append(weftlab.spawn(lab.name, backend, [sys.executable, lab.dir / "server.py", backend],
+                                     what=f"{backend}: servers", stdout=subprocess.DEVNULL))
+    for name in ("b1", "b2", "s1", "s2"):
         deadline = time.monotonic() + 10
         while ":8000 " not in lab.exec(name, "ss", "-Hltn").stdout:
             assert time.monotonic() < deadline, f"no server in {name}"
@@ -98,10 +109,10 @@ def ip(lab, name):
     return lab.ports[name]["ip"]
 
 
-def apply(lab, text):
+def apply(lab, text, network="blue"):
     path = lab.dir / f"m{time.monotonic_ns()}.yaml"
     path.write_text(text)
-    return lab.weft("apply", "-f", path, "-n", "blue")
+    return lab.weft("apply", "-f", path, "-n", network)
 
 
 def udp_from(lab, src, dst_ip, port, sport):
@@ -187,8 +198,8 @@ DENY_WEB = web_policy("deny-web")
 class Held:
     """A TCP connection from src to dst_ip:8000 held open by a process in src's namespace."""
 
-    def __init__(self, lab, src, dst_ip):
-        self.proc = weftlab.spawn(lab.name, src, [sys.executable, lab.dir / "held.py", dst_ip, 8000],
+    def __init__(self, lab, src, dst_ip, port=8000, sport=0):
+        self.proc = weftlab.spawn(lab.name, src, [sys.executable, lab.dir / "held.py", dst_ip, port, sport],
                                   what=f"{src}: held connection", stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, bufsize=1)
         assert self.proc.stdout.readline().strip() == "CONNECTED"
@@ -260,3 +271,24 @@ def test_a_delete_returns_once_the_flows_are_gone_from_every_switch(lab, kind, m
     assert all(flows(lab, host) != before[host] for host in ("h1", "h2"))
     lab.weft(kind, "delete", f"blue/{name}")
     assert {host: flows(lab, host) for host in ("h1", "h2")} == before
+
+
+def test_one_lb_zone_keeps_two_networks_vip_connections_from_one_address_and_port_apart(lab):
+    """c1 and c2 (same address, unrouted networks of one CIDR, one host) each reach their network's
+    Service from port 45000; the backends share an address and port too, so the two connections'
+    replies would be one tuple in the LB zone: conntrack gives the later one another source port."""
+    for net, (_, backend) in TWINS.items():
+        apply(lab, f"apiVersion: v1\nkind: Service\nmetadata: {{name: {backend}}}\nspec:\n"
+                   f"  selector: {{app: {backend}}}\n  ports: [{{port: 80, targetPort: 8000}}]\n", net)
+    vips = {net: lab.api.get(f"/v1/services/{net}/{backend}")["cluster_ip"] for net, (_, backend) in TWINS.items()}
+    try:
+        first = Held(lab, "c1", vips["n1"], port=80, sport=45000)
+        second = Held(lab, "c2", vips["n2"], port=80, sport=45000)
+        try:
+            assert [first.answer(), second.answer(), first.answer()] == ["s1", "s2", "s1"]
+        finally:
+            first.close()
+            second.close()
+    finally:
+        for net, (_, backend) in TWINS.items():
+            lab.weft("service", "delete", f"{net}/{backend}")
