@@ -7,8 +7,6 @@ runs a server (Python, in its namespace) answering its own name: to a UDP datagr
 to each line of a TCP connection on 8000. n1 and n2 (both 10.62.0.0/24, no router) each hold a
 client (c1, c2: 10.62.0.10 on h1) and a backend (s1, s2: 10.62.0.20 on h2) running the same server.
 """
-import json
-import re
 import subprocess
 import sys
 import time
