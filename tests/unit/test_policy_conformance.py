@@ -15,7 +15,6 @@ router). Ports, with labels:
     l1   lone 10.5.0.2 h1
 """
 import ipaddress
-import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
