@@ -372,9 +372,10 @@ def test_a_wait_asked_of_the_api_is_not_cut_short_by_the_api_timeout(where):
         result, took, shown = timed_weft(where.places, [
             "--api-timeout", "1", "router", "set-gateway", "r9", "--ip", "192.0.2.19/24", *GATEWAY[:-2],
             "--timeout", "3"])
-        assert result.returncode == 1 and result.stderr.splitlines() == [
-            "weft: error: router r9's gateway is set but does not forward after 3 s: the gateway host h1's switch is "
-            "not connected (see weft host show h1)"], shown
+        lines = result.stderr.splitlines()  # (h1 has no switch: "not connected", or "down" once it is due)
+        assert result.returncode == 1 and len(lines) == 1, shown
+        assert lines[0].startswith("weft: error: router r9's gateway is set but does not forward after 3 s: the "
+                                   "gateway host h1"), shown
         assert took >= 3, shown
     finally:
         where.controller.api.delete("/v1/routers/r9/gateway")
