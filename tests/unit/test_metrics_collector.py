@@ -52,6 +52,9 @@ class StubAgent:
     def check_now(self):  # what a takeover asks of every agent: nothing to check here
         pass
 
+    def cannot_unplug(self):  # its OVSDB is always there
+        return None
+
     def stop(self):
         pass
 
