@@ -61,6 +61,7 @@ API_KEEPALIVE_IDLE = 30      # seconds an idle keep-alive connection stays open
 MAX_CONNECTIONS_PER_PEER = 512
 SHUTDOWN_GRACE = 5.0         # seconds API requests in flight at SIGTERM have to finish and answer
 CT_FLUSH_REPEATS = 16       # NXT_CT_FLUSH messages per flush (see OpenFlowSwitch.flush_conntrack)
+OVS_INTERNAL_TABLE = 254    # OVS's own table (its recirculation and controller-action flows, cookie 0)
 
 
 def _config_from_conf():
@@ -312,6 +313,17 @@ class OpenFlowSwitch:
         audit asks before it reads every flow."""
         replies = self._request(self.parser.OFPTableStatsRequest(self.datapath, 0))
         return {stat.table_id: stat.active_count for reply in replies for stat in reply.body}
+
+    def cookieless_flows(self):
+        """How many flows have cookie 0, which Weft never sets (flows.pipeline: every cookie it makes
+        has a category): one small request, which finds an `ovs-ofctl add-flow` made without a cookie
+        even over one of Weft's flows (same match and priority: the counts stay equal). OVS's own
+        flows in its internal table (254), which have cookie 0 too, are not counted."""
+        ofp = self.ofp
+        replies = self._request(self.parser.OFPFlowStatsRequest(
+            self.datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0xFFFFFFFFFFFFFFFF,
+            self.parser.OFPMatch()))
+        return sum(stat.table_id != OVS_INTERNAL_TABLE for reply in replies for stat in reply.body)
 
     def apply(self, flow_diff, atomic=False):
         """Sends a FlowDiff in the order FlowDiff.ordered() gives (meters and groups before the flows

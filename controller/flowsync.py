@@ -9,15 +9,17 @@ batch count as installed (that is what "port up" means). What the switch acknowl
 only here.
 
 Between batches an audit checks that the switch still holds what it acknowledged: every
-`audit_interval` seconds it asks for each table's flow count (one small request), and it reads every
-flow, group and meter when a count differs, after each batch's count check fails, or when
-`full_audit_interval` has passed (a flow modified in place keeps the counts). What differs, say a flow
+`audit_interval` seconds it asks for each table's flow count and for the number of flows with cookie
+0 (which Weft never sets: `ovs-ofctl add-flow` without a cookie, even over one of Weft's flows), two
+small requests, and it reads every flow, group and meter when a count differs or a cookie-0 flow is
+there, after each batch's count check fails, or when `full_audit_interval` has passed (a flow
+modified in place keeps the counts and its cookie). What differs, say a flow
 deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
 active controller only. `in_sync` means: everything on the switch was compared with what it should
 hold at the last full read (`last_full_check`: at the connection, then every full audit; what
 differed was put back), every batch since was acknowledged, and the per-table counts were found
-unchanged at a recent audit. A change that keeps the counts (ovs-ofctl mod-flows, or add-flow over an
-existing flow) is only seen by the next full audit: until then in_sync stays true, and
+unchanged (and no cookie-0 flow) at a recent audit. A change that keeps the counts and the cookie
+(ovs-ofctl mod-flows) is only seen by the next full audit: until then in_sync stays true, and
 `last_full_check` says how old the full comparison it rests on is.
 """
 import logging
@@ -184,8 +186,10 @@ class HostFlowSync:
         if counts_only or now < self._next_full:
             counts = self.switch.table_counts()
             expected = want.table_counts()
-            # OVS's active_count is what a dump shows (its hidden in-band rules are in neither).
-            if all(counts.get(t, 0) == expected.get(t, 0) for t in counts.keys() | expected.keys()):
+            # OVS's active_count is what a dump shows (its hidden in-band rules are in neither). A flow
+            # with cookie 0 is never Weft's: an add-flow by hand, maybe over one of ours (counts equal).
+            if all(counts.get(t, 0) == expected.get(t, 0) for t in counts.keys() | expected.keys()) \
+                    and not self.switch.cookieless_flows():
                 return self._found_equal(now)
             LOG.debug("host %s: flow counts differ from what it acknowledged (%s): reading everything", self.host,
                      ", ".join(f"table {t}: {counts.get(t, 0)}, not {expected.get(t, 0)}"

@@ -84,6 +84,9 @@ class FakeSwitch:
         self.requests["table_counts"] += 1
         return dict(collections.Counter(key[0] for key in self.flows))
 
+    def cookieless_flows(self):
+        return sum(flow.cookie == 0 for flow in self.flows.values())
+
     def apply(self, flow_diff, atomic=False):
         steps = flow_diff.ordered()
         if not atomic:

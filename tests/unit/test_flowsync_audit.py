@@ -159,6 +159,21 @@ def test_a_flow_modified_in_place_is_found_by_the_full_audit():
         sync.stop()
 
 
+def test_a_flow_added_by_hand_over_one_of_weft_s_is_found_by_the_count_audit():
+    """`ovs-ofctl add-flow` with the match and priority of one of Weft's flows replaces it (counts
+    equal) with cookie 0, which Weft never sets: the next count audit reads everything."""
+    switch = FakeSwitch()
+    sync, counters = _start(switch, full_audit_interval=3600)
+    try:
+        dumps = switch.requests["dump"]
+        over = Flow(0, 100, (("in_port", 1),), (), 0)  # FLOWS[0]'s key, a drop, no cookie
+        switch.flows[over.key] = over
+        _until(lambda: switch.flows[over.key] == FLOWS[0], "the repair", timeout=2)
+        assert switch.requests["dump"] == dumps + 1 and counters.get("drift_repairs", host="h1") == 1
+    finally:
+        sync.stop()
+
+
 def test_a_group_changed_by_hand_is_put_back():
     switch = FakeSwitch()
     sync, counters = _start(switch, full_audit_interval=0.3)
