@@ -25,9 +25,6 @@ class UplinkAgent(StubAgent):
     def uplink_plugged(self):
         return self.uplink is not None
 
-    def cannot_unplug(self):
-        return None
-
     def unplug(self, iface_id):  # what a forced delete asks: the host's OVSDB then reports it gone
         self.core.port_plugged(self.name, iface_id, None)
 
