@@ -64,7 +64,8 @@ def _import_mininet():
         pass
     spec = importlib.machinery.PathFinder.find_spec("mininet", [DEBIAN_DIST_PACKAGES])
     if spec is None:
-        raise ImportError(f"Mininet is not installed (apt-get install mininet puts it in {DEBIAN_DIST_PACKAGES})")
+        raise ImportError(f"Mininet is not installed (apt-get install mininet puts it in {DEBIAN_DIST_PACKAGES})",
+                          name="mininet")
     module = importlib.util.module_from_spec(spec)
     sys.modules["mininet"] = module
     try:

@@ -234,8 +234,17 @@ def test_stdin_that_cannot_be_read():
 
 
 def test_console_script():
-    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
-    assert 'weft-cni = "weft.cni:main"' in text
+    """The `weft-cni` executable a runtime calls: the console script that ./scripts/setup.sh installs
+    into .venv, run as a runtime runs it (env and stdin). The tree's weft is put first on its path:
+    the venv's installed copy may be older than the tree (setup.sh reinstalls it)."""
+    repo = Path(__file__).resolve().parents[2]
+    script = repo / ".venv" / "bin" / "weft-cni"
+    assert script.is_file() and os.access(script, os.X_OK), \
+        f"{script} is not installed: ./scripts/setup.sh installs the weft-cni console script"
+    res = subprocess.run([str(script)], input=json.dumps({"cniVersion": "1.1.0"}).encode(), capture_output=True,
+                         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "CNI_COMMAND": "VERSION"})
+    assert res.returncode == 0 and not res.stderr, res.stderr
+    assert json.loads(res.stdout) == {"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
 
 
 def test_sync_conflists(tmp_path):
