@@ -24,6 +24,7 @@ plugin. Docker never tells an IPAM driver which network a pool is for, nor a net
 network's name; both are learnt later and must survive a plugin restart.
 """
 import errno
+import http.client
 import http.server
 import ipaddress
 import json
@@ -111,6 +112,27 @@ class Docker:
         query = urllib.parse.quote(json.dumps({"driver": [driver]}))
         return self.get(f"/networks?filters={query}") or []
 
+    def serving(self, on_up):
+        """Calls on_up() once dockerd answers, then blocks until dockerd stops: a stream of its daemon
+        events (rare ones), which dockerd ends when it stops."""
+        query = urllib.parse.quote(json.dumps({"type": ["daemon"]}))
+        conn = UnixHTTPConnection(self.path, 10.0)
+        try:
+            conn.request("GET", f"/events?filters={query}", headers={"Accept": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise PluginError(f"dockerd at {self.url} answered {resp.status} to GET /events")
+            conn.sock.settimeout(None)
+            on_up()
+            while resp.read(4096):
+                pass
+        except http.client.IncompleteRead:
+            pass  # dockerd stopped mid-stream: what is awaited
+        except (OSError, http.client.HTTPException) as err:
+            raise PluginError(f"cannot reach dockerd at {self.url}: {getattr(err, 'strerror', None) or err}") from None
+        finally:
+            conn.close()
+
 
 class State:
     """The pools and networks, in one JSON file written whole (write-then-rename) on each change."""
@@ -157,7 +179,9 @@ class Plugin:
         self.pool_free = threading.Condition(self.lock)
         self.endpoints = {}                     # endpoint id -> port name (this process's cache)
         self.addresses = {}                     # (pool id, ip) -> port name, or None once deleted
-        self.live = set()                       # ports this process made and has not removed
+        # Ports this process is making -> None, or when dockerd was first seen to show their endpoint:
+        # reconcile leaves them alone until a view of dockerd taken after that time says they are gone.
+        self.making = {}
         self._network_locks = {}
         self._reconcile_wanted = threading.Event()
 
@@ -534,12 +558,12 @@ class Plugin:
                 "named_ports": named_ports or {}}
         body.update({k: v for k, v in (("ip", ip), ("mac", mac)) if v})
         with self.lock:
-            self.live.add(name)  # before it exists: reconcile never takes it for a stale one
+            self.making[name] = None  # before it exists: reconcile never takes it for a stale one
         try:
             return self._post_port(network_id, record, name, ip, ids, body)
         except BaseException:
             with self.lock:
-                self.live.discard(name)
+                self.making.pop(name, None)
             raise
 
     def _post_port(self, network_id, record, name, ip, ids, body):
@@ -630,11 +654,20 @@ class Plugin:
                 log(f"port {name} is left in Weft ({err.message}); removed at the next reconcile")
                 self.reconcile_soon(delay=5.0)
         with self.lock:
-            self.live.discard(name)
+            self.making.pop(name, None)
 
     def _name_container(self, network_id, endpoint_id, name):
         """Records the container's name on its port once dockerd shows the endpoint joined (asking
-        while Join is pending would wait on the container's lock)."""
+        while Join is pending would wait on the container's lock). From then on dockerd's view decides
+        whether the port is stale, not its being in `making`."""
+        try:
+            self._wait_to_name_container(network_id, endpoint_id, name)
+        finally:
+            with self.lock:
+                if name in self.making:
+                    self.making[name] = time.monotonic()
+
+    def _wait_to_name_container(self, network_id, endpoint_id, name):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -660,7 +693,8 @@ class Plugin:
             self._reconcile_wanted.set()
 
     def reconcile_forever(self):
-        """Runs reconcile whenever asked (at start, at each Activate, after a failed removal)."""
+        """Runs reconcile whenever asked (at start, at each Activate, each time dockerd comes up, after a
+        failed removal)."""
         last = None
         while True:
             self._reconcile_wanted.wait()
@@ -678,12 +712,25 @@ class Plugin:
                 traceback.print_exc()
                 self.reconcile_soon(delay=30.0)
 
+    def watch_docker_forever(self):
+        """Reconciles each time dockerd (again) serves its API. A dockerd restarted need not activate
+        the plugin again, and it drops the endpoints of containers that died while it was down
+        without a call to the driver (it removes their sandboxes as stale when it loads its
+        containers, before it serves)."""
+        while True:
+            try:
+                self.docker.serving(on_up=self.reconcile_soon)
+            except PluginError:
+                pass  # not up (yet): the reconcile thread says so if it needs dockerd
+            time.sleep(1.0)
+
     def reconcile(self):
         """Removes the Weft ports of this dockerd that Docker no longer knows (an endpoint removed while
         the plugin was down, a dockerd that lost a container), with their veth and OVS port. Ports of
-        endpoints Docker knows are not touched; nor are ports this process is handling."""
+        endpoints Docker knows are not touched; nor are ports this process is making (`making`)."""
         from ovsdb import vswitch
         from weft import attach
+        asked = time.monotonic()  # dockerd's view below is of this time or later
         with self.lock:  # taken first: a network created while Docker is asked is not taken for gone
             recorded = set(self.state.networks)
         networks = {n["Id"]: self.docker.network(n["Id"]) for n in self.docker.networks_of(self.driver)}
@@ -698,7 +745,12 @@ class Plugin:
                 if pool.get("network") in gone:
                     del self.state.pools[pool_id]
             self.state.save()
-            live = set(self.live)  # after listing the ports: each one this process made is in it
+            # After listing the ports: each one this process is making is in `making`. One dockerd
+            # showed before it was asked is in its view, if still there.
+            for name, shown in list(self.making.items()):
+                if shown is not None and shown < asked:
+                    del self.making[name]
+            live = set(self.making)
         for port in ports:
             ids = port["external_ids"]
             if ids.get("owner") != "docker" or ids.get("docker.host") != self.state.host_id or port["name"] in live:
@@ -892,6 +944,7 @@ def main(args, api):
             # reconcile (remove ports) behind the live one's back.
             log(f"serving on {args.socket} (Weft API {api.base}, dockerd {args.docker})")
             threading.Thread(target=plugin.reconcile_forever, daemon=True).start()
+            threading.Thread(target=plugin.watch_docker_forever, daemon=True).start()
             plugin.reconcile_soon()
         serve(plugin, args.socket, ready=ready)
     except PluginError as err:

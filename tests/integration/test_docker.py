@@ -3,12 +3,17 @@ its own dockerd with the plugin beside it (weft.labruntimes). Checked the way a 
 packets and files delivered, `ip link`, `ovs-vsctl list-ports` and `ovs-ofctl dump-flows` on the
 hosts, and the Weft API. Every test removes the containers and networks it made.
 (tests/integration/test_docker_protocol.py speaks the protocol itself, for the error paths.)"""
+import ipaddress
+import os
 import re
 import secrets
+import signal
 import time
 
 import pytest
 
+from flows.compiler import network_gateway_mac
+from flows.pipeline import COOKIE_OBJECT_MASK, Category, make_cookie
 from weft import labruntimes
 from weft.attach import host_device
 from weft.dockerplugin import peer_device
@@ -136,11 +141,20 @@ def test_a_new_containers_first_ping_is_answered_even_on_a_reused_address(blue):
     assert len(macs) == 1  # the same MAC, run after run
 
 
-def test_names_resolve_on_the_same_host(blue):
+def test_names_resolve_on_the_same_host_and_port_names_through_weft_dns(runtimes_lab, blue):
     out = blue("h1", "run", "--rm", "--net", blue.net, "weft/busybox", "wget", "-qO-", f"http://{blue.web}/").stdout
     assert out == "hello from weft/busybox\n"
-    # Across hosts nothing resolves yet (Docker's DNS knows its own daemon's containers only).
-    assert blue("h2", "exec", blue.cli, "nslookup", blue.web, check=False).returncode != 0
+    # Across hosts, as the README says: Docker's DNS pointed at Weft's resolver (the gateway IP) resolves
+    # every host's port names; a container's name on another dockerd is known to neither: NXDOMAIN
+    # (not a timeout: the resolver answered).
+    gateway, port = runtimes_lab.api.get(f"/v1/networks/{blue.net}")["gateway"], blue.port("h1", blue.web, blue.net)
+    res = blue("h2", "run", "--rm", "--net", blue.net, "--dns", gateway, "--dns-search", f"{blue.net}.svc.weft",
+               "--dns-search", f"{blue.net}.weft", "weft/busybox", "sh", "-c",
+               f"wget -qO- http://{port['name']}/ && nslookup {port['name']}; nslookup {blue.web}", check=False)
+    assert res.stdout.startswith("hello from weft/busybox\n"), res.stdout + res.stderr
+    assert re.search(rf"Name:\s+{port['name']}\.{blue.net}\.weft\s+Address:\s+{re.escape(blue.web_ip)}\n", res.stdout)
+    assert re.search(rf"can't find {blue.web}(\.\S+)?: NXDOMAIN", res.stdout), res.stdout
+    assert res.returncode != 0 and "timed out" not in res.stdout
 
 
 def test_another_network_with_the_same_subnet_is_isolated(blue, docker):
@@ -202,6 +216,28 @@ def leftovers(lab, host, port):
     return found
 
 
+def network_leftovers(lab, net, port_names):
+    """What is left of a Weft network on the hosts: flows (ovs-ofctl) with its cookie, its VNI as
+    tunnel key, its gateway MAC or an address of its subnet; interfaces of its ports (ovs-vsctl)."""
+    vni, subnet, found = net["vni"], ipaddress.IPv4Network(net["cidr"]), []
+    tunnel_key = re.compile(rf"tun_id=0x{vni:x}\b|\b0x{vni:x}->tun_id")
+    for h in HOSTS:
+        for flow in lab.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout.splitlines():
+            cookie = re.search(r"cookie=(0x[0-9a-f]+)", flow)
+            hits = [what for what, hit in (
+                ("its cookie", cookie and int(cookie[1], 16) & COOKIE_OBJECT_MASK == make_cookie(Category.NETWORK, vni)),
+                ("its tunnel key", tunnel_key.search(flow)),
+                ("its gateway MAC", network_gateway_mac(vni) in flow),
+                ("an address of its subnet", any(ipaddress.IPv4Address(a) in subnet for a in
+                                                 re.findall(r"(?<![\d.])\d+\.\d+\.\d+\.\d+(?![\d.])", flow))),
+            ) if hit]
+            found += [f"a flow on {h} with {', '.join(hits)}: {flow.strip()}"] if hits else []
+        interfaces = lab.exec(h, "ovs-vsctl", "--bare", "--columns=name,external_ids", "list", "Interface").stdout
+        found += [f"an interface on {h} of port {name}" for name in port_names
+                  if name in interfaces or host_device(name) in interfaces]
+    return found
+
+
 @pytest.mark.parametrize("h1_args, h2_args", [
     (("--ipam-driver", "weft"), ("--ipam-driver", "weft")),
     ((), ("--ip-range", "10.52.0.128/25", "--gateway", "10.52.0.1")),  # disjoint ranges, Docker's IPAM
@@ -218,7 +254,12 @@ def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args)
     docker.run("h2", f"b-{net}", net)
     ports = {"h1": docker.port("h1", f"a-{net}", net), "h2": docker.port("h2", f"b-{net}", net)}
     assert pings(docker, "h1", f"a-{net}", ports["h2"]["ip"])
-    assert all(leftovers(runtimes_lab, h, p) for h, p in ports.items())  # the check sees them while there
+    assert all(leftovers(runtimes_lab, h, p) for h, p in ports.items())  # the checks see them while there
+    weft_net, names = runtimes_lab.api.get(f"/v1/networks/{net}"), [p["name"] for p in ports.values()]
+    seen = network_leftovers(runtimes_lab, weft_net, names)
+    assert all(any(f.startswith(f"a flow on {h} with ") and what in f.split(": ", 1)[0] for f in seen)
+               for h in HOSTS for what in ("its cookie", "its tunnel key", "its gateway MAC"))
+    assert all(any(f"interface on {h} of port {p['name']}" in f for f in seen) for h, p in ports.items())
     docker.remove("h1", "container", f"a-{net}")
     docker.remove("h2", "container", f"b-{net}")
     for host, port in ports.items():
@@ -228,6 +269,8 @@ def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args)
     assert net in weft_networks(runtimes_lab)
     docker.remove("h1", "network", net)
     assert net not in weft_networks(runtimes_lab)
+    # ... and nothing of it is left on either host.
+    eventually(lambda: not network_leftovers(runtimes_lab, weft_net, names), what="the network gone from the hosts")
 
 
 @pytest.mark.parametrize("ipam", [("--ipam-driver", "weft"), ()], ids=["weft-ipam", "default-ipam"])
@@ -266,6 +309,47 @@ def test_a_dockerd_restart_keeps_running_containers_connected(runtimes_lab, blue
     time.sleep(1)
     assert port_rows(runtimes_lab, blue.net) == before
     docker.run("h1", uniq("after-"), blue.net)  # and new containers still start
+
+
+@pytest.fixture
+def fresh_runtimes_lab(runtimes_lab, make_lab):
+    """A lab with runtimes of the test's own (skipped as runtimes_lab is): dockerds that have only
+    the networks the test makes."""
+    lab = make_lab(runtimes=True, shared=False)
+    yield lab
+    lab.down()
+
+
+def test_a_container_lost_over_a_dockerd_restart_leaves_nothing(fresh_runtimes_lab):
+    """A container whose process died while its dockerd was down (killed here, by its pid from
+    `docker inspect`). A dockerd with no network on weft IPAM has no reason to load the plugin while
+    it starts: it removes the dead container's sandbox as stale, dropping the endpoint without
+    calling the driver. The plugin reconciles once dockerd serves again, even in the process that
+    made the port; the other containers keep their connectivity."""
+    lab, docker = fresh_runtimes_lab, Docker(fresh_runtimes_lab)
+    net, lost, kept, peer = uniq("lost"), uniq("lost-"), uniq("kept-"), uniq("peer-")
+    docker.network("h1", net, "--subnet", "10.57.0.0/24", "--ip-range", "10.57.0.0/25")
+    docker.network("h2", net, "--subnet", "10.57.0.0/24", "--ip-range", "10.57.0.128/25", "--gateway", "10.57.0.1")
+    for host, name in (("h1", lost), ("h1", kept), ("h2", peer)):
+        docker.run(host, name, net)
+    peer_ip, lost_port = docker.ip("h2", peer, net), docker.port("h1", lost, net)
+    others = [r for r in port_rows(lab, net) if r[0] != lost_port["name"]]
+    eventually(lambda: docker.port("h1", lost, net)["external_ids"].get("container") == lost,
+               what="dockerd showing the endpoint")  # the port is no longer one the plugin is making
+    assert leftovers(lab, "h1", lost_port)
+    pid = int(docker("h1", "inspect", "-f", "{{.State.Pid}}", lost).stdout)
+    labruntimes.stop_docker(lab.name, "h1")
+    try:
+        os.kill(pid, signal.SIGKILL)
+        # Reaped before dockerd is back: it finds the container dead, rather than seeing it die.
+        eventually(lambda: not os.path.exists(f"/proc/{pid}"), what=f"the container's process {pid} gone")
+    finally:
+        labruntimes.start_docker(lab.name, "h1")
+    eventually(lambda: not leftovers(lab, "h1", lost_port), what="the lost container's port reconciled away")
+    assert docker("h1", "inspect", "-f", "{{.State.Running}}", lost).stdout.strip() == "false"
+    assert port_rows(lab, net) == others
+    assert pings(docker, "h1", kept, peer_ip) and pings(docker, "h2", peer, docker.ip("h1", kept, net))
+    docker.cleanup()
 
 
 def test_a_plugin_restarted_after_a_container_went_removes_its_port(runtimes_lab, blue, docker):
