@@ -43,6 +43,8 @@ class NorthboundApi:
             ("GET", ("networks", None), self.show_network, ()),
             ("DELETE", ("networks", None), self.delete_network, ()),
             ("PUT", ("networks", None, "labels"), self.set_network_labels, ()),
+            ("POST", ("networks", None, "external_ids"), self.add_network_external_ids, ()),
+            ("DELETE", ("networks", None, "external_ids", None), self.delete_network_external_id, ()),
             ("GET", ("ports",), self.list_ports, ("network", "selector")),
             ("POST", ("ports",), self.create_port, ()),
             ("GET", ("ports", None), self.show_port, ("wait_up",)),
@@ -337,6 +339,23 @@ class NorthboundApi:
         self._get("networks", name)
         return self._set_map("Network", name, "labels", v.labels(
             v.body_fields(body, {"labels": dict}, {})["labels"]))
+
+    # Keys of a network's external_ids added (or changed) and removed one by one, leaving the others:
+    # writers on several hosts (a runtime's plugin on each) each keep keys of their own, none
+    # replacing the map the others wrote.
+    def add_network_external_ids(self, name, body, params):
+        network = self._get("networks", name)
+        added = v.external_ids(v.body_fields(body, {"external_ids": dict}, {})["external_ids"])
+        v.external_ids({**network.external_ids, **added})  # how many keys, all told
+        for key, value in added.items():
+            self._write(self.core.nb.set_map_key, "Network", name, "external_ids", key, value)
+        return 200, self._network_json(self.core.nb_state().networks[name])
+
+    def delete_network_external_id(self, name, key, body, params):
+        self._get("networks", name)
+        v.external_ids({key: ""})  # a key that could be there
+        self._write(self.core.nb.set_map_key, "Network", name, "external_ids", key, None)
+        return 200, self._network_json(self.core.nb_state().networks[name])
 
     def _set_map(self, table, name, column, value):
         self._write(self.core.nb.set_map, table, name, column, value)

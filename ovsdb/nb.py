@@ -613,6 +613,17 @@ class Nb:
             setattr(self._row(tables, table, name), column, value)
         self.conn.transact(build)
 
+    def set_map_key(self, table, name, column, key, value):
+        """Sets one key of a map column (value None: removes it) as a mutation: writers of other keys
+        at the same time keep theirs (LookupError if there is no such row)."""
+        def build(txn, tables):
+            row = self._row(tables, table, name)
+            if value is None:
+                row.delkey(column, key)
+            else:
+                row.setkey(column, key, value)
+        self.conn.transact(build)
+
     def set_labels(self, table, name, labels):
         self.set_map(table, name, "labels", labels)
 

@@ -19,9 +19,12 @@ Why an IPAM driver: Docker's default IPAM allocates per daemon, so two hosts' do
 10.50.0.2 on one Weft network. With `--ipam-driver weft`, RequestAddress creates the Weft port at
 once (the NB's port create is the atomic step across hosts) and CreateEndpoint takes that port over.
 
-What is kept on disk (--state-dir): the IPAM pools and the networks this dockerd made through the
-plugin. Docker never tells an IPAM driver which network a pool is for, nor a network driver its
-network's name; both are learnt later and must survive a plugin restart.
+What is kept on disk (--state-dir): the IPAM pools, the networks this dockerd made through the
+plugin, and the `docker network rm`s not yet told to Weft (the controller was down). A Weft network
+the plugin made records each Docker network using it, on every host (external_ids
+docker.network.<id>), and goes with the last. Docker never tells an IPAM driver which network a pool
+is for, nor a network driver its network's name; both are learnt later and must survive a plugin
+restart.
 """
 import errno
 import http.client
@@ -57,6 +60,7 @@ OPTIONS = ("weft.network", "weft.vni", MTU_OPTION)
 LABEL_PREFIX = "weft.label."            # -o / driver-opt weft.label.KEY=VALUE: a label
 NAMED_PORT_PREFIX = "weft.named-port."  # driver-opt weft.named-port.NAME=PROTO/PORT: a named port
 PORT_PREFIX = "docker-"
+USER_PREFIX = "docker.network."   # a Weft network's external_ids key for each Docker network using it
 UP_TIMEOUT = 10.0               # seconds Join waits for the port's flows
 NAME_WAIT = 10.0                # seconds to wait for dockerd to store a network it just created
 MISSING = object()
@@ -140,12 +144,14 @@ class State:
     def __init__(self, directory):
         self.path = os.path.join(directory, "state.json") if directory else None
         self.pools, self.networks, self.host_id = {}, {}, None
+        self.released = {}  # Docker network id -> its Weft network: left, not yet told to Weft
         if self.path:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             try:
                 with open(self.path) as f:
                     saved = json.load(f)
                 self.pools, self.networks = saved.get("pools", {}), saved.get("networks", {})
+                self.released = saved.get("released", {})
                 self.host_id = saved.get("host_id")
             except FileNotFoundError:
                 pass
@@ -162,7 +168,8 @@ class State:
         if self.path:
             tmp = self.path + ".tmp"
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                json.dump({"host_id": self.host_id, "pools": self.pools, "networks": self.networks}, f,
+                json.dump({"host_id": self.host_id, "pools": self.pools, "networks": self.networks,
+                           "released": self.released}, f,
                           indent=1, sort_keys=True)
             os.replace(tmp, self.path)
 
@@ -350,19 +357,41 @@ class Plugin:
         network_id = body.get("NetworkID") or ""
         with self.lock:
             record = self.state.networks.pop(network_id, None)
+            if record and record.get("weft"):
+                self.state.released[network_id] = record["weft"]
             self.state.save()
-        if not record or not record.get("weft"):
-            return {}
-        try:
-            net = self.api.get(api_path("networks", record["weft"]))
-            ids = net.get("external_ids") or {}
-            if ids.get("owner") == "docker" and ids.get("docker.network") == network_id \
-                    and not self._ports(record["weft"]):
-                self.api.delete(api_path("networks", record["weft"]))
-        except ApiError as err:
-            # dockerd only logs a driver's error here: the Docker network is gone either way.
-            log(f"Weft network {record['weft']} left in place: {err.message}")
+        if record and record.get("weft"):
+            try:
+                self._release(network_id, record["weft"])
+            except ApiError as err:
+                # dockerd only logs a driver's error here: the Docker network is gone either way.
+                log(f"Weft network {record['weft']}: not told that Docker network {network_id[:12]} left it "
+                    f"({err.message}); told at the next reconcile")
+                self.reconcile_soon(delay=5.0)
         return {}
+
+    def _release(self, network_id, name):
+        """Docker network `network_id` no longer uses Weft network `name`. A Weft network the plugin
+        made goes with the last Docker network, on any host, that used it (each one is a key of its
+        external_ids), if nothing else holds it (ports of `weft attach`, a router); one made otherwise
+        is never deleted. Raises ApiError if Weft cannot be told (the release stays pending)."""
+        try:
+            net = self.api.get(api_path("networks", name))
+            ids = net.get("external_ids") or {}
+            if ids.get("owner") == "docker":
+                if _user_key(network_id) in ids:
+                    ids = self.api.delete(api_path("networks", name, "external_ids", _user_key(network_id)))[
+                        "external_ids"]
+                if not any(k.startswith(USER_PREFIX) for k in ids):
+                    self.api.delete(api_path("networks", name))
+        except ApiError as err:
+            if err.status == 409:
+                log(f"Weft network {name} is kept: {err.message}")
+            elif err.status != 404:
+                raise
+        with self.lock:
+            self.state.released.pop(network_id, None)
+            self.state.save()
 
     def _name_later(self, network_id):
         try:
@@ -409,7 +438,8 @@ class Plugin:
                 existing = None
             if existing is None:
                 body = {"name": name, "cidr": record["pool"], "gateway": record["gateway"],
-                        "external_ids": {"owner": "docker", "docker.network": network_id},
+                        "external_ids": {"owner": "docker", "docker.network": network_id,
+                                         _user_key(network_id): self.state.host_id},
                         "labels": record.get("labels") or {}}
                 body.update({k: record[k] for k in ("vni", "mtu") if k in record})
                 try:
@@ -433,6 +463,14 @@ class Plugin:
                     f"vni {existing['vni']}, mtu {existing['mtu']}; this Docker network has {', '.join(differs)}. "
                     f"Create it with --subnet {existing['cidr']} --gateway {existing['gateway']} to join it, or "
                     f"give another Weft network with -o weft.network=NAME")
+            if (existing.get("external_ids") or {}).get("owner") == "docker":  # used by one more Docker network
+                try:
+                    self.api.post(api_path("networks", name, "external_ids"),
+                                  {"external_ids": {_user_key(network_id): self.state.host_id}})
+                except ApiError as err:
+                    if err.status == 404:
+                        continue  # deleted just now (its last Docker network went): made again
+                    raise _unreachable(err, f"join Weft network {name}") from None
             return
 
     # --- endpoints ---------------------------------------------------------------------------------------
@@ -740,7 +778,9 @@ class Plugin:
         with self.lock:
             gone = [i for i in recorded if i not in networks and i in self.state.networks]
             for network_id in gone:  # removed while the plugin was down
-                del self.state.networks[network_id]
+                record = self.state.networks.pop(network_id)
+                if record.get("weft"):
+                    self.state.released[network_id] = record["weft"]
             for pool_id, pool in list(self.state.pools.items()):
                 if pool.get("network") in gone:
                     del self.state.pools[pool_id]
@@ -764,6 +804,11 @@ class Plugin:
             if iface_id.startswith(PORT_PREFIX) and iface_id not in names and iface_id not in live:
                 log(f"removing {device} from br-int: its Weft port {iface_id} is gone")
                 attach.remove_local(iface_id, self.ovsdb)
+        with self.lock:
+            released = dict(self.state.released)
+        for network_id, name in released.items():  # after the ports: the last of them may hold it
+            log(f"Weft network {name}: telling it that Docker network {network_id[:12]} left it")
+            self._release(network_id, name)
 
     HANDLERS = {
         "/Plugin.Activate": activate,
@@ -788,6 +833,10 @@ class Plugin:
         "/IpamDriver.RequestAddress": request_address,
         "/IpamDriver.ReleaseAddress": release_address,
     }
+
+
+def _user_key(network_id):
+    return USER_PREFIX + network_id[:12]
 
 
 def _weft_name(value, what):

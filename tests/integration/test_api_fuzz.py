@@ -86,6 +86,7 @@ VALID_BODIES = {
     "set_port_labels": {"labels": {"app": "db"}},
     "set_port_named_ports": {"named_ports": {"pg": "TCP/5432"}},
     "set_network_labels": {"labels": {"env": "prod"}},
+    "add_network_external_ids": {"external_ids": {"docker.network.0a1b2c3d4e5f": "h1-0a1b2c3d4e5f"}},
     "create_router": {"name": "r3"},
     "attach_router": {"network": "red"},
     "add_route": {"cidr": "172.17.0.0/16", "via": "10.1.0.254"},
@@ -316,6 +317,11 @@ def nb_problem(rows):
                     json.loads(row.pop("manifest"))
                 except ValueError:
                     return f"{table} row {text[:300]}: its manifest is not JSON"
+            # external_ids are the client's own strings: any printable value (validate.external_ids)
+            for key, value in row.pop("external_ids", ["map", []])[1]:
+                if not (validate.EXTERNAL_ID_KEY_RE.fullmatch(key) and value.isprintable()
+                        and len(value) <= validate.MAX_EXTERNAL_ID_VALUE):
+                    return f"{table} row {text[:300]}: external_ids {key!r}: {value[:200]!r} is not a client's id"
             for string in _strings(row):
                 if not re.fullmatch(r"[\x21-\x7e]{0,4095}", string):
                     return f"{table} row {text[:300]}: {string[:200]!r} is not printable ASCII of at most 4095 bytes"

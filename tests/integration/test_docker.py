@@ -238,18 +238,24 @@ def network_leftovers(lab, net, port_names):
     return found
 
 
-@pytest.mark.parametrize("h1_args, h2_args", [
-    (("--ipam-driver", "weft"), ("--ipam-driver", "weft")),
-    ((), ("--ip-range", "10.52.0.128/25", "--gateway", "10.52.0.1")),  # disjoint ranges, Docker's IPAM
-], ids=["weft-ipam", "default-ipam"])
-def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args):
+def users(lab, net):
+    """The Docker networks a plugin-made Weft network records as using it."""
+    return {k.removeprefix("docker.network.") for k in lab.api.get(f"/v1/networks/{net}")["external_ids"]
+            if k.startswith("docker.network.")}
+
+
+@pytest.mark.parametrize("h1_args, h2_args, rm_order", [
+    (("--ipam-driver", "weft"), ("--ipam-driver", "weft"), ("h2", "h1")),
+    ((), ("--ip-range", "10.52.0.128/25", "--gateway", "10.52.0.1"), ("h1", "h2")),  # disjoint ranges, Docker's IPAM
+], ids=["weft-ipam-joiner-first", "default-ipam-creator-first"])
+def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args, rm_order):
     net = uniq("gone")
     h1_id = docker.network("h1", net, *h1_args, "--subnet", "10.52.0.0/24").stdout.strip()
     # h1's Docker network makes the Weft network (just after dockerd has named it to the plugin).
     eventually(lambda: net in weft_networks(runtimes_lab), what="the Weft network")
-    assert runtimes_lab.api.get(f"/v1/networks/{net}")["external_ids"] == {"owner": "docker",
-                                                                           "docker.network": h1_id}
-    docker.network("h2", net, *h2_args, "--subnet", "10.52.0.0/24")
+    ids = runtimes_lab.api.get(f"/v1/networks/{net}")["external_ids"]
+    assert (ids["owner"], ids["docker.network"], users(runtimes_lab, net)) == ("docker", h1_id, {h1_id[:12]})
+    h2_id = docker.network("h2", net, *h2_args, "--subnet", "10.52.0.0/24").stdout.strip()
     docker.run("h1", f"a-{net}", net)
     docker.run("h2", f"b-{net}", net)
     ports = {"h1": docker.port("h1", f"a-{net}", net), "h2": docker.port("h2", f"b-{net}", net)}
@@ -264,10 +270,12 @@ def test_rm_and_network_rm_leave_nothing(runtimes_lab, docker, h1_args, h2_args)
     docker.remove("h2", "container", f"b-{net}")
     for host, port in ports.items():
         eventually(lambda: not leftovers(runtimes_lab, host, port), what=f"{host}'s port gone without a trace")
-    # The host that joined the Weft network leaves it; the one whose Docker network made it deletes it.
-    docker.remove("h2", "network", net)
-    assert net in weft_networks(runtimes_lab)
-    docker.remove("h1", "network", net)
+    # The Weft network goes with the last Docker network using it, whichever host made it.
+    assert users(runtimes_lab, net) == {h1_id[:12], h2_id[:12]}
+    first, last = rm_order
+    docker.remove(first, "network", net)
+    assert users(runtimes_lab, net) == {{"h1": h1_id, "h2": h2_id}[last][:12]}
+    docker.remove(last, "network", net)
     assert net not in weft_networks(runtimes_lab)
     # ... and nothing of it is left on either host.
     eventually(lambda: not network_leftovers(runtimes_lab, weft_net, names), what="the network gone from the hosts")
@@ -293,6 +301,23 @@ def test_a_container_started_while_the_controller_is_down_fails_and_leaves_nothi
     docker.remove("h1", "container", f"c-{net}")
     docker.run("h1", f"c-{net}", net)  # and with the controller back, it starts
     assert runtimes_lab.api.get(f"/v1/ports?network={net}")[0]["up"]
+
+
+def test_a_network_rm_while_the_controller_is_down_is_told_to_weft_when_it_is_back(runtimes_lab, docker):
+    """dockerd removes its network whatever the driver answers: the plugin keeps the release it could
+    not tell Weft (in its state, across its restarts) and tells it once the controller answers."""
+    net = uniq("rmdown")
+    for host in HOSTS:
+        docker.network(host, net, "--subnet", "10.58.0.0/24")
+    eventually(lambda: net in weft_networks(runtimes_lab) and len(users(runtimes_lab, net)) == 2,
+               what="both Docker networks recorded")
+    docker.remove("h2", "network", net)
+    with runtimes_lab.controller_stopped():
+        docker.remove("h1", "network", net)
+        assert docker("h1", "network", "ls", "-q", "--filter", f"name=^{net}$").stdout.strip() == ""
+        labruntimes.stop_plugin(runtimes_lab.name, "h1")  # and a plugin restart does not forget it
+        labruntimes.start_plugin(runtimes_lab.name, "h1")
+    eventually(lambda: net not in weft_networks(runtimes_lab), timeout=30, what="the Weft network deleted")
 
 
 def port_rows(lab, net):

@@ -139,8 +139,11 @@ def test_create_joins_a_matching_network_and_refuses_another_subnet(lab, plugins
     assert create_network(plugins["h1"], names["id"](), options=options) == {}
     net = lab.api.get(f"/v1/networks/{names['weft']}")
     assert (net["cidr"], net["gateway"], net["vni"]) == ("10.77.0.0/24", "10.77.0.1", 7777)
-    assert net["external_ids"] == {"owner": "docker", "docker.network": names["nets"][0]}
+    assert {k: v for k, v in net["external_ids"].items() if k != f"docker.network.{names['nets'][0][:12]}"} \
+        == {"owner": "docker", "docker.network": names["nets"][0]}  # and h1's Docker network is a user
     assert create_network(plugins["h2"], names["id"](), options=options) == {}  # the second host joins
+    assert {f"docker.network.{i[:12]}" for i in names["nets"][:2]} <= \
+        set(lab.api.get(f"/v1/networks/{names['weft']}")["external_ids"])
     answer = create_network(plugins["h2"], names["id"](), pool="10.88.0.0/24", gateway="10.88.0.1/24",
                             options={"weft.network": names["weft"]})
     assert answer["Err"] == (
@@ -148,7 +151,7 @@ def test_create_joins_a_matching_network_and_refuses_another_subnet(lab, plugins
         f"this Docker network has subnet 10.88.0.0/24 (Weft has 10.77.0.0/24), gateway 10.88.0.1 (Weft has "
         f"10.77.0.1). Create it with --subnet 10.77.0.0/24 --gateway 10.77.0.1 to join it, or give another "
         f"Weft network with -o weft.network=NAME")
-    # The joined host's Docker network leaves the Weft network alone; its creator's removes it.
+    # The Weft network goes with the last Docker network that uses it.
     assert plugins["h2"]("/NetworkDriver.DeleteNetwork", {"NetworkID": names["nets"][1]}) == {}
     assert lab.api.get(f"/v1/networks/{names['weft']}")
     assert plugins["h1"]("/NetworkDriver.DeleteNetwork", {"NetworkID": names["nets"][0]}) == {}
@@ -165,7 +168,8 @@ def test_network_and_endpoint_labels(lab, plugins, names):
     net = names["id"]()
     assert create_network(h1, net, options={"weft.network": names["weft"], "weft.label.env": "prod"}) == {}
     assert lab.api.get(f"/v1/networks/{names['weft']}")["labels"] == {"env": "prod"}
-    assert create_network(h2, names["id"](), options={"weft.network": names["weft"], "weft.label.env": "prod"}) == {}
+    joined = names["id"]()
+    assert create_network(h2, joined, options={"weft.network": names["weft"], "weft.label.env": "prod"}) == {}
     answer = create_network(h2, names["id"](), options={"weft.network": names["weft"], "weft.label.env": "dev",
                                                         "weft.label.team": "a"})
     assert "this Docker network has label env=dev (Weft has env=prod), label team=a (Weft has no team)" \
@@ -183,7 +187,9 @@ def test_network_and_endpoint_labels(lab, plugins, names):
     assert [p["name"] for p in lab.api.get(f"/v1/ports?network={names['weft']}")] == [port["name"]]
     assert h1("/NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep}) == {}
     assert h1("/NetworkDriver.DeleteNetwork", {"NetworkID": net}) == {}
-    assert names["weft"] not in {n["name"] for n in lab.api.get("/v1/networks")}  # its creator removed it
+    assert names["weft"] in {n["name"] for n in lab.api.get("/v1/networks")}  # h2's Docker network uses it
+    assert h2("/NetworkDriver.DeleteNetwork", {"NetworkID": joined}) == {}
+    assert names["weft"] not in {n["name"] for n in lab.api.get("/v1/networks")}  # the last one removed it
     # Weft's IPAM.
     pool_id, net = ipam_network(h1, names, pool="10.79.0.0/24")
     ip = request_address(h1, pool_id)["Address"].split("/")[0]
