@@ -109,11 +109,15 @@ def run(runs):
             rows.append([name, len(values), failures[name], ms(firsts, 50), ms(firsts, 90), ms(totals, 50),
                          ms(totals, 90)])
         print(table(["case", "runs", "failed", "first reply p50 ms", "p90 ms", "total p50 ms", "p90 ms"], rows))
-        weft_first = median([f for f, _ in results["weft (h2 -> h1)"]])
-        bridge_first = median([f for f, _ in results["bridge (h2 -> h2)"]])
-        print(f"\nWeft adds {1000 * (weft_first - bridge_first):.0f} ms to Docker's own start time at the "
-              f"median (first reply; target: at most 100 ms). Load average during the runs: "
-              f"{min(loads):.1f}-{max(loads):.1f}.\n")
+        weft_firsts = [f for f, _ in results["weft (h2 -> h1)"] if f is not None]
+        bridge_firsts = [f for f, _ in results["bridge (h2 -> h2)"] if f is not None]
+        print()
+        for p in (50, 90):  # the issue's target: Weft adds at most 100 ms to Docker's own start time
+            added = 1000 * (pct(weft_firsts, p) - pct(bridge_firsts, p))
+            print(f"p{p} first reply: Weft {1000 * pct(weft_firsts, p):.0f} ms, bridge "
+                  f"{1000 * pct(bridge_firsts, p):.0f} ms: Weft adds {added:.0f} ms; target bridge + <= 100 ms: "
+                  f"{'met' if added <= 100 else 'NOT met'}")
+        print(f"Load average during the runs: {min(loads):.1f}-{max(loads):.1f}.\n")
         print("h2's plugin calls during the Weft runs (its own time per call, WEFT_DEBUG):\n")
         order = ["IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint", "NetworkDriver.Join",
                  "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.EndpointOperInfo",
