@@ -1,4 +1,5 @@
-"""The README's NetworkPolicy and Service example, run as written (the block a user copies first).
+"""The README's NetworkPolicy and Service example (the block a user copies first) and its runtimes
+walkthrough, run as written.
 
 Each command of the block runs in one bash session, in order, with the lab named by WEFT_LAB so it
 never meets another; its output is checked against what the README's comments say it does.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from weft.testing import skip_reason
+from weft.testing import runtimes_skip_reason, skip_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(bool(skip_reason()), reason=skip_reason() or "")
@@ -49,11 +50,17 @@ def run_block(commands, env, cwd):
     return results
 
 
-def test_the_network_policy_and_service_example(tmp_path):
-    name = f"rd{os.getpid() % 100000}"
+def lab_env(name):
+    """The environment of a user's shell with the tree's weft, its lab named `name` (WEFT_LAB)."""
     env = {**os.environ, "WEFT_LAB": name, "PYTHONPATH": str(ROOT),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("WEFT_API", None)
+    return env
+
+
+def test_the_network_policy_and_service_example(tmp_path):
+    name = f"rd{os.getpid() % 100000}"
+    env = lab_env(name)
     try:
         results = run_block(readme_block("A first example, in a lab"), env, tmp_path)
     finally:  # the block ends with `weft lab down`; if it stopped before, the lab goes here
@@ -77,3 +84,29 @@ def test_the_network_policy_and_service_example(tmp_path):
                     "weft lab exec other  -- socat -T2 - TCP:10.1.0.2:80,connect-timeout=2"):
         [(text, code)] = outputs(command)
         assert code != 0 and not text.strip(), (command, text)
+
+
+def test_the_runtimes_walkthrough(tmp_path):
+    """The README's `weft lab up --runtimes` block, as written: Docker networks on two hosts, a web
+    server found by name on its host and by address across hosts, podman through weft-cni."""
+    reason = runtimes_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"rr{os.getpid() % 100000}"
+    env = lab_env(name)
+    try:
+        results = run_block(readme_block("`weft lab up --runtimes` also runs the real container runtimes"), env,
+                            tmp_path)
+    finally:  # the block leaves the lab up, as a user would to go on
+        subprocess.run([sys.executable, "-m", "weft.cli", "lab", "down", "--name", name],
+                       env=env, capture_output=True, timeout=120)
+    assert all(code == 0 for _, _, code in results), [(cmd, text) for cmd, text, code in results if code]
+    said = {cmd: text for cmd, text, _ in results}
+    fetched = [text for cmd, text in said.items() if "wget -qO-" in cmd]
+    assert fetched == ["hello from weft/busybox\n"] * 2, fetched  # by name on h1, by address from h2
+    (pinged,) = [text for cmd, text in said.items() if "podman h2 -- run" in cmd]
+    assert "1 packets received" in pinged, pinged
+    (networks,) = [text for cmd, text in said.items() if cmd.startswith("weft network list")]
+    assert re.search(r"^blue\s", networks, re.M), networks
+    (ports,) = [text for cmd, text in said.items() if cmd.startswith("weft port list")]
+    assert re.search(r"^docker-\S+\s+blue\s+10\.50\.0\.\d+\s.*\sweb\s", ports, re.M), ports
