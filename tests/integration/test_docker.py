@@ -460,30 +460,39 @@ def test_a_weft_router_joins_two_docker_networks_and_trace_follows(runtimes_lab,
         runtimes_lab.weft("router", "delete", router)
 
 
-def test_a_floating_ip_reaches_a_docker_container_from_outside(runtimes_lab, make_lab):
-    """A Docker container's port is a port like any other: a Weft router with an external gateway,
-    attached to the Docker network after the container started, and a floating IP on the container's
-    port make its server reachable from `outside` (a lab with an external network of its own)."""
+def test_floating_ips_reach_docker_and_podman_containers_from_outside(runtimes_lab, make_lab):
+    """Docker's and CNI's ports are ports like any other: a Weft router with an external gateway,
+    attached to the Docker network after the containers started, and a floating IP on a container's
+    port make its server reachable from `outside` (a lab with an external network of its own): a
+    Docker container on h2, a podman one (weft-cni) on h1, the gateway's host."""
     lab = make_lab(runtimes=True, external=True, shared=False)
     try:
         ext, docker = lab.info["external"], Docker(lab)
-        net, router, web = uniq("fip"), uniq("r"), uniq("web-")
+        net, router, web, pweb = uniq("fip"), uniq("r"), uniq("web-"), uniq("pweb-")
         docker.network("h2", net, "--subnet", "10.59.0.0/24")
         docker.run("h2", web, net, "weft/busybox", "httpd", "-f", "-p", "80")
-        port, fip = docker.port("h2", web, net), ext["free_ips"][1]
+        lab.podman("h1", "run", "-d", "--name", pweb, "--network", net, "weft/busybox", "httpd", "-f", "-p", "80")
+        ports = {web: docker.port("h2", web, net), pweb: eventually(lambda: next(
+            (p for p in lab.api.get(f"/v1/ports?network={net}") if p["external_ids"].get("container") == pweb),
+            None), what="the podman container's port")}
+        assert ports[pweb]["external_ids"]["owner"] == "cni"
         lab.weft("router", "create", router)
         lab.weft("router", "attach", router, net)
         lab.weft("router", "set-gateway", router, "--host", ext["host"], "--uplink", ext["uplink"],
                  "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
-        def fetch():  # an HTTP GET from outside (socat: the test command installs it)
+
+        def fetch(ip):  # an HTTP GET from outside (socat: the test command installs it)
             return lab.exec("outside", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
-                            f"socat -T 2 - TCP:{fip}:80,connect-timeout=2", check=False).stdout
-        assert fetch() == ""  # no floating IP yet
-        lab.weft("floating-ip", "create", "--port", port["name"], "--ip", fip)
-        def served():
-            answer = fetch()
-            return answer if answer.endswith("\nhello from weft/busybox\n") else None
-        answer = eventually(served, what=f"outside fetching from {web} at its floating IP {fip}")
-        assert answer.startswith("HTTP/1.1 200 OK"), answer
+                            f"socat -T 2 - TCP:{ip}:80,connect-timeout=2", check=False).stdout
+
+        for container, fip in zip(ports, ext["free_ips"][1:]):
+            assert fetch(fip) == ""  # no floating IP yet
+            lab.weft("floating-ip", "create", "--port", ports[container]["name"], "--ip", fip)
+
+            def served(fip=fip):
+                answer = fetch(fip)
+                return answer if answer.endswith("\nhello from weft/busybox\n") else None
+            answer = eventually(served, what=f"outside fetching from {container} at its floating IP {fip}")
+            assert answer.startswith("HTTP/1.1 200 OK"), answer
     finally:
-        lab.down()  # with its containers, router and floating IP
+        lab.down()  # with its containers, router and floating IPs
