@@ -322,7 +322,7 @@ class Plugin:
             raise PluginError(f"--subnet {pool} leaves too few addresses: Weft takes /29 or larger")
         if not gateway:
             raise PluginError("the network has no gateway; give --gateway")
-        record = {"pool": str(net), "gateway": gateway, "weft": None, "explicit": False,
+        record = {"pool": str(net), "gateway": gateway, "weft": None, "explicit": False, "created": time.time(),
                   "ipam": ipv4[0].get("AddressSpace") == ADDRESS_SPACE,
                   "internal": bool(options.get("com.docker.network.internal")), "labels": labels}
         if "weft.network" in generic:
@@ -771,12 +771,15 @@ class Plugin:
         asked = time.monotonic()  # dockerd's view below is of this time or later
         with self.lock:  # taken first: a network created while Docker is asked is not taken for gone
             recorded = set(self.state.networks)
+        # Nor is one created just before: dockerd stores a network only once CreateNetwork has answered.
+        settled = time.time() - NAME_WAIT
         networks = {n["Id"]: self.docker.network(n["Id"]) for n in self.docker.networks_of(self.driver)}
         known = {c.get("EndpointID") for info in networks.values() if info
                  for c in (info.get("Containers") or {}).values()}
         ports = self.api.get("/v1/ports")
         with self.lock:
-            gone = [i for i in recorded if i not in networks and i in self.state.networks]
+            gone = [i for i in recorded if i not in networks and i in self.state.networks
+                    and self.state.networks[i].get("created", 0) < settled]
             for network_id in gone:  # removed while the plugin was down
                 record = self.state.networks.pop(network_id)
                 if record.get("weft"):
