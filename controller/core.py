@@ -319,6 +319,8 @@ class WeftCore:
         LOG.info("host %s: switch %016x connected from %s", host, dpid, peer)
         self._answered(host)
         self.hub.spawn(self._probe, host, switch)
+        if host in self.agents:  # so that it calls back within max_backoff once it loses us
+            self.hub.spawn(self.agents[host].settle_controller_settings)
         self._role_wake.set()  # its role first (master or slave), and only then its flows
         self._wake.set()
         return None

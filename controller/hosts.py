@@ -5,6 +5,7 @@ database), plugs the gateway uplink Weft wants there, and reports each change of
 (iface-id -> ofport) to the core as it sees it.
 """
 import logging
+import time
 
 from flows.pipeline import UPLINK_OFPORT
 from ovsdb import vswitch
@@ -118,6 +119,16 @@ class HostAgent:
             vswitch.unplug_iface_id(self.conn, iface_id)
         except TransactionError as err:
             raise RuntimeError(f"cannot unplug {iface_id!r} on host {self.host.name!r}: {err}") from None
+
+    def settle_controller_settings(self):
+        """Has vswitchd apply the Controller rows' settings (max_backoff) to the connection just
+        admitted (see vswitch.settle_controller_settings); a host whose OVSDB is away is left as it is."""
+        if not self.ovsdb_connected:
+            return
+        try:
+            vswitch.settle_controller_settings(self.conn, f"{time.time():.3f}")
+        except (TransactionError, RuntimeError) as err:
+            LOG.warning("host %s: cannot have vswitchd apply its controller settings: %s", self.host.name, err)
 
     def check_now(self):
         self._kick.set()

@@ -14,9 +14,10 @@ Framework-free: times are passed in (time.monotonic()).
 PROBE_INTERVAL = 1.0  # seconds between echo requests to one switch
 # vswitchd's OpenFlow reconnect back-off is up to 8 s, whatever the Controller row's max_backoff
 # (1 s, ovsdb/vswitch.py): OVS 3.1 starts every target at 8 s (connmgr.c, ofservice_create) and
-# applies max_backoff only to a connection that is up when its database next changes. So after a
-# vswitchd restart, until a port is plugged there say, a controller restart waits up to 8 s for
-# it (seen on the lab: 2, 4, then 8 s). One second more to connect and be admitted.
+# applies max_backoff only to a connection that is up when its database next changes. A controller
+# makes that change when it admits a switch (HostAgent.settle_controller_settings), but a vswitchd
+# started while no controller was up (a host rebooted with it) has never been admitted: it calls
+# back after up to 8 s (seen on the lab: 2, 4, then 8 s). One second more to connect and be admitted.
 FIRST_ANSWER_MARGIN = 9.0
 
 

@@ -18,8 +18,8 @@ TABLES = {
                "other_config", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "ofport", "ofport_request", "external_ids"],
-    "Controller": ["target", "is_connected", "status", "external_ids", "controller_rate_limit",
-                   "controller_burst_limit", "max_backoff"],  # the last three: CONTROLLER_SETTINGS
+    "Controller": ["target", "is_connected", "status", "external_ids", "other_config",  # SETTLED_KEY
+                   "controller_rate_limit", "controller_burst_limit", "max_backoff"],  # CONTROLLER_SETTINGS
 }
 # Packet-ins per second (and burst) vswitchd may send Weft. Forwarding never needs one; they are a
 # gateway next hop's ARP replies, and the DNS queries and service rejects each limited by a meter of
@@ -28,6 +28,9 @@ TABLES = {
 # And how soon vswitchd calls a controller back that went away: OVS doubles its wait from 1 s up to
 # 8 s by default, so a controller restarted (or a standby promoted) after a few seconds would get its
 # switches back only 4-8 s later; every second, as here, costs one connection attempt a second.
+# OVS 3.1 gives a new controller target's connection 8 s, whatever the row says, and applies the row's
+# max_backoff to a connection only when it reconfigures while that connection is up: see
+# settle_controller_settings.
 CONTROLLER_SETTINGS = {"controller_rate_limit": [DNS_RATE + REJECT_RATE],
                        "controller_burst_limit": [DNS_BURST + REJECT_BURST],
                        "max_backoff": [1000]}
@@ -119,6 +122,21 @@ def ensure_host_ready(conn, dpid, datapath_type, of_target):
         else:
             for controller in bridge.controller:
                 _ensure_attrs(controller, **CONTROLLER_SETTINGS)
+    conn.transact(build)
+
+
+SETTLED_KEY = "weft-settled"  # Controller other_config: when vswitchd was last made to apply them
+
+
+def settle_controller_settings(conn, stamp):
+    """Makes vswitchd apply CONTROLLER_SETTINGS to the connections it has up now: any change to its
+    database reconfigures them (a new target's starts with an 8 s max_backoff in OVS 3.1, not the
+    row's), and this one, a key vswitchd does not read, changes nothing else. `stamp`: a value that
+    differs from the last one written (an unchanged row reconfigures nothing)."""
+    def build(txn, tables):
+        bridge = _find(tables, "Bridge", INTEGRATION_BRIDGE)
+        for controller in (bridge.controller if bridge is not None else []):
+            controller.setkey("other_config", SETTLED_KEY, stamp)
     conn.transact(build)
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,26 @@ def test_a_vswitchd_restart_costs_no_more_than_its_own_restart_and_100_ms(faults
     # 20-50 ms on this lab. The atomic bundle (issue 11, flowsync part) keeps it so.
     assert report["longest_gap_ms"] <= own_ms + 100, (report, timings)
     settled(lab)
+
+
+def test_a_switch_calls_a_lost_controller_back_every_second_from_its_first_connection(make_lab):
+    """OVS 3.1 gives a new controller connection an 8 s max back-off, whatever the Controller row
+    says, until vswitchd reconfigures while it is connected; on a host where nothing else changes
+    after its switch connected, the controller's own write at admission is that reconfiguration.
+    So a controller that goes away for 6 s is called back about every second (vswitchd's log), not
+    after 1, 2, then 4 s, and is in sync again soon after it is back."""
+    lab = make_lab(hosts=1, shared=False)
+    log = Path(lab.info["hosts"]["h1"]["ovs_rundir"]) / "ovs-vswitchd.log"
+    wait_for("h1's controller settings applied", lambda: "weft-settled" in lab.exec(
+        "h1", "ovs-vsctl", "get", "Controller", ".", "other_config").stdout, 10)
+    mark = log.stat().st_size
+    with lab.controller_stopped(signal.SIGKILL):
+        time.sleep(6)
+        text = log.read_text(errors="replace")[mark:]
+    attempts = re.findall(r"br-int<->\S+: (?:connecting\.\.\.|connection (?:dropped|failed))", text)
+    waits = re.findall(r"br-int<->\S+: waiting (\d+) seconds before reconnect", text)
+    assert len(attempts) >= 3 and all(w == "1" for w in waits), (attempts, waits)
+    lab.down()
 
 
 def test_an_ovsdb_server_restart_loses_nothing_and_keeps_every_binding(faults):

@@ -111,7 +111,11 @@ def test_a_delete_may_wait_until_it_is_out_of_force_as_apply_does(blue, core):
     assert "blue/allow-web" in core.nb_state().policies  # a bad wait deletes nothing
 
 
-def test_trace_takes_sctp(blue):
+def test_trace_takes_sctp(blue, core):
+    deadline = time.monotonic() + 10  # the tracer reads the compiled topology: wait for cli's pass
+    while "cli" not in core.compiler.topo.ports:
+        assert time.monotonic() < deadline, "cli was never compiled"
+        time.sleep(0.01)
     status, answer = call(blue, "GET", "/v1/trace", query="from=cli&to=10.0.0.3&proto=sctp&dport=9")
     assert status == 409 and "not plugged in" in answer["error"]  # past the checks: cli is not bound
     status, answer = call(blue, "GET", "/v1/trace", query="from=cli&to=10.0.0.3&proto=gre")

@@ -55,6 +55,9 @@ class StubAgent:
     def cannot_unplug(self):  # its OVSDB is always there
         return None
 
+    def settle_controller_settings(self):  # what an admitted switch asks: no vswitchd to reconfigure
+        pass
+
     def stop(self):
         pass
 
