@@ -48,10 +48,13 @@ def test_bring_up_left_the_root_namespace_alone(runtimes_lab):
 def test_the_image_serves_fetches_pings_and_talks_nc(runtimes_lab):
     # nc: the listener runs in the foreground and prints what it got; the client, in the background,
     # first waits for it to listen (on a busy machine it may take a while), so no sleep and no race.
+    # The client's message is a here-document, in its stdin before it connects: the listener's own
+    # stdin is empty, so it half-closes at once, and busybox nc exits at the peer's EOF; from
+    # `echo |` the message could come after that EOF, and was lost (2 runs in 5 on a loaded machine).
     script = ("httpd -p 80 && wget -qO- http://localhost/ && ping -c1 -W2 127.0.0.1 >/dev/null && echo ping ok"
               " || exit 1\n"
               "(for i in $(seq 300); do netstat -ltn | grep -q ':7 ' && break; sleep 0.1; done;"
-              " echo via-nc | nc 127.0.0.1 7) &\n"
+              " nc 127.0.0.1 7 <<END\nvia-nc\nEND\n) &\n"
               "timeout 60 nc -l -p 7\n")
     expected = "hello from weft/busybox\nping ok\nvia-nc\n"
     out = runtimes_lab.docker("h1", "run", "--rm", "--network", "none", "weft/busybox", "sh", "-c", script).stdout
