@@ -12,7 +12,7 @@ Between batches an audit checks that the switch still holds what it acknowledged
 `audit_interval` seconds it asks for each table's flow count and for the number of flows with cookie
 0 (which Weft never sets: `ovs-ofctl add-flow` without a cookie, even over one of Weft's flows), two
 small requests, and it reads every flow, group and meter when a count differs or a cookie-0 flow is
-there, after each batch's count check fails, or when `full_audit_interval` has passed (a flow
+there, after a batch's count check (AFTER_BATCH_AUDIT after the last of batches in a row) fails, or when `full_audit_interval` has passed (a flow
 modified in place keeps the counts and its cookie). What differs, say a flow
 deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
 active controller only. `in_sync` means: everything on the switch was compared with what it should
@@ -34,6 +34,9 @@ RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 NONE = frozenset()
 IDLE_WAIT = 30       # seconds the loop sleeps when nothing is due
 STALE_AUDITS = 3     # audit intervals (plus a second) after which the last check no longer vouches
+# Seconds after a batch until its count check: batches that follow soon after (an attach's second,
+# a burst's next) are not held up behind two round trips each, and the check comes after the last.
+AFTER_BATCH_AUDIT = 0.05
 DRIFT_LOG_LINES = 20  # entries logged one by one per difference found (the rest are counted)
 
 
@@ -60,6 +63,7 @@ class HostFlowSync:
         self._next_audit = self._next_full = 0.0
         self._drift = None                # the difference last logged, not logged again until it changes
         self._dirty = set()               # cookies whose desired flows changed since the last batch
+        self._counts_only = False         # the next audit checks counts only (one after a batch)
         self._busy = False
         self._kick = hub.Event()
         self._kick.set()                  # read the switch first
@@ -104,10 +108,10 @@ class HostFlowSync:
                         self._sync()
                     finally:
                         self._busy = False
-                    if not self._dirty:  # nothing pending: does the switch hold what it acknowledged?
-                        self._audit(counts_only=True)
-                elif self.audit_interval and time.monotonic() >= self._next_audit:
-                    self._audit()
+                    # does the switch hold what it acknowledged? (once batches stop coming)
+                    self._next_audit, self._counts_only = time.monotonic() + AFTER_BATCH_AUDIT, True
+                elif time.monotonic() >= self._next_audit and (self.audit_interval or self._counts_only):
+                    self._audit(counts_only=self._counts_only)
                 failures = 0
             except Exception as err:  # the switch refused, timed out or went away: read it again
                 if not self._alive:
@@ -120,7 +124,7 @@ class HostFlowSync:
                 self._kick.set()
 
     def _until_audit(self):
-        if not self.audit_interval:
+        if not (self.audit_interval or self._counts_only):
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, self._next_audit - time.monotonic()))
 
@@ -180,7 +184,7 @@ class HostFlowSync:
         a count differs or a full audit is due (never right after a batch), everything; puts back
         what differs."""
         now = time.monotonic()
-        self._next_audit = now + self.audit_interval
+        self._next_audit, self._counts_only = now + (self.audit_interval or IDLE_WAIT), False
         self.counters.inc("audits", host=self.host)
         want = self.installed
         if counts_only or now < self._next_full:

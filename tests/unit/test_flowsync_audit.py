@@ -325,3 +325,28 @@ def test_audit_options_are_checked(options, problem):
     with pytest.raises(ValueError, match=re.escape(problem)):
         check(Config(**options))
     check(Config(flow_audit_interval=0))  # no audit at all is an operator's choice
+
+
+def test_batches_in_a_row_wait_for_no_count_check_and_one_follows_the_last():
+    """A count check costs two round trips to the switch: batches that come close together (an
+    attach's two, a burst) are not each held up behind one; one check after the last puts in_sync
+    back."""
+    class Counting(FakeSwitch):
+        checks = 0
+
+        def table_counts(self):
+            self.checks += 1
+            return super().table_counts()
+    switch = Counting()
+    sync, _ = _start(switch, audit_interval=30)  # no periodic check in the way
+    try:
+        before = switch.checks
+        for n in range(1, 6):  # five batches, one after the other as soon as each is acknowledged
+            batches = sync.batches
+            sync.changed({**sync.desired, 0x10000000000 + n: frozenset()}, {0x10000000000 + n})
+            _until(lambda: sync.batches > batches, f"batch {n}")
+        assert switch.checks == before and not sync.in_sync
+        _until(lambda: sync.in_sync, "the count check after the last batch", timeout=2)
+        assert switch.checks == before + 1
+    finally:
+        sync.stop()
