@@ -12,9 +12,9 @@ Between batches an audit checks that the switch still holds what it acknowledged
 `audit_interval` seconds it asks for each table's flow count and for the number of flows with cookie
 0 (which Weft never sets: `ovs-ofctl add-flow` without a cookie, even over one of Weft's flows), two
 small requests, and it reads every flow, group and meter when a count differs or a cookie-0 flow is
-there, after a batch's count check (AFTER_BATCH_AUDIT after the last of batches in a row) fails, or when `full_audit_interval` has passed (a flow
-modified in place keeps the counts and its cookie). What differs, say a flow
-deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
+there (also at the count check AFTER_BATCH_AUDIT after the last of batches in a row), or when
+`full_audit_interval` has passed (a flow modified in place keeps the counts and its cookie). What
+differs, say a flow deleted or added by hand with ovs-ofctl, is logged and put back by difference like any batch, by the
 active controller only. `in_sync` means: everything on the switch was compared with what it should
 hold at the last full read (`last_full_check`: at the connection, then every full audit; what
 differed was put back), every batch since was acknowledged, and the per-table counts were found
