@@ -99,14 +99,17 @@ class Owned:
     def __init__(self) -> None:
         self.owners: dict[int, frozenset[Entry]] = {}
         self._by_key: dict = {}  # key -> {owner: entry}
+        self._tables: Counter = Counter()  # table -> flow keys in it, kept as keys come and go
 
     def entries(self) -> dict:
         """{key: entry} of everything."""
         return {k: merge(w.values()) for k, w in self._by_key.items()}
 
     def table_counts(self) -> Counter:
-        """{table: flows in it}: what a switch holding all of it counts (groups and meters aside)."""
-        return Counter(key[0] for key in self._by_key if isinstance(key[0], int))
+        """{table: flows in it}: what a switch holding all of it counts (groups and meters aside).
+        Kept up to date by replace(): an audit asks for it every second and after batches, and a
+        count over every key would cost O(flows) each time."""
+        return +self._tables
 
     def preview(self, changes: Mapping[int, frozenset[Entry]]) -> tuple[dict, dict]:
         """({key: entry} now, {key: entry} once `changes` ({owner: its new entries}) are made),
@@ -135,7 +138,12 @@ class Owned:
             del wanted[owner]
             if not wanted:
                 del self._by_key[e.key]
+                if isinstance(e.key[0], int):
+                    self._tables[e.key[0]] -= 1
         if entries:
             self.owners[owner] = entries
             for e in entries:
-                self._by_key.setdefault(e.key, {})[owner] = e
+                wanted = self._by_key.setdefault(e.key, {})
+                if not wanted and isinstance(e.key[0], int):
+                    self._tables[e.key[0]] += 1
+                wanted[owner] = e

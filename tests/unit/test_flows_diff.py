@@ -1,6 +1,9 @@
 """diff_flows and the ovs-ofctl text helpers."""
-from flows.diff import FlowDiff, diff_flows
-from flows.model import Flow
+import random
+from collections import Counter
+
+from flows.diff import FlowDiff, Owned, diff_flows
+from flows.model import Bucket, Flow, Group
 from flows.ofctl import parse_dump_cookies, to_ofctl
 from flows.pipeline import OFPP_IN_PORT
 
@@ -75,3 +78,20 @@ def test_parse_dump_cookies():
     counts = parse_dump_cookies(DUMP)
     assert counts == {0x40000000001: 2, 0x10000000000: 1, 0: 1}
     assert parse_dump_cookies("NXST_FLOW reply (xid=0x4):\n") == {}
+
+
+def test_owned_table_counts_follow_every_replace():
+    """The per-table flow counts an audit compares with the switch's are kept as owners come and go
+    (several owners may want one flow: it counts once, and goes with its last owner)."""
+    rng = random.Random(7)
+    owned = Owned()
+    shared = [Flow(t, 100, (("in_port", n),), (), 1) for t in (0, 5) for n in range(4)]
+    for _ in range(500):
+        owner = rng.randrange(12)
+        entries = set(rng.sample(shared, rng.randrange(3)))
+        entries |= {Flow(rng.randrange(3), 50, (("reg1", rng.randrange(20)),), (), owner) for _ in range(rng.randrange(3))}
+        if rng.random() < 0.2:
+            entries.add(Group(owner, "select", (Bucket((("output", 1),)),)))
+        owned.replace(owner, frozenset(entries))
+        recount = Counter(key[0] for key in owned.entries() if isinstance(key[0], int))
+        assert owned.table_counts() == recount
