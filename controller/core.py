@@ -24,6 +24,7 @@ from ovsdb.server import EmbeddedNbServer
 LOG = logging.getLogger("weft.core")
 SWITCH_PROBE_TIMEOUT = 2.0  # seconds a connected switch has to answer when another claims its place
 SWITCH_ADMIT_WAIT = 3.0     # seconds a new switch may wait for its host's OVSDB to report its id
+FLUSH_AGAIN_AFTER = 1.0     # seconds after a gone backend's flush until the second (_flush_backend)
 SWITCH_REPORT_WAIT = 7.0    # seconds it may wait for vswitchd to report its connections (every 5 s)
 SWITCH_CLOCK_SLACK = 2.0    # seconds: vswitchd reports whole seconds, and we see them late
 ACTIVE_LOCK = "weft_active"  # the NB lock whose holder is the active controller (ovn-northd's way)
@@ -699,14 +700,23 @@ class WeftCore:
                 continue
             if waiting.pop(backend, None) is None:
                 continue  # another thread flushed it just now
-            ip_proto, address, port = backend
-            for zone in (LB_ZONE, HAIRPIN_ZONE):
-                try:
-                    switch.flush_conntrack(zone, ip_proto, address, port)
-                except Exception as err:  # a switch going away: its conntrack goes with it
-                    LOG.debug("conntrack flush failed: %s", err)
+            self._flush_backend(switch, backend)
+            self.hub.spawn(self._flush_backend, switch, backend, FLUSH_AGAIN_AFTER)
         if not waiting:
             self._unflushed.pop(host, None)
+
+    def _flush_backend(self, switch, backend, after=0.0):
+        """Flushes one gone backend's connections from a switch, `after` seconds from now: a second
+        round a second later takes those that vswitchd's cached datapath flows (megaflows) still sent
+        to the backend after the barrier, until its revalidators caught up with the new group."""
+        if after:
+            self.hub.sleep(after)
+        ip_proto, address, port = backend
+        for zone in (LB_ZONE, HAIRPIN_ZONE):
+            try:
+                switch.flush_conntrack(zone, ip_proto, address, port)
+            except Exception as err:  # a switch going away: its conntrack goes with it
+                LOG.debug("conntrack flush failed: %s", err)
 
     def _next_topology(self, state):
         """The NB's changes (and the hosts' and next hops') since the last pass, as a new topology."""

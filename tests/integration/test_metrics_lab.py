@@ -65,6 +65,8 @@ def test_a_scrape_shows_the_lab_and_rises_as_a_port_is_attached(lab, network):
     first = f"{net}a"
     made.append(first)
     lab.attach(first, "h1", net)  # so h1 holds flows of this network before the scrape
+    for host in lab.info["hosts"]:  # settled (the attach's last batches checked), so that the scrape
+        lab.wait_flows_in_sync(host)  # and the API, read one after the other, see the same flags
     before = scrape_unix(lab)
     hosts = sorted(lab.api.get("/v1/hosts"), key=lambda h: h["name"])
     for host in hosts:
