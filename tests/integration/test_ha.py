@@ -7,6 +7,7 @@ import time
 import pytest
 
 from weft.client import ApiClient, ApiError
+from weft.lab import LabError
 
 FAILOVER_LIMIT = 3.0  # seconds from kill -9 of the active until the standby reports itself active
 
@@ -132,9 +133,17 @@ def test_killing_the_active_controller_loses_no_echo_and_the_standby_takes_over_
         wait_switch_roles(lab, host, {standby: "master", active: "slave"})
 
 
+def addressed(lab, container):
+    """Whether the container exists and its eth0 has an IPv4 address."""
+    try:
+        return "inet " in lab.exec(container, "ip", "-4", "-o", "addr", "show", "dev", "eth0", check=False).stdout
+    except LabError:  # not created yet
+        return False
+
+
 def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_taken_over(ha_lab):
     """`weft attach` (WEFT_API naming both controllers, as the lab's) creates its port through the
-    active, which is killed as soon as the attach has plugged the port into h1's br-int (so the
+    active, which is killed as soon as the attach has addressed the container's interface (so the
     create was answered: killed sooner, the create's outcome would be unknown to the attach, and it
     would say so): the attach's wait for it to be up is then in flight, or not yet sent. It is asked
     again of the other controller, which takes over, programs the new port's flows (the only
@@ -154,9 +163,10 @@ def test_a_port_attached_during_a_failover_comes_up_once_the_new_active_has_take
     with lab.echoes("a", lab.peer_ips["b"]) as report:
         worker.start()
         deadline = time.monotonic() + 20
-        while not lab.exec("h1", "ovs-vsctl", "--bare", "--columns=name", "find", "Interface",
-                           "external_ids:iface-id=late").stdout.strip():  # plugged: the create was answered
-            assert time.monotonic() < deadline, "the attach did not plug its port within 20 s"
+        # The attach plugs the port while the create's answer is still on its way; it addresses
+        # the container's interface only once it has read that answer.
+        while not addressed(lab, "late"):
+            assert time.monotonic() < deadline, "the attach did not address its container within 20 s"
             time.sleep(0.005)
         killed_at = time.monotonic()
         lab.kill_controller(active)
