@@ -29,6 +29,18 @@ from weft.client import ApiClient, ApiError, path as api_path
 OVS_TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
 
 
+def eventually(check, timeout=15, what="the condition"):
+    """check()'s first true result, polled every 0.1 s; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.1)
+
+
 def skip_reason():
     """Why integration tests cannot run here, or None."""
     if os.geteuid() != 0:

@@ -17,6 +17,7 @@ from flows.pipeline import COOKIE_OBJECT_MASK, Category, make_cookie
 from weft import labruntimes
 from weft.attach import host_device
 from weft.dockerplugin import peer_device
+from weft.testing import eventually
 
 HOSTS = ("h1", "h2")
 SUBNET = "10.50.0.0/24"
@@ -73,17 +74,6 @@ def docker(runtimes_lab):
 
 def uniq(prefix):
     return f"{prefix}{secrets.token_hex(3)}"
-
-
-def eventually(check, timeout=15, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        time.sleep(0.1)
 
 
 def weft_networks(lab):

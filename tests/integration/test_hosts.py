@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from weft import lab as weftlab
-from weft.testing import Controller
+from weft.testing import Controller, eventually
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -21,14 +21,6 @@ def lab3(make_lab):
 
 def vsctl(lab, host, *args):
     return lab.exec(host, "ovs-vsctl", *args).stdout.strip()
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def host_config(lab, host):
@@ -59,7 +51,7 @@ def test_every_host_has_br_int_with_geneve_port_and_connected_controller(lab3):
         show = lab3.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "show", "br-int").stdout
         assert "OFPT_FEATURES_REPLY (OF1.3)" in show
         # is_connected is refreshed by vswitchd every few seconds (notes, pitfall 6).
-        wait_until(lambda: vsctl(lab3, host, "--columns=is_connected", "--bare", "list", "Controller") == "true",
+        eventually(lambda: vsctl(lab3, host, "--columns=is_connected", "--bare", "list", "Controller") == "true",
                    15, f"{host}'s controller connection")
     status = lab3.api.get("/v1/status")["hosts"]
     assert all(s["ovsdb_connected"] and s["openflow_connected"] and s["ready"] for s in status.values())
@@ -98,7 +90,7 @@ def test_leave_removes_what_join_made_and_join_restores_it(lab3):
     assert "h3" not in lab3.api.get("/v1/status")["hosts"]
     lab3.weft("host", "join", "h3", "--encap-ip", h["encap_ip"], "--ovsdb", h["ovsdb"], "--datapath", "netdev",
               "--of-target", h["of_target"])
-    wait_until(lambda: lab3.api.get("/v1/hosts/h3")["status"]["ready"] and
+    eventually(lambda: lab3.api.get("/v1/hosts/h3")["status"]["ready"] and
                lab3.api.get("/v1/hosts/h3")["status"]["openflow_connected"], 15, "h3 to be ready again")
     assert vsctl(lab3, "h3", "get", "Interface", "weft-geneve", "type") == "geneve"
 
