@@ -403,10 +403,11 @@ def test_a_known_bad_request_is_refused_naming_the_problem(controller, method, t
 
 def test_a_percent_encoded_wait_counts_against_the_callers_waits(controller):
     """The limit on waiting requests reads ?wait_up= as the API does, encoded or not."""
-    waiting = [request("GET", "/v1/ports/solo?wait_up=2") for _ in range(MAX_WAITS_PER_CALLER)]
+    # Each waits long enough for all of them to be in flight at once, even on a loaded machine.
+    waiting = [request("GET", "/v1/ports/solo?wait_up=10") for _ in range(MAX_WAITS_PER_CALLER)]
     with concurrent.futures.ThreadPoolExecutor(len(waiting)) as pool:
         answers = [pool.submit(send, controller, r) for r in waiting]
-        for _ in range(40):  # until the controller has all of them in flight
+        for _ in range(160):  # until the controller has all of them in flight
             one_more = send(controller, request("GET", "/v1/ports/solo?wait%5Fup=0"))
             if one_more.status == 429:
                 break

@@ -347,10 +347,10 @@ def test_an_api_that_never_answers_is_one_line_within_the_timeout(where):
 
 def test_a_write_to_an_api_that_never_answers_has_an_unknown_outcome(where):
     result, took, shown = timed_weft(where.places, ["--api", "{stand-in silent}", "network", "create", "n9",
-                                                    "--cidr", "10.9.0.0/24"], WEFT_API_TIMEOUT="1.5")
+                                                    "--cidr", "10.9.0.0/24"], WEFT_API_TIMEOUT="3")
     assert result.returncode == 3 and len(result.stderr.splitlines()) == 1, shown  # OUTCOME_UNKNOWN
-    assert result.stderr.startswith("weft: outcome unknown: the Weft API at ") and "within 1.5 s" in result.stderr
-    assert "weft network show n9" in result.stderr and 1.5 <= took < 3, f"took {took:.1f} s\n{shown}"
+    assert result.stderr.startswith("weft: outcome unknown: the Weft API at ") and "within 3 s" in result.stderr
+    assert "weft network show n9" in result.stderr and 3 <= took < 6, f"took {took:.1f} s\n{shown}"  # once
 
 
 @pytest.mark.parametrize("value", ["0", "soon", "nan", "1e3", "601", "-1", ""])

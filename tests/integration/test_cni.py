@@ -15,6 +15,7 @@ import pytest
 from weft import lab as weftlab
 from weft.attach import host_device
 from weft.client import path as api_path
+from weft.testing import eventually
 
 NET, CIDR, GATEWAY = "cniblue", "10.60.0.0/24", "10.60.0.1"
 PLUGIN = [sys.executable, "-m", "weft.cni"]
@@ -98,14 +99,16 @@ def delete(lab, c, version="1.0.0", **extra):
 
 
 def assert_gone(lab, c):
-    """No NB port, no OVS port, no host veth and no flow is left of c's attachment."""
+    """No NB port, no OVS port, no host veth and no flow is left of c's attachment (the flows go
+    after DEL has answered: it returns once the NB has the delete)."""
     name, mac = c["port"]["name"], c["port"]["mac"]
     assert ports_of(lab, c["cid"]) == []
     device = host_device(name)
     for host in ("h1", "h2"):
         assert device not in lab.exec(host, "ovs-vsctl", "list-ports", "br-int").stdout.split()
         assert lab.exec(host, "ip", "link", "show", device, check=False).returncode != 0
-        assert mac not in lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
+        eventually(lambda: mac not in lab.exec(host, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout,
+                   timeout=10, what=f"no flow on {host} with {mac}")
 
 
 def link(lab, c, ifname="eth0"):

@@ -1,12 +1,11 @@
 """weft-cni through the real podman (CNI backend) on a 2-host lab with runtimes: `weft lab podman H
 -- run --network NET ...` finds a conflist for every Weft network and calls the plugin installed as
 `weft` in its CNI plugin dir. Checked with packets, files sent over TCP, and the hosts' OVS."""
-import time
-
 import pytest
 
 from weft.attach import host_device
 from weft.client import path as api_path
+from weft.testing import eventually
 
 NET, CIDR = "pblue", "10.80.0.0/24"
 IMAGE = "weft/busybox"
@@ -35,16 +34,9 @@ def assert_nothing_left(lab, port, host):
     assert port["name"] not in [p["name"] for p in lab.api.get(api_path("ports") + f"?network={NET}")]
     assert device not in lab.exec(host, "ovs-vsctl", "list-ports", "br-int").stdout.split()
     assert lab.exec(host, "ip", "link", "show", device, check=False).returncode != 0
-    for h in ("h1", "h2"):
-        assert port["mac"] not in lab.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int").stdout
-
-
-def wait_for(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    for h in ("h1", "h2"):  # the flows go after the NB delete, which is all DEL waits for
+        eventually(lambda: port["mac"] not in lab.exec(h, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
+                                                      "br-int").stdout, timeout=10, what=f"no flow on {h} with {port['mac']}")
 
 
 def serve(lab, host, name, file):
@@ -52,7 +44,7 @@ def serve(lab, host, name, file):
     lab.podman(host, "run", "-d", "--name", name, "--network", NET, IMAGE, "sh", "-c",
                f"dd if=/dev/urandom of=/var/www/{file}.tmp bs=1024 count=1024 2>/dev/null && "
                f"mv /var/www/{file}.tmp /var/www/{file} && httpd -f -p 80")
-    wait_for(lambda: lab.podman(host, "exec", name, "test", "-f", f"/var/www/{file}", check=False).returncode == 0,
+    eventually(lambda: lab.podman(host, "exec", name, "test", "-f", f"/var/www/{file}", check=False).returncode == 0,
              what=f"{name}'s file")
     return port_of(lab, name), lab.podman(host, "exec", name, "md5sum", f"/var/www/{file}").stdout.split()[0]
 
@@ -101,9 +93,9 @@ def test_podman_static_ip_and_mac(lab):
 def test_a_container_that_exits_gives_its_port_back(lab):
     """podman's cleanup (conmon's exit command) runs the DEL when the container exits by itself."""
     lab.podman("h2", "run", "-d", "--name", "pshort", "--network", NET, IMAGE, "sleep", "1")
-    wait_for(lambda: lab.podman("h2", "inspect", "-f", "{{.State.Status}}", "pshort").stdout.strip() == "exited",
+    eventually(lambda: lab.podman("h2", "inspect", "-f", "{{.State.Status}}", "pshort").stdout.strip() == "exited",
              what="the container to exit")
-    wait_for(lambda: port_of(lab, "pshort") is None, what="the port to go")
+    eventually(lambda: port_of(lab, "pshort") is None, what="the port to go")
     lab.podman("h2", "rm", "pshort")
 
 
@@ -140,7 +132,7 @@ def test_podman_and_docker_containers_on_one_weft_network(lab):
         dport = [p for p in lab.api.get(api_path("ports") + f"?network={NET}")
                  if p["external_ids"].get("owner") == "docker"]
         assert [p["ip"] for p in dport] == [dweb_ip]
-        wait_for(lambda: lab.docker("h1", "exec", "dweb", "test", "-f", "/var/www/d", check=False).returncode == 0,
+        eventually(lambda: lab.docker("h1", "exec", "dweb", "test", "-f", "/var/www/d", check=False).returncode == 0,
                  what="dweb's file")
         d_md5 = lab.docker("h1", "exec", "dweb", "md5sum", "/var/www/d").stdout.split()[0]
         # Docker (h1) -> podman (h2), across hosts; then podman on h1 and on h2 -> Docker (h1).

@@ -11,6 +11,7 @@ from weft.client import UnixHTTPConnection
 from weft.testing import api_path
 
 REPAIR_LIMIT = 5.0  # seconds (the limit)
+REVALIDATION = 0.3  # seconds vswitchd may take to drop a datapath flow that a removed flow made
 FULL_AUDIT = 2      # seconds between full audits here, so the tests see several
 
 
@@ -58,7 +59,8 @@ def test_a_flow_deleted_by_hand_is_put_back_within_5_s(drift):
     line, match = _delivery(drift, "b")
     repairs = _status(drift, "h2")["flow_drift_repairs"]
     _ofctl(drift, "h2", "--strict", "del-flows", "br-int", match)
-    assert line not in _flows(drift, "h2")
+    # Not checked gone here: the audit (every second) may have put it back already. The log's
+    # "missing" line and the repair count below say it was gone, and repaired.
     assert _until(lambda: line in _flows(drift, "h2"), REPAIR_LIMIT, "the repair") <= REPAIR_LIMIT
     _until(lambda: _status(drift, "h2")["flows_in_sync"], REPAIR_LIMIT, "flows_in_sync again")
     status = _status(drift, "h2")
@@ -102,9 +104,10 @@ def test_a_drop_flow_added_by_hand_is_removed_within_5_s_and_traffic_resumes(dri
         removed = time.monotonic()  # CLOCK_MONOTONIC, as the echo counter's times
         time.sleep(1.0)  # echoes after the repair
     assert took <= REPAIR_LIMIT
-    # Whatever was lost went while the drop flow was there: every echo sent after its removal came back.
+    # Whatever was lost went while the drop flow was there: every echo sent after its removal came
+    # back, but for those vswitchd's cached datapath flow still dropped until its revalidators ran.
     assert report["longest_gap_ms"] <= REPAIR_LIMIT * 1000 + 100, report
-    assert all(last <= removed for _, last, _ in report["outages"]), (removed, report)
+    assert all(last <= removed + REVALIDATION for _, last, _ in report["outages"]), (removed, report)
     assert _status(drift, "h2")["flow_drift_repairs"] == repairs + 1
     assert "host h2: unexpected: table=0, priority=65000, cookie=0x0, dl_type=0x0800, actions=drop" in (
         drift.dir / "controller.log").read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.liveness import FIRST_ANSWER_MARGIN
+from controller.liveness import FIRST_ANSWER_MARGIN, PROBE_INTERVAL
 from weft import lab as weftlab
 from weft.client import path as api_path
 
@@ -115,8 +115,9 @@ def test_an_ovsdb_server_restart_loses_nothing_and_keeps_every_binding(faults):
     # OVS 3.1's userspace datapath stops forwarding while vswitchd has no database lock (bridge_run
     # returns early), from the old server's exit until vswitchd has reconnected on its own back-off:
     # a packet or two, or a second when restarts come close together. Nothing is lost outside it.
+    # Its "connected" log line comes before it has the new server's monitor reply and the lock back.
     outside = [o for o in report["outages"]
-               if o[0] < timings["stopping"] or o[1] > timings["vswitchd_reconnected"] + 0.1]
+               if o[0] < timings["stopping"] or o[1] > timings["vswitchd_reconnected"] + 0.5]
     assert outside == [], (report, timings)
     s = status(lab, "h2")
     assert s["ovsdb_connected"] and s["ready"] and s["state"] == "up" and "error" not in s, s
@@ -159,8 +160,9 @@ def test_a_frozen_host_is_down_its_peers_drop_their_tunnels_and_attaches_elsewhe
     h2_before = lab.flow_ages("h2")
     with lab.frozen("h2") as times:
         wait_for("h2 reported down", lambda: status(lab, "h2")["state"] == "down", GRACE + 10)
-        # Down once its last answer (up to a probe interval before the freeze) is older than the grace.
-        assert time.monotonic() - times["frozen"] > GRACE - 1.1
+        # Down once its last answer (up to a probe interval before the freeze, a second more on a
+        # loaded machine) is older than the grace.
+        assert time.monotonic() - times["frozen"] > GRACE - 2 * PROBE_INTERVAL
         assert status(lab, "h2")["last_answer_s"] >= GRACE  # (rounded to 0.1 s)
         assert not lab.api.get(api_path("ports", "b"))["up"]
         [listed] = [line for line in lab.weft("host", "list").stdout.splitlines() if line.startswith("h2 ")]

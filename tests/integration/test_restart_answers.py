@@ -130,10 +130,17 @@ def test_creates_around_a_sigterm_and_restart_are_answered_honestly(capsys):
         time.sleep(1.5)
         before = {p["name"] for p in ctl.api.get("/v1/ports")}
         reader = Reader(ctl.socket, before)
+        assert "p0-1" in before
         waited = {}  # a wait in flight at SIGTERM is answered at once, with the port as it is
-        waiter = threading.Thread(target=lambda: waited.update(ctl.api.get("/v1/ports/p0-1?wait_up=30")))
+
+        def wait():
+            try:
+                waited.update(ctl.api.get("/v1/ports/p0-1?wait_up=30"))
+            except ApiError as err:  # reported below
+                waited["error"] = err
+        waiter = threading.Thread(target=wait)
         waiter.start()
-        time.sleep(0.3)
+        time.sleep(1.5)  # for the wait to reach the controller, busy with the writers
         signalled = time.monotonic()
         ctl.proc.send_signal(signal.SIGTERM)
         assert ctl.proc.wait(15) == 0

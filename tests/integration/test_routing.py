@@ -10,7 +10,7 @@ import time
 import pytest
 
 from weft import lab as weftlab
-from weft.testing import UNTAGGED_ECHO_ID, vlan_probe_frames
+from weft.testing import UNTAGGED_ECHO_ID, eventually, vlan_probe_frames
 
 SERVER_PORT = 8000
 
@@ -136,9 +136,9 @@ def test_unsolicited_inbound_connections_fail_but_a_floating_ip_accepts(routed):
         wait_listening(routed, "b2")
         assert connect(routed, outside, ip(routed, "b2"), timeout=1) is None
         assert connect(routed, outside, routed.external_ip, timeout=1) is None
-        routed.weft("floating-ip", "create", "--port", "b2", "--ip", fip)
-        time.sleep(0.5)
-        assert connect(routed, outside, fip) == routed.info["external"]["next_hop"]
+        routed.weft("floating-ip", "create", "--port", "b2", "--ip", fip)  # does not wait for the switches
+        eventually(lambda: connect(routed, outside, fip) == routed.info["external"]["next_hop"], timeout=10,
+                   what=f"a connection to floating IP {fip} from outside")
     finally:
         server.terminate()
         server.wait(timeout=5)
@@ -196,8 +196,10 @@ def test_set_gateway_returns_once_it_forwards_so_the_first_ping_gets_through(rou
     must not find the router up on the flows it had without one. Three rounds, to meet that race."""
     ext = routed.info["external"]
     for _ in range(3):
-        routed.weft("router", "clear-gateway", "r1")
-        assert not routed.ping("g3", ext["next_hop"], timeout=1)
+        routed.weft("router", "clear-gateway", "r1")  # returns once the NB has it, not the switches
+        assert routed.api.get("/v1/routers/r1?wait_up=10")["up"]
+        eventually(lambda: not routed.ping("g3", ext["next_hop"], timeout=1), timeout=5,
+                   what="the next hop unreachable once the gateway is cleared")
         result = set_gateway(routed, ext["next_hop"])
         assert result.returncode == 0, result.stderr
         assert routed.ping("g3", ext["next_hop"], count=1, timeout=1)  # one echo, answered: no loss
