@@ -295,7 +295,7 @@ def test_a_client_behind_the_router_is_refused_too_and_a_backend_ends_the_refusa
     assert resolve(lab, "o1", f"frontend.{NET}") == [vip]
     assert lab.exec("o1", sys.executable, "-c", PROBE, "tcp", vip, "80").stdout.strip() == "refused"
     lab.attach("dnsb1", "h2", NET, labels=["app=nobody-has-this"])
-    server = weftlab.spawn(lab.name, "dnsb1", ["socat", "TCP-LISTEN:80,reuseaddr,fork",
+    server = weftlab.spawn(lab.name, "dnsb1", ["socat", "-t", "5", "TCP-LISTEN:80,reuseaddr,fork",
                                                f"SYSTEM:echo dnsb1 # {lab.dir}/dnsb1-server"],
                            what="dnsb1: test server", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -304,7 +304,7 @@ def test_a_client_behind_the_router_is_refused_too_and_a_backend_ends_the_refusa
             assert time.monotonic() < deadline, "the backend's server did not start"
             time.sleep(0.05)
         for client in ("d1", "o1"):
-            res = lab.exec(client, "socat", "-T", "5", "-", f"TCP:{vip}:80,connect-timeout=5", check=False)
+            res = lab.exec(client, "socat", "-T", "5", "-t", "5", "-", f"TCP:{vip}:80,connect-timeout=5", check=False)
             assert res.stdout.strip() == "dnsb1", (client, res)
     finally:
         server.terminate()

@@ -7,6 +7,7 @@ Every container runs a TCP server on 8000 and 8001 and a UDP server on 5353, eac
 the container's name, so a client sees which backend served it.
 """
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -19,6 +20,19 @@ NAMES = {"web1": ("h1", "prod", "web"), "web2": ("h2", "prod", "web"),
          "cli": ("h3", "prod", "client"), "dcli": ("h1", "dev", "client")}
 TCP_PORTS = (8000, 8001)
 UDP_PORT = 5353
+# socat ends 0.5 s after one side's end (its -t) unless told otherwise: a server's answer can take
+# longer to fork and run on a loaded machine, and a client's to arrive.
+SERVER_PATIENCE = "5"
+# One process answering every datagram with its name (argv[1]). socat's UDP-RECVFROM,fork left
+# datagrams unanswered for seconds at a time here, while TCP to the same container was served.
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    _, peer = s.recvfrom(100)
+    s.sendto(sys.argv[1].encode() + b"\\n", peer)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +50,11 @@ def lab(make_lab):
         lab.weft("port", "label", name, f"app={app}")
         for port in TCP_PORTS:
             lab.servers.append(weftlab.spawn(
-                lab.name, name, ["socat", f"TCP-LISTEN:{port},reuseaddr,fork",
+                lab.name, name, ["socat", "-t", SERVER_PATIENCE, f"TCP-LISTEN:{port},reuseaddr,fork",
                                  f"SYSTEM:echo {name} # {lab.dir}/server"],
                 what=f"{name}: tcp {port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         lab.servers.append(weftlab.spawn(
-            lab.name, name, ["socat", f"UDP-RECVFROM:{UDP_PORT},fork", f"SYSTEM:echo {name} # {lab.dir}/server"],
+            lab.name, name, [sys.executable, "-c", UDP_SERVER, name, UDP_PORT, lab.dir / "server"],
             what=f"{name}: udp", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     lab.weft("router", "set-gateway", "r1", "--host", ext["host"], "--uplink", ext["uplink"],
              "--ip", f"{ext['free_ips'][0]}/24", "--next-hop", ext["next_hop"])
@@ -56,7 +70,8 @@ def lab(make_lab):
 
 def _wait_listening(lab, name):
     deadline = time.monotonic() + 10
-    while not all(f":{p} " in lab.exec(name, "ss", "-Hltn").stdout for p in TCP_PORTS):
+    while not (all(f":{p} " in lab.exec(name, "ss", "-Hltn").stdout for p in TCP_PORTS)
+               and f":{UDP_PORT} " in lab.exec(name, "ss", "-Hlun").stdout):
         assert time.monotonic() < deadline, f"no servers in {name}"
         time.sleep(0.05)
 
@@ -67,18 +82,19 @@ def ip(lab, name):
 
 def tcp(lab, src, dst_ip, port=8000, timeout=1.5):
     """The name of whoever answered a TCP connection from src to dst_ip:port, or None."""
-    res = lab.exec(src, "socat", "-T", str(timeout), "-",
+    res = lab.exec(src, "socat", "-T", str(timeout), "-t", str(timeout), "-",
                    f"TCP:{dst_ip}:{port},connect-timeout={timeout}", check=False, timeout=timeout + 10)
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
-def udp(lab, src, dst_ip, port=UDP_PORT, timeout=1.5):
-    """The name of whoever answered a UDP datagram from src to dst_ip:port, or None."""
-    argv, env = weftlab.target_cmd(lab.name, src, ["socat", "-T", str(timeout), "-",
-                                                   f"UDP:{dst_ip}:{port}"])
-    res = subprocess.run(argv, env=env, input="?\n", capture_output=True, text=True,
-                         timeout=timeout + 10)
-    return res.stdout.strip() or None
+def udp(lab, src, dst_ip, port=UDP_PORT, timeout=3):
+    """The name of whoever answered a UDP datagram from src to dst_ip:port, or None (no answer
+    within `timeout` s: socat's client would give up half a second after sending, answer or not)."""
+    script = ("import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.settimeout(float(sys.argv[3]))\ns.sendto(b'?\\n', (sys.argv[1], int(sys.argv[2])))\n"
+              "try:\n  print(s.recv(100).decode().strip())\nexcept OSError: pass")
+    answer = lab.exec(src, sys.executable, "-c", script, dst_ip, port, timeout, timeout=timeout + 10).stdout
+    return answer.strip() or None
 
 
 def apply(lab, tmp_path, text, *extra):

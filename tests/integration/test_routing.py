@@ -42,15 +42,16 @@ def ip(lab, name):
 
 def serve_peer_address(lab, target, port=SERVER_PORT):
     """A TCP server in target that answers each connection with the address it came from."""
-    return weftlab.spawn(lab.name, target, ["socat", f"TCP-LISTEN:{port},reuseaddr,fork",
+    # -t: socat's child would end the answer 0.5 s after the client's end, however far it got.
+    return weftlab.spawn(lab.name, target, ["socat", "-t", "5", f"TCP-LISTEN:{port},reuseaddr,fork",
                                             f"SYSTEM:echo $SOCAT_PEERADDR # {lab.dir}/server"],
                          what=f"{target}: test server", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def connect(lab, src, dst_ip, port=SERVER_PORT, timeout=2):
     """What the server at dst_ip:port said (the source address it saw), or None if no connection."""
-    res = lab.exec(src, "socat", "-T", str(timeout), "-", f"TCP:{dst_ip}:{port},connect-timeout={timeout}",
-                   check=False, timeout=timeout + 10)
+    res = lab.exec(src, "socat", "-T", str(timeout), "-t", str(timeout), "-",
+                   f"TCP:{dst_ip}:{port},connect-timeout={timeout}", check=False, timeout=timeout + 10)
     return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
 
