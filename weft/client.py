@@ -210,8 +210,12 @@ class ApiClient:
                            else went_away(method, path, body, self._silent(where, conn.timeout))) from None
                 if isinstance(err, ssl.SSLError):
                     raise self._unreachable(err, where) from None
-                raise went_away(method, path, body) if method != "GET" else _Dropped(
-                    None, self._unreachable(err, where).message) from None
+                if method != "GET":
+                    raise went_away(method, path, body) from None
+                # Asked again (request), of the next controller first: this one may be dying, and
+                # still take a connection or two before its socket goes.
+                self._first = order[(tried + 1) % len(order)]
+                raise _Dropped(None, self._unreachable(err, where).message) from None
             finally:
                 conn.close()
             try:

@@ -100,3 +100,20 @@ def test_one_endpoint_alone_is_not_retried(tmp_path):
     with pytest.raises(ApiError):
         ApiClient(f"unix:{tmp_path}/c2.sock").post("/v1/networks", {"name": "blue"})
     assert len(asked) == 1
+
+
+def test_a_read_dropped_by_a_dying_controller_is_asked_again_of_the_other(tmp_path):
+    """A controller killed under a read may still take a connection or two before its socket goes:
+    the read is asked again of the next one first, not of the dying one."""
+    dropped = []
+
+    class Drop(socketserver.BaseRequestHandler):
+        def handle(self):  # reads the request, closes without an answer
+            dropped.append(self.request.recv(65536))
+    dying = _Server(str(tmp_path / "c1.sock"), Drop)
+    threading.Thread(target=dying.serve_forever, daemon=True).start()
+    serve.servers.append(dying)
+    other = serve(tmp_path / "c2.sock", 200, {"up": True})
+    api = ApiClient(f"unix:{tmp_path}/c1.sock,unix:{tmp_path}/c2.sock")
+    assert api.get("/v1/ports/p?wait_up=5") == {"up": True}
+    assert len(dropped) == 1 and other == [("GET", "/v1/ports/p?wait_up=5")]
